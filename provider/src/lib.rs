@@ -1,0 +1,6 @@
+//! castle: a Terraform provider for Proxmox VE, Talos Linux and Infisical.
+//!
+//! Layers, top to bottom:
+//! - [`resources`] and [`provider`]: the only code that knows Terraform types.
+//! - API clients ([`proxmox`], [`talos`], [`infisical`]): plain Rust, no Terraform.
+//! - [`talos::pki`] and [`talos::config`]: pure generation of the cluster PKI and machine configs.

@@ -1,0 +1,3 @@
+//! The provider plugin binary that Terraform starts.
+
+fn main() {}
