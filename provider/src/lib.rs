@@ -2,5 +2,12 @@
 //!
 //! Layers, top to bottom:
 //! - [`resources`] and [`provider`]: the only code that knows Terraform types.
-//! - API clients ([`proxmox`], [`talos`], [`infisical`]): plain Rust, no Terraform.
-//! - [`talos::pki`] and [`talos::config`]: pure generation of the cluster PKI and machine configs.
+//! - API clients ([`proxmox`], [`talos::client`], [`infisical`]): plain Rust, no Terraform.
+//! - [`talos::pki`] and [`talos::config`]: pure generation of the cluster PKI and machine configs
+//!   (no network, no async runtime).
+
+pub mod infisical;
+pub mod provider;
+pub mod proxmox;
+pub mod resources;
+pub mod talos;

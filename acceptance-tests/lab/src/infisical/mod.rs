@@ -1,0 +1,1 @@
+//! The Infisical emulator: Universal Auth, secrets and folders over HTTP.

@@ -1,0 +1,1 @@
+//! Client of the Infisical API (Universal Auth, secrets, folders).

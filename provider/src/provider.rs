@@ -1,0 +1,1 @@
+//! The provider block: configuration and the clients it builds.

@@ -1,0 +1,1 @@
+//! Terraform resources: schema, plan and the mapping of state to client calls.

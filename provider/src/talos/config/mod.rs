@@ -1,0 +1,1 @@
+//! Talos machine configuration generation (pure: no network, no runtime).

@@ -1,0 +1,6 @@
+//! Everything Talos: the pure PKI and machine-config generators, the gRPC types and the client.
+
+pub mod client;
+pub mod config;
+pub mod pki;
+pub mod proto;

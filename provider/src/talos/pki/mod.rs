@@ -1,0 +1,1 @@
+//! The Talos secrets bundle and certificates (pure: no network, no runtime).

@@ -1,0 +1,1 @@
+//! Types generated from `proto/` by prost and tonic.
