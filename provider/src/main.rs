@@ -1,3 +1,9 @@
 //! The provider plugin binary that Terraform starts.
 
-fn main() {}
+use castle::provider::CastleProvider;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    castle::logging::init();
+    tf_provider::serve("castle", CastleProvider::default()).await
+}

@@ -1,1 +1,291 @@
-//! The provider block: configuration and the clients it builds.
+//! The provider block: configuration, environment fallbacks, and the clients it builds.
+//!
+//! Each section (`proxmox`, `infisical`) is optional: a configuration that only uses
+//! `castle_talos_cluster` needs neither. A resource that needs a missing section says which
+//! attribute or environment variable to set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
+use tf_provider::value::{self, Value, ValueEmpty};
+use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
+
+use crate::{infisical, proxmox, resources};
+
+/// The `proxmox { ... }` block.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ProxmoxBlock {
+    /// Base URL, e.g. `https://pve.example:8006`.
+    pub endpoint: Value<String>,
+    /// `USER@REALM!TOKENID=SECRET`.
+    pub api_token: Value<String>,
+    /// Login for ticket authentication.
+    pub username: Value<String>,
+    /// Password for ticket authentication.
+    pub password: Value<String>,
+    /// Skip TLS verification.
+    pub insecure: Value<bool>,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_cert_pem: Value<String>,
+}
+
+/// The `infisical { ... }` block.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct InfisicalBlock {
+    /// Server URL.
+    pub host: Value<String>,
+    /// Universal Auth client id.
+    pub client_id: Value<String>,
+    /// Universal Auth client secret.
+    pub client_secret: Value<String>,
+}
+
+/// The whole provider configuration.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ProviderConfig {
+    /// Optional Proxmox section.
+    #[serde(with = "value::serde_as_vec", default)]
+    pub proxmox: Value<ProxmoxBlock>,
+    /// Optional Infisical section.
+    #[serde(with = "value::serde_as_vec", default)]
+    pub infisical: Value<InfisicalBlock>,
+}
+
+/// What `configure` produced, shared by every resource.
+#[derive(Default)]
+pub struct ProviderData {
+    proxmox: OnceLock<Result<Arc<proxmox::Client>, String>>,
+    infisical: OnceLock<Result<Arc<infisical::Client>, String>>,
+}
+
+impl ProviderData {
+    /// The Proxmox client, or a message that says how to configure it.
+    pub fn proxmox(&self) -> Result<Arc<proxmox::Client>, String> {
+        self.proxmox
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err("the provider is not configured yet".into()))
+    }
+
+    /// The Infisical client, or a message that says how to configure it.
+    pub fn infisical(&self) -> Result<Arc<infisical::Client>, String> {
+        self.infisical
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err("the provider is not configured yet".into()))
+    }
+}
+
+/// The castle provider.
+#[derive(Default, Clone)]
+pub struct CastleProvider {
+    data: Arc<ProviderData>,
+}
+
+fn string_attr(description: &str, sensitive: bool) -> Attribute {
+    Attribute {
+        attr_type: AttributeType::String,
+        description: Description::plain(description),
+        constraint: AttributeConstraint::Optional,
+        sensitive,
+        ..Default::default()
+    }
+}
+
+/// A configured value, or the environment variable, or nothing.
+fn or_env(value: &Value<String>, env: &str) -> Option<String> {
+    match value {
+        Value::Value(v) if !v.is_empty() => Some(v.clone()),
+        _ => std::env::var(env).ok().filter(|v| !v.is_empty()),
+    }
+}
+
+fn env_bool(value: &Value<bool>, env: &str) -> bool {
+    match value {
+        Value::Value(v) => *v,
+        _ => std::env::var(env)
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+            .unwrap_or(false),
+    }
+}
+
+/// Builds the Proxmox client settings from the block and the environment.
+pub fn proxmox_settings(block: &ProxmoxBlock) -> Result<Option<proxmox::ClientConfig>, (AttributePath, String)> {
+    let path = AttributePath::new("proxmox").index(0);
+    let Some(endpoint) = or_env(&block.endpoint, "PROXMOX_VE_ENDPOINT") else {
+        return Ok(None);
+    };
+    let auth = if let Some(token) = or_env(&block.api_token, "PROXMOX_VE_API_TOKEN") {
+        proxmox::Auth::Token(token)
+    } else {
+        match (
+            or_env(&block.username, "PROXMOX_VE_USERNAME"),
+            or_env(&block.password, "PROXMOX_VE_PASSWORD"),
+        ) {
+            (Some(username), Some(password)) => proxmox::Auth::Password { username, password },
+            _ => {
+                return Err((
+                    path.attribute("api_token"),
+                    "Set api_token (or PROXMOX_VE_API_TOKEN), or username and password \
+                     (or PROXMOX_VE_USERNAME and PROXMOX_VE_PASSWORD)."
+                        .into(),
+                ))
+            }
+        }
+    };
+    Ok(Some(proxmox::ClientConfig {
+        endpoint,
+        auth,
+        insecure: env_bool(&block.insecure, "PROXMOX_VE_INSECURE"),
+        ca_cert_pem: block.ca_cert_pem.as_ref_option().cloned(),
+    }))
+}
+
+/// Builds the Infisical client settings from the block and the environment.
+pub fn infisical_settings(block: &InfisicalBlock) -> Result<Option<infisical::ClientConfig>, (AttributePath, String)> {
+    let path = AttributePath::new("infisical").index(0);
+    let client_id = or_env(&block.client_id, "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");
+    let client_secret = or_env(&block.client_secret, "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    match (client_id, client_secret) {
+        (None, None) => Ok(None),
+        (Some(client_id), Some(client_secret)) => Ok(Some(infisical::ClientConfig {
+            host: or_env(&block.host, "INFISICAL_HOST")
+                .unwrap_or_else(|| infisical::DEFAULT_HOST.to_string()),
+            client_id,
+            client_secret,
+        })),
+        (Some(_), None) => Err((
+            path.attribute("client_secret"),
+            "Set client_secret (or INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET) with client_id.".into(),
+        )),
+        (None, Some(_)) => Err((
+            path.attribute("client_id"),
+            "Set client_id (or INFISICAL_UNIVERSAL_AUTH_CLIENT_ID) with client_secret.".into(),
+        )),
+    }
+}
+
+#[async_trait]
+impl Provider for CastleProvider {
+    type Config<'a> = ProviderConfig;
+    type MetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        let proxmox = Block {
+            description: Description::plain(
+                "Proxmox VE API access. Needed only by castle_proxmox_vm. Each argument falls back \
+                 to its PROXMOX_VE_* environment variable.",
+            ),
+            attributes: map! {
+                "endpoint" => string_attr("API URL, e.g. https://pve.example:8006 (PROXMOX_VE_ENDPOINT).", false),
+                "api_token" => string_attr("API token USER@REALM!TOKENID=SECRET (PROXMOX_VE_API_TOKEN).", true),
+                "username" => string_attr("User for ticket login, e.g. root@pam (PROXMOX_VE_USERNAME).", false),
+                "password" => string_attr("Password for ticket login (PROXMOX_VE_PASSWORD).", true),
+                "insecure" => Attribute {
+                    attr_type: AttributeType::Bool,
+                    description: Description::plain("Skip TLS certificate verification (PROXMOX_VE_INSECURE). Prefer ca_cert_pem."),
+                    constraint: AttributeConstraint::Optional,
+                    ..Default::default()
+                },
+                "ca_cert_pem" => string_attr("PEM of a CA certificate to trust for the API (e.g. a self-signed PVE CA).", false)
+            },
+            ..Default::default()
+        };
+        let infisical = Block {
+            description: Description::plain(
+                "Infisical access by Universal Auth. Needed only by castle_kubeconfig_secret. Each \
+                 argument falls back to its INFISICAL_* environment variable.",
+            ),
+            attributes: map! {
+                "host" => string_attr("Server URL (INFISICAL_HOST), default https://app.infisical.com.", false),
+                "client_id" => string_attr("Machine identity client id (INFISICAL_UNIVERSAL_AUTH_CLIENT_ID).", false),
+                "client_secret" => string_attr("Machine identity client secret (INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET).", true)
+            },
+            ..Default::default()
+        };
+        Some(Schema {
+            version: 1,
+            block: Block {
+                description: Description::plain(
+                    "castle: Proxmox VE VMs, Talos Linux clusters and their kubeconfig in Infisical.",
+                ),
+                blocks: map! {
+                    "proxmox" => NestedBlock::Optional(proxmox),
+                    "infisical" => NestedBlock::Optional(infisical)
+                },
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::Config<'a>) -> Option<()> {
+        if let Value::Value(block) = &config.proxmox {
+            if let Value::Value(endpoint) = &block.endpoint {
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                    diags.error(
+                        "Invalid Proxmox endpoint",
+                        format!("{endpoint:?} is not a URL; use e.g. https://pve.example:8006"),
+                        AttributePath::new("proxmox").index(0).attribute("endpoint"),
+                    );
+                }
+            }
+        }
+        Some(())
+    }
+
+    async fn configure<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _terraform_version: String,
+        config: Self::Config<'a>,
+    ) -> Option<()> {
+        let proxmox_block = config.proxmox.as_ref_option().cloned().unwrap_or_default();
+        let proxmox = match proxmox_settings(&proxmox_block) {
+            Ok(Some(settings)) => proxmox::Client::new(settings).map(Arc::new).map_err(|e| {
+                diags.root_error("Unable to configure the Proxmox client", e.to_string());
+                e.to_string()
+            }),
+            Ok(None) => Err("castle_proxmox_vm needs Proxmox access: set the provider's \
+                proxmox { endpoint, api_token } block or PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN \
+                (or PROXMOX_VE_USERNAME / PROXMOX_VE_PASSWORD)."
+                .to_string()),
+            Err((path, message)) => {
+                diags.error("Incomplete Proxmox configuration", message.clone(), path);
+                Err(message)
+            }
+        };
+        let infisical_block = config.infisical.as_ref_option().cloned().unwrap_or_default();
+        let infisical = match infisical_settings(&infisical_block) {
+            Ok(Some(settings)) => infisical::Client::new(settings).map(Arc::new).map_err(|e| {
+                diags.root_error("Unable to configure the Infisical client", e.to_string());
+                e.to_string()
+            }),
+            Ok(None) => Err("castle_kubeconfig_secret needs Infisical access: set the provider's \
+                infisical { client_id, client_secret } block or INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and \
+                INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET."
+                .to_string()),
+            Err((path, message)) => {
+                diags.error("Incomplete Infisical configuration", message.clone(), path);
+                Err(message)
+            }
+        };
+        let _ = self.data.proxmox.set(proxmox);
+        let _ = self.data.infisical.set(infisical);
+        if diags.errors.is_empty() {
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+        Some(resources::all(&self.data))
+    }
+
+    fn get_data_sources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+        Some(HashMap::new())
+    }
+}
