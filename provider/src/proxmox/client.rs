@@ -1,8 +1,17 @@
-//! The HTTP client: one connection pool per provider process, token or ticket auth.
+//! The HTTP client: one connection pool per provider process, token or ticket auth, and the
+//! one function that reads PVE's `{"data": ...}` answers and errors.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use super::Error;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::error::{classify, Error};
 
 /// How to authenticate.
 #[derive(Clone)]
@@ -43,20 +52,213 @@ pub struct ClientConfig {
     pub ca_cert_pem: Option<String>,
 }
 
-/// A Proxmox VE API client.
-#[derive(Debug)]
-pub struct Client {
-    config: ClientConfig,
+#[derive(Clone)]
+struct Ticket {
+    cookie: String,
+    csrf: String,
+    generation: u64,
 }
+
+/// A Proxmox VE API client.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    ticket: Mutex<Option<Ticket>>,
+    logins: AtomicU64,
+    /// VMIDs handed out by this process and not yet visible in the cluster.
+    pub(crate) reserved_ids: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("auth", &self.auth).finish()
+    }
+}
+
+/// Parameters of one request, in PVE's form encoding.
+pub type Params = Vec<(String, String)>;
 
 impl Client {
     /// Builds the client; nothing is sent until the first call.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
-        Ok(Self { config })
+        let endpoint = config.endpoint.trim_end_matches('/');
+        let endpoint = endpoint.strip_suffix("/api2/json").unwrap_or(endpoint);
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(Error::Settings(format!("endpoint {endpoint:?} is not an http(s) URL")));
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if config.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some(pem) = &config.ca_cert_pem {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| Error::Settings(format!("ca_cert_pem is not a PEM certificate: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| Error::Settings(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: format!("{endpoint}/api2/json"),
+            auth: config.auth,
+            ticket: Mutex::new(None),
+            logins: AtomicU64::new(0),
+            reserved_ids: Default::default(),
+        })
     }
 
-    /// The configured endpoint.
-    pub fn endpoint(&self) -> &str {
-        &self.config.endpoint
+    /// The API base URL (`.../api2/json`).
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
+
+    /// `GET path?query`, returning `data`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Error> {
+        let params: Params = query.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        self.call(Method::GET, path, params).await
+    }
+
+    /// `POST path` with form parameters, returning `data`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
+        self.call(Method::POST, path, params).await
+    }
+
+    /// `PUT path` with form parameters, returning `data`.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
+        self.call(Method::PUT, path, params).await
+    }
+
+    /// `DELETE path?query`, returning `data`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
+        self.call(Method::DELETE, path, params).await
+    }
+
+    /// One API call; a ticket that expired is renewed once and the call sent again.
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, params: Params) -> Result<T, Error> {
+        let mut renewed = false;
+        loop {
+            let ticket = self.ticket_for_call().await?;
+            match self.send(method.clone(), path, &params, ticket.as_ref()).await {
+                Err(Error::Auth { status: 401, .. }) if !renewed && ticket.is_some() => {
+                    // Tickets live two hours: log in again once, then give up.
+                    renewed = true;
+                    self.forget_ticket(ticket.map(|t| t.generation)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+        ticket: Option<&Ticket>,
+    ) -> Result<T, Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.request(method.clone(), &url);
+        request = if method == Method::GET || method == Method::DELETE {
+            request.query(params)
+        } else {
+            request.form(params)
+        };
+        match (&self.auth, ticket) {
+            (Auth::Token(token), _) => {
+                request = request.header("Authorization", format!("PVEAPIToken={token}"));
+            }
+            (Auth::Password { .. }, Some(ticket)) => {
+                request = request.header("Cookie", format!("PVEAuthCookie={}", ticket.cookie));
+                if method != Method::GET {
+                    request = request.header("CSRFPreventionToken", ticket.csrf.clone());
+                }
+            }
+            (Auth::Password { .. }, None) => {}
+        }
+        tracing::debug!(%method, path, "proxmox request");
+        let response = request.send().await.map_err(|source| Error::Transport { url: url.clone(), source })?;
+        read_answer(&url, response).await
+    }
+
+    async fn ticket_for_call(&self) -> Result<Option<Ticket>, Error> {
+        let Auth::Password { username, password } = &self.auth else {
+            return Ok(None);
+        };
+        let mut guard = self.ticket.lock().await;
+        if let Some(ticket) = guard.as_ref() {
+            return Ok(Some(ticket.clone()));
+        }
+        let url = format!("{}/access/ticket", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .form(&[("username", username.as_str()), ("password", password.as_str())])
+            .send()
+            .await
+            .map_err(|source| Error::Transport { url: url.clone(), source })?;
+        let data: Value = read_answer(&url, response).await.map_err(|e| match e {
+            Error::Api { status, message, .. } | Error::Auth { status, message } => Error::Auth { status, message },
+            other => other,
+        })?;
+        let cookie = data.get("ticket").and_then(Value::as_str);
+        let csrf = data.get("CSRFPreventionToken").and_then(Value::as_str);
+        let (Some(cookie), Some(csrf)) = (cookie, csrf) else {
+            return Err(Error::Auth { status: 401, message: format!("login as {username} failed") });
+        };
+        let generation = self.logins.fetch_add(1, Ordering::SeqCst) + 1;
+        let ticket = Ticket { cookie: cookie.to_string(), csrf: csrf.to_string(), generation };
+        *guard = Some(ticket.clone());
+        Ok(Some(ticket))
+    }
+
+    /// Drops the cached ticket unless another call already replaced it.
+    async fn forget_ticket(&self, generation: Option<u64>) {
+        let mut guard = self.ticket.lock().await;
+        if guard.as_ref().map(|t| t.generation) == generation {
+            *guard = None;
+        }
+    }
+}
+
+/// Reads `{"data": ...}`, or turns an error answer into [`Error`].
+async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T, Error> {
+    let status = response.status();
+    let body = response.text().await.map_err(|source| Error::Transport { url: url.to_string(), source })?;
+    let json: Option<Value> = serde_json::from_str(&body).ok();
+    if !status.is_success() {
+        return Err(answer_error(status, &body, json.as_ref()));
+    }
+    let data = json
+        .as_ref()
+        .and_then(|j| j.get("data"))
+        .cloned()
+        .ok_or_else(|| Error::Decode { url: url.to_string(), detail: "no data field".into() })?;
+    serde_json::from_value(data).map_err(|e| Error::Decode { url: url.to_string(), detail: e.to_string() })
+}
+
+fn answer_error(status: StatusCode, body: &str, json: Option<&Value>) -> Error {
+    let mut message = json
+        .and_then(|j| j.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| m.trim().to_string())
+        .unwrap_or_default();
+    if message.is_empty() {
+        // Some proxies answer HTML; keep the first readable line only.
+        message = body
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('<'))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
+            .to_string();
+    }
+    let errors: BTreeMap<String, String> = json
+        .and_then(|j| j.get("errors"))
+        .and_then(Value::as_object)
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect())
+        .unwrap_or_default();
+    classify(status.as_u16(), message, errors)
 }

@@ -1,4 +1,6 @@
-//! Errors of the Proxmox client.
+//! Errors of the Proxmox client, and the one place that decides what they mean.
+
+use std::collections::BTreeMap;
 
 /// Everything that can go wrong talking to Proxmox.
 #[derive(Debug, thiserror::Error)]
@@ -6,4 +8,165 @@ pub enum Error {
     /// The client could not be built (bad endpoint URL, bad CA certificate).
     #[error("invalid Proxmox client settings: {0}")]
     Settings(String),
+    /// The request never got an answer (connection refused, reset, TLS, timeout).
+    #[error("cannot reach Proxmox at {url}: {source}")]
+    Transport {
+        /// What was called.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Login refused, or a token without the right privileges.
+    #[error("Proxmox refused the credentials ({status}): {message}")]
+    Auth {
+        /// HTTP status.
+        status: u16,
+        /// PVE's message.
+        message: String,
+    },
+    /// The object does not exist (404, or PVE's "does not exist" wording).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Any other API error, with PVE's per-parameter reasons.
+    #[error("{message}{}", format_fields(.errors))]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// PVE's message (first line of the reason).
+        message: String,
+        /// Per-parameter reasons (`{"errors": {"field": "why"}}`).
+        errors: BTreeMap<String, String>,
+    },
+    /// A task ended with an error exit status.
+    #[error("task {upid} failed: {exit_status}{}", format_log(.log))]
+    Task {
+        /// The task id.
+        upid: String,
+        /// `exitstatus`, e.g. `clone failed: ...`.
+        exit_status: String,
+        /// The last lines of the task log.
+        log: Vec<String>,
+    },
+    /// An answer that does not have the shape PVE documents.
+    #[error("unexpected answer from {url}: {detail}")]
+    Decode {
+        /// What was called.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The operation ran out of time; says what it was waiting for.
+    #[error("timed out while {0}")]
+    Timeout(String),
+}
+
+fn format_fields(errors: &BTreeMap<String, String>) -> String {
+    errors
+        .iter()
+        .map(|(field, why)| format!("\n  {field}: {}", why.trim()))
+        .collect()
+}
+
+fn format_log(log: &[String]) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("\ntask log:\n  {}", log.join("\n  "))
+    }
+}
+
+impl Error {
+    /// The message PVE gave, for classification.
+    fn text(&self) -> String {
+        match self {
+            Error::Api { message, errors, .. } => {
+                let mut text = message.clone();
+                for why in errors.values() {
+                    text.push(' ');
+                    text.push_str(why);
+                }
+                text
+            }
+            Error::Task { exit_status, .. } => exit_status.clone(),
+            Error::NotFound(message) => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// True when the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+
+    /// A config or storage lock that timed out: worth another try after a pause.
+    pub fn is_lock_timeout(&self) -> bool {
+        let text = self.text();
+        (text.contains("can't lock file") && text.contains("timeout"))
+            || text.contains("got lock request timeout")
+            || text.contains("got lock timeout")
+            || (text.contains("pve-storage") && text.contains("timeout"))
+            || text.contains("cfs-lock")
+    }
+
+    /// The VMID is taken (another client got the same id from `nextid`).
+    pub fn is_vmid_taken(&self) -> bool {
+        let text = self.text();
+        text.contains("already exists") || text.contains("config file already exists")
+    }
+
+    /// Worth retrying the same request: connection trouble and 5xx that are not PVE's
+    /// verdicts on the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, .. } => matches!(status, 502..=504) || self.is_lock_timeout(),
+            _ => false,
+        }
+    }
+}
+
+/// Turns PVE's "does not exist" wording into [`Error::NotFound`].
+pub(crate) fn classify(status: u16, message: String, errors: BTreeMap<String, String>) -> Error {
+    let lower = message.to_ascii_lowercase();
+    if status == 404
+        || lower.contains("does not exist")
+        || lower.contains("no such vm")
+        || (lower.contains("configuration file") && lower.contains("not exist"))
+    {
+        return Error::NotFound(message);
+    }
+    if status == 401 {
+        return Error::Auth { status, message };
+    }
+    Error::Api { status, message, errors }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pve_does_not_exist_wording_is_not_found() {
+        let err = classify(500, "Configuration file 'nodes/pve1/qemu-server/105.conf' does not exist".into(), BTreeMap::new());
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn lock_timeouts_are_recognised() {
+        let err = classify(500, "can't lock file '/var/lock/qemu-server/lock-105.conf' - got timeout".into(), BTreeMap::new());
+        assert!(err.is_lock_timeout());
+        assert!(err.is_transient());
+        let err = classify(500, "VM 105 already exists".into(), BTreeMap::new());
+        assert!(err.is_vmid_taken());
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn field_errors_are_listed() {
+        let mut errors = BTreeMap::new();
+        errors.insert("memory".to_string(), "value must have a minimum value of 16".to_string());
+        let err = classify(400, "Parameter verification failed.".into(), errors);
+        assert_eq!(err.to_string(), "Parameter verification failed.\n  memory: value must have a minimum value of 16");
+    }
 }

@@ -1,0 +1,305 @@
+//! The create, update and delete workflows of a cloned VM, as plain client calls.
+//!
+//! Create: pick a VMID (retrying a clash), clone, wait for the clone task (which holds the
+//! lock), write the config, grow disks, start. A failure after the clone removes the VM again,
+//! so nothing is left half-made; if even that fails, the error carries the VMID so the caller
+//! can keep it in state and the next apply replaces it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::retry::{with_policy, API_CALL, LOCKED};
+use super::vm_config::{config_changes, facts, needs_reboot, VmFacts, VmSpec};
+use super::vms::CloneRequest;
+use super::{Client, Error};
+
+/// Which template to clone, and how.
+#[derive(Debug, Clone)]
+pub struct CloneSource {
+    /// Template VMID, or
+    pub template_id: Option<u32>,
+    /// template name (looked up across the cluster).
+    pub template_name: Option<String>,
+    /// Full clone (default) or linked clone.
+    pub full: bool,
+    /// Target storage for a full clone.
+    pub storage: Option<String>,
+    /// Pool to join.
+    pub pool: Option<String>,
+}
+
+/// A VM to create.
+#[derive(Debug, Clone)]
+pub struct NewVm {
+    /// Node to create it on.
+    pub node: String,
+    /// Fixed VMID, or `None` to allocate one.
+    pub vm_id: Option<u32>,
+    /// What to clone.
+    pub clone: CloneSource,
+    /// What to set.
+    pub spec: VmSpec,
+    /// Leave it running.
+    pub started: bool,
+}
+
+/// A create that failed; `left_behind` names a VM that could not be removed.
+#[derive(Debug)]
+pub struct CreateFailure {
+    /// Why it failed.
+    pub error: Error,
+    /// A VMID that still exists and must be kept in state.
+    pub left_behind: Option<u32>,
+}
+
+/// The template a clone starts from.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// VMID.
+    pub vmid: u32,
+    /// Node it lives on.
+    pub node: String,
+}
+
+/// Finds the template by id or name; says clearly when it is missing or not a template.
+pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Template, Error> {
+    let vms = client.cluster_vms().await?;
+    let found = match (&source.template_id, &source.template_name) {
+        (Some(id), _) => vms.iter().find(|vm| vm.vmid == *id),
+        (None, Some(name)) => vms.iter().find(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template()),
+        (None, None) => None,
+    };
+    let what = match (&source.template_id, &source.template_name) {
+        (Some(id), _) => format!("template {id}"),
+        (None, Some(name)) => format!("template named {name:?}"),
+        _ => "template".to_string(),
+    };
+    let vm = found.ok_or_else(|| Error::NotFound(format!("{what} does not exist in the cluster")))?;
+    Ok(Template { vmid: vm.vmid, node: vm.node.clone() })
+}
+
+/// The cluster's node names.
+pub async fn node_names(client: &Client) -> Result<Vec<String>, Error> {
+    let nodes: Vec<serde_json::Value> = client.get("/nodes", &[]).await?;
+    Ok(nodes.iter().filter_map(|n| n.get("node").and_then(|v| v.as_str()).map(str::to_string)).collect())
+}
+
+/// Creates the VM; returns its VMID and the task warnings.
+pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u32, Vec<String>), CreateFailure> {
+    let fail = |error| CreateFailure { error, left_behind: None };
+    let template = find_template(client, &vm.clone).await.map_err(fail)?;
+    let (vmid, mut warnings) = clone_with_free_id(client, vm, &template, deadline).await.map_err(fail)?;
+    let result = configure_new(client, vm, vmid, deadline).await;
+    client.release_vmid(vmid);
+    match result {
+        Ok(more) => {
+            warnings.extend(more);
+            Ok((vmid, warnings))
+        }
+        Err(error) => {
+            tracing::warn!(vmid, %error, "create failed after the clone; removing the VM");
+            // Give the clean-up its own short budget: the create deadline may be spent.
+            let cleanup_deadline = Instant::now() + Duration::from_secs(120);
+            match delete(client, &vm.node, vmid, 30, cleanup_deadline).await {
+                Ok(()) => Err(CreateFailure { error, left_behind: None }),
+                Err(cleanup) => {
+                    tracing::error!(vmid, %cleanup, "could not remove the half-created VM");
+                    Err(CreateFailure { error, left_behind: Some(vmid) })
+                }
+            }
+        }
+    }
+}
+
+async fn clone_with_free_id(client: &Client, vm: &NewVm, template: &Template, deadline: Instant) -> Result<(u32, Vec<String>), Error> {
+    let mut clashed: Vec<u32> = Vec::new();
+    loop {
+        let vmid = match vm.vm_id {
+            Some(id) => id,
+            None => client.reserve_vmid(&clashed).await?,
+        };
+        let request = CloneRequest {
+            node: template.node.clone(),
+            template_id: template.vmid,
+            new_id: vmid,
+            name: vm.spec.name.clone(),
+            full: vm.clone.full,
+            storage: vm.clone.storage.clone(),
+            pool: vm.clone.pool.clone(),
+            target: (template.node != vm.node).then(|| vm.node.clone()),
+            description: vm.spec.description.clone(),
+        };
+        let started = with_policy(LOCKED, deadline, "clone", || client.clone_vm(&request)).await;
+        let upid = match started {
+            Ok(upid) => upid,
+            Err(e) if e.is_vmid_taken() && vm.vm_id.is_none() => {
+                // Another client took this id between our look and our clone: try the next.
+                tracing::info!(vmid, "VMID taken by someone else; picking another");
+                client.release_vmid(vmid);
+                clashed.push(vmid);
+                continue;
+            }
+            Err(e) => {
+                client.release_vmid(vmid);
+                return Err(e);
+            }
+        };
+        match client.wait_task(&upid, deadline).await {
+            Ok(outcome) => return Ok((vmid, outcome.warnings)),
+            Err(e) if e.is_vmid_taken() && vm.vm_id.is_none() => {
+                client.release_vmid(vmid);
+                clashed.push(vmid);
+            }
+            Err(e) => {
+                client.release_vmid(vmid);
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn configure_new(client: &Client, vm: &NewVm, vmid: u32, deadline: Instant) -> Result<Vec<String>, Error> {
+    wait_unlocked(client, &vm.node, vmid, deadline).await?;
+    apply_spec(client, &vm.node, vmid, &vm.spec, deadline).await?;
+    let mut warnings = Vec::new();
+    if vm.started {
+        let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(&vm.node, vmid)).await?;
+        warnings.extend(client.wait_task(&upid, deadline).await?.warnings);
+    }
+    Ok(warnings)
+}
+
+/// Waits until no task holds the VM's config lock (a clone holds it to the end).
+async fn wait_unlocked(client: &Client, node: &str, vmid: u32, deadline: Instant) -> Result<(), Error> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+        match status.lock {
+            None => return Ok(()),
+            Some(lock) if Instant::now() + pause >= deadline => {
+                return Err(Error::Timeout(format!("waiting for the {lock:?} lock on VM {vmid} to clear")))
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Writes changed config keys and grows disks. Returns the keys written.
+async fn apply_spec(client: &Client, node: &str, vmid: u32, spec: &VmSpec, deadline: Instant) -> Result<Vec<String>, Error> {
+    let current = with_policy(API_CALL, deadline, "read config", || client.vm_config(node, vmid)).await?;
+    let (params, delete) = config_changes(spec, &current);
+    let mut keys: Vec<String> = params.iter().map(|(k, _)| k.clone()).chain(delete.iter().cloned()).collect();
+    if !params.is_empty() || !delete.is_empty() {
+        with_policy(LOCKED, deadline, "write config", || client.set_vm_config(node, vmid, params.clone(), &delete)).await?;
+    }
+    let sizes = facts(&current).disks;
+    for disk in &spec.disks {
+        match sizes.get(&disk.slot) {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "VM {vmid} has no disk {} to size (the template's disks are: {})",
+                    disk.slot,
+                    sizes.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+            Some(&size) if size > disk.size_gb => {
+                return Err(Error::Api {
+                    status: 400,
+                    message: format!(
+                        "disk {} is {size} GiB and cannot shrink to {} GiB; set size_gb to at least {size}",
+                        disk.slot, disk.size_gb
+                    ),
+                    errors: Default::default(),
+                })
+            }
+            Some(&size) if size == disk.size_gb => {}
+            Some(_) => {
+                let upid = with_policy(LOCKED, deadline, "resize", || client.resize_disk(node, vmid, &disk.slot, disk.size_gb)).await?;
+                if let Some(upid) = upid {
+                    client.wait_task(&upid, deadline).await?;
+                }
+                keys.push(disk.slot.clone());
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads a VM: its config facts and whether it runs. `Ok(None)` when it is gone.
+pub async fn read(client: &Client, node: &str, vmid: u32, deadline: Instant) -> Result<Option<(VmFacts, bool)>, Error> {
+    let config = with_policy(API_CALL, deadline, "read config", || client.vm_config(node, vmid));
+    let status = with_policy(API_CALL, deadline, "read status", || client.vm_status(node, vmid));
+    match tokio::try_join!(config, status) {
+        Ok((config, status)) => Ok(Some((facts(&config), status.status == "running"))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Brings an existing VM to `spec`, rebooting it if a changed key only applies at boot, and
+/// starting or stopping it as `started` says. Returns whether it was rebooted.
+pub async fn update(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    spec: &VmSpec,
+    started: bool,
+    shutdown_timeout_secs: u64,
+    deadline: Instant,
+) -> Result<bool, Error> {
+    let keys = apply_spec(client, node, vmid, spec, deadline).await?;
+    let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+    let running = status.status == "running";
+    let mut rebooted = false;
+    if running && !started {
+        power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
+    } else if !running && started {
+        let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
+        client.wait_task(&upid, deadline).await?;
+    } else if running && needs_reboot(&keys) {
+        let pending = client.vm_pending_keys(node, vmid).await.unwrap_or_else(|_| keys.clone());
+        if !pending.is_empty() || keys.iter().any(|k| k.starts_with("ipconfig") || k == "nameserver" || k == "searchdomain") {
+            // Cloud-init and hardware changes only reach the guest at the next boot.
+            power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
+            let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
+            client.wait_task(&upid, deadline).await?;
+            rebooted = true;
+        }
+    }
+    Ok(rebooted)
+}
+
+/// Shutdown that falls back to a hard stop.
+async fn power_off(client: &Client, node: &str, vmid: u32, timeout_secs: u64, deadline: Instant) -> Result<(), Error> {
+    let upid = with_policy(LOCKED, deadline, "shutdown", || client.shutdown_vm(node, vmid, timeout_secs)).await?;
+    if let Err(e) = client.wait_task(&upid, deadline).await {
+        if e.is_not_found() {
+            return Err(e);
+        }
+        tracing::warn!(vmid, %e, "shutdown did not finish; stopping");
+        let upid = with_policy(LOCKED, deadline, "stop", || client.stop_vm(node, vmid)).await?;
+        client.wait_task(&upid, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Stops and destroys the VM with its disks. A VM that is already gone is success.
+pub async fn delete(client: &Client, node: &str, vmid: u32, shutdown_timeout_secs: u64, deadline: Instant) -> Result<(), Error> {
+    let result: Result<(), Error> = async {
+        let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+        if status.status == "running" {
+            power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
+        }
+        let upid = with_policy(LOCKED, deadline, "delete", || client.delete_vm(node, vmid)).await?;
+        client.wait_task(&upid, deadline).await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,371 @@
+//! The VM castle wants, as plain Rust, and its mapping to and from PVE config keys (pure).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::client::Params;
+use super::vms::VmConfig;
+
+/// One data disk: `scsi0`, `virtio1`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Bus and index, e.g. `scsi0`.
+    pub slot: String,
+    /// Size in GiB.
+    pub size_gb: u64,
+}
+
+/// `net0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Bridge, e.g. `vmbr0`.
+    pub bridge: String,
+    /// VLAN tag.
+    pub vlan: Option<u16>,
+    /// MAC address; kept from the clone when absent.
+    pub mac: Option<String>,
+    /// NIC model, e.g. `virtio`.
+    pub model: String,
+}
+
+/// Static IPv4 for cloud-init (`ipconfig0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv4Spec {
+    /// CIDR, e.g. `10.0.0.11/24`.
+    pub address: String,
+    /// Default gateway.
+    pub gateway: Option<String>,
+}
+
+/// Everything castle sets on a VM after the clone. `None` leaves the template's value alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmSpec {
+    /// VM name.
+    pub name: String,
+    /// Cores per socket.
+    pub cores: Option<u64>,
+    /// Sockets.
+    pub sockets: Option<u64>,
+    /// Memory in MiB.
+    pub memory: Option<u64>,
+    /// Disks to size.
+    pub disks: Vec<DiskSpec>,
+    /// First NIC.
+    pub network: Option<NetworkSpec>,
+    /// Static address.
+    pub ipv4: Option<Ipv4Spec>,
+    /// DNS servers.
+    pub nameservers: Option<Vec<String>>,
+    /// DNS search domain.
+    pub search_domain: Option<String>,
+    /// Tags (order does not matter).
+    pub tags: Option<BTreeSet<String>>,
+    /// Notes.
+    pub description: Option<String>,
+    /// Start at host boot.
+    pub on_boot: Option<bool>,
+}
+
+/// Keys PVE applies to a running VM at once; a change to any other key waits for a reboot.
+pub const LIVE_KEYS: &[&str] = &["name", "description", "onboot", "tags"];
+
+/// What the VM is, read back from its config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmFacts {
+    /// Name.
+    pub name: String,
+    /// Cores (PVE default 1).
+    pub cores: u64,
+    /// Sockets (PVE default 1).
+    pub sockets: u64,
+    /// Memory MiB (PVE default 512).
+    pub memory: u64,
+    /// Every data disk (not CD-ROMs, EFI or TPM state), by slot, with its size in GiB.
+    pub disks: BTreeMap<String, u64>,
+    /// `net0`.
+    pub network: Option<NetworkSpec>,
+    /// `ipconfig0`, when static.
+    pub ipv4: Option<Ipv4Spec>,
+    /// `nameserver`.
+    pub nameservers: Vec<String>,
+    /// `searchdomain`.
+    pub search_domain: Option<String>,
+    /// `tags`.
+    pub tags: BTreeSet<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `onboot`.
+    pub on_boot: bool,
+    /// A config lock, if any.
+    pub lock: Option<String>,
+}
+
+/// Splits `a=b,c=d` (and a leading bare value such as a volume) into ordered pairs.
+pub fn split_props(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (String::new(), part.trim().to_string()),
+        })
+        .collect()
+}
+
+/// Parses a PVE size (`8G`, `512M`, `1T`, `2048K`) into whole GiB, rounding up.
+pub fn size_to_gib(size: &str) -> Option<u64> {
+    let size = size.trim();
+    let (number, unit) = size.split_at(size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len()));
+    let number: f64 = number.parse().ok()?;
+    let gib = match unit {
+        "T" => number * 1024.0,
+        "G" | "" => number,
+        "M" => number / 1024.0,
+        "K" => number / (1024.0 * 1024.0),
+        _ => return None,
+    };
+    Some(gib.ceil() as u64)
+}
+
+const NIC_MODELS: &[&str] = &[
+    "virtio", "e1000", "e1000e", "rtl8139", "vmxnet3", "e1000-82540em", "e1000-82544gc", "e1000-82545em",
+    "i82551", "i82557b", "i82559er", "ne2k_isa", "ne2k_pci", "pcnet",
+];
+
+/// Parses `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20`.
+pub fn parse_net(text: &str) -> Option<NetworkSpec> {
+    let props = split_props(text);
+    let (model, mac) = props.iter().find(|(k, _)| NIC_MODELS.contains(&k.as_str()))?;
+    let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    Some(NetworkSpec {
+        bridge: get("bridge").unwrap_or_default(),
+        vlan: get("tag").and_then(|t| t.parse().ok()),
+        mac: (!mac.is_empty()).then(|| mac.to_ascii_uppercase()),
+        model: model.clone(),
+    })
+}
+
+/// Builds `net0`, keeping the keys castle does not manage (firewall, mtu, ...) from `current`.
+pub fn format_net(net: &NetworkSpec, current: Option<&str>, current_mac: Option<&str>) -> String {
+    let mac = net.mac.clone().or_else(|| current_mac.map(str::to_string));
+    let mut parts = vec![match mac {
+        Some(mac) => format!("{}={}", net.model, mac),
+        None => net.model.clone(),
+    }];
+    parts.push(format!("bridge={}", net.bridge));
+    if let Some(vlan) = net.vlan {
+        parts.push(format!("tag={vlan}"));
+    }
+    if let Some(current) = current {
+        for (k, v) in split_props(current) {
+            if !k.is_empty() && k != "bridge" && k != "tag" && !NIC_MODELS.contains(&k.as_str()) {
+                parts.push(format!("{k}={v}"));
+            }
+        }
+    }
+    parts.join(",")
+}
+
+/// Parses `ip=10.0.0.11/24,gw=10.0.0.1`; `dhcp` gives `None`.
+pub fn parse_ipconfig(text: &str) -> Option<Ipv4Spec> {
+    let props = split_props(text);
+    let ip = props.iter().find(|(k, _)| k == "ip").map(|(_, v)| v.clone())?;
+    if ip == "dhcp" {
+        return None;
+    }
+    let gateway = props.iter().find(|(k, _)| k == "gw").map(|(_, v)| v.clone());
+    Some(Ipv4Spec { address: ip, gateway })
+}
+
+/// Builds `ipconfig0`.
+pub fn format_ipconfig(ipv4: &Ipv4Spec) -> String {
+    match &ipv4.gateway {
+        Some(gw) => format!("ip={},gw={}", ipv4.address, gw),
+        None => format!("ip={}", ipv4.address),
+    }
+}
+
+/// Parses PVE's tag list (`;`, `,` or space separated).
+pub fn parse_tags(text: &str) -> BTreeSet<String> {
+    text.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_string).collect()
+}
+
+fn is_data_disk(key: &str, value: &str) -> bool {
+    let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    if !matches!(bus, "scsi" | "virtio" | "sata" | "ide") || bus.len() == key.len() {
+        return false;
+    }
+    let props = split_props(value);
+    !props.iter().any(|(k, v)| k == "media" && v == "cdrom") && !value.contains("cloudinit")
+}
+
+/// Reads the facts castle manages out of a VM config.
+pub fn facts(config: &VmConfig) -> VmFacts {
+    let number = |key: &str, default: u64| config.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let disks = config
+        .0
+        .iter()
+        .filter(|(k, v)| is_data_disk(k, v))
+        .filter_map(|(k, v)| {
+            let size = split_props(v).into_iter().find(|(key, _)| key == "size").and_then(|(_, s)| size_to_gib(&s))?;
+            Some((k.clone(), size))
+        })
+        .collect();
+    VmFacts {
+        name: config.get("name").unwrap_or_default().to_string(),
+        cores: number("cores", 1),
+        sockets: number("sockets", 1),
+        memory: number("memory", 512),
+        disks,
+        network: config.get("net0").and_then(parse_net),
+        ipv4: config.get("ipconfig0").and_then(parse_ipconfig),
+        nameservers: config.get("nameserver").map(|n| n.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+        search_domain: config.get("searchdomain").map(str::to_string).filter(|s| !s.is_empty()),
+        tags: config.get("tags").map(parse_tags).unwrap_or_default(),
+        description: config.get("description").map(|d| d.trim_end_matches('\n').to_string()).filter(|d| !d.is_empty()),
+        on_boot: config.get("onboot") == Some("1"),
+        lock: config.get("lock").map(str::to_string),
+    }
+}
+
+/// The `PUT .../config` parameters that bring `current` to `spec`, and the keys to delete.
+/// Only what differs is sent, so an unchanged VM gets no request at all.
+pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>) {
+    let now = facts(current);
+    let mut params: Params = Vec::new();
+    let mut delete = Vec::new();
+    let mut set = |key: &str, value: String| params.push((key.to_string(), value));
+    if spec.name != now.name {
+        set("name", spec.name.clone());
+    }
+    if let Some(cores) = spec.cores.filter(|c| *c != now.cores) {
+        set("cores", cores.to_string());
+    }
+    if let Some(sockets) = spec.sockets.filter(|s| *s != now.sockets) {
+        set("sockets", sockets.to_string());
+    }
+    if let Some(memory) = spec.memory.filter(|m| *m != now.memory) {
+        set("memory", memory.to_string());
+    }
+    if let Some(net) = &spec.network {
+        let current_net = now.network.clone();
+        let mut wanted = net.clone();
+        if wanted.mac.is_none() {
+            wanted.mac = current_net.as_ref().and_then(|n| n.mac.clone());
+        }
+        if current_net.as_ref() != Some(&wanted) {
+            let current_mac = current_net.as_ref().and_then(|n| n.mac.clone());
+            set("net0", format_net(net, current.get("net0"), current_mac.as_deref()));
+        }
+    }
+    match &spec.ipv4 {
+        Some(ipv4) if now.ipv4.as_ref() != Some(ipv4) => set("ipconfig0", format_ipconfig(ipv4)),
+        _ => {}
+    }
+    if let Some(servers) = &spec.nameservers {
+        if *servers != now.nameservers {
+            if servers.is_empty() {
+                delete.push("nameserver".to_string());
+            } else {
+                set("nameserver", servers.join(" "));
+            }
+        }
+    }
+    if let Some(domain) = &spec.search_domain {
+        if Some(domain) != now.search_domain.as_ref() {
+            set("searchdomain", domain.clone());
+        }
+    }
+    if let Some(tags) = &spec.tags {
+        if *tags != now.tags {
+            if tags.is_empty() {
+                delete.push("tags".to_string());
+            } else {
+                set("tags", tags.iter().cloned().collect::<Vec<_>>().join(";"));
+            }
+        }
+    }
+    if let Some(description) = &spec.description {
+        if Some(description) != now.description.as_ref() {
+            set("description", description.clone());
+        }
+    }
+    if let Some(on_boot) = spec.on_boot {
+        if on_boot != now.on_boot {
+            set("onboot", if on_boot { "1" } else { "0" }.to_string());
+        }
+    }
+    (params, delete)
+}
+
+/// True when a change to these keys only takes effect after a reboot.
+pub fn needs_reboot(keys: &[String]) -> bool {
+    keys.iter().any(|k| !LIVE_KEYS.contains(&k.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> VmConfig {
+        VmConfig(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn facts_read_disks_network_and_cloud_init() {
+        let c = config(&[
+            ("name", "cp-1"),
+            ("cores", "2"),
+            ("memory", "4096"),
+            ("scsi0", "local-lvm:vm-101-disk-0,size=10G"),
+            ("ide2", "local-lvm:vm-101-cloudinit,media=cdrom"),
+            ("efidisk0", "local-lvm:vm-101-disk-1,size=4M"),
+            ("net0", "virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=20,firewall=1"),
+            ("ipconfig0", "ip=10.0.0.11/24,gw=10.0.0.1"),
+            ("tags", "talos;k8s"),
+            ("onboot", "1"),
+        ]);
+        let f = facts(&c);
+        assert_eq!(f.disks, BTreeMap::from([("scsi0".to_string(), 10)]));
+        assert_eq!(f.network.as_ref().unwrap().mac.as_deref(), Some("BC:24:11:00:00:01"));
+        assert_eq!(f.network.as_ref().unwrap().vlan, Some(20));
+        assert_eq!(f.ipv4, Some(Ipv4Spec { address: "10.0.0.11/24".into(), gateway: Some("10.0.0.1".into()) }));
+        assert_eq!(f.tags, BTreeSet::from(["k8s".to_string(), "talos".to_string()]));
+        assert_eq!(f.sockets, 1);
+        assert!(f.on_boot);
+    }
+
+    #[test]
+    fn unchanged_vm_needs_no_request_and_tag_order_does_not_matter() {
+        let c = config(&[("name", "w-1"), ("cores", "2"), ("tags", "b;a")]);
+        let spec = VmSpec {
+            name: "w-1".into(),
+            cores: Some(2),
+            tags: Some(BTreeSet::from(["a".to_string(), "b".to_string()])),
+            ..Default::default()
+        };
+        let (params, delete) = config_changes(&spec, &c);
+        assert!(params.is_empty(), "{params:?}");
+        assert!(delete.is_empty());
+    }
+
+    #[test]
+    fn network_change_keeps_mac_and_unmanaged_options() {
+        let c = config(&[("name", "w"), ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1")]);
+        let spec = VmSpec {
+            name: "w".into(),
+            network: Some(NetworkSpec { bridge: "vmbr1".into(), vlan: Some(30), mac: None, model: "virtio".into() }),
+            ..Default::default()
+        };
+        let (params, _) = config_changes(&spec, &c);
+        assert_eq!(params, vec![("net0".to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=30,firewall=1".to_string())]);
+        assert!(needs_reboot(&["net0".to_string()]));
+        assert!(!needs_reboot(&["tags".to_string(), "description".to_string()]));
+    }
+
+    #[test]
+    fn sizes_round_up_to_gib() {
+        assert_eq!(size_to_gib("8G"), Some(8));
+        assert_eq!(size_to_gib("512M"), Some(1));
+        assert_eq!(size_to_gib("1T"), Some(1024));
+        assert_eq!(size_to_gib("x"), None);
+    }
+}

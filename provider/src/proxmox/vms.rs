@@ -1,0 +1,161 @@
+//! `nodes/{node}/qemu/{vmid}`: clone, config, resize, power and delete.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::client::Params;
+use super::{Client, Error};
+
+/// A VM's config as `GET .../config` returns it: keys to values, as strings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmConfig(pub BTreeMap<String, String>);
+
+impl VmConfig {
+    /// One key's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+/// `GET .../status/current`, the fields castle uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VmStatus {
+    /// `running` or `stopped`.
+    pub status: String,
+    /// A config lock, if any.
+    #[serde(default)]
+    pub lock: Option<String>,
+}
+
+/// What a clone request carries.
+#[derive(Debug, Clone)]
+pub struct CloneRequest {
+    /// Node of the template.
+    pub node: String,
+    /// Template VMID.
+    pub template_id: u32,
+    /// New VMID.
+    pub new_id: u32,
+    /// New name.
+    pub name: String,
+    /// Full clone (linked otherwise).
+    pub full: bool,
+    /// Target storage (full clones only).
+    pub storage: Option<String>,
+    /// Pool to join.
+    pub pool: Option<String>,
+    /// Other node to create the clone on (shared storage only).
+    pub target: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+}
+
+fn vm_path(node: &str, vmid: u32) -> String {
+    format!("/nodes/{node}/qemu/{vmid}")
+}
+
+/// PVE answers config values as strings or numbers; castle keeps them all as strings.
+fn flatten(values: BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
+}
+
+impl Client {
+    /// Starts a clone; returns the task's UPID.
+    pub async fn clone_vm(&self, request: &CloneRequest) -> Result<String, Error> {
+        let mut params: Params = vec![
+            ("newid".into(), request.new_id.to_string()),
+            ("name".into(), request.name.clone()),
+            ("full".into(), if request.full { "1" } else { "0" }.into()),
+        ];
+        if let Some(storage) = &request.storage {
+            params.push(("storage".into(), storage.clone()));
+        }
+        if let Some(pool) = &request.pool {
+            params.push(("pool".into(), pool.clone()));
+        }
+        if let Some(target) = &request.target {
+            params.push(("target".into(), target.clone()));
+        }
+        if let Some(description) = &request.description {
+            params.push(("description".into(), description.clone()));
+        }
+        self.post(&format!("{}/clone", vm_path(&request.node, request.template_id)), params).await
+    }
+
+    /// The current config (pending changes not applied) and its digest.
+    pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, Error> {
+        let values: BTreeMap<String, Value> = self.get(&format!("{}/config", vm_path(node, vmid)), &[]).await?;
+        Ok(VmConfig(flatten(values)))
+    }
+
+    /// Keys with a change waiting for the next boot (`GET .../pending`).
+    pub async fn vm_pending_keys(&self, node: &str, vmid: u32) -> Result<Vec<String>, Error> {
+        let items: Vec<BTreeMap<String, Value>> = self.get(&format!("{}/pending", vm_path(node, vmid)), &[]).await?;
+        Ok(items
+            .into_iter()
+            .filter(|item| item.contains_key("pending") || item.contains_key("delete"))
+            .filter_map(|item| item.get("key").and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
+
+    /// Writes config keys synchronously (`PUT .../config`); `delete` lists keys to remove.
+    pub async fn set_vm_config(&self, node: &str, vmid: u32, mut params: Params, delete: &[String]) -> Result<(), Error> {
+        if !delete.is_empty() {
+            params.push(("delete".into(), delete.join(",")));
+        }
+        if params.is_empty() {
+            return Ok(());
+        }
+        let _: Value = self.put(&format!("{}/config", vm_path(node, vmid)), params).await?;
+        Ok(())
+    }
+
+    /// Grows a disk to `size_gb` GiB; returns a UPID when PVE runs it as a task.
+    pub async fn resize_disk(&self, node: &str, vmid: u32, disk: &str, size_gb: u64) -> Result<Option<String>, Error> {
+        let params = vec![("disk".to_string(), disk.to_string()), ("size".to_string(), format!("{size_gb}G"))];
+        let answer: Value = self.put(&format!("{}/resize", vm_path(node, vmid)), params).await?;
+        Ok(answer.as_str().map(str::to_string))
+    }
+
+    /// Power state and lock.
+    pub async fn vm_status(&self, node: &str, vmid: u32) -> Result<VmStatus, Error> {
+        self.get(&format!("{}/status/current", vm_path(node, vmid)), &[]).await
+    }
+
+    /// Starts the VM; returns the UPID.
+    pub async fn start_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
+        self.post(&format!("{}/status/start", vm_path(node, vmid)), vec![]).await
+    }
+
+    /// ACPI shutdown that falls back to a hard stop after `timeout_secs`; returns the UPID.
+    pub async fn shutdown_vm(&self, node: &str, vmid: u32, timeout_secs: u64) -> Result<String, Error> {
+        let params = vec![("timeout".to_string(), timeout_secs.to_string()), ("forceStop".to_string(), "1".to_string())];
+        self.post(&format!("{}/status/shutdown", vm_path(node, vmid)), params).await
+    }
+
+    /// Hard stop; returns the UPID.
+    pub async fn stop_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
+        self.post(&format!("{}/status/stop", vm_path(node, vmid)), vec![]).await
+    }
+
+    /// Destroys a stopped VM with its disks, and removes it from jobs and pools.
+    pub async fn delete_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
+        let params = vec![
+            ("purge".to_string(), "1".to_string()),
+            ("destroy-unreferenced-disks".to_string(), "1".to_string()),
+        ];
+        self.delete(&vm_path(node, vmid), params).await
+    }
+}
