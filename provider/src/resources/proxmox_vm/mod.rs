@@ -1,17 +1,39 @@
 //! `castle_proxmox_vm`: a VM cloned from a template, with static networking.
+//!
+//! `schema.rs` says what users write, `validate.rs` checks it without the API, `state.rs`
+//! maps state to the client's types; this file is the Terraform lifecycle, each step a
+//! call into [`crate::proxmox::provision`].
+
+mod schema;
+mod state;
+mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tf_provider::schema::{Block, Description, Schema};
-use tf_provider::value::ValueEmpty;
+use tf_provider::schema::Schema;
+use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
+use tokio::time::Instant;
+
+pub use state::VmState;
+use state::{bare_ip, format_id, parse_id, CloneBlock};
 
 use crate::provider::ProviderData;
+use crate::proxmox::{self, provision};
+use crate::resources::diag::{path, unable};
+use crate::resources::timeouts::Operation;
+
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+/// How long an ACPI shutdown may take before Proxmox stops the VM hard.
+const SHUTDOWN_SECS: u64 = 60;
 
 /// The resource.
 pub struct ProxmoxVmResource {
-    #[allow(dead_code)]
     data: Arc<ProviderData>,
 }
 
@@ -20,22 +42,412 @@ impl ProxmoxVmResource {
     pub fn new(data: Arc<ProviderData>) -> Self {
         Self { data }
     }
+
+    fn client(&self, diags: &mut Diagnostics) -> Option<Arc<proxmox::Client>> {
+        match self.data.proxmox() {
+            Ok(client) => Some(client),
+            Err(message) => {
+                diags.root_error("Proxmox is not configured", message);
+                None
+            }
+        }
+    }
+}
+
+fn deadline(state: &VmState, operation: Operation, default: Duration) -> Instant {
+    let timeouts = state.timeouts.as_ref_option().cloned().unwrap_or_default();
+    Instant::now() + timeouts.get(operation, default)
+}
+
+/// Fills defaults and computed values that the plan can know.
+fn plan_computed(state: &mut VmState, prior: Option<&VmState>) {
+    if state.started.is_null() {
+        state.started = Value::Value(true);
+    }
+    if let Value::Value(clone) = &mut state.clone {
+        if clone.full.is_null() {
+            clone.full = Value::Value(true);
+        }
+    }
+    if let Value::Value(net) = &mut state.network {
+        if net.bridge.is_null() {
+            net.bridge = Value::Value("vmbr0".into());
+        }
+        if net.model.is_null() {
+            net.model = Value::Value("virtio".into());
+        }
+        if net.mac.is_null() {
+            net.mac = Value::Unknown;
+        }
+    }
+    for value in [&mut state.cores, &mut state.sockets, &mut state.memory] {
+        if value.is_null() {
+            *value = Value::Unknown;
+        }
+    }
+    state.mac_address = match (&state.network, prior) {
+        (Value::Value(net), _) if net.mac.is_value() => net.mac.clone(),
+        (Value::Value(_), Some(prior)) if prior.mac_address.is_value() => prior.mac_address.clone(),
+        (Value::Null, Some(prior)) => prior.mac_address.clone(),
+        _ => Value::Unknown,
+    };
+    state.ipv4_address = match &state.ipv4 {
+        Value::Value(ipv4) => ipv4.address.as_ref().map(|a| bare_ip(a)),
+        Value::Null => Value::Null,
+        Value::Unknown => Value::Unknown,
+    };
+    match prior {
+        Some(prior) => {
+            state.id = prior.id.clone();
+            if state.vm_id.is_null() {
+                state.vm_id = prior.vm_id;
+            }
+        }
+        None => {
+            if state.vm_id.is_null() {
+                state.vm_id = Value::Unknown;
+            }
+            state.id = match (&state.node, state.vm_id) {
+                (Value::Value(node), Value::Value(id)) => Value::Value(format_id(node, id as u32)),
+                _ => Value::Unknown,
+            };
+        }
+    }
+}
+
+/// Attributes whose change only reaches a running VM after a reboot.
+fn reboot_reasons(prior: &VmState, planned: &VmState) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    let changed = |a: bool, name: &'static str, reasons: &mut Vec<&'static str>| {
+        if a {
+            reasons.push(name);
+        }
+    };
+    changed(planned.cores.is_value() && planned.cores != prior.cores, "cores", &mut reasons);
+    changed(planned.sockets.is_value() && planned.sockets != prior.sockets, "sockets", &mut reasons);
+    changed(planned.memory.is_value() && planned.memory != prior.memory, "memory", &mut reasons);
+    let net = |s: &VmState| s.network.as_ref_option().map(|n| (n.bridge.clone(), n.vlan, n.model.clone()));
+    changed(planned.network.is_value() && net(planned) != net(prior), "network", &mut reasons);
+    changed(planned.ipv4.is_value() && planned.ipv4 != prior.ipv4, "ipv4", &mut reasons);
+    changed(planned.nameservers.is_value() && planned.nameservers != prior.nameservers, "nameservers", &mut reasons);
+    changed(planned.search_domain.is_value() && planned.search_domain != prior.search_domain, "search_domain", &mut reasons);
+    reasons
+}
+
+fn clone_changed(prior: &CloneBlock, planned: &CloneBlock) -> Option<&'static str> {
+    if planned.template_id.is_value() && planned.template_id != prior.template_id {
+        return Some("template_id");
+    }
+    if planned.template_name.is_value() && planned.template_name != prior.template_name {
+        return Some("template_name");
+    }
+    if planned.full.is_value() && planned.full != prior.full {
+        return Some("full");
+    }
+    if planned.storage != prior.storage {
+        return Some("storage");
+    }
+    if planned.pool != prior.pool {
+        return Some("pool");
+    }
+    None
 }
 
 #[async_trait]
 impl Resource for ProxmoxVmResource {
-    type State<'a> = ValueEmpty;
+    type State<'a> = VmState;
     type PrivateState<'a> = ValueEmpty;
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema { version: 1, block: Block { description: Description::plain("todo"), ..Default::default() } })
+        Some(schema::schema())
     }
-    async fn read<'a>(&self, _d: &mut Diagnostics, s: Self::State<'a>, p: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> { Some((s, p)) }
-    async fn plan_create<'a>(&self, _d: &mut Diagnostics, s: Self::State<'a>, _c: Self::State<'a>, _m: Self::ProviderMetaState<'a>) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> { Some((s, Default::default())) }
-    async fn plan_update<'a>(&self, _d: &mut Diagnostics, _p: Self::State<'a>, s: Self::State<'a>, _c: Self::State<'a>, pp: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> { Some((s, pp, vec![])) }
-    async fn plan_destroy<'a>(&self, _d: &mut Diagnostics, _s: Self::State<'a>, p: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<Self::PrivateState<'a>> { Some(p) }
-    async fn create<'a>(&self, _d: &mut Diagnostics, s: Self::State<'a>, _c: Self::State<'a>, p: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> { Some((s, p)) }
-    async fn update<'a>(&self, _d: &mut Diagnostics, _p: Self::State<'a>, s: Self::State<'a>, _c: Self::State<'a>, p: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> { Some((s, p)) }
-    async fn destroy<'a>(&self, _d: &mut Diagnostics, _s: Self::State<'a>, _p: Self::PrivateState<'a>, _m: Self::ProviderMetaState<'a>) -> Option<()> { Some(()) }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
+        validate::validate(&config, diags);
+        Some(())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        mut state: Self::State<'a>,
+        private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.client(diags)?;
+        let Some((node, vmid)) = state.node_vmid() else {
+            diags.root_error("Unable to read VM", format!("state id {:?} is not node/vmid", state.id));
+            return None;
+        };
+        match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
+            Ok(Some((facts, running))) => {
+                state.refresh_from(&node, vmid, &facts, running);
+                Some((state, private_state))
+            }
+            Ok(None) => {
+                // Deleted outside Terraform: drop it so the next plan creates it again.
+                tracing::info!(node, vmid, "VM is gone; removing it from state");
+                None
+            }
+            Err(e) => {
+                unable(diags, &format!("read VM {vmid} on {node}"), e);
+                None
+            }
+        }
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        proposed_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let mut state = proposed_state;
+        if state.clone.is_null() {
+            diags.error(
+                "Missing clone block",
+                "castle_proxmox_vm creates a VM by cloning a template: add clone { template_name = \"...\" } \
+                 or clone { template_id = N }. (A VM imported with terraform import needs none.)",
+                path(&["clone"]),
+            );
+            return None;
+        }
+        plan_computed(&mut state, None);
+        self.check_against_cluster(diags, &state).await;
+        Some((state, ValueEmpty::default()))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        proposed_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        prior_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        let mut state = proposed_state;
+        let mut replace = Vec::new();
+        if state.node.is_value() && state.node != prior_state.node {
+            replace.push(AttributePath::new("node"));
+        }
+        if state.vm_id.is_value() && prior_state.vm_id.is_value() && state.vm_id != prior_state.vm_id {
+            replace.push(AttributePath::new("vm_id"));
+        }
+        // An imported VM has no clone block yet: adopt the configuration's, do not replace.
+        if let (Value::Value(prior), Value::Value(planned)) = (&prior_state.clone, &state.clone) {
+            if let Some(attribute) = clone_changed(prior, planned) {
+                replace.push(AttributePath::new("clone").index(0).attribute(attribute));
+            }
+        }
+        plan_computed(&mut state, Some(&prior_state));
+        if !replace.is_empty() {
+            state.id = Value::Unknown;
+            state.mac_address = Value::Unknown;
+            if state.vm_id == prior_state.vm_id {
+                state.vm_id = Value::Unknown;
+            }
+            return Some((state, prior_private_state, replace));
+        }
+        if let (Value::Value(planned), Value::Value(prior)) = (&state.disk, &prior_state.disk) {
+            for (i, disk) in planned.iter().enumerate() {
+                let before = prior.iter().find(|d| d.slot == disk.slot).and_then(|d| d.size_gb.as_ref_option().copied());
+                if let (Some(before), Value::Value(after)) = (before, disk.size_gb) {
+                    if after < before {
+                        diags.error(
+                            "Disks cannot shrink",
+                            format!(
+                                "disk {} is {before} GiB; Proxmox cannot shrink it to {after} GiB. Keep size_gb at {before} or more, \
+                                 or replace the VM (terraform apply -replace=...).",
+                                disk.slot.as_ref_option().cloned().unwrap_or_default()
+                            ),
+                            path(&["disk", &i.to_string(), "size_gb"]),
+                        );
+                    }
+                }
+            }
+        }
+        if state.started != Value::Value(false) && prior_state.started == Value::Value(true) {
+            let reasons = reboot_reasons(&prior_state, &state);
+            if !reasons.is_empty() {
+                diags.root_warning(
+                    format!("VM {} will be restarted", state.name.as_ref_option().cloned().unwrap_or_default()),
+                    format!(
+                        "Changing {} only takes effect at the next boot, so castle shuts the VM down and starts it again during apply.",
+                        reasons.join(", ")
+                    ),
+                );
+            }
+        }
+        Some((state, prior_private_state, replace))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior_state: Self::State<'a>,
+        prior_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(prior_private_state)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.client(diags)?;
+        let deadline = deadline(&planned_state, Operation::Create, CREATE_TIMEOUT);
+        let node = planned_state.node.as_ref_option().cloned().unwrap_or_default();
+        let new_vm = provision::NewVm {
+            node: node.clone(),
+            vm_id: planned_state.vm_id.as_ref_option().map(|v| *v as u32),
+            clone: planned_state.clone_source(),
+            spec: planned_state.to_spec(),
+            started: planned_state.started != Value::Value(false),
+        };
+        let name = new_vm.spec.name.clone();
+        let vmid = match provision::create(&client, &new_vm, deadline).await {
+            Ok((vmid, warnings)) => {
+                for warning in warnings {
+                    diags.root_warning(format!("Proxmox warned while creating VM {name}"), warning);
+                }
+                vmid
+            }
+            Err(failure) => {
+                unable(diags, &format!("create VM {name} on {node}"), &failure.error);
+                let vmid = failure.left_behind?;
+                // Keep what exists in state: Terraform marks it tainted and replaces it next time.
+                let mut state = planned_state;
+                state.id = Value::Value(format_id(&node, vmid));
+                state.vm_id = Value::Value(vmid as i64);
+                if let Ok(Some((facts, running))) = provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
+                    state.refresh_from(&node, vmid, &facts, running);
+                }
+                return Some((state, planned_private_state));
+            }
+        };
+        let mut state = planned_state;
+        self.read_back(diags, &client, &mut state, &node, vmid).await?;
+        Some((state, planned_private_state))
+    }
+
+    async fn update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        planned_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.client(diags)?;
+        let (node, vmid) = prior_state.node_vmid()?;
+        let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
+        let started = planned_state.started != Value::Value(false);
+        let spec = planned_state.to_spec();
+        if let Err(e) = provision::update(&client, &node, vmid, &spec, started, SHUTDOWN_SECS, deadline).await {
+            unable(diags, &format!("update VM {vmid} on {node}"), e);
+            return None;
+        }
+        let mut state = planned_state;
+        self.read_back(diags, &client, &mut state, &node, vmid).await?;
+        Some((state, planned_private_state))
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        _planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let client = self.client(diags)?;
+        let (node, vmid) = prior_state.node_vmid()?;
+        let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
+        match provision::delete(&client, &node, vmid, SHUTDOWN_SECS, deadline).await {
+            Ok(()) => Some(()),
+            Err(e) => {
+                unable(diags, &format!("delete VM {vmid} on {node}"), e);
+                None
+            }
+        }
+    }
+
+    async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let client = self.client(diags)?;
+        let Some((node, vmid)) = parse_id(&id) else {
+            diags.root_error("Unable to import VM", format!("{id:?} is not an import id; use NODE/VMID, e.g. pve1/105."));
+            return None;
+        };
+        match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
+            Ok(Some((facts, running))) => {
+                let mut state = VmState::default();
+                state.refresh_from(&node, vmid, &facts, running);
+                Some((state, ValueEmpty::default()))
+            }
+            Ok(None) => {
+                diags.root_error("Unable to import VM", format!("VM {vmid} does not exist on node {node}."));
+                None
+            }
+            Err(e) => {
+                unable(diags, &format!("import VM {vmid} on {node}"), e);
+                None
+            }
+        }
+    }
+}
+
+impl ProxmoxVmResource {
+    /// Reads the VM after a write, so state holds what Proxmox really has.
+    async fn read_back(&self, diags: &mut Diagnostics, client: &proxmox::Client, state: &mut VmState, node: &str, vmid: u32) -> Option<()> {
+        match provision::read(client, node, vmid, Instant::now() + READ_TIMEOUT).await {
+            Ok(Some((facts, running))) => {
+                state.refresh_from(node, vmid, &facts, running);
+                Some(())
+            }
+            Ok(None) => {
+                diags.root_error(format!("VM {vmid} vanished"), "The VM was written but cannot be read back; something removed it.");
+                None
+            }
+            Err(e) => {
+                unable(diags, &format!("read back VM {vmid}"), e);
+                None
+            }
+        }
+    }
+
+    /// Plan-time checks that need the API: the node and the template exist. Skipped when the
+    /// provider cannot reach Proxmox yet (apply will say why).
+    async fn check_against_cluster(&self, diags: &mut Diagnostics, state: &VmState) {
+        let Ok(client) = self.data.proxmox() else { return };
+        if let Value::Value(node) = &state.node {
+            if let Ok(nodes) = provision::node_names(&client).await {
+                if !nodes.contains(node) {
+                    diags.error(
+                        "Unknown Proxmox node",
+                        format!("node {node:?} is not in the cluster (nodes: {}).", nodes.join(", ")),
+                        path(&["node"]),
+                    );
+                }
+            }
+        }
+        if let Value::Value(clone) = &state.clone {
+            if clone.template_id.is_unknown() || clone.template_name.is_unknown() {
+                return;
+            }
+            if let Err(e) = provision::find_template(&client, &state.clone_source()).await {
+                if e.is_not_found() {
+                    let attribute = if clone.template_id.is_value() { "template_id" } else { "template_name" };
+                    diags.error("Template not found", e.to_string(), path(&["clone", "0", attribute]));
+                }
+            }
+        }
+    }
 }

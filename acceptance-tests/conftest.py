@@ -1,0 +1,61 @@
+"""Fixtures of castle's acceptance tests: real Terraform, the freshly built provider, the lab."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness.pve import ServedPve, add_talos_template  # noqa: E402
+from harness.terraform import Terraform  # noqa: E402
+
+
+@pytest.fixture
+def tf(tmp_path):
+    """A factory of Terraform working directories under this test's tmp dir."""
+    made = []
+
+    def make(name='tf', env=None):
+        t = Terraform(tmp_path / name, env=env)
+        made.append(t)
+        return t
+    yield make
+
+
+@pytest.fixture
+def pve(tmp_path):
+    """fakepve (with castle's resize model) holding a Talos template, for one test.
+
+    time_scale 0.01 makes PVE's task durations a hundredth of real ones, so clones and starts
+    still run as tasks that hold locks while Terraform polls them.
+    """
+    served = ServedPve(tmp_path / 'pve', time_scale=0.01)
+    served.sync(add_talos_template, served.pve)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def provider_block(pve, extra=''):
+    """The provider block for a test against `pve`, trusting its certificate."""
+    return '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {
+  proxmox {
+    endpoint    = "%s"
+    username    = "root@pam"
+    password    = "secret"
+    ca_cert_pem = <<-PEM
+%s
+PEM
+  }
+%s
+}
+''' % (pve.url, pve.ca_pem.strip(), extra)

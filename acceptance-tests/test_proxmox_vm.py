@@ -1,0 +1,303 @@
+"""castle_proxmox_vm through real Terraform against fakepve."""
+
+import re
+
+import pytest
+
+from conftest import provider_block
+from harness.pve import TEMPLATE_ID, TEMPLATE_NAME
+
+pytestmark = pytest.mark.acceptance
+
+# The seeds' lab: 3 control planes and 2 workers on static addresses.
+FIVE_NODES = '''
+locals {
+  nodes = {
+    cp-1 = "10.5.0.11"
+    cp-2 = "10.5.0.12"
+    cp-3 = "10.5.0.13"
+    w-1  = "10.5.0.21"
+    w-2  = "10.5.0.22"
+  }
+}
+
+resource "castle_proxmox_vm" "node" {
+  for_each = local.nodes
+  node     = "pve1"
+  name     = each.key
+  clone {
+    template_name = "%s"
+  }
+  cores  = 2
+  memory = 4096
+  disk {
+    slot    = "scsi0"
+    size_gb = 10
+  }
+  network {
+    bridge = "vmbr0"
+  }
+  ipv4 {
+    address = "${each.value}/24"
+    gateway = "10.5.0.1"
+  }
+  nameservers = ["10.5.0.1"]
+  tags        = ["talos", startswith(each.key, "cp") ? "controlplane" : "worker"]
+}
+
+output "addresses" {
+  value = { for k, vm in castle_proxmox_vm.node : k => vm.ipv4_address }
+}
+''' % TEMPLATE_NAME
+
+
+def one_vm(name='solo', extra='', template='template_id = %d' % TEMPLATE_ID, address='10.5.0.31/24'):
+    return '''
+resource "castle_proxmox_vm" "solo" {
+  node = "pve1"
+  name = "%s"
+  clone {
+    %s
+  }
+  ipv4 {
+    address = "%s"
+    gateway = "10.5.0.1"
+  }
+  %s
+}
+''' % (name, template, address, extra)
+
+
+def vms_by_name(pve):
+    return {name: (vmid, node, status, config) for vmid, name, node, status, config in pve.vms()}
+
+
+def test_five_vms_clone_at_once_with_distinct_ids_and_a_quiet_second_plan(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + FIVE_NODES)
+    t.apply()
+    vms = vms_by_name(pve)
+    assert sorted(vms) == ['cp-1', 'cp-2', 'cp-3', 'w-1', 'w-2']
+    assert len({vmid for vmid, *_ in vms.values()}) == 5
+    for name, (vmid, node, status, config) in vms.items():
+        assert status == 'running', name
+        assert config['cores'] in (2, '2') and config['memory'] in (4096, '4096')
+        assert 'size=10G' in config['scsi0'], config['scsi0']
+        assert 'lock' not in config, config
+    assert vms['cp-2'][3]['ipconfig0'] == 'ip=10.5.0.12/24,gw=10.5.0.1'
+    assert vms['w-1'][3]['nameserver'] == '10.5.0.1'
+    assert t.output('addresses') == {'cp-1': '10.5.0.11', 'cp-2': '10.5.0.12', 'cp-3': '10.5.0.13',
+                                     'w-1': '10.5.0.21', 'w-2': '10.5.0.22'}
+    state = t.resources()
+    assert state['castle_proxmox_vm.node["cp-1"]']['id'] == 'pve1/%d' % vms['cp-1'][0]
+    assert re.fullmatch(r'[0-9A-F]{2}(:[0-9A-F]{2}){5}', state['castle_proxmox_vm.node["w-2"]']['mac_address'])
+    t.assert_plan_empty()
+
+
+def test_update_in_place_restarts_only_when_a_change_needs_it(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 1\n  tags = ["a"]'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    # Tags apply live: no restart announced.
+    t.write(provider_block(pve) + one_vm(extra='cores = 1\n  tags = ["b", "a"]'))
+    assert 'will be restarted' not in t.plan()
+    t.apply()
+    assert vms_by_name(pve)['solo'][3]['tags'] in ('a;b', 'a,b')
+
+    # Cores need a reboot: the plan says so, the apply does it, the VM keeps its id.
+    t.write(provider_block(pve) + one_vm(extra='cores = 4\n  memory = 3072\n  tags = ["b", "a"]'))
+    plan = t.plan()
+    assert 'will be restarted' in plan and 'cores' in plan
+    t.apply()
+    vmid_after, _, status, config = vms_by_name(pve)['solo']
+    assert vmid_after == vmid
+    assert status == 'running'
+    assert str(config['cores']) == '4' and str(config['memory']) == '3072'
+    t.assert_plan_empty()
+
+
+def test_disk_grows_in_place_and_a_shrink_is_refused_at_plan_time(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='disk {\n slot = "scsi0"\n size_gb = 6\n }'))
+    t.apply()
+    assert 'size=6G' in vms_by_name(pve)['solo'][3]['scsi0']
+    t.write(provider_block(pve) + one_vm(extra='disk {\n slot = "scsi0"\n size_gb = 8\n }'))
+    t.apply()
+    assert 'size=8G' in vms_by_name(pve)['solo'][3]['scsi0']
+    t.write(provider_block(pve) + one_vm(extra='disk {\n slot = "scsi0"\n size_gb = 5\n }'))
+    out = t.plan(expect_fail=True)
+    assert 'Disks cannot shrink' in out and 'size_gb' in out
+    assert 'size=8G' in vms_by_name(pve)['solo'][3]['scsi0']
+
+
+def test_changing_the_template_replaces_the_vm(tf, pve):
+    from harness.pve import add_talos_template
+    template = pve.sync(add_talos_template, pve.pve, vmid=9001, name='talos-next')
+    pve.sync(template.config.update, {'memory': 1536})
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    old = vms_by_name(pve)['solo'][0]
+    t.write(provider_block(pve) + one_vm(template='template_id = 9001'))
+    assert 'must be replaced' in t.plan()
+    t.apply()
+    vms = vms_by_name(pve)
+    assert list(vms) == ['solo'], vms
+    # The new VM carries the new template's memory: it was cloned again, not edited.
+    assert str(vms['solo'][3]['memory']) == '1536'
+    assert old is not None
+    t.assert_plan_empty()
+
+
+def test_a_vm_deleted_outside_terraform_is_planned_again(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def remove():
+        pve.pve.vms.remove(pve.pve.vm(vmid))
+    pve.sync(remove)
+    changes = t.plan_changes()
+    assert [c['change']['actions'] for c in changes] == [['create']]
+    t.apply()
+    assert 'solo' in vms_by_name(pve)
+    t.assert_plan_empty()
+
+
+def test_drift_made_in_proxmox_is_shown_and_put_back(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 2'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def drift():
+        pve.pve.vm(vmid).config['cores'] = 8
+    pve.sync(drift)
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    assert str(vms_by_name(pve)['solo'][3]['cores']) == '2'
+
+
+MATCHING = 'disk {\n slot = "scsi0"\n size_gb = 4\n }\n  network {\n bridge = "vmbr0"\n }'
+
+
+def without_clone(hcl):
+    return re.sub(r'clone \{[^}]*\}', '', hcl)
+
+
+def test_import_by_node_and_vmid_then_an_empty_plan(tf, pve):
+    first = tf('made')
+    first.write(provider_block(pve) + one_vm(extra='cores = 2\n  memory = 2048'))
+    first.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    # Proxmox does not record which template a VM came from, so the matching configuration of
+    # an imported VM has no clone block.
+    t = tf('imported')
+    t.write(provider_block(pve) + without_clone(one_vm(
+        extra='cores = 2\n  memory = 2048\n  disk {\n slot = "scsi0"\n size_gb = 4\n }\n'
+              '  network {\n bridge = "vmbr0"\n }')))
+    out = t.import_('castle_proxmox_vm.solo', 'pve1', expect_fail=True)
+    assert 'NODE/VMID' in out, out
+    t.import_('castle_proxmox_vm.solo', 'pve1/%d' % vmid)
+    t.assert_plan_empty()
+    # Adding the clone block later records it without touching or replacing the VM.
+    t.write(provider_block(pve) + one_vm(extra='cores = 2\n  memory = 2048'))
+    assert 'must be replaced' not in t.plan()
+    t.apply()
+    assert vms_by_name(pve)['solo'][0] == vmid
+    t.assert_plan_empty()
+
+
+def test_import_block_is_supported(tf, pve):
+    first = tf('made')
+    first.write(provider_block(pve) + one_vm())
+    first.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+    t = tf('imported')
+    t.write(provider_block(pve) + without_clone(one_vm(extra=MATCHING))
+            + 'import {\n  to = castle_proxmox_vm.solo\n  id = "pve1/%d"\n}\n' % vmid)
+    out = t.apply()
+    assert '1 imported' in out
+    t.assert_plan_empty()
+
+
+def test_destroy_leaves_no_vms(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + FIVE_NODES)
+    t.apply()
+    assert len(pve.vms()) == 5
+    t.destroy()
+    assert pve.vms() == []
+
+
+def test_vmid_collisions_and_lock_timeouts_still_converge(tf, pve):
+    # Another client took the ids nextid would give, and the template's lock times out twice.
+    pve.sync(pve.pve.fail, 'POST', '/clone', error='unable_create_config_file_already', times=2)
+    t = tf()
+    t.write(provider_block(pve) + FIVE_NODES)
+    t.apply()
+    assert len({vmid for vmid, *_ in pve.vms()}) == 5
+    pve.sync(pve.pve.fail, 'POST', '/clone', error='config_lock_timeout', times=3)
+    t.write(provider_block(pve) + FIVE_NODES.replace('"10.5.0.22"', '"10.5.0.22"\n    w-3 = "10.5.0.23"'))
+    t.apply()
+    assert sorted(vms_by_name(pve)) == ['cp-1', 'cp-2', 'cp-3', 'w-1', 'w-2', 'w-3']
+    t.assert_plan_empty()
+
+
+def test_a_failing_task_gives_a_clear_error_and_leaves_nothing_behind(tf, pve):
+    pve.sync(pve.pve.fail, 'POST', '/status/start', error='qemu_exited_code')
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    out = t.apply(expect_fail=True)
+    assert 'Unable to create VM solo' in out
+    assert 'QEMU exited with code 1' in out
+    assert pve.vms() == []
+    assert not t.resources()
+
+
+def test_expired_tickets_log_in_again(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    pve.sync(pve.pve.revoke_tickets)
+    t.assert_plan_empty()
+
+
+@pytest.mark.parametrize('extra, address, attribute, words', [
+    ('', '10.5.0.31', 'ipv4[0].address', 'not an IPv4 address with prefix'),
+    ('', '10.5.0.31/33', 'ipv4[0].address', 'not an IPv4 address with prefix'),
+    ('memory = 8', '10.5.0.31/24', 'memory', 'below the minimum of 16'),
+    ('disk {\n slot = "scsi0"\n size_gb = 5\n }\n disk {\n slot = "scsi0"\n size_gb = 6\n }', '10.5.0.31/24',
+     'disk[1].slot', 'listed twice'),
+    ('network {\n vlan = 5000\n }', '10.5.0.31/24', 'network[0].vlan', 'between 1 and 4094'),
+])
+def test_bad_input_is_a_plan_time_error_naming_the_attribute(tf, pve, extra, address, attribute, words):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra=extra, address=address))
+    out = t.plan(expect_fail=True)
+    assert words in out, out
+    # Terraform quotes the offending line of the configuration.
+    assert attribute.split('.')[-1].split('[')[0] + ' =' in out, out
+    assert pve.vms() == []
+
+
+def test_gateway_outside_the_subnet_is_refused(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm().replace('gateway = "10.5.0.1"', 'gateway = "10.6.0.1"'))
+    out = t.plan(expect_fail=True)
+    assert 'Gateway outside the subnet' in out and 'gateway' in out
+
+
+def test_unknown_node_and_missing_template_are_named_at_plan_time(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm().replace('node = "pve1"', 'node = "pve9"'))
+    out = t.plan(expect_fail=True)
+    assert 'Unknown Proxmox node' in out and 'pve9' in out
+    t.write(provider_block(pve) + one_vm(template='template_name = "nope"'))
+    out = t.plan(expect_fail=True)
+    assert 'Template not found' in out and 'nope' in out
+    assert pve.vms() == []
