@@ -64,8 +64,8 @@ pub fn generate_cluster_configs(
 
 /// The multi-document YAML machine config of one node (documents separated by `---`).
 ///
-/// Refuses a spec with error-level [`validate`] issues. Deterministic: no timestamps, and every
-/// map is written with sorted keys.
+/// Refuses a spec with error-level [`validate`] issues. Deterministic: no timestamps, nothing
+/// random, and every map is built in a fixed order (JSON maps, sorted or insertion-ordered).
 pub fn generate_node_config(
     spec: &ClusterSpec,
     bundle: &SecretsBundle,

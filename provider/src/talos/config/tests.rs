@@ -377,3 +377,13 @@ fn bad_nameservers_manifests_and_conflicting_images_are_errors() {
         assert_eq!(issues_at(&issues, path).len(), 1, "{path}: {issues:?}");
     }
 }
+
+#[test]
+#[ignore = "prints a sample config; run with --ignored --nocapture"]
+fn print_sample_config() {
+    let mut s = spec("v1.12.1");
+    s.disk_encryption = Some(DiskEncryption { key: EncryptionKeyKind::NodeId });
+    println!("{}", generate_node_config(&s, bundle(), "cp-1").unwrap());
+    let s = spec("v1.10.7");
+    println!("{}", generate_node_config(&s, bundle(), "worker-1").unwrap());
+}

@@ -192,7 +192,7 @@ fn check_control_plane_count(spec: &ClusterSpec, issues: &mut Issues) {
             "No control-plane node",
             "At least one node needs role \"controlplane\": it runs etcd and the Kubernetes API.",
         );
-    } else if count % 2 == 0 {
+    } else if count & 1 == 0 {
         let survive = (count - 1) / 2;
         issues.warning(
             vec![attr("nodes")],
