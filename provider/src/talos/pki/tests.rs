@@ -212,3 +212,22 @@ fn a_tampered_ca_key_is_refused_with_the_item_named() {
     let err = issue_admin_kubeconfig(&b, "x", "https://h:6443", NOW).unwrap_err();
     assert!(err.to_string().contains("Kubernetes CA"), "{err}");
 }
+
+#[test]
+#[ignore = "writes credentials to $CASTLE_PKI_DUMP for checks with openssl/kubectl"]
+fn dump_credentials_for_external_tools() {
+    let dir = std::path::PathBuf::from(std::env::var("CASTLE_PKI_DUMP").unwrap());
+    let b = bundle();
+    let now = OffsetDateTime::now_utc();
+    let kc = issue_admin_kubeconfig(b, "homelab", "https://10.0.0.10:6443", now).unwrap();
+    let tc = issue_talosconfig(b, "homelab", &["10.0.0.11".into()], &[], now).unwrap();
+    std::fs::write(dir.join("kubeconfig"), &kc.yaml).unwrap();
+    std::fs::write(dir.join("talosconfig"), &tc.yaml).unwrap();
+    std::fs::write(dir.join("k8s-ca.crt"), &b.kubernetes_ca.crt).unwrap();
+    std::fs::write(dir.join("k8s-ca.key"), &b.kubernetes_ca.key).unwrap();
+    std::fs::write(dir.join("admin.crt"), &kc.certificate.crt).unwrap();
+    std::fs::write(dir.join("admin.key"), &kc.certificate.key).unwrap();
+    std::fs::write(dir.join("os-ca.crt"), &b.os_ca.crt).unwrap();
+    std::fs::write(dir.join("os-admin.crt"), &tc.certificate.crt).unwrap();
+    std::fs::write(dir.join("sa.key"), &b.service_account_key).unwrap();
+}
