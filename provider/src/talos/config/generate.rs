@@ -1,0 +1,324 @@
+//! Per-node machine configuration: the v1alpha1 document plus the release line's other
+//! documents, checked against the Talos schema before and after every user patch.
+
+use std::collections::BTreeMap;
+
+
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+
+use super::network::{machine_network, network_documents, NodeNetwork};
+use super::patch;
+use super::schema::validate_document;
+use super::schematic::schematic_id;
+use super::spec::{ClusterSpec, EncryptionKeyKind, NodeSpec, Role};
+use super::validate::{has_errors, validate};
+use super::version::{KubernetesVersion, TalosMinor, TalosVersion};
+use super::ConfigError;
+use crate::talos::pki::SecretsBundle;
+
+/// The Kubernetes API port on control planes.
+const API_PORT: u16 = 6443;
+
+/// `https://<vip | endpoint | first control plane>:6443`.
+pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError> {
+    let host = match (&spec.vip, &spec.endpoint) {
+        (Some(vip), _) => vip.clone(),
+        (None, Some(endpoint)) => endpoint.clone(),
+        (None, None) => {
+            let (_, first) = spec.control_planes().next().ok_or_else(|| invalid(spec))?;
+            let net: IpNet = first.address.parse().map_err(|_| invalid(spec))?;
+            net.addr().to_string()
+        }
+    };
+    // An IPv6 literal needs brackets in a URL.
+    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{host}]") } else { host };
+    Ok(format!("https://{host}:{API_PORT}"))
+}
+
+/// The installer image: `install_image` if set, else the Image Factory installer of the
+/// extensions' schematic (the vanilla schematic without extensions) at the Talos release.
+pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
+    if let Some(image) = &spec.install_image {
+        return Ok(image.clone());
+    }
+    let version = TalosVersion::parse(&spec.talos_version)?;
+    let tag = version.tag().ok_or_else(|| invalid(spec))?;
+    Ok(format!("factory.talos.dev/installer/{}:{tag}", schematic_id(&spec.extensions)))
+}
+
+fn invalid(spec: &ClusterSpec) -> ConfigError {
+    ConfigError::Invalid(validate(spec))
+}
+
+/// Machine configs of every node, by node name.
+pub fn generate_cluster_configs(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    spec.nodes
+        .keys()
+        .map(|name| Ok((name.clone(), generate_node_config(spec, bundle, name)?)))
+        .collect()
+}
+
+/// The multi-document YAML machine config of one node (documents separated by `---`).
+///
+/// Refuses a spec with error-level [`validate`] issues. Deterministic: no timestamps, nothing
+/// random, and every map is built in a fixed order (JSON maps, sorted or insertion-ordered).
+pub fn generate_node_config(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+    node_name: &str,
+) -> Result<String, ConfigError> {
+    let issues = validate(spec);
+    if has_errors(&issues) {
+        return Err(ConfigError::Invalid(issues));
+    }
+    let node = spec.nodes.get(node_name).ok_or_else(|| ConfigError::UnknownNode(node_name.into()))?;
+    let version = TalosVersion::parse(&spec.talos_version)?;
+    let minor = version.minor;
+    let mut docs = base_documents(spec, bundle, node_name, node, minor)?;
+    for doc in &docs {
+        validate_document(minor, doc).map_err(|reason| ConfigError::Generated {
+            document: document_name(doc),
+            version: minor.as_str().into(),
+            reason,
+        })?;
+    }
+    for (label, text) in patches_for(spec, node_name, node) {
+        let parsed = patch::parse_patch(text)
+            .map_err(|reason| ConfigError::PatchParse { patch: label.clone(), reason })?;
+        patch::apply(&mut docs, &parsed);
+        for doc in &docs {
+            validate_document(minor, doc).map_err(|reason| ConfigError::PatchSchema {
+                patch: label.clone(),
+                document: document_name(doc),
+                version: minor.as_str().into(),
+                reason,
+            })?;
+        }
+    }
+    let mut out = String::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(doc).map_err(ConfigError::Yaml)?);
+    }
+    Ok(out)
+}
+
+fn document_name(doc: &Value) -> String {
+    match patch::doc_identity(doc) {
+        (None, _) => "v1alpha1".into(),
+        (Some(kind), None) => kind.into(),
+        (Some(kind), Some(name)) => format!("{kind} {name:?}"),
+    }
+}
+
+/// Cluster, then role, then node patches, each with the path a user would look for.
+fn patches_for<'a>(
+    spec: &'a ClusterSpec,
+    node_name: &str,
+    node: &'a NodeSpec,
+) -> Vec<(String, &'a str)> {
+    let mut out: Vec<(String, &str)> = Vec::new();
+    for (i, p) in spec.patches.iter().enumerate() {
+        out.push((format!("patches[{i}]"), p));
+    }
+    if let Some(role_patches) = spec.role_patches.get(&node.role) {
+        for (i, p) in role_patches.iter().enumerate() {
+            out.push((format!("role_patches[{:?}][{i}]", node.role.as_str()), p));
+        }
+    }
+    for (i, p) in node.patches.iter().enumerate() {
+        out.push((format!("nodes[{node_name:?}].patches[{i}]"), p));
+    }
+    out
+}
+
+/// Keeps the first occurrence of each entry.
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    items.into_iter().filter(|s| seen.insert(s.clone())).collect()
+}
+
+/// Host part of the endpoint, for certificate SANs.
+fn endpoint_host(spec: &ClusterSpec) -> Option<String> {
+    spec.endpoint.clone()
+}
+
+fn base_documents(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+    node_name: &str,
+    node: &NodeSpec,
+    minor: TalosMinor,
+) -> Result<Vec<Value>, ConfigError> {
+    let k8s = KubernetesVersion::parse(&spec.kubernetes_version)?;
+    let address: IpNet = node.address.parse().map_err(|_| invalid(spec))?;
+    let subnet = address.trunc().to_string();
+    let control_plane = node.role == Role::ControlPlane;
+    let hostname = node.hostname.as_deref().unwrap_or(node_name);
+    let vip = if control_plane { spec.vip.as_deref() } else { None };
+
+    let net = NodeNetwork {
+        hostname,
+        address,
+        gateway: &spec.gateway,
+        nameservers: &spec.nameservers,
+        link: &node.link,
+        vip,
+    };
+
+    // --- machine ---
+    let mut machine = Map::new();
+    machine.insert("type".into(), json!(node.role.as_str()));
+    machine.insert("token".into(), json!(bundle.trustd_token));
+    machine.insert(
+        "ca".into(),
+        if control_plane {
+            json!({ "crt": bundle.os_ca.crt_base64(), "key": bundle.os_ca.key_base64() })
+        } else {
+            json!({ "crt": bundle.os_ca.crt_base64() })
+        },
+    );
+    let mut machine_sans = vec![address.addr().to_string()];
+    machine_sans.extend(vip.map(str::to_string));
+    machine_sans.extend(endpoint_host(spec));
+    machine_sans.extend(spec.extra_cert_sans.iter().cloned());
+    machine.insert("certSANs".into(), json!(dedup(machine_sans)));
+    machine.insert(
+        "kubelet".into(),
+        json!({
+            "image": format!("ghcr.io/siderolabs/kubelet:{}", k8s.tag()),
+            "defaultRuntimeSeccompProfileEnabled": true,
+            // Keeps the kubelet off the VIP and any other address.
+            "nodeIP": { "validSubnets": [subnet] },
+        }),
+    );
+    if !minor.has_network_documents() {
+        machine.insert("network".into(), machine_network(&net));
+    }
+    machine.insert(
+        "install".into(),
+        json!({ "disk": node.install_disk, "image": installer_image(spec)?, "wipe": false }),
+    );
+    let mut features = json!({ "kubePrism": { "enabled": true, "port": 7445 } });
+    if minor < TalosMinor::V1_12 {
+        // Always on from v1.12 (and gone from its schema).
+        features["rbac"] = json!(true);
+        features["stableHostname"] = json!(true);
+        features["apidCheckExtKeyUsage"] = json!(true);
+    }
+    machine.insert("features".into(), features);
+    if let (Some(enc), false) = (spec.disk_encryption, minor.has_volume_encryption()) {
+        let config = json!({ "provider": "luks2", "keys": [encryption_key(enc.key)] });
+        machine.insert("systemDiskEncryption".into(), json!({ "state": config, "ephemeral": config }));
+    }
+
+    // --- cluster ---
+    let mut cluster = Map::new();
+    cluster.insert("id".into(), json!(bundle.cluster_id));
+    cluster.insert("secret".into(), json!(bundle.cluster_secret));
+    cluster.insert("controlPlane".into(), json!({ "endpoint": control_plane_endpoint(spec)? }));
+    cluster.insert("clusterName".into(), json!(spec.name));
+    cluster.insert(
+        "network".into(),
+        json!({
+            "dnsDomain": "cluster.local",
+            "podSubnets": ["10.244.0.0/16"],
+            "serviceSubnets": ["10.96.0.0/12"],
+        }),
+    );
+    cluster.insert("token".into(), json!(bundle.bootstrap_token));
+    if control_plane {
+        cluster.insert("secretboxEncryptionSecret".into(), json!(bundle.secretbox_secret));
+        cluster.insert(
+            "ca".into(),
+            json!({ "crt": bundle.kubernetes_ca.crt_base64(), "key": bundle.kubernetes_ca.key_base64() }),
+        );
+        cluster.insert(
+            "aggregatorCA".into(),
+            json!({ "crt": bundle.aggregator_ca.crt_base64(), "key": bundle.aggregator_ca.key_base64() }),
+        );
+        cluster.insert("serviceAccount".into(), json!({ "key": bundle.service_account_key_base64() }));
+        let mut api_sans: Vec<String> = spec.vip.iter().cloned().collect();
+        api_sans.extend(endpoint_host(spec));
+        api_sans.extend(spec.control_planes().filter_map(|(_, n)| {
+            n.address.parse::<IpNet>().ok().map(|a| a.addr().to_string())
+        }));
+        api_sans.extend(spec.extra_cert_sans.iter().cloned());
+        cluster.insert(
+            "apiServer".into(),
+            json!({
+                "image": format!("registry.k8s.io/kube-apiserver:{}", k8s.tag()),
+                "certSANs": dedup(api_sans),
+            }),
+        );
+        cluster.insert(
+            "controllerManager".into(),
+            json!({ "image": format!("registry.k8s.io/kube-controller-manager:{}", k8s.tag()) }),
+        );
+        cluster.insert(
+            "scheduler".into(),
+            json!({ "image": format!("registry.k8s.io/kube-scheduler:{}", k8s.tag()) }),
+        );
+        cluster.insert(
+            "proxy".into(),
+            json!({ "image": format!("registry.k8s.io/kube-proxy:{}", k8s.tag()) }),
+        );
+        cluster.insert(
+            "etcd".into(),
+            json!({
+                "ca": { "crt": bundle.etcd_ca.crt_base64(), "key": bundle.etcd_ca.key_base64() },
+                // etcd peers talk on the node subnet, never on the VIP.
+                "advertisedSubnets": [subnet],
+            }),
+        );
+        if !spec.inline_manifests.is_empty() {
+            let manifests: Vec<Value> = spec
+                .inline_manifests
+                .iter()
+                .map(|m| json!({ "name": m.name, "contents": m.contents }))
+                .collect();
+            cluster.insert("inlineManifests".into(), Value::Array(manifests));
+        }
+        if !spec.extra_manifests.is_empty() {
+            cluster.insert("extraManifests".into(), json!(spec.extra_manifests));
+        }
+    } else {
+        // Workers trust the Kubernetes CA but never hold its key.
+        cluster.insert("ca".into(), json!({ "crt": bundle.kubernetes_ca.crt_base64() }));
+    }
+
+    let mut docs = vec![json!({
+        "version": "v1alpha1",
+        "debug": false,
+        "machine": Value::Object(machine),
+        "cluster": Value::Object(cluster),
+    })];
+    if minor.has_network_documents() {
+        docs.extend(network_documents(&net));
+    }
+    if let (Some(enc), true) = (spec.disk_encryption, minor.has_volume_encryption()) {
+        for volume in ["STATE", "EPHEMERAL"] {
+            docs.push(json!({
+                "apiVersion": "v1alpha1",
+                "kind": "VolumeConfig",
+                "name": volume,
+                "encryption": { "provider": "luks2", "keys": [encryption_key(enc.key)] },
+            }));
+        }
+    }
+    Ok(docs)
+}
+
+fn encryption_key(kind: EncryptionKeyKind) -> Value {
+    match kind {
+        EncryptionKeyKind::NodeId => json!({ "slot": 0, "nodeID": {} }),
+        EncryptionKeyKind::Tpm => json!({ "slot": 0, "tpm": {} }),
+    }
+}
+

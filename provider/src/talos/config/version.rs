@@ -1,0 +1,124 @@
+//! Talos and Kubernetes versions castle generates for.
+
+use std::fmt;
+
+use super::ConfigError;
+
+/// A Talos release line with its own config shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TalosMinor {
+    /// v1.10: network in `machine.network`, encryption in `machine.systemDiskEncryption`.
+    V1_10,
+    /// v1.11: network in `machine.network`, encryption in `VolumeConfig` documents.
+    V1_11,
+    /// v1.12: network in `LinkConfig`/`Layer2VIPConfig`/`HostnameConfig`/`ResolverConfig`.
+    V1_12,
+    /// v1.13: as v1.12; `machine.network` is gone from the schema.
+    V1_13,
+}
+
+impl TalosMinor {
+    /// Every supported release line, oldest first.
+    pub const ALL: [TalosMinor; 4] =
+        [TalosMinor::V1_10, TalosMinor::V1_11, TalosMinor::V1_12, TalosMinor::V1_13];
+
+    /// `v1.12` style name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TalosMinor::V1_10 => "v1.10",
+            TalosMinor::V1_11 => "v1.11",
+            TalosMinor::V1_12 => "v1.12",
+            TalosMinor::V1_13 => "v1.13",
+        }
+    }
+
+    /// Whether the network is described by separate documents (v1.12 and later).
+    pub fn has_network_documents(self) -> bool {
+        self >= TalosMinor::V1_12
+    }
+
+    /// Whether disk encryption is described by `VolumeConfig` documents (v1.11 and later).
+    pub fn has_volume_encryption(self) -> bool {
+        self >= TalosMinor::V1_11
+    }
+}
+
+/// A Talos version: a release line, optionally with its patch number (`v1.12` or `v1.12.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TalosVersion {
+    /// The release line, which decides the config shape.
+    pub minor: TalosMinor,
+    /// The patch release, needed to name an installer image.
+    pub patch: Option<u32>,
+}
+
+impl TalosVersion {
+    /// Parses `v1.12`, `v1.12.3`, `1.12.3` (the `v` is optional).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let err = || ConfigError::UnsupportedVersion {
+            attribute: "talos_version",
+            value: value.to_string(),
+            reason: "expected v1.10, v1.11, v1.12 or v1.13, optionally with a patch (v1.12.3)"
+                .into(),
+        };
+        let v = value.strip_prefix('v').unwrap_or(value);
+        let parts: Vec<&str> = v.split('.').collect();
+        let minor = match (parts.first(), parts.get(1)) {
+            (Some(&"1"), Some(&"10")) => TalosMinor::V1_10,
+            (Some(&"1"), Some(&"11")) => TalosMinor::V1_11,
+            (Some(&"1"), Some(&"12")) => TalosMinor::V1_12,
+            (Some(&"1"), Some(&"13")) => TalosMinor::V1_13,
+            _ => return Err(err()),
+        };
+        let patch = match parts.len() {
+            2 => None,
+            3 if is_number(parts[2]) => Some(parts[2].parse().map_err(|_| err())?),
+            _ => return Err(err()),
+        };
+        Ok(Self { minor, patch })
+    }
+
+    /// The full tag, `v1.12.3`, when the patch is known.
+    pub fn tag(&self) -> Option<String> {
+        self.patch.map(|p| format!("{}.{p}", self.minor.as_str()))
+    }
+}
+
+impl fmt::Display for TalosVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tag() {
+            Some(tag) => f.write_str(&tag),
+            None => f.write_str(self.minor.as_str()),
+        }
+    }
+}
+
+/// A Kubernetes version, `v1.33.2` (the `v` is optional on input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesVersion(String);
+
+impl KubernetesVersion {
+    /// Parses `1.33.2` or `v1.33.2`; the three numbers are required (they name images).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let v = value.strip_prefix('v').unwrap_or(value);
+        let parts: Vec<&str> = v.split('.').collect();
+        if parts.len() == 3 && parts.iter().all(|p| is_number(p)) && parts[0] == "1" {
+            Ok(Self(format!("v{v}")))
+        } else {
+            Err(ConfigError::UnsupportedVersion {
+                attribute: "kubernetes_version",
+                value: value.to_string(),
+                reason: "expected a full Kubernetes release such as v1.33.2".into(),
+            })
+        }
+    }
+
+    /// The image tag, `v1.33.2`.
+    pub fn tag(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
