@@ -458,7 +458,7 @@ mod tests {
     #[test]
     fn versions_stay_known_when_only_trimmed_whitespace_differs() {
         let prior = with("apiVersion: v1\n", Some(3));
-        let mut planned = with("apiVersion: v1\n\n  ", None);
+        let mut planned = with("  apiVersion: v1\n\n", None);
         plan_versions(Some(&prior), &mut planned);
         assert_eq!(planned.kubeconfig_version, Value::Value(3));
         assert_eq!(planned.talosconfig_version, Value::Null);
