@@ -70,6 +70,13 @@ impl ProviderData {
             .unwrap_or_else(|| Err("the provider is not configured yet".into()))
     }
 
+    /// Provider data holding only an Infisical client: lets tests drive resources directly.
+    pub fn with_infisical(client: infisical::Client) -> Self {
+        let data = Self::default();
+        let _ = data.infisical.set(Ok(Arc::new(client)));
+        data
+    }
+
     /// The Infisical client, or a message that says how to configure it.
     pub fn infisical(&self) -> Result<Arc<infisical::Client>, String> {
         self.infisical

@@ -1,22 +1,52 @@
 //! Client of the Infisical API (Universal Auth, secrets, folders).
+//!
+//! - [`request`]: pure request builders, unit-tested without a server.
+//! - [`retry`]: the named retry policy and how each status is classified.
+//! - `auth`: the shared, renewed token.
+//! - `secrets` and `folders`: the operations resources call.
+//!
+//! Every operation takes a deadline (the resource's timeout): retries stop there.
 
+mod auth;
 mod config;
+mod error;
+mod folders;
+pub mod request;
+pub mod retry;
+mod secrets;
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio::time::Instant;
 
 pub use config::{ClientConfig, DEFAULT_HOST};
+pub use error::Error;
+pub use request::SecretRef;
+pub use secrets::{same_modulo_trimming, server_trimmed, Secret};
 
-/// Errors of the Infisical client.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The client could not be built (bad host URL, TLS setup).
-    #[error("invalid Infisical client settings: {0}")]
-    Settings(String),
-}
+use retry::{Verdict, API_CALL};
 
 /// An Infisical API client (one connection pool, one token per provider process).
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
+    /// Host without a trailing slash.
+    base: String,
+    http: reqwest::Client,
+    auth: auth::TokenCache,
 }
+
+/// One HTTP answer, before interpretation.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}
+
+/// A single request may not hang longer than this even when the deadline is far away; the
+/// retry loop then sends it again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Client {
     /// Builds a client; nothing is sent until the first call.
@@ -24,11 +54,191 @@ impl Client {
         if !(config.host.starts_with("https://") || config.host.starts_with("http://")) {
             return Err(Error::Settings(format!("host {:?} is not a URL", config.host)));
         }
-        Ok(Self { config })
+        let base = config.host.trim_end_matches('/').trim_end_matches("/api").to_string();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("terraform-provider-castle/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Settings(e.to_string()))?;
+        Ok(Self { config, base, http, auth: auth::TokenCache::default() })
     }
 
     /// The server this client talks to.
     pub fn host(&self) -> &str {
         &self.config.host
+    }
+
+    /// Logs in now (or reuses a valid token), to check the credentials early.
+    pub async fn login(&self, deadline: Instant) -> Result<(), Error> {
+        self.token(deadline).await.map(|_| ())
+    }
+
+    async fn send_once(&self, req: &request::ApiRequest, token: Option<&str>, limit: Duration) -> Result<Answer, String> {
+        let mut builder = self
+            .http
+            .request(req.method.clone(), format!("{}{}", self.base, req.path))
+            .timeout(limit.min(REQUEST_TIMEOUT));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        // reqwest's errors name the URL (host, path, query: no secrets) and the cause.
+        let response = builder.send().await.map_err(|e| error_chain(&e))?;
+        let status = response.status().as_u16();
+        let retry_after =
+            retry::parse_retry_after(response.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+        let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+        Ok(Answer { status, retry_after, body })
+    }
+
+    /// Sends `req` under the [`API_CALL`] policy until success, a final error or the deadline.
+    /// `sensitive` lists strings (values, secrets) to scrub from any server message.
+    pub(crate) async fn execute(
+        &self,
+        action: &str,
+        req: &request::ApiRequest,
+        deadline: Instant,
+        sensitive: &[&str],
+    ) -> Result<Json, Error> {
+        let mut attempts = 0u32;
+        let mut relogged = false;
+        let mut backoff_step = 0u32;
+        loop {
+            let (token, generation) = if req.authenticated {
+                let (token, generation) = self.token(deadline).await?;
+                (Some(token), generation)
+            } else {
+                (None, 0)
+            };
+            let mut scrub_list: Vec<&str> = sensitive.to_vec();
+            if let Some(token) = &token {
+                scrub_list.push(token);
+            }
+            scrub_list.push(&self.config.client_secret);
+
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Exhausted {
+                    action: action.into(),
+                    attempts,
+                    last: "the timeout was reached before the request could be sent".into(),
+                });
+            }
+            attempts += 1;
+            let (hint, last) = match self.send_once(req, token.as_deref(), remaining).await {
+                Err(transport) => (None, error::scrub(&transport, &scrub_list)),
+                Ok(answer) if (200..300).contains(&answer.status) => {
+                    return serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
+                        action: action.into(),
+                        detail: e.to_string(),
+                    });
+                }
+                Ok(answer) => {
+                    let message = server_message(&answer.body, &scrub_list);
+                    match retry::classify(answer.status, answer.retry_after) {
+                        Verdict::Final => return Err(final_error(action, answer.status, message)),
+                        Verdict::Relogin if !req.authenticated => {
+                            return Err(Error::Login { status: answer.status, message })
+                        }
+                        Verdict::Relogin if !relogged => {
+                            // An expired or revoked token: log in once more and resend.
+                            tracing::debug!(action, status = answer.status, "token refused, logging in again");
+                            relogged = true;
+                            self.invalidate_token(generation).await;
+                            continue;
+                        }
+                        Verdict::Relogin => {
+                            return Err(Error::Denied { action: action.into(), status: answer.status, message })
+                        }
+                        Verdict::Retry(hint) => (hint, format!("{}: {message}", answer.status)),
+                    }
+                }
+            };
+            let wait = API_CALL.wait(backoff_step, hint, rand::random::<f64>());
+            backoff_step += 1;
+            if Instant::now() + wait > deadline {
+                return Err(Error::Exhausted { action: action.into(), attempts, last });
+            }
+            tracing::warn!(policy = API_CALL.name, action, wait_ms = wait.as_millis() as u64, %last, "retrying Infisical request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The cause chain of a transport error, in one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// The `message` of an Infisical error body; a 422's list of issues is joined with "; ".
+fn server_message(body: &[u8], sensitive: &[&str]) -> String {
+    let text = match serde_json::from_slice::<Json>(body) {
+        Ok(json) => match json.get("message") {
+            Some(Json::String(message)) => message.clone(),
+            Some(Json::Array(issues)) => issues
+                .iter()
+                .map(|issue| match issue {
+                    Json::String(s) => s.clone(),
+                    Json::Object(o) => {
+                        let message = o.get("message").and_then(Json::as_str).unwrap_or("invalid");
+                        match o.get("path") {
+                            Some(Json::Array(path)) if !path.is_empty() => {
+                                let path: Vec<String> =
+                                    path.iter().map(|p| p.as_str().map(str::to_string).unwrap_or(p.to_string())).collect();
+                                format!("{}: {message}", path.join("."))
+                            }
+                            _ => message.to_string(),
+                        }
+                    }
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => json.to_string(),
+        },
+        Err(_) => String::from_utf8_lossy(body).chars().take(300).collect(),
+    };
+    error::scrub(&text, sensitive)
+}
+
+fn final_error(action: &str, status: u16, message: String) -> Error {
+    let action = action.to_string();
+    match status {
+        404 => Error::NotFound { action, message },
+        400 if message.to_ascii_lowercase().contains("already exist") => Error::AlreadyExists { action, message },
+        _ => Error::Rejected { action, status, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_issues_are_listed() {
+        let body = br#"{"reqId":"r","statusCode":422,"message":[{"path":["secretPath"],"message":"Required"},{"message":"bad"}],"error":"ValidationFailure"}"#;
+        assert_eq!(server_message(body, &[]), "secretPath: Required; bad");
+    }
+
+    #[test]
+    fn statuses_map_to_distinct_errors() {
+        assert!(final_error("x", 404, "Secret with name 'A' not found".into()).is_not_found());
+        assert!(final_error("x", 400, "Secret already exist".into()).is_already_exists());
+        assert!(matches!(final_error("x", 400, "nope".into()), Error::Rejected { status: 400, .. }));
+    }
+
+    #[test]
+    fn echoed_secrets_are_scrubbed_from_messages() {
+        let body = br#"{"message":"value s3cr3t-value rejected"}"#;
+        assert_eq!(server_message(body, &["s3cr3t-value"]), "value <redacted> rejected");
     }
 }

@@ -11,6 +11,7 @@ use tf_provider::DynamicResource;
 use crate::provider::ProviderData;
 
 pub mod diag;
+pub mod kubeconfig_secret;
 pub mod proxmox_vm;
 pub mod timeouts;
 
@@ -18,5 +19,9 @@ pub mod timeouts;
 pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>> {
     let mut resources: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
     resources.insert("proxmox_vm".into(), Box::new(proxmox_vm::ProxmoxVmResource::new(data.clone())));
+    resources.insert(
+        "kubeconfig_secret".into(),
+        Box::new(kubeconfig_secret::KubeconfigSecretResource::new(data.clone())),
+    );
     resources
 }

@@ -1,0 +1,545 @@
+//! The emulator's memory: secrets, folders, tokens, lockout and rate-limit counters.
+//!
+//! Every operation is a synchronous method under one mutex, returning either the JSON answer or
+//! a [`Failure`] that the HTTP layer renders as Infisical's error body.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+use tokio::time::Instant;
+
+use super::Settings;
+
+/// An error answer: status, Infisical's `error` name, and `message` (a string, or a list of
+/// issues for 422).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: u16,
+    /// The `error` field, e.g. `NotFound`.
+    pub error: &'static str,
+    /// The `message` field.
+    pub message: Json,
+    /// `Retry-After` seconds, for 429.
+    pub retry_after: Option<u64>,
+}
+
+impl Failure {
+    pub(crate) fn new(status: u16, error: &'static str, message: impl Into<String>) -> Self {
+        Self { status, error, message: Json::String(message.into()), retry_after: None }
+    }
+
+    /// A 422 with one zod-like issue per field.
+    pub(crate) fn invalid(issues: Vec<(&str, &str)>) -> Self {
+        let list = issues
+            .into_iter()
+            .map(|(field, message)| json!({"code": "custom", "path": [field], "message": message}))
+            .collect();
+        Self { status: 422, error: "ValidationFailure", message: Json::Array(list), retry_after: None }
+    }
+}
+
+/// A secret as the lab stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSecret {
+    /// UUID-like id.
+    pub id: String,
+    /// Environment slug.
+    pub environment: String,
+    /// Folder path (normalised: leading `/`, no trailing `/`).
+    pub path: String,
+    /// Name.
+    pub key: String,
+    /// Value after the server's trimming.
+    pub value: String,
+    /// Comment.
+    pub comment: String,
+    /// Starts at 1, +1 per update.
+    pub version: i64,
+    /// Whether newlines were sent as is.
+    pub skip_multiline_encoding: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// What `--state` saves.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Persisted {
+    secrets: Vec<StoredSecret>,
+    /// `(environment, path)` of every folder but the roots.
+    folders: BTreeSet<(String, String)>,
+}
+
+#[derive(Debug)]
+struct TokenInfo {
+    expires_at: Instant,
+    /// Renewals may not push expiry past this.
+    max_until: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    data: Persisted,
+    tokens: HashMap<String, TokenInfo>,
+    failed_logins: u32,
+    locked_until: Option<Instant>,
+    /// Next `n` API requests get 429 with this `Retry-After`.
+    rate_limit: Option<(u32, u64)>,
+    requests: u64,
+}
+
+/// The emulator's state, shared by all requests.
+#[derive(Debug)]
+pub struct Lab {
+    /// Behaviour settings.
+    pub settings: Settings,
+    inner: Mutex<Inner>,
+}
+
+/// Infisical stores values trimmed, keeping one trailing newline if there was one. Written here
+/// independently of the provider's copy, so client tests do not check the client against itself.
+pub fn trim_like_infisical(value: &str) -> String {
+    let inner = value.trim();
+    if value.ends_with('\n') && !inner.is_empty() {
+        format!("{inner}\n")
+    } else {
+        inner.to_string()
+    }
+}
+
+/// `/a/b/` and `a/b` both mean `/a/b`; empty means `/`.
+pub fn normalise_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    let b: [u8; 16] = rand::thread_rng().gen();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Where a request points: environment, normalised path, optional name.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Environment slug.
+    pub environment: String,
+    /// Normalised folder path.
+    pub path: String,
+}
+
+impl Lab {
+    /// A lab with the given settings, loading `settings.state_file` if it exists.
+    pub fn new(settings: Settings) -> std::io::Result<Self> {
+        let mut inner = Inner::default();
+        if let Some(file) = &settings.state_file {
+            if file.exists() {
+                let text = std::fs::read_to_string(file)?;
+                inner.data = serde_json::from_str(&text)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            }
+        }
+        Ok(Self { settings, inner: Mutex::new(inner) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic in one handler must not wedge every later test request.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, inner: &Inner) {
+        if let Some(file) = &self.settings.state_file {
+            let tmp = file.with_extension("tmp");
+            let text = serde_json::to_string_pretty(&inner.data).unwrap_or_default();
+            if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, file)).is_err() {
+                tracing::warn!(file = %file.display(), "could not save the Infisical lab state");
+            }
+        }
+    }
+
+    /// Counts an API request and answers 429 while a lab rate limit is armed.
+    pub fn check_rate_limit(&self) -> Result<(), Failure> {
+        let mut inner = self.lock();
+        inner.requests += 1;
+        if let Some((remaining, seconds)) = inner.rate_limit {
+            inner.rate_limit = if remaining > 1 { Some((remaining - 1, seconds)) } else { None };
+            return Err(Failure {
+                retry_after: Some(seconds),
+                ..Failure::new(
+                    429,
+                    "RateLimitExceeded",
+                    format!("Rate limit exceeded. Please try again in {seconds} seconds"),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// Universal Auth login.
+    pub fn login(&self, client_id: &str, client_secret: &str) -> Result<Json, Failure> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if let Some(until) = inner.locked_until {
+            if now < until {
+                let seconds = (until - now).as_secs().max(1);
+                return Err(Failure::new(
+                    401,
+                    "UnauthorizedError",
+                    format!("Identity is locked out after too many failed login attempts; try again in {seconds} seconds"),
+                ));
+            }
+            inner.locked_until = None;
+            inner.failed_logins = 0;
+        }
+        let identity = &self.settings.identity;
+        if client_id != identity.client_id || client_secret != identity.client_secret {
+            inner.failed_logins += 1;
+            if inner.failed_logins >= self.settings.lockout_after {
+                inner.locked_until = Some(now + self.settings.lockout_for);
+            }
+            return Err(Failure::new(401, "UnauthorizedError", "Invalid credentials"));
+        }
+        inner.failed_logins = 0;
+        let token = format!("lab-token-{}", new_id());
+        inner.tokens.insert(
+            token.clone(),
+            TokenInfo { expires_at: now + self.settings.token_ttl, max_until: now + self.settings.token_max_ttl },
+        );
+        Ok(self.token_answer(&token, self.settings.token_ttl))
+    }
+
+    fn token_answer(&self, token: &str, expires_in: Duration) -> Json {
+        json!({
+            "accessToken": token,
+            "expiresIn": expires_in.as_secs(),
+            "accessTokenMaxTTL": self.settings.token_max_ttl.as_secs(),
+            "tokenType": "Bearer",
+        })
+    }
+
+    /// Token renewal: a live token gets a fresh TTL, capped by its max TTL.
+    pub fn renew(&self, token: &str) -> Result<Json, Failure> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let Some(info) = inner.tokens.get_mut(token) else {
+            return Err(Failure::new(401, "UnauthorizedError", "Invalid access token"));
+        };
+        if now >= info.expires_at || now >= info.max_until {
+            return Err(Failure::new(401, "UnauthorizedError", "Failed to renew access token due to TTL expiration"));
+        }
+        info.expires_at = (now + self.settings.token_ttl).min(info.max_until);
+        let left = info.expires_at - now;
+        Ok(self.token_answer(token, left))
+    }
+
+    /// Checks a bearer token: 401 if unknown, 403 `TokenError` if expired.
+    pub fn authorize(&self, bearer: Option<&str>) -> Result<(), Failure> {
+        let inner = self.lock();
+        let Some(token) = bearer else {
+            return Err(Failure::new(401, "UnauthorizedError", "Token missing"));
+        };
+        match inner.tokens.get(token) {
+            None => Err(Failure::new(401, "UnauthorizedError", "Invalid token")),
+            Some(info) if Instant::now() >= info.expires_at => {
+                Err(Failure::new(403, "TokenError", "Your token has expired. Please re-authenticate."))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks project and environment, and normalises the path.
+    pub fn target(&self, project_id: &str, environment: &str, path: &str) -> Result<Target, Failure> {
+        let identity = &self.settings.identity;
+        if project_id != identity.project_id {
+            return Err(Failure::new(404, "NotFound", format!("Project with ID '{project_id}' not found")));
+        }
+        if !identity.environments.iter().any(|e| e == environment) {
+            return Err(Failure::new(
+                404,
+                "NotFound",
+                format!("Environment with slug '{environment}' in project with ID '{project_id}' not found"),
+            ));
+        }
+        Ok(Target { environment: environment.into(), path: normalise_path(path) })
+    }
+
+    fn folder_exists(inner: &Inner, target: &Target) -> bool {
+        target.path == "/" || inner.data.folders.contains(&(target.environment.clone(), target.path.clone()))
+    }
+
+    fn require_folder(inner: &Inner, target: &Target) -> Result<(), Failure> {
+        if Self::folder_exists(inner, target) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                404,
+                "NotFound",
+                format!("Folder with path '{}' in environment with slug '{}' not found", target.path, target.environment),
+            ))
+        }
+    }
+
+    fn render(&self, s: &StoredSecret) -> Json {
+        json!({
+            "id": s.id,
+            "_id": s.id,
+            "workspace": self.settings.identity.project_id,
+            "environment": s.environment,
+            "version": s.version,
+            "type": "shared",
+            "secretKey": s.key,
+            "secretValue": s.value,
+            "secretComment": s.comment,
+            "secretPath": s.path,
+            "skipMultilineEncoding": s.skip_multiline_encoding,
+            "secretReminderNote": null,
+            "secretReminderRepeatDays": null,
+            "tags": [],
+            "createdAt": s.created_at,
+            "updatedAt": s.updated_at,
+        })
+    }
+
+    fn find<'a>(inner: &'a Inner, target: &Target, key: &str) -> Option<usize> {
+        inner
+            .data
+            .secrets
+            .iter()
+            .position(|s| s.environment == target.environment && s.path == target.path && s.key == key)
+    }
+
+    fn not_found(key: &str) -> Failure {
+        Failure::new(404, "NotFound", format!("Secret with name '{key}' not found"))
+    }
+
+    /// One secret by name.
+    pub fn get_secret(&self, target: &Target, key: &str) -> Result<Json, Failure> {
+        let inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        let index = Self::find(&inner, target, key).ok_or_else(|| Self::not_found(key))?;
+        Ok(json!({ "secret": self.render(&inner.data.secrets[index]) }))
+    }
+
+    /// One secret by id.
+    pub fn get_secret_by_id(&self, id: &str) -> Result<Json, Failure> {
+        let inner = self.lock();
+        let secret = inner
+            .data
+            .secrets
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Failure::new(404, "NotFound", format!("Secret with ID '{id}' not found")))?;
+        Ok(json!({ "secret": self.render(secret) }))
+    }
+
+    /// Secrets of one folder.
+    pub fn list_secrets(&self, target: &Target) -> Result<Json, Failure> {
+        let inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        let secrets: Vec<Json> = inner
+            .data
+            .secrets
+            .iter()
+            .filter(|s| s.environment == target.environment && s.path == target.path)
+            .map(|s| self.render(s))
+            .collect();
+        Ok(json!({ "secrets": secrets, "imports": [] }))
+    }
+
+    /// Creates a secret: 400 "Secret already exist" if the name is taken.
+    pub fn create_secret(&self, target: &Target, key: &str, value: &str, comment: &str, skip: bool) -> Result<Json, Failure> {
+        let mut inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        if Self::find(&inner, target, key).is_some() {
+            return Err(Failure::new(400, "BadRequest", "Secret already exist"));
+        }
+        let now = now_rfc3339();
+        let secret = StoredSecret {
+            id: new_id(),
+            environment: target.environment.clone(),
+            path: target.path.clone(),
+            key: key.into(),
+            value: trim_like_infisical(value),
+            comment: comment.into(),
+            version: 1,
+            skip_multiline_encoding: skip,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let answer = json!({ "secret": self.render(&secret) });
+        inner.data.secrets.push(secret);
+        self.save(&inner);
+        Ok(answer)
+    }
+
+    /// Updates value, comment and/or name; the version goes up by one.
+    pub fn update_secret(
+        &self,
+        target: &Target,
+        key: &str,
+        value: Option<&str>,
+        comment: Option<&str>,
+        new_name: Option<&str>,
+        skip: Option<bool>,
+    ) -> Result<Json, Failure> {
+        let mut inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        let index = Self::find(&inner, target, key).ok_or_else(|| Self::not_found(key))?;
+        if let Some(new_name) = new_name.filter(|n| *n != key) {
+            if Self::find(&inner, target, new_name).is_some() {
+                return Err(Failure::new(400, "BadRequest", "Secret with the new name already exist"));
+            }
+        }
+        let secret = &mut inner.data.secrets[index];
+        if let Some(value) = value {
+            secret.value = trim_like_infisical(value);
+        }
+        if let Some(comment) = comment {
+            secret.comment = comment.into();
+        }
+        if let Some(new_name) = new_name {
+            secret.key = new_name.into();
+        }
+        if let Some(skip) = skip {
+            secret.skip_multiline_encoding = skip;
+        }
+        secret.version += 1;
+        secret.updated_at = now_rfc3339();
+        let answer = json!({ "secret": self.render(secret) });
+        self.save(&inner);
+        Ok(answer)
+    }
+
+    /// Deletes a secret, answering it.
+    pub fn delete_secret(&self, target: &Target, key: &str) -> Result<Json, Failure> {
+        let mut inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        let index = Self::find(&inner, target, key).ok_or_else(|| Self::not_found(key))?;
+        let secret = inner.data.secrets.remove(index);
+        self.save(&inner);
+        Ok(json!({ "secret": self.render(&secret) }))
+    }
+
+    /// Folders directly under a path.
+    pub fn list_folders(&self, target: &Target) -> Result<Json, Failure> {
+        let inner = self.lock();
+        Self::require_folder(&inner, target)?;
+        let prefix = if target.path == "/" { "/".to_string() } else { format!("{}/", target.path) };
+        let folders: Vec<Json> = inner
+            .data
+            .folders
+            .iter()
+            .filter(|(env, path)| env == &target.environment && path.starts_with(&prefix))
+            .filter_map(|(_, path)| {
+                let rest = &path[prefix.len()..];
+                (!rest.is_empty() && !rest.contains('/')).then(|| json!({"id": path, "name": rest, "version": 1}))
+            })
+            .collect();
+        Ok(json!({ "folders": folders }))
+    }
+
+    /// Creates folder `name` under the target path. Like current Infisical, this is idempotent
+    /// (an existing folder is answered as is) and creates missing parents.
+    pub fn create_folder(&self, target: &Target, name: &str) -> Result<Json, Failure> {
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(Failure::invalid(vec![("name", "Folder name can only contain alphanumeric, dashes and underscores")]));
+        }
+        let mut inner = self.lock();
+        let full = normalise_path(&format!("{}/{name}", target.path));
+        let mut walked = String::new();
+        for part in full.split('/').filter(|p| !p.is_empty()) {
+            walked = format!("{walked}/{part}");
+            inner.data.folders.insert((target.environment.clone(), walked.clone()));
+        }
+        self.save(&inner);
+        Ok(json!({ "folder": {"id": full, "name": name, "version": 1, "path": full} }))
+    }
+
+    /// Lab control: the next `count` API requests get 429 with `Retry-After: seconds`.
+    pub fn set_rate_limit(&self, count: u32, seconds: u64) {
+        self.lock().rate_limit = (count > 0).then_some((count, seconds));
+    }
+
+    /// Lab control: every issued token is expired now.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for info in self.lock().tokens.values_mut() {
+            info.expires_at = now;
+        }
+    }
+
+    /// Lab control: all secrets, for assertions.
+    pub fn secrets(&self) -> Vec<StoredSecret> {
+        self.lock().data.secrets.clone()
+    }
+
+    /// Lab control: how many API requests were served (rate-limited ones included).
+    pub fn request_count(&self) -> u64 {
+        self.lock().requests
+    }
+
+    /// Lab control: writes a secret out of band (as a person in the Infisical UI would),
+    /// creating its folders.
+    pub fn put_secret(&self, environment: &str, path: &str, key: &str, value: &str) -> Result<Json, Failure> {
+        let target = self.target(&self.settings.identity.project_id.clone(), environment, path)?;
+        {
+            let mut inner = self.lock();
+            let mut walked = String::new();
+            for part in target.path.split('/').filter(|p| !p.is_empty()) {
+                walked = format!("{walked}/{part}");
+                inner.data.folders.insert((target.environment.clone(), walked.clone()));
+            }
+        }
+        match self.update_secret(&target, key, Some(value), None, None, None) {
+            Err(f) if f.status == 404 => self.create_secret(&target, key, value, "", true),
+            other => other,
+        }
+    }
+
+    /// Lab control: forgets everything (secrets, folders, tokens, lockout, rate limit).
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        *inner = Inner::default();
+        self.save(&inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_trimmed_like_infisical() {
+        assert_eq!(trim_like_infisical("  a\nb\n\n"), "a\nb\n");
+        assert_eq!(trim_like_infisical("a  "), "a");
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(normalise_path(""), "/");
+        assert_eq!(normalise_path("/a/b/"), "/a/b");
+    }
+
+    #[test]
+    fn third_bad_login_locks_out_even_the_right_secret() {
+        let lab = Lab::new(Settings::default()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(lab.login("castle-lab-client", "wrong").unwrap_err().status, 401);
+        }
+        let locked = lab.login("castle-lab-client", "castle-lab-secret").unwrap_err();
+        assert!(locked.message.as_str().unwrap().contains("locked"));
+    }
+}

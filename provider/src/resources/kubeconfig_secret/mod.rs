@@ -1,0 +1,476 @@
+//! `castle_kubeconfig_secret`: a cluster's kubeconfig (and talosconfig) kept in Infisical.
+//!
+//! - Values in state are the configured ones as long as Infisical holds the same modulo its
+//!   whitespace trimming, so the trimming never shows as a diff; a real change made in
+//!   Infisical replaces the state value and shows as drift.
+//! - A kubeconfig secret deleted in Infisical drops the resource from state (planned again).
+//! - Values reach only state (sensitive): never logs, never diagnostics.
+
+mod schema;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tf_provider::schema::Schema;
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{AttributePath, Diagnostics, Resource};
+use tokio::time::Instant;
+
+use crate::infisical::{self, same_modulo_trimming, SecretRef};
+use crate::provider::ProviderData;
+use crate::resources::diag::unable;
+use crate::resources::timeouts::Operation;
+
+pub use state::{parse_id, KubeconfigSecretState};
+
+/// Every operation's default timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Reads have no configurable timeout; this bounds their retries.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The resource.
+pub struct KubeconfigSecretResource {
+    data: Arc<ProviderData>,
+}
+
+impl KubeconfigSecretResource {
+    /// A resource bound to the provider's clients.
+    pub fn new(data: Arc<ProviderData>) -> Self {
+        Self { data }
+    }
+
+    fn client(&self, diags: &mut Diagnostics, action: &str) -> Option<Arc<infisical::Client>> {
+        match self.data.infisical() {
+            Ok(client) => Some(client),
+            Err(message) => {
+                unable(diags, action, message);
+                None
+            }
+        }
+    }
+}
+
+fn deadline(state: &KubeconfigSecretState, operation: Operation) -> Instant {
+    let timeout = state.timeouts.as_ref_option().map_or(DEFAULT_TIMEOUT, |t| t.get(operation, DEFAULT_TIMEOUT));
+    Instant::now() + timeout
+}
+
+/// Creates a secret, adopting an existing one that already holds the same value.
+async fn create_or_adopt(
+    client: &infisical::Client,
+    at: &SecretRef,
+    value: &str,
+    comment: &str,
+    deadline: Instant,
+) -> Result<i64, String> {
+    match client.create_secret(at, value, comment, deadline).await {
+        Ok(secret) => Ok(secret.version),
+        Err(e) if e.is_already_exists() => {
+            let existing = client.get_secret(at, deadline).await.map_err(|e| e.to_string())?;
+            if same_modulo_trimming(value, &existing.secret_value) {
+                tracing::info!(key = %at.key, path = %at.path, "adopted existing Infisical secret with the same value");
+                Ok(existing.version)
+            } else {
+                Err(format!(
+                    "A secret named {key} already exists at {path} in environment {env} with a different value, \
+                     left untouched. To manage it with Terraform, import it:\n  terraform import \
+                     castle_kubeconfig_secret.<name> '{id}'\n(or remove it in Infisical).",
+                    key = at.key,
+                    path = at.path,
+                    env = at.environment,
+                    id = state::make_id(&at.project_id, &at.environment, &at.path, &at.key),
+                ))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Pushes a value: update, or create if it vanished meanwhile.
+async fn push(client: &infisical::Client, at: &SecretRef, value: &str, comment: &str, deadline: Instant) -> Result<i64, String> {
+    match client.update_secret(at, value, comment, deadline).await {
+        Ok(secret) => Ok(secret.version),
+        Err(e) if e.is_not_found() => create_or_adopt(client, at, value, comment, deadline).await,
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Refreshes one value from Infisical: `None` if the secret is gone.
+async fn refresh(
+    client: &infisical::Client,
+    at: &SecretRef,
+    value: &mut Value<String>,
+    version: &mut Value<i64>,
+    deadline: Instant,
+) -> Result<Option<()>, infisical::Error> {
+    match client.get_secret(at, deadline).await {
+        Ok(secret) => {
+            let same = value.as_ref_option().is_some_and(|v| same_modulo_trimming(v, &secret.secret_value));
+            if !same {
+                *value = Value::Value(secret.secret_value);
+            }
+            *version = Value::Value(secret.version);
+            Ok(Some(()))
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a planned value differs from the prior one in a way Infisical would store.
+fn changed(prior: &Value<String>, planned: &Value<String>) -> bool {
+    match (prior, planned) {
+        (Value::Value(a), Value::Value(b)) => !same_modulo_trimming(a, b),
+        (Value::Null, Value::Null) => false,
+        _ => true,
+    }
+}
+
+fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut KubeconfigSecretState) {
+    let prior_kube = prior.map(|p| (&p.kubeconfig, p.kubeconfig_version));
+    planned.kubeconfig_version = match prior_kube {
+        Some((value, version)) if !changed(value, &planned.kubeconfig) && version.is_value() => version,
+        _ => Value::Unknown,
+    };
+    planned.talosconfig_version = if planned.talosconfig.is_null() {
+        Value::Null
+    } else {
+        match prior {
+            Some(p)
+                if !changed(&p.talosconfig, &planned.talosconfig)
+                    && p.talosconfig_key == planned.talosconfig_key
+                    && p.talosconfig_version.is_value() =>
+            {
+                p.talosconfig_version
+            }
+            _ => Value::Unknown,
+        }
+    };
+}
+
+#[async_trait]
+impl Resource for KubeconfigSecretResource {
+    // A Value so that `read` can answer null: "deleted outside Terraform, plan it again".
+    type State<'a> = Value<KubeconfigSecretState>;
+    type PrivateState<'a> = ValueEmpty;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some(schema::schema())
+    }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
+        if let Value::Value(config) = &config {
+            config.validate(diags);
+        }
+        Some(())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        state: Self::State<'a>,
+        private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let Value::Value(mut state) = state else {
+            return Some((state, private_state));
+        };
+        let client = self.client(diags, "read the Infisical secret")?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let at = state.kubeconfig_ref();
+        match refresh(&client, &at, &mut state.kubeconfig, &mut state.kubeconfig_version, deadline).await {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                tracing::info!(key = %at.key, path = %at.path, "kubeconfig secret deleted outside Terraform");
+                return Some((Value::Null, private_state));
+            }
+            Err(e) => {
+                unable(diags, "read the Infisical secret", e);
+                return None;
+            }
+        }
+        if let Some(at) = state.talosconfig_ref() {
+            match refresh(&client, &at, &mut state.talosconfig, &mut state.talosconfig_version, deadline).await {
+                Ok(Some(())) => {}
+                // Planned again by the difference with the configuration; update re-creates it.
+                Ok(None) => {
+                    state.talosconfig = Value::Null;
+                    state.talosconfig_version = Value::Null;
+                }
+                Err(e) => {
+                    unable(diags, "read the Infisical secret", e);
+                    return None;
+                }
+            }
+        }
+        state.id = state.computed_id();
+        Some((Value::Value(state), private_state))
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let Value::Value(mut planned) = proposed else {
+            return Some((proposed, Default::default()));
+        };
+        planned.fill_defaults();
+        planned.validate(diags);
+        planned.id = planned.computed_id();
+        plan_versions(None, &mut planned);
+        Some((Value::Value(planned), Default::default()))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior: Self::State<'a>,
+        proposed: Self::State<'a>,
+        _config: Self::State<'a>,
+        prior_private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        let (Value::Value(prior), Value::Value(mut planned)) = (prior, proposed.clone()) else {
+            return Some((proposed, prior_private, vec![]));
+        };
+        planned.fill_defaults();
+        planned.validate(diags);
+        // Moving the kubeconfig secret is delete + create; the talosconfig key can move in place.
+        let mut replace = Vec::new();
+        for (name, before, after) in [
+            ("project_id", &prior.project_id, &planned.project_id),
+            ("environment", &prior.environment, &planned.environment),
+            ("path", &prior.path, &planned.path),
+            ("kubeconfig_key", &prior.kubeconfig_key, &planned.kubeconfig_key),
+        ] {
+            if before != after {
+                replace.push(AttributePath::new(name));
+            }
+        }
+        planned.id = if replace.is_empty() { prior.id.clone() } else { planned.computed_id() };
+        if replace.is_empty() {
+            plan_versions(Some(&prior), &mut planned);
+        } else {
+            plan_versions(None, &mut planned);
+        }
+        Some((Value::Value(planned), prior_private, replace))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior: Self::State<'a>,
+        prior_private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(prior_private)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let Value::Value(mut state) = planned else {
+            return Some((planned, private));
+        };
+        let action = "create the Infisical secret";
+        let client = self.client(diags, action)?;
+        let deadline = deadline(&state, Operation::Create);
+        let at = state.kubeconfig_ref();
+        if state.create_folders == Value::Value(true) {
+            if let Err(e) = client.ensure_folder(&at.project_id, &at.environment, &at.path, deadline).await {
+                unable(diags, "create the Infisical folder", e);
+                return None;
+            }
+        }
+        let comment = state.comment_text().to_string();
+        let value = state.kubeconfig.as_ref_option().cloned().unwrap_or_default();
+        match create_or_adopt(&client, &at, &value, &comment, deadline).await {
+            Ok(version) => state.kubeconfig_version = Value::Value(version),
+            Err(detail) => {
+                unable(diags, action, detail);
+                return None;
+            }
+        }
+        if let (Some(at), Some(value)) = (state.talosconfig_ref(), state.talosconfig.as_ref_option().cloned()) {
+            match create_or_adopt(&client, &at, &value, &comment, deadline).await {
+                Ok(version) => state.talosconfig_version = Value::Value(version),
+                Err(detail) => {
+                    // The kubeconfig stays in Infisical; the next apply adopts it.
+                    unable(diags, action, detail);
+                    return None;
+                }
+            }
+        } else {
+            state.talosconfig_version = Value::Null;
+        }
+        state.id = state.computed_id();
+        Some((Value::Value(state), private))
+    }
+
+    async fn update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior: Self::State<'a>,
+        planned: Self::State<'a>,
+        _config: Self::State<'a>,
+        private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let (Value::Value(prior), Value::Value(mut state)) = (prior, planned.clone()) else {
+            return Some((planned, private));
+        };
+        let action = "update the Infisical secret";
+        let client = self.client(diags, action)?;
+        let deadline = deadline(&state, Operation::Update);
+        let at = state.kubeconfig_ref();
+        let comment = state.comment_text().to_string();
+        let comment_changed = prior.comment_text() != comment;
+        if state.create_folders == Value::Value(true) {
+            if let Err(e) = client.ensure_folder(&at.project_id, &at.environment, &at.path, deadline).await {
+                unable(diags, "create the Infisical folder", e);
+                return None;
+            }
+        }
+
+        if changed(&prior.kubeconfig, &state.kubeconfig) || comment_changed || !prior.kubeconfig_version.is_value() {
+            let value = state.kubeconfig.as_ref_option().cloned().unwrap_or_default();
+            match push(&client, &at, &value, &comment, deadline).await {
+                Ok(version) => state.kubeconfig_version = Value::Value(version),
+                Err(detail) => {
+                    unable(diags, action, detail);
+                    return None;
+                }
+            }
+        } else {
+            state.kubeconfig_version = prior.kubeconfig_version;
+        }
+
+        // A renamed or removed talosconfig: delete the old secret first.
+        if let Some(old) = prior.talosconfig_ref() {
+            if state.talosconfig_ref().as_ref() != Some(&old) {
+                if let Err(e) = client.delete_secret(&old, deadline).await {
+                    if !e.is_not_found() {
+                        unable(diags, action, e);
+                        return None;
+                    }
+                }
+            }
+        }
+        match (state.talosconfig_ref(), state.talosconfig.as_ref_option().cloned()) {
+            (Some(at), Some(value)) => {
+                let moved = prior.talosconfig_ref().as_ref() != Some(&at);
+                if moved || changed(&prior.talosconfig, &state.talosconfig) || comment_changed || !prior.talosconfig_version.is_value() {
+                    match push(&client, &at, &value, &comment, deadline).await {
+                        Ok(version) => state.talosconfig_version = Value::Value(version),
+                        Err(detail) => {
+                            unable(diags, action, detail);
+                            return None;
+                        }
+                    }
+                } else {
+                    state.talosconfig_version = prior.talosconfig_version;
+                }
+            }
+            _ => state.talosconfig_version = Value::Null,
+        }
+        state.id = state.computed_id();
+        Some((Value::Value(state), private))
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior: Self::State<'a>,
+        _private: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let Value::Value(state) = prior else {
+            return Some(());
+        };
+        let action = "delete the Infisical secret";
+        let client = self.client(diags, action)?;
+        let deadline = deadline(&state, Operation::Delete);
+        let mut targets = vec![state.kubeconfig_ref()];
+        targets.extend(state.talosconfig_ref());
+        for at in targets {
+            match client.delete_secret(&at, deadline).await {
+                Ok(()) => {}
+                // Already gone is what we wanted.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    unable(diags, action, e);
+                    return None;
+                }
+            }
+        }
+        Some(())
+    }
+
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let (project_id, environment, path, key) = match parse_id(&id) {
+            Ok(parts) => parts,
+            Err(message) => {
+                unable(diags, "import the Infisical secret", message);
+                return None;
+            }
+        };
+        // The values are filled in by the read Terraform runs right after import.
+        let state = KubeconfigSecretState {
+            id: Value::Value(id),
+            project_id: Value::Value(project_id),
+            environment: Value::Value(environment),
+            path: Value::Value(path),
+            kubeconfig_key: Value::Value(key),
+            create_folders: Value::Value(true),
+            ..Default::default()
+        };
+        Some((Value::Value(state), Default::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(kubeconfig: &str, version: Option<i64>) -> KubeconfigSecretState {
+        KubeconfigSecretState {
+            kubeconfig: Value::Value(kubeconfig.into()),
+            kubeconfig_version: version.map_or(Value::Null, Value::Value),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn versions_stay_known_when_only_trimmed_whitespace_differs() {
+        let prior = with("apiVersion: v1\n", Some(3));
+        let mut planned = with("  apiVersion: v1\n\n", None);
+        plan_versions(Some(&prior), &mut planned);
+        assert_eq!(planned.kubeconfig_version, Value::Value(3));
+        assert_eq!(planned.talosconfig_version, Value::Null);
+    }
+
+    #[test]
+    fn versions_become_unknown_when_the_value_changes() {
+        let prior = with("apiVersion: v1\n", Some(3));
+        let mut planned = with("apiVersion: v2\n", None);
+        planned.talosconfig = Value::Value("t".into());
+        plan_versions(Some(&prior), &mut planned);
+        assert_eq!(planned.kubeconfig_version, Value::Unknown);
+        assert_eq!(planned.talosconfig_version, Value::Unknown);
+    }
+}
