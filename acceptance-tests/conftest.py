@@ -59,3 +59,14 @@ PEM
 %s
 }
 ''' % (pve.url, pve.ca_pem.strip(), extra)
+
+
+@pytest.fixture
+def infisical_lab():
+    """The Infisical emulator (`castle-lab infisical`) for one test."""
+    from harness.lab import InfisicalLab
+    lab = InfisicalLab()
+    try:
+        yield lab
+    finally:
+        lab.stop()

@@ -37,7 +37,7 @@ def main_tf(lab, kubeconfig=KUBECONFIG, path="/clusters/home", extra=""):
     return f"""
 terraform {{
   required_providers {{
-    castle = {{ source = "castle/castle" }}
+    castle = {{ source = "castle-lab/castle" }}
   }}
 }}
 
