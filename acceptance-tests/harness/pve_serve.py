@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Serve the lab's Proxmox (fakepve with castle's resize model and a Talos template) until stopped.
+
+    pve_serve.py --host 127.0.0.2 --port 8006 --ca-out .lab/pve-ca.pem [--time-scale 0.05]
+
+Prints `pve lab listening on https://HOST:PORT` when ready. Login root@pam / secret.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fakepve.certs import make_cert  # noqa: E402
+
+from harness.pve import LabPve, add_talos_template  # noqa: E402
+
+
+async def serve(args):
+    os.makedirs(args.state_dir, exist_ok=True)
+    certfile, keyfile, _ = make_cert(args.state_dir, name='pve', hosts=(args.host,))
+    if args.ca_out:
+        with open(certfile) as src, open(args.ca_out, 'w') as dst:
+            dst.write(src.read())
+    pve = LabPve(user='root@pam', password='secret', host=args.host, port=args.port)
+    pve.time_scale = args.time_scale
+    add_talos_template(pve)
+    await pve.start(certfile, keyfile)
+    print('pve lab listening on %s' % pve.url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await pve.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--host', default='127.0.0.2')
+    parser.add_argument('--port', type=int, default=8006)
+    parser.add_argument('--time-scale', type=float, default=0.05)
+    parser.add_argument('--state-dir', default='.lab/pve')
+    parser.add_argument('--ca-out')
+    args = parser.parse_args()
+    if not args.host.startswith('127.'):
+        parser.error('the lab listens on loopback (127.0.0.0/8) only')
+    asyncio.run(serve(args))
+
+
+if __name__ == '__main__':
+    main()
