@@ -193,7 +193,7 @@ fn secret_routes(version: Version) -> Router<Arc<Lab>> {
     let by_id = |State(lab): State<Arc<Lab>>, Path(id): Path<String>| async move { lab.get_secret_by_id(&id).map(Json) };
     Router::new()
         .route("/", get(list))
-        .route("/:name", get(one.clone()).post(one.clone()).patch(one.clone()).delete(one))
+        .route("/:name", get(one).post(one).patch(one).delete(one))
         .route("/id/:id", get(by_id))
 }
 

@@ -313,7 +313,7 @@ impl Lab {
         })
     }
 
-    fn find<'a>(inner: &'a Inner, target: &Target, key: &str) -> Option<usize> {
+    fn find(inner: &Inner, target: &Target, key: &str) -> Option<usize> {
         inner
             .data
             .secrets
