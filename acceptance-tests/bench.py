@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""`make bench`: castle's speed targets, measured with real Terraform against the lab.
+
+1. Five VMs cloned at once cost about one clone + start, not five: the lab's Proxmox is slowed
+   (time scale 1: a clone and a start take fakepve's real PVE durations), and the five-VM apply
+   must take less than twice the one-VM apply.
+2. A refresh of many VMs does not cost one slow round trip each: with 100 ms of latency on every
+   Proxmox answer, refreshing 10 VMs must take well under 10 x (2 reads x 100 ms) sequentially.
+
+Prints a line per measurement and exits non-zero when a target is missed.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from conftest import provider_block  # noqa: E402
+from harness.pve import ServedPve, add_talos_template  # noqa: E402
+from harness.terraform import Terraform  # noqa: E402
+
+
+def vms_hcl(count):
+    return '''
+resource "castle_proxmox_vm" "n" {
+  count = %d
+  node  = "pve1"
+  name  = "bench-${count.index}"
+  clone {
+    template_name = "talos-nocloud"
+  }
+  ipv4 {
+    address = "10.9.0.${count.index + 10}/24"
+    gateway = "10.9.0.1"
+  }
+}
+''' % count
+
+
+def timed(fn):
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def apply_seconds(tmp, count, time_scale, latency=0.0):
+    pve = ServedPve(os.path.join(tmp, 'pve-%d-%s' % (count, time_scale)), time_scale=time_scale)
+    try:
+        pve.sync(add_talos_template, pve.pve)
+        if latency:
+            pve.sync(pve.pve.slow_network, latency)
+        tf = Terraform(os.path.join(tmp, 'tf-%d-%s' % (count, time_scale)))
+        tf.write(provider_block(pve) + vms_hcl(count))
+        applied = timed(tf.apply)
+        refreshed = timed(lambda: tf.run('plan', '-refresh-only', '-no-color'))
+        return applied, refreshed
+    finally:
+        pve.stop()
+
+
+def main():
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        one, _ = apply_seconds(tmp, 1, 0.2)
+        five, _ = apply_seconds(tmp, 5, 0.2)
+        print('create: 1 VM %.2f s, 5 VMs %.2f s (ratio %.2f; target < 2)' % (one, five, five / one))
+        if five >= 2 * one:
+            failures.append('five VMs took %.2f s, more than twice one VM (%.2f s)' % (five, one))
+        # fakepve's latency is in PVE seconds: at time scale 1, 0.1 s per answer.
+        _, refresh = apply_seconds(tmp, 10, 1.0, latency=0.1)
+        print('refresh of 10 VMs with 100 ms per answer: %.2f s (target < 2 s; sequential would be > 2 s)' % refresh)
+        if refresh >= 2.0:
+            failures.append('refresh took %.2f s' % refresh)
+    for failure in failures:
+        print('MISSED: ' + failure)
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
