@@ -42,8 +42,9 @@ pub async fn connect(
     let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let timeout = options.connect_timeout;
     // The URI only names the target for HTTP/2's :authority; the connector below dials the
-    // address itself, so no DNS is ever involved.
-    let endpoint = Endpoint::from_shared(format!("https://{target}"))
+    // address itself, so no DNS is ever involved. The scheme is `http` because tonic, built
+    // without its own TLS, refuses `https`: TLS is done by the connector instead.
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))
         .map_err(|source| TalosError::Connect { address, source })?;
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let tls = tls.clone();
