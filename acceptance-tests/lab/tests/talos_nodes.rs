@@ -211,3 +211,51 @@ async fn faults_hang_reject_and_slow_down_nodes() {
     wait_state(hanging, &credentials, NodeState::Configured { talos_version: "v1.12.0".into() }).await;
     fleet.shutdown();
 }
+
+#[tokio::test]
+async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
+    let fleet = fleet();
+    let cp = ip("127.0.1.71");
+    let cluster = SampleCluster::generate("lab-five", ip("127.0.1.70")).unwrap();
+    let credentials = cluster.credentials().unwrap();
+    fleet.add_node(cp, Some("v1.11.5")).unwrap();
+    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(cp, &options()).await.ok()
+    })
+    .await;
+    // A v1.11 node gets a config without the v1.12-only documents.
+    let config = cluster.config(true, "cp-1");
+    let main_doc = config.split("---\n").next().unwrap();
+    client.apply_configuration(main_doc.as_bytes(), ApplyMode::Auto, false).await.unwrap();
+    let client = wait_configured(cp, &credentials).await;
+    wait_for("bootstrap", Duration::from_secs(10), || async { client.bootstrap().await.ok() }).await;
+    assert_eq!(client.etcd_member_list().await.unwrap().len(), 1);
+
+    // The VIP is not known to this config: the API is served on the node's own address.
+    let kube = std::net::SocketAddr::new(cp, 6443);
+    wait_for("the Kubernetes API on the node", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(kube).await.ok()
+    })
+    .await;
+
+    let err = client.upgrade("ghcr.io/siderolabs/installer:latest", true, false, false).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
+    let ack = client.upgrade("ghcr.io/siderolabs/installer:v1.12.2", true, false, false).await.unwrap();
+    assert!(!ack.is_empty());
+    wait_state(cp, &credentials, NodeState::Configured { talos_version: "v1.12.2".into() }).await;
+
+    let client = wait_configured(cp, &credentials).await;
+    wait_for("etcd back after the upgrade", Duration::from_secs(5), || async {
+        (client.etcd_member_list().await.ok()?.len() == 1).then_some(())
+    })
+    .await;
+    fleet.inject(cp, Fault::LoseEtcdMember).unwrap();
+    let err = client.etcd_member_list().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let services = client.service_list().await.unwrap();
+    let etcd = services.iter().find(|s| s.id == "etcd").unwrap();
+    assert!(!etcd.health.as_ref().unwrap().healthy);
+    let summary = fleet.summaries().into_iter().find(|s| s.address == cp).unwrap();
+    assert!(summary.etcd_members.is_empty());
+    fleet.shutdown();
+}

@@ -188,3 +188,61 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         kubelet_version,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talos::sample::SampleCluster;
+
+    fn cluster() -> SampleCluster {
+        SampleCluster::generate("unit", "10.0.0.5".parse().unwrap()).unwrap()
+    }
+
+    fn main_doc(yaml: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(yaml.split("---\n").next().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_v1_12_config_yields_vip_hostname_and_kubelet_version() {
+        let config = parse(cluster().config(true, "cp-1").as_bytes(), "v1.12.1").unwrap();
+        assert_eq!(config.machine_type, MachineType::Controlplane);
+        assert_eq!(config.hostname.as_deref(), Some("cp-1"));
+        assert_eq!(config.vip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(config.kubelet_version, "v1.32.3");
+        assert!(config.os_ca_key.is_some() && config.k8s_ca_key.is_some());
+    }
+
+    #[test]
+    fn a_v1_10_config_carries_its_vip_on_an_interface() {
+        let mut doc = main_doc(&cluster().config(true, "cp-1"));
+        doc["machine"]["network"] = serde_yaml::from_str(
+            "hostname: old-style\ninterfaces:\n  - interface: eth0\n    vip:\n      ip: 10.0.0.9\n",
+        )
+        .unwrap();
+        let yaml = serde_yaml::to_string(&doc).unwrap();
+        let config = parse(yaml.as_bytes(), "v1.10.7").unwrap();
+        assert_eq!(config.vip, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(config.hostname.as_deref(), Some("old-style"));
+    }
+
+    #[test]
+    fn documents_unknown_to_the_node_version_are_rejected() {
+        // Layer2VIPConfig only exists from v1.12 on.
+        let err = parse(cluster().config(true, "cp-1").as_bytes(), "v1.10.7").unwrap_err();
+        assert!(err.contains("HostnameConfig") || err.contains("Layer2VIPConfig"), "{err}");
+    }
+
+    #[test]
+    fn a_control_plane_without_the_os_ca_key_is_rejected_but_a_worker_is_fine() {
+        let sample = cluster();
+        assert!(parse(sample.config(false, "w-1").as_bytes(), "v1.12.0").is_ok());
+        let mut doc = main_doc(&sample.config(true, "cp-1"));
+        doc["machine"]["ca"].as_mapping_mut().unwrap().remove("key");
+        let err = parse(serde_yaml::to_string(&doc).unwrap().as_bytes(), "v1.12.0").unwrap_err();
+        assert!(err.contains("machine.ca.key"), "{err}");
+        doc["machine"]["ca"].as_mapping_mut().unwrap().remove("crt");
+        doc["machine"]["type"] = "worker".into();
+        let err = parse(serde_yaml::to_string(&doc).unwrap().as_bytes(), "v1.12.0").unwrap_err();
+        assert!(err.contains("machine.ca.crt"), "{err}");
+    }
+}
