@@ -15,9 +15,11 @@ use castle_lab::talos::{admin, Fleet, FleetOptions};
 const USAGE: &str = "usage: castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]";
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Runtime::new()?;
     match args.first().map(String::as_str) {
@@ -28,14 +30,20 @@ fn main() -> anyhow::Result<()> {
 
 /// Flags of the form `--name value`.
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].as_str())
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map(|w| w[1].as_str())
 }
 
 async fn talos(args: &[String]) -> anyhow::Result<()> {
     let nodes: Vec<IpAddr> = match flag(args, "--nodes") {
         Some(list) if !list.is_empty() => list
             .split(',')
-            .map(|a| a.trim().parse().with_context(|| format!("bad node address {a:?}")))
+            .map(|a| {
+                a.trim()
+                    .parse()
+                    .with_context(|| format!("bad node address {a:?}"))
+            })
             .collect::<Result<_, _>>()?,
         _ => vec![],
     };
@@ -60,7 +68,9 @@ async fn talos(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("unable to bind the admin API on {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin API listening");
     let stopping = fleet.clone();
-    let admin = tokio::spawn(admin::run(listener, fleet.clone(), async move { stopping.stopped().await }));
+    let admin = tokio::spawn(admin::run(listener, fleet.clone(), async move {
+        stopping.stopped().await
+    }));
     wait_for_signal().await?;
     tracing::info!("stopping");
     fleet.shutdown();

@@ -91,7 +91,9 @@ pub fn key_pair(pem: &str) -> Result<KeyPair, PkiError> {
 
 /// The rustls form of a key from PEM.
 pub fn rustls_key(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
-    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(private_key_pkcs8(pem)?)))
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        private_key_pkcs8(pem)?,
+    )))
 }
 
 /// Reads one DER TLV with a short or long length; returns (tag, value, rest).
@@ -105,7 +107,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         rest = &rest[n..];
         len
     };
@@ -169,7 +173,11 @@ impl Ca {
         // its subject and key are used for signing, so the leaf still chains to the original.
         let params = CertificateParams::from_ca_cert_der(&der)?;
         let cert = params.self_signed(&key)?;
-        Ok(Ca { cert, key, cert_pem: cert_pem.to_string() })
+        Ok(Ca {
+            cert,
+            key,
+            cert_pem: cert_pem.to_string(),
+        })
     }
 
     /// Creates a fresh CA (for the lab's own foreign clusters and for tests).
@@ -182,12 +190,21 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn(common_name, &[organization]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
-        Ok(Ca { cert, key, cert_pem })
+        Ok(Ca {
+            cert,
+            key,
+            cert_pem,
+        })
     }
 
     /// PEM of the CA key (PKCS#8); Ed25519 keys get Talos's `ED25519 PRIVATE KEY` label.
@@ -212,7 +229,10 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         // Every leaf gets its own subject: one equal to its issuer's reads as self-signed.
         params.distinguished_name = dn(common_name, organizations);
-        params.subject_alt_names = server_ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        params.subject_alt_names = server_ips
+            .iter()
+            .map(|ip| SanType::IpAddress(*ip))
+            .collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = if server_ips.is_empty() {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
@@ -289,7 +309,10 @@ mod tests {
         let (t2, v2, rest) = tlv(rest).unwrap();
         let mut inner = der(t1, v1);
         inner.extend(der(t2, v2));
-        inner.extend(der(0xa0, &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]));
+        inner.extend(der(
+            0xa0,
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        ));
         inner.extend_from_slice(rest);
         let sec1 = der(0x30, &inner);
         let pem = to_pem("EC PRIVATE KEY", &sec1);

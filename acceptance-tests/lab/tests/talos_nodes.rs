@@ -23,10 +23,15 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     for a in addresses {
         wait_state(a, &credentials, NodeState::Maintenance).await;
     }
-    let maintenance = NodeClient::connect_insecure(addresses[0], &options()).await.unwrap();
+    let maintenance = NodeClient::connect_insecure(addresses[0], &options())
+        .await
+        .unwrap();
     let disks = maintenance.disks().await.unwrap();
     assert_eq!(disks[0].device_name, "/dev/sda");
-    assert_eq!(maintenance.version().await.unwrap().version.unwrap().tag, "v1.12.0");
+    assert_eq!(
+        maintenance.version().await.unwrap().version.unwrap().tag,
+        "v1.12.0"
+    );
     let err = maintenance.bootstrap().await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::Unimplemented));
 
@@ -34,26 +39,51 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     let good = cluster.config(true, "cp-1");
     let bad = good.replacen("machine:\n", "machine:\n  notAKey: 1\n", 1);
     assert_ne!(bad, good);
-    let err = maintenance.apply_configuration(bad.as_bytes(), ApplyMode::Auto, false).await.unwrap_err();
+    let err = maintenance
+        .apply_configuration(bad.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     assert_eq!(err.class(), ErrorClass::Final);
     assert!(err.to_string().contains("notAKey"), "{err}");
     // A worker config without machine.type is refused too.
     let typeless = good.replacen("type: controlplane", "type: nonsense", 1);
-    let err = maintenance.apply_configuration(typeless.as_bytes(), ApplyMode::Auto, false).await.unwrap_err();
+    let err = maintenance
+        .apply_configuration(typeless.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
 
     for (i, a) in addresses.iter().enumerate() {
         let client = NodeClient::connect_insecure(*a, &options()).await.unwrap();
         let config = cluster.config(true, &format!("cp-{}", i + 1));
-        client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false).await.unwrap();
+        client
+            .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
+            .await
+            .unwrap();
     }
 
     // After install and reboot, only mTLS answers.
     let first = wait_configured(addresses[0], &credentials).await;
-    assert!(NodeClient::connect_insecure(addresses[0], &options()).await.is_err()
-        || NodeClient::connect_insecure(addresses[0], &options()).await.unwrap().disks().await.is_err());
-    wait_state(addresses[0], &credentials, NodeState::Configured { talos_version: "v1.12.0".into() }).await;
+    assert!(
+        NodeClient::connect_insecure(addresses[0], &options())
+            .await
+            .is_err()
+            || NodeClient::connect_insecure(addresses[0], &options())
+                .await
+                .unwrap()
+                .disks()
+                .await
+                .is_err()
+    );
+    wait_state(
+        addresses[0],
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        },
+    )
+    .await;
 
     // Bootstrap: retried while not available yet, then done once; AlreadyExists afterwards.
     let outcome = wait_for("bootstrap", Duration::from_secs(10), || async {
@@ -65,7 +95,10 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     })
     .await;
     assert_eq!(outcome, BootstrapOutcome::Bootstrapped);
-    assert_eq!(first.bootstrap().await.unwrap(), BootstrapOutcome::AlreadyBootstrapped);
+    assert_eq!(
+        first.bootstrap().await.unwrap(),
+        BootstrapOutcome::AlreadyBootstrapped
+    );
 
     // Every control plane ends up with the same three members.
     let mut lists = Vec::new();
@@ -80,18 +113,29 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
         ids.sort();
         lists.push(ids);
         let services = client.service_list().await.unwrap();
-        let etcd = services.iter().find(|s| s.id == "etcd").expect("etcd service");
+        let etcd = services
+            .iter()
+            .find(|s| s.id == "etcd")
+            .expect("etcd service");
         assert!(etcd.health.as_ref().unwrap().healthy);
     }
     assert!(lists.windows(2).all(|w| w[0] == w[1]), "{lists:?}");
     let second = wait_configured(addresses[1], &credentials).await;
-    assert_eq!(second.bootstrap().await.unwrap(), BootstrapOutcome::AlreadyBootstrapped);
+    assert_eq!(
+        second.bootstrap().await.unwrap(),
+        BootstrapOutcome::AlreadyBootstrapped
+    );
 
     // The kubeconfig names the VIP endpoint and carries the Kubernetes CA.
     let kubeconfig = first.kubeconfig().await.unwrap();
     let kubeconfig: serde_yaml::Value = serde_yaml::from_slice(&kubeconfig).unwrap();
-    assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"].as_str(), Some("https://127.0.1.10:6443"));
-    assert!(kubeconfig["users"][0]["user"]["client-key-data"].as_str().is_some());
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"].as_str(),
+        Some("https://127.0.1.10:6443")
+    );
+    assert!(kubeconfig["users"][0]["user"]["client-key-data"]
+        .as_str()
+        .is_some());
 
     // A member that is removed by ID disappears from every list.
     let members = second.etcd_member_list().await.unwrap();
@@ -113,16 +157,36 @@ async fn a_node_of_another_cluster_is_told_apart_from_ours() {
     let credentials = cluster.credentials().unwrap();
 
     wait_state(ghost, &credentials, NodeState::ForeignCluster).await;
-    let err = NodeClient::connect(ghost, &credentials, &options()).await.unwrap_err();
+    let err = NodeClient::connect(ghost, &credentials, &options())
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::ForeignCluster, "{err}");
 
-    let client = NodeClient::connect_insecure(ours, &options()).await.unwrap();
-    client.apply_configuration(cluster.config(true, "cp-1").as_bytes(), ApplyMode::Auto, false).await.unwrap();
-    wait_state(ours, &credentials, NodeState::Configured { talos_version: "v1.12.0".into() }).await;
+    let client = NodeClient::connect_insecure(ours, &options())
+        .await
+        .unwrap();
+    client
+        .apply_configuration(
+            cluster.config(true, "cp-1").as_bytes(),
+            ApplyMode::Auto,
+            false,
+        )
+        .await
+        .unwrap();
+    wait_state(
+        ours,
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        },
+    )
+    .await;
 
     // Our CA but a reader role: the node answers, and refuses changes.
     let reader = cluster.credentials_with_role("os:reader").unwrap();
-    let client = NodeClient::connect(ours, &reader, &options()).await.unwrap();
+    let client = NodeClient::connect(ours, &reader, &options())
+        .await
+        .unwrap();
     client.version().await.unwrap();
     let err = client.reboot().await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
@@ -148,10 +212,16 @@ async fn reset_returns_a_node_to_maintenance_and_it_leaves_etcd() {
         })
         .await;
         let config = cluster.config(true, &format!("cp-{}", i + 1));
-        client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false).await.unwrap();
+        client
+            .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
+            .await
+            .unwrap();
     }
     let first = wait_configured(cp1, &credentials).await;
-    wait_for("bootstrap", Duration::from_secs(10), || async { first.bootstrap().await.ok() }).await;
+    wait_for("bootstrap", Duration::from_secs(10), || async {
+        first.bootstrap().await.ok()
+    })
+    .await;
     let second = wait_configured(cp2, &credentials).await;
     wait_for("two members", Duration::from_secs(10), || async {
         (first.etcd_member_list().await.ok()?.len() == 2).then_some(())
@@ -161,7 +231,11 @@ async fn reset_returns_a_node_to_maintenance_and_it_leaves_etcd() {
     second.reset(true, true).await.unwrap();
     wait_state(cp2, &credentials, NodeState::Maintenance).await;
     assert_eq!(first.etcd_member_list().await.unwrap().len(), 1);
-    let summary = fleet.summaries().into_iter().find(|s| s.address == cp2).unwrap();
+    let summary = fleet
+        .summaries()
+        .into_iter()
+        .find(|s| s.address == cp2)
+        .unwrap();
     assert_eq!(summary.state, "maintenance");
     assert!(summary.cluster_id.is_none());
     fleet.shutdown();
@@ -190,25 +264,54 @@ async fn faults_hang_reject_and_slow_down_nodes() {
         NodeClient::connect_insecure(picky, &options()).await.ok()
     })
     .await;
-    assert_eq!(client.version().await.unwrap().version.unwrap().tag, "v1.11.2");
+    assert_eq!(
+        client.version().await.unwrap().version.unwrap().tag,
+        "v1.11.2"
+    );
     let err = client
-        .apply_configuration(cluster.config(true, "cp-1").as_bytes(), ApplyMode::Auto, false)
+        .apply_configuration(
+            cluster.config(true, "cp-1").as_bytes(),
+            ApplyMode::Auto,
+            false,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
 
-    fleet.inject(hanging, Fault::RejectNextConfig("disk /dev/sda is too small".into())).unwrap();
-    fleet.inject(hanging, Fault::SlowReboot(Duration::from_secs(5))).unwrap();
-    let client = NodeClient::connect_insecure(hanging, &options()).await.unwrap();
+    fleet
+        .inject(
+            hanging,
+            Fault::RejectNextConfig("disk /dev/sda is too small".into()),
+        )
+        .unwrap();
+    fleet
+        .inject(hanging, Fault::SlowReboot(Duration::from_secs(5)))
+        .unwrap();
+    let client = NodeClient::connect_insecure(hanging, &options())
+        .await
+        .unwrap();
     let config = cluster.config(true, "cp-1");
-    let err = client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false).await.unwrap_err();
+    let err = client
+        .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("too small"), "{err}");
     // Only the next config was rejected; the reboot then takes 5 s × 0.2.
-    client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false).await.unwrap();
+    client
+        .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let state = castle::talos::client::probe(hanging, &credentials, &options()).await;
     assert!(matches!(state, NodeState::Unreachable { .. }), "{state:?}");
-    wait_state(hanging, &credentials, NodeState::Configured { talos_version: "v1.12.0".into() }).await;
+    wait_state(
+        hanging,
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        },
+    )
+    .await;
     fleet.shutdown();
 }
 
@@ -226,28 +329,51 @@ async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
     // A v1.11 node gets a config without the v1.12-only documents.
     let config = cluster.config(true, "cp-1");
     let main_doc = config.split("---\n").next().unwrap();
-    client.apply_configuration(main_doc.as_bytes(), ApplyMode::Auto, false).await.unwrap();
+    client
+        .apply_configuration(main_doc.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
     let client = wait_configured(cp, &credentials).await;
-    wait_for("bootstrap", Duration::from_secs(10), || async { client.bootstrap().await.ok() }).await;
+    wait_for("bootstrap", Duration::from_secs(10), || async {
+        client.bootstrap().await.ok()
+    })
+    .await;
     assert_eq!(client.etcd_member_list().await.unwrap().len(), 1);
 
     // The VIP is not known to this config: the API is served on the node's own address.
     let kube = std::net::SocketAddr::new(cp, 6443);
-    wait_for("the Kubernetes API on the node", Duration::from_secs(5), || async {
-        tokio::net::TcpStream::connect(kube).await.ok()
-    })
+    wait_for(
+        "the Kubernetes API on the node",
+        Duration::from_secs(5),
+        || async { tokio::net::TcpStream::connect(kube).await.ok() },
+    )
     .await;
 
-    let err = client.upgrade("ghcr.io/siderolabs/installer:latest", true, false, false).await.unwrap_err();
+    let err = client
+        .upgrade("ghcr.io/siderolabs/installer:latest", true, false, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
-    let ack = client.upgrade("ghcr.io/siderolabs/installer:v1.12.2", true, false, false).await.unwrap();
+    let ack = client
+        .upgrade("ghcr.io/siderolabs/installer:v1.12.2", true, false, false)
+        .await
+        .unwrap();
     assert!(!ack.is_empty());
-    wait_state(cp, &credentials, NodeState::Configured { talos_version: "v1.12.2".into() }).await;
+    wait_state(
+        cp,
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.2".into(),
+        },
+    )
+    .await;
 
     let client = wait_configured(cp, &credentials).await;
-    wait_for("etcd back after the upgrade", Duration::from_secs(5), || async {
-        (client.etcd_member_list().await.ok()?.len() == 1).then_some(())
-    })
+    wait_for(
+        "etcd back after the upgrade",
+        Duration::from_secs(5),
+        || async { (client.etcd_member_list().await.ok()?.len() == 1).then_some(()) },
+    )
     .await;
     fleet.inject(cp, Fault::LoseEtcdMember).unwrap();
     let err = client.etcd_member_list().await.unwrap_err();
@@ -255,7 +381,11 @@ async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
     let services = client.service_list().await.unwrap();
     let etcd = services.iter().find(|s| s.id == "etcd").unwrap();
     assert!(!etcd.health.as_ref().unwrap().healthy);
-    let summary = fleet.summaries().into_iter().find(|s| s.address == cp).unwrap();
+    let summary = fleet
+        .summaries()
+        .into_iter()
+        .find(|s| s.address == cp)
+        .unwrap();
     assert!(summary.etcd_members.is_empty());
     fleet.shutdown();
 }

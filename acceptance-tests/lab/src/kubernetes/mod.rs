@@ -8,6 +8,9 @@
 //! The node list is not stored here: a [`NodeSource`] (the Talos fleet) computes it on each
 //! request, so registration follows the emulated nodes' state.
 
+// Handlers answer with tonic `Status` / axum `Response` errors by design of those frameworks.
+#![allow(clippy::result_large_err)]
+
 mod objects;
 mod tls;
 
@@ -78,7 +81,10 @@ pub fn router(source: Arc<dyn NodeSource>, kubernetes_version: String) -> Router
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/:name", get(get_node).delete(delete_node))
         .fallback(not_found)
-        .with_state(AppState { source, kubernetes_version })
+        .with_state(AppState {
+            source,
+            kubernetes_version,
+        })
 }
 
 #[derive(Clone)]
@@ -100,7 +106,11 @@ pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 fn authorize(identity: &Identity) -> Result<(), Response> {
     match identity {
         Identity::User { .. } => Ok(()),
-        Identity::Anonymous => Err(status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")),
+        Identity::Anonymous => Err(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        )),
     }
 }
 
@@ -119,18 +129,26 @@ async fn version(State(app): State<AppState>, Extension(id): Extension<Identity>
     .into_response()
 }
 
-async fn health(
-    Extension(id): Extension<Identity>,
-    uri: axum::http::Uri,
-) -> Response {
+async fn health(Extension(id): Extension<Identity>, uri: axum::http::Uri) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    let verbose = uri.query().is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+    let verbose = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
     let body = if verbose {
-        let checks = ["ping", "log", "etcd", "poststarthook/start-kube-apiserver-admission-initializer"];
+        let checks = [
+            "ping",
+            "log",
+            "etcd",
+            "poststarthook/start-kube-apiserver-admission-initializer",
+        ];
         let mut out: String = checks.iter().map(|c| format!("[+]{c} ok\n")).collect();
-        out.push_str(&format!("{} check passed\n", uri.path().trim_start_matches('/')));
+        out.push_str(&format!(
+            "{} check passed\n",
+            uri.path().trim_start_matches('/')
+        ));
         out
     } else {
         "ok".to_string()
@@ -180,7 +198,11 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("as=Table"))
 }
 
-async fn list_nodes(State(app): State<AppState>, Extension(id): Extension<Identity>, headers: HeaderMap) -> Response {
+async fn list_nodes(
+    State(app): State<AppState>,
+    Extension(id): Extension<Identity>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
@@ -205,7 +227,11 @@ async fn get_node(
     match app.source.nodes().into_iter().find(|n| n.name == name) {
         Some(node) if wants_table(&headers) => Json(objects::table(&[node])).into_response(),
         Some(node) => Json(objects::node(&node)).into_response(),
-        None => status(StatusCode::NOT_FOUND, "NotFound", &format!("nodes \"{name}\" not found")),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        ),
     }
 }
 
@@ -219,7 +245,11 @@ async fn delete_node(
     }
     match app.source.delete(&name) {
         Some(node) => Json(objects::node(&node)).into_response(),
-        None => status(StatusCode::NOT_FOUND, "NotFound", &format!("nodes \"{name}\" not found")),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        ),
     }
 }
 
@@ -227,5 +257,12 @@ async fn not_found(Extension(id): Extension<Identity>, uri: axum::http::Uri) -> 
     if let Err(r) = authorize(&id) {
         return r;
     }
-    status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find the requested resource ({})", uri.path()))
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "the server could not find the requested resource ({})",
+            uri.path()
+        ),
+    )
 }

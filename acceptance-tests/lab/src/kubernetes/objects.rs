@@ -10,13 +10,19 @@ fn rfc3339(t: SystemTime) -> String {
     let t: time::OffsetDateTime = t.into();
     t.replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 /// Age the way kubectl shows it (`5s`, `3m`, `2h`, `4d`).
 fn age(t: SystemTime) -> String {
-    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -86,9 +92,7 @@ pub fn node_list(nodes: &[NodeView]) -> Value {
 
 /// A `meta.k8s.io/v1` `Table` with kube-apiserver's node columns.
 pub fn table(nodes: &[NodeView]) -> Value {
-    let column = |name: &str, ty: &str, format: &str, priority: u8, description: &str| {
-        json!({ "name": name, "type": ty, "format": format, "description": description, "priority": priority })
-    };
+    let column = |name: &str, ty: &str, format: &str, priority: u8, description: &str| json!({ "name": name, "type": ty, "format": format, "description": description, "priority": priority });
     let rows: Vec<Value> = nodes
         .iter()
         .map(|n| {

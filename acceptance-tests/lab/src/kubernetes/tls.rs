@@ -33,14 +33,24 @@ impl KubeTls {
     /// planes), and client verification against the same CA.
     pub fn new(ca_crt_pem: &str, ca_key_pem: &str, addresses: &[IpAddr]) -> Result<Self, PkiError> {
         let ca = Ca::from_pem(ca_crt_pem, ca_key_pem)?;
-        let (cert_pem, key_pem) =
-            ca.issue("kube-apiserver", &["kube-master"], addresses, &rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let (cert_pem, key_pem) = ca.issue(
+            "kube-apiserver",
+            &["kube-master"],
+            addresses,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )?;
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki::certificate_der(ca_crt_pem)?).map_err(|_| PkiError::MissingPem("CA CERTIFICATE"))?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), pki::provider())
-            .build()
+        roots
+            .add(pki::certificate_der(ca_crt_pem)?)
             .map_err(|_| PkiError::MissingPem("CA CERTIFICATE"))?;
-        let chain = vec![pki::certificate_der(&cert_pem)?, pki::certificate_der(ca_crt_pem)?];
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), pki::provider())
+                .build()
+                .map_err(|_| PkiError::MissingPem("CA CERTIFICATE"))?;
+        let chain = vec![
+            pki::certificate_der(&cert_pem)?,
+            pki::certificate_der(ca_crt_pem)?,
+        ];
         let mut server = ServerConfig::builder_with_provider(pki::provider())
             .with_safe_default_protocol_versions()
             .map_err(|_| PkiError::Sec1)?
@@ -48,14 +58,21 @@ impl KubeTls {
             .with_single_cert(chain, pki::rustls_key(&key_pem)?)
             .map_err(|_| PkiError::MissingPem("server key"))?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(KubeTls { server: Arc::new(server), verifier })
+        Ok(KubeTls {
+            server: Arc::new(server),
+            verifier,
+        })
     }
 
     fn identity(&self, peer: Option<&[CertificateDer<'static>]>) -> Identity {
         let Some((leaf, intermediates)) = peer.and_then(|c| c.split_first()) else {
             return Identity::Anonymous;
         };
-        if self.verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).is_err() {
+        if self
+            .verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_err()
+        {
             return Identity::Anonymous;
         }
         match pki::subject(leaf) {
@@ -92,7 +109,9 @@ pub async fn run(
         let router = router.clone();
         connections.spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(current.server.clone());
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
             let identity = current.identity(stream.get_ref().1.peer_certificates());
             let app = router.layer(axum::Extension(identity));
             let service = hyper_util::service::TowerToHyperService::new(app);
@@ -135,7 +154,12 @@ impl ClientCertVerifier for RequestAnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &pki::provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &pki::provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -144,10 +168,17 @@ impl ClientCertVerifier for RequestAnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &pki::provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &pki::provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        pki::provider().signature_verification_algorithms.supported_schemes()
+        pki::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

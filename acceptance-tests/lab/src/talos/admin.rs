@@ -59,7 +59,9 @@ impl FaultRequest {
         Ok(match self.kind.as_str() {
             "never_answer" => Fault::NeverAnswer,
             "reject_next_config" => Fault::RejectNextConfig(
-                self.reason.clone().unwrap_or_else(|| "configuration rejected by castle-lab".into()),
+                self.reason
+                    .clone()
+                    .unwrap_or_else(|| "configuration rejected by castle-lab".into()),
             ),
             "slow_reboot" => Fault::SlowReboot(Duration::from_millis(
                 self.delay_ms.ok_or("slow_reboot needs delay_ms")?,
@@ -104,7 +106,9 @@ pub async fn run(
     fleet: Fleet,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(fleet)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(fleet))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn list(State(fleet): State<Fleet>) -> Response {
@@ -132,7 +136,11 @@ async fn remove(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Resp
     }
 }
 
-async fn inject(State(fleet): State<Fleet>, Path(address): Path<IpAddr>, Json(body): Json<FaultRequest>) -> Response {
+async fn inject(
+    State(fleet): State<Fleet>,
+    Path(address): Path<IpAddr>,
+    Json(body): Json<FaultRequest>,
+) -> Response {
     let fault = match body.to_fault() {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),

@@ -10,10 +10,22 @@ use serde_json::Value;
 
 /// Schemas embedded at build time: the node checks configs without touching the filesystem.
 const SCHEMAS: [(&str, &str); 4] = [
-    ("v1.10", include_str!("../../../../provider/schemas/talos/v1.10/config.schema.json")),
-    ("v1.11", include_str!("../../../../provider/schemas/talos/v1.11/config.schema.json")),
-    ("v1.12", include_str!("../../../../provider/schemas/talos/v1.12/config.schema.json")),
-    ("v1.13", include_str!("../../../../provider/schemas/talos/v1.13/config.schema.json")),
+    (
+        "v1.10",
+        include_str!("../../../../provider/schemas/talos/v1.10/config.schema.json"),
+    ),
+    (
+        "v1.11",
+        include_str!("../../../../provider/schemas/talos/v1.11/config.schema.json"),
+    ),
+    (
+        "v1.12",
+        include_str!("../../../../provider/schemas/talos/v1.12/config.schema.json"),
+    ),
+    (
+        "v1.13",
+        include_str!("../../../../provider/schemas/talos/v1.13/config.schema.json"),
+    ),
 ];
 
 /// Role of a node.
@@ -70,7 +82,11 @@ fn validator(line: &str, def: &str) -> Result<Arc<jsonschema::Validator>, String
     if let Some(v) = cache.lock().map_err(|e| e.to_string())?.get(&key) {
         return Ok(v.clone());
     }
-    let text = SCHEMAS.iter().find(|(v, _)| *v == line).ok_or("unknown schema")?.1;
+    let text = SCHEMAS
+        .iter()
+        .find(|(v, _)| *v == line)
+        .ok_or("unknown schema")?
+        .1;
     let mut schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     // Validate against the one document type, not the root `oneOf`, so that the reason names
     // the offending key instead of "not valid under any of the schemas".
@@ -79,7 +95,10 @@ fn validator(line: &str, def: &str) -> Result<Arc<jsonschema::Validator>, String
         obj.insert("$ref".into(), Value::String(format!("#/$defs/{def}")));
     }
     let compiled = Arc::new(jsonschema::validator_for(&schema).map_err(|e| e.to_string())?);
-    cache.lock().map_err(|e| e.to_string())?.insert(key, compiled.clone());
+    cache
+        .lock()
+        .map_err(|e| e.to_string())?
+        .insert(key, compiled.clone());
     Ok(compiled)
 }
 
@@ -88,10 +107,20 @@ fn definition_for(line: &str, doc: &Value) -> Result<String, String> {
     if doc.get("version").is_some() && doc.get("kind").is_none() {
         return Ok("v1alpha1.Config".into());
     }
-    let kind = doc.get("kind").and_then(Value::as_str).ok_or("document has no kind")?;
-    let text = SCHEMAS.iter().find(|(v, _)| *v == line).ok_or("unknown schema")?.1;
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("document has no kind")?;
+    let text = SCHEMAS
+        .iter()
+        .find(|(v, _)| *v == line)
+        .ok_or("unknown schema")?
+        .1;
     let schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let defs = schema.get("$defs").and_then(Value::as_object).ok_or("schema has no $defs")?;
+    let defs = schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .ok_or("schema has no $defs")?;
     defs.iter()
         .find(|(_, d)| {
             d.pointer("/properties/kind/enum")
@@ -104,7 +133,9 @@ fn definition_for(line: &str, doc: &Value) -> Result<String, String> {
 
 fn b64_pem(value: Option<&Value>) -> Option<String> {
     let text = value?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -143,7 +174,11 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
     let machine_type = match main.pointer("/machine/type").and_then(Value::as_str) {
         Some("controlplane") => MachineType::Controlplane,
         Some("worker") => MachineType::Worker,
-        other => return Err(format!("machine.type must be controlplane or worker, got {other:?}")),
+        other => {
+            return Err(format!(
+                "machine.type must be controlplane or worker, got {other:?}"
+            ))
+        }
     };
     let os_ca_crt = b64_pem(main.pointer("/machine/ca/crt")).ok_or("machine.ca.crt is missing")?;
     let os_ca_key = b64_pem(main.pointer("/machine/ca/key"));
@@ -155,21 +190,35 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         crate::pki::key_pair(key).map_err(|e| format!("machine.ca.key: {e}"))?;
     }
     let str_at = |p: &str| main.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let endpoint = str_at("/cluster/controlPlane/endpoint").ok_or("cluster.controlPlane.endpoint is missing")?;
+    let endpoint = str_at("/cluster/controlPlane/endpoint")
+        .ok_or("cluster.controlPlane.endpoint is missing")?;
     let cluster_name = str_at("/cluster/clusterName").unwrap_or_default();
     let cluster_id = str_at("/cluster/id").unwrap_or_else(|| format!("{cluster_name}@{endpoint}"));
-    let kind_doc = |kind: &str| docs.iter().find(|d| d.get("kind").and_then(Value::as_str) == Some(kind));
+    let kind_doc = |kind: &str| {
+        docs.iter()
+            .find(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
+    };
     let hostname = kind_doc("HostnameConfig")
-        .and_then(|d| d.get("hostname").and_then(Value::as_str).map(str::to_string))
+        .and_then(|d| {
+            d.get("hostname")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .or_else(|| str_at("/machine/network/hostname"));
     let vip_v1alpha1 = main
         .pointer("/machine/network/interfaces")
         .and_then(Value::as_array)
-        .and_then(|ifs| ifs.iter().find_map(|i| i.pointer("/vip/ip").and_then(Value::as_str)));
+        .and_then(|ifs| {
+            ifs.iter()
+                .find_map(|i| i.pointer("/vip/ip").and_then(Value::as_str))
+        });
     let vip_doc = kind_doc("Layer2VIPConfig").and_then(|d| d.get("name").and_then(Value::as_str));
     let vip = vip_doc
         .or(vip_v1alpha1)
-        .map(|v| v.parse::<IpAddr>().map_err(|_| format!("VIP {v:?} is not an IP address")))
+        .map(|v| {
+            v.parse::<IpAddr>()
+                .map_err(|_| format!("VIP {v:?} is not an IP address"))
+        })
         .transpose()?;
     let kubelet_version = str_at("/machine/kubelet/image")
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
@@ -229,7 +278,10 @@ mod tests {
     fn documents_unknown_to_the_node_version_are_rejected() {
         // Layer2VIPConfig only exists from v1.12 on.
         let err = parse(cluster().config(true, "cp-1").as_bytes(), "v1.10.7").unwrap_err();
-        assert!(err.contains("HostnameConfig") || err.contains("Layer2VIPConfig"), "{err}");
+        assert!(
+            err.contains("HostnameConfig") || err.contains("Layer2VIPConfig"),
+            "{err}"
+        );
     }
 
     #[test]

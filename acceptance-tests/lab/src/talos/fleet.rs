@@ -209,7 +209,10 @@ impl Fleet {
         Fleet {
             inner: Arc::new(Inner {
                 options,
-                state: Mutex::new(State { nodes: BTreeMap::new(), clusters: HashMap::new() }),
+                state: Mutex::new(State {
+                    nodes: BTreeMap::new(),
+                    clusters: HashMap::new(),
+                }),
                 shutdown,
             }),
         }
@@ -232,7 +235,9 @@ impl Fleet {
     /// Adds a node in maintenance mode at `address` (port [`FleetOptions::talos_port`]).
     /// Must be called inside a tokio runtime.
     pub fn add_node(&self, address: IpAddr, talos_version: Option<&str>) -> Result<(), FleetError> {
-        let version = talos_version.unwrap_or(&self.inner.options.default_talos_version).to_string();
+        let version = talos_version
+            .unwrap_or(&self.inner.options.default_talos_version)
+            .to_string();
         if config::version_line(&version).is_none() {
             return Err(FleetError::UnsupportedVersion(version));
         }
@@ -241,7 +246,12 @@ impl Fleet {
             return Err(FleetError::NodeExists(address));
         }
         let (wake, wake_rx) = watch::channel(0);
-        let task = tokio::spawn(server::node_loop(self.clone(), address, wake_rx, self.inner.shutdown.subscribe()));
+        let task = tokio::spawn(server::node_loop(
+            self.clone(),
+            address,
+            wake_rx,
+            self.inner.shutdown.subscribe(),
+        ));
         state.nodes.insert(
             address,
             Node {
@@ -262,7 +272,10 @@ impl Fleet {
     /// membership behind only if it had left before, like a real dead member.
     pub fn remove_node(&self, address: IpAddr) -> Result<(), FleetError> {
         let mut state = self.lock()?;
-        let node = state.nodes.remove(&address).ok_or(FleetError::NoSuchNode(address))?;
+        let node = state
+            .nodes
+            .remove(&address)
+            .ok_or(FleetError::NoSuchNode(address))?;
         if let Some(task) = node.task {
             task.abort();
         }
@@ -272,12 +285,16 @@ impl Fleet {
 
     /// Addresses of all nodes.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        self.lock().map(|s| s.nodes.keys().copied().collect()).unwrap_or_default()
+        self.lock()
+            .map(|s| s.nodes.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// State of every node.
     pub fn summaries(&self) -> Vec<NodeSummary> {
-        let Ok(state) = self.lock() else { return vec![] };
+        let Ok(state) = self.lock() else {
+            return vec![];
+        };
         state
             .nodes
             .iter()
@@ -309,7 +326,10 @@ impl Fleet {
     /// Injects a fault into a node.
     pub fn inject(&self, address: IpAddr, fault: Fault) -> Result<(), FleetError> {
         let mut state = self.lock()?;
-        let node = state.nodes.get_mut(&address).ok_or(FleetError::NoSuchNode(address))?;
+        let node = state
+            .nodes
+            .get_mut(&address)
+            .ok_or(FleetError::NoSuchNode(address))?;
         match fault {
             Fault::NeverAnswer => {
                 node.faults.never_answer = true;
@@ -320,15 +340,22 @@ impl Fleet {
             Fault::ForeignCluster => {
                 let config = foreign_config(address)?;
                 node.config = Some(Arc::new(config));
-                node.phase = Phase::Running { since: Instant::now(), wall: SystemTime::now() };
+                node.phase = Phase::Running {
+                    since: Instant::now(),
+                    wall: SystemTime::now(),
+                };
                 node.etcd_data = true;
                 node.wake.send_modify(|g| *g += 1);
             }
             Fault::LoseEtcdMember => {
                 let cluster_id = node.config.as_ref().map(|c| c.cluster_id.clone());
                 let cluster = cluster_id.and_then(|id| state.clusters.get_mut(&id));
-                let Some(cluster) = cluster.filter(|c| c.members.iter().any(|m| m.address == address)) else {
-                    return Err(FleetError::Fault(format!("{address} is not an etcd member")));
+                let Some(cluster) =
+                    cluster.filter(|c| c.members.iter().any(|m| m.address == address))
+                else {
+                    return Err(FleetError::Fault(format!(
+                        "{address} is not an etcd member"
+                    )));
                 };
                 cluster.members.retain(|m| m.address != address);
                 self.reconcile_kube(&mut state);
@@ -340,7 +367,10 @@ impl Fleet {
     /// Clears every fault of a node (a hanging node starts answering again).
     pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {
         let mut state = self.lock()?;
-        let node = state.nodes.get_mut(&address).ok_or(FleetError::NoSuchNode(address))?;
+        let node = state
+            .nodes
+            .get_mut(&address)
+            .ok_or(FleetError::NoSuchNode(address))?;
         node.faults = Faults::default();
         node.wake.send_modify(|g| *g += 1);
         Ok(())
@@ -371,14 +401,25 @@ impl Fleet {
 
     /// Puts a node into a reboot that ends in `then`, and wakes its task so that its listener
     /// closes. The wake-up is delayed a little so the reply of the RPC that caused it gets out.
-    pub(crate) fn start_reboot(&self, state: &mut State, address: IpAddr, install: bool, then: After) {
-        let Some(node) = state.nodes.get_mut(&address) else { return };
+    pub(crate) fn start_reboot(
+        &self,
+        state: &mut State,
+        address: IpAddr,
+        install: bool,
+        then: After,
+    ) {
+        let Some(node) = state.nodes.get_mut(&address) else {
+            return;
+        };
         let base = node.faults.slow_reboot.unwrap_or(if install {
             self.inner.options.install_delay
         } else {
             self.inner.options.reboot_delay
         });
-        node.phase = Phase::Rebooting { until: Instant::now() + self.scaled(base), then };
+        node.phase = Phase::Rebooting {
+            until: Instant::now() + self.scaled(base),
+            then,
+        };
         let wake = node.wake.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -390,8 +431,12 @@ impl Fleet {
     /// Ends a due reboot. Called by the node's task when its sleep is over.
     pub(crate) fn finish_reboot(&self, address: IpAddr) {
         let Ok(mut state) = self.lock() else { return };
-        let Some(node) = state.nodes.get_mut(&address) else { return };
-        let Phase::Rebooting { until, then } = node.phase else { return };
+        let Some(node) = state.nodes.get_mut(&address) else {
+            return;
+        };
+        let Phase::Rebooting { until, then } = node.phase else {
+            return;
+        };
         if Instant::now() < until {
             return;
         }
@@ -400,7 +445,10 @@ impl Fleet {
         }
         node.phase = match then {
             After::Maintenance => Phase::Maintenance,
-            After::Running => Phase::Running { since: Instant::now(), wall: SystemTime::now() },
+            After::Running => Phase::Running {
+                since: Instant::now(),
+                wall: SystemTime::now(),
+            },
         };
         // etcd rejoins the cluster once the node has settled.
         if matches!(then, After::Running) {
@@ -420,15 +468,21 @@ impl Fleet {
     /// Whether a running node has finished booting (bootstrap possible, kubelet up).
     pub(crate) fn settled(&self, node: &Node) -> bool {
         match node.phase {
-            Phase::Running { since, .. } => since.elapsed() >= self.scaled(self.inner.options.settle_delay),
+            Phase::Running { since, .. } => {
+                since.elapsed() >= self.scaled(self.inner.options.settle_delay)
+            }
             _ => false,
         }
     }
 
     /// Adds a settled control plane of a bootstrapped cluster to etcd, if not a member yet.
     pub(crate) fn join_etcd(&self, state: &mut State, address: IpAddr) {
-        let Some(node) = state.nodes.get(&address) else { return };
-        let Some(config) = node.config.clone() else { return };
+        let Some(node) = state.nodes.get(&address) else {
+            return;
+        };
+        let Some(config) = node.config.clone() else {
+            return;
+        };
         if config.machine_type != MachineType::Controlplane || !self.settled(node) {
             return;
         }
@@ -436,7 +490,11 @@ impl Fleet {
         if !cluster.bootstrapped || cluster.members.iter().any(|m| m.address == address) {
             return;
         }
-        cluster.members.push(Member { id: rand::random(), address, hostname: hostname(&config, address) });
+        cluster.members.push(Member {
+            id: rand::random(),
+            address,
+            hostname: hostname(&config, address),
+        });
         if let Some(node) = state.nodes.get_mut(&address) {
             node.etcd_data = true;
         }
@@ -452,7 +510,11 @@ impl Fleet {
     }
 
     fn reconcile_cluster_kube(&self, state: &mut State, cluster_id: &str) {
-        let same_cluster = |n: &Node| n.config.as_ref().is_some_and(|c| c.cluster_id == cluster_id);
+        let same_cluster = |n: &Node| {
+            n.config
+                .as_ref()
+                .is_some_and(|c| c.cluster_id == cluster_id)
+        };
         let control_planes: Vec<(IpAddr, Arc<MachineConfig>)> = state
             .nodes
             .iter()
@@ -460,13 +522,20 @@ impl Fleet {
             .filter_map(|(a, n)| n.config.clone().map(|c| (*a, c)))
             .filter(|(_, c)| c.machine_type == MachineType::Controlplane)
             .collect();
-        let Some(cluster) = state.clusters.get_mut(cluster_id) else { return };
+        let Some(cluster) = state.clusters.get_mut(cluster_id) else {
+            return;
+        };
         let members: Vec<IpAddr> = cluster.members.iter().map(|m| m.address).collect();
         let serving: Vec<IpAddr> = control_planes
             .iter()
             .map(|(a, _)| *a)
             .filter(|a| members.contains(a))
-            .filter(|a| matches!(state.nodes.get(a).map(|n| n.phase), Some(Phase::Running { .. })))
+            .filter(|a| {
+                matches!(
+                    state.nodes.get(a).map(|n| n.phase),
+                    Some(Phase::Running { .. })
+                )
+            })
             .collect();
         let vip = control_planes.iter().find_map(|(_, c)| c.vip);
         let mut wanted = serving.clone();
@@ -481,8 +550,10 @@ impl Fleet {
         sans.sort();
         sans.dedup();
         // (Re-)issue the server certificate when the set of control planes changed.
-        if cluster.kube.as_ref().map_or(true, |k| k.sans != sans) {
-            let Ok(tls) = KubeTls::new(&ca_crt, &ca_key, &sans) else { return };
+        if !matches!(&cluster.kube, Some(k) if k.sans == sans) {
+            let Ok(tls) = KubeTls::new(&ca_crt, &ca_key, &sans) else {
+                return;
+            };
             match &mut cluster.kube {
                 Some(k) => {
                     if let Ok(mut slot) = k.tls.write() {
@@ -499,7 +570,9 @@ impl Fleet {
                 }
             }
         }
-        let Some(kube) = cluster.kube.as_mut() else { return };
+        let Some(kube) = cluster.kube.as_mut() else {
+            return;
+        };
         kube.listeners.retain(|addr, task| {
             let keep = wanted.contains(addr) && !task.is_finished();
             if !keep {
@@ -507,23 +580,37 @@ impl Fleet {
             }
             keep
         });
-        let kubelet_version = control_planes.first().map(|(_, c)| c.kubelet_version.clone()).unwrap_or_default();
+        let kubelet_version = control_planes
+            .first()
+            .map(|(_, c)| c.kubelet_version.clone())
+            .unwrap_or_default();
         for addr in wanted {
             if kube.listeners.contains_key(&addr) {
                 continue;
             }
-            let Ok(std_listener) = std::net::TcpListener::bind((addr, self.inner.options.kube_port)) else {
+            let Ok(std_listener) =
+                std::net::TcpListener::bind((addr, self.inner.options.kube_port))
+            else {
                 continue;
             };
             let _ = std_listener.set_nonblocking(true);
-            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { continue };
-            let source: Arc<dyn NodeSource> =
-                Arc::new(ClusterNodes { fleet: self.clone(), cluster_id: cluster_id.to_string() });
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                continue;
+            };
+            let source: Arc<dyn NodeSource> = Arc::new(ClusterNodes {
+                fleet: self.clone(),
+                cluster_id: cluster_id.to_string(),
+            });
             let router = kubernetes::router(source, kubelet_version.clone());
             let mut stop = self.inner.shutdown.subscribe();
-            let task = tokio::spawn(kubernetes::run(listener, kube.tls.clone(), router, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }));
+            let task = tokio::spawn(kubernetes::run(
+                listener,
+                kube.tls.clone(),
+                router,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
             kube.listeners.insert(addr, task);
         }
     }
@@ -531,7 +618,10 @@ impl Fleet {
 
 /// The node's name in Kubernetes: the configured hostname, else derived from the address.
 pub(crate) fn hostname(config: &MachineConfig, address: IpAddr) -> String {
-    config.hostname.clone().unwrap_or_else(|| format!("talos-{}", address.to_string().replace(['.', ':'], "-")))
+    config
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("talos-{}", address.to_string().replace(['.', ':'], "-")))
 }
 
 /// A config of a cluster that nobody else knows, for the foreign-cluster fault.
@@ -539,7 +629,10 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
     let os_ca = Ca::generate("talos", "talos", &rcgen::PKCS_ED25519)?;
     Ok(MachineConfig {
         machine_type: MachineType::Controlplane,
-        hostname: Some(format!("ghost-{}", address.to_string().replace(['.', ':'], "-"))),
+        hostname: Some(format!(
+            "ghost-{}",
+            address.to_string().replace(['.', ':'], "-")
+        )),
         os_ca_key: Some(os_ca.key_pem()),
         os_ca_crt: os_ca.cert_pem,
         cluster_id: format!("foreign-{}", rand::random::<u64>()),
@@ -560,14 +653,21 @@ struct ClusterNodes {
 
 impl ClusterNodes {
     fn views(&self, state: &State) -> Vec<NodeView> {
-        let ready_after = self.fleet.scaled(self.fleet.inner.options.settle_delay + self.fleet.inner.options.kube_ready_delay);
+        let ready_after = self.fleet.scaled(
+            self.fleet.inner.options.settle_delay + self.fleet.inner.options.kube_ready_delay,
+        );
         let deleted = state.clusters.get(&self.cluster_id).map(|c| &c.deleted);
         let mut views: Vec<NodeView> = state
             .nodes
             .iter()
             .filter_map(|(address, node)| {
-                let config = node.config.as_ref().filter(|c| c.cluster_id == self.cluster_id)?;
-                let Phase::Running { since, wall } = node.phase else { return None };
+                let config = node
+                    .config
+                    .as_ref()
+                    .filter(|c| c.cluster_id == self.cluster_id)?;
+                let Phase::Running { since, wall } = node.phase else {
+                    return None;
+                };
                 // kubelet registers once the node has settled.
                 if !self.fleet.settled(node) {
                     return None;
@@ -594,13 +694,21 @@ impl ClusterNodes {
 
 impl NodeSource for ClusterNodes {
     fn nodes(&self) -> Vec<NodeView> {
-        self.fleet.lock().map(|s| self.views(&s)).unwrap_or_default()
+        self.fleet
+            .lock()
+            .map(|s| self.views(&s))
+            .unwrap_or_default()
     }
 
     fn delete(&self, name: &str) -> Option<NodeView> {
         let mut state = self.fleet.lock().ok()?;
         let view = self.views(&state).into_iter().find(|v| v.name == name)?;
-        state.clusters.entry(self.cluster_id.clone()).or_default().deleted.insert(name.to_string(), view.created);
+        state
+            .clusters
+            .entry(self.cluster_id.clone())
+            .or_default()
+            .deleted
+            .insert(name.to_string(), view.created);
         Some(view)
     }
 }

@@ -34,7 +34,9 @@ fn token() -> String {
     use rand::Rng as _;
     let mut rng = rand::thread_rng();
     let mut part = |n: usize| -> String {
-        (0..n).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)])).collect()
+        (0..n)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+            .collect()
     };
     format!("{}.{}", part(6), part(16))
 }
@@ -54,7 +56,11 @@ impl SampleCluster {
 
     /// The multi-document Talos v1.12 config of one node.
     pub fn config(&self, controlplane: bool, hostname: &str) -> String {
-        let os_key = if controlplane { Some(b64(&self.os_ca.key_pem())) } else { None };
+        let os_key = if controlplane {
+            Some(b64(&self.os_ca.key_pem()))
+        } else {
+            None
+        };
         let mut machine_ca = json!({ "crt": b64(&self.os_ca.cert_pem) });
         if let Some(key) = os_key {
             machine_ca["key"] = Value::String(key);
@@ -84,7 +90,8 @@ impl SampleCluster {
                 "ca": { "crt": b64(&self.k8s_ca.cert_pem), "key": b64(&self.k8s_ca.key_pem()) },
             },
         });
-        let hostname_doc = json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": hostname });
+        let hostname_doc =
+            json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": hostname });
         let mut docs = vec![main, hostname_doc];
         if controlplane {
             docs.push(json!({
@@ -105,7 +112,13 @@ impl SampleCluster {
 
     /// talosconfig credentials whose certificate carries `role` as Organization.
     pub fn credentials_with_role(&self, role: &str) -> Result<Credentials, PkiError> {
-        let (cert_pem, key_pem) = self.os_ca.issue("talosctl", &[role], &[], &rcgen::PKCS_ED25519)?;
-        Ok(Credentials { ca_pem: self.os_ca.cert_pem.clone(), cert_pem, key_pem })
+        let (cert_pem, key_pem) =
+            self.os_ca
+                .issue("talosctl", &[role], &[], &rcgen::PKCS_ED25519)?;
+        Ok(Credentials {
+            ca_pem: self.os_ca.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        })
     }
 }

@@ -36,8 +36,12 @@ enum Plan {
 }
 
 fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
-    let Ok(state) = fleet.lock() else { return Plan::Gone };
-    let Some(node) = state.nodes.get(&address) else { return Plan::Gone };
+    let Ok(state) = fleet.lock() else {
+        return Plan::Gone;
+    };
+    let Some(node) = state.nodes.get(&address) else {
+        return Plan::Gone;
+    };
     if node.faults.never_answer {
         return Plan::Hang;
     }
@@ -48,19 +52,24 @@ fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
             Err(_) => Plan::Down(None),
         },
         Phase::Running { .. } => {
-            let Some(config) = node.config.as_ref() else { return Plan::Down(None) };
+            let Some(config) = node.config.as_ref() else {
+                return Plan::Down(None);
+            };
             // A worker has no OS CA key; like a real one, it gets its certificate from a
             // control plane of its cluster (trustd), and cannot serve without one.
             let ca_key = config.os_ca_key.clone().or_else(|| {
                 state.nodes.values().find_map(|n| {
                     let c = n.config.as_ref()?;
-                    (c.cluster_id == config.cluster_id && c.machine_type == MachineType::Controlplane
+                    (c.cluster_id == config.cluster_id
+                        && c.machine_type == MachineType::Controlplane
                         && c.os_ca_crt == config.os_ca_crt)
                         .then(|| c.os_ca_key.clone())
                         .flatten()
                 })
             });
-            let Some(ca_key) = ca_key else { return Plan::Down(Some(Instant::now() + Duration::from_millis(200))) };
+            let Some(ca_key) = ca_key else {
+                return Plan::Down(Some(Instant::now() + Duration::from_millis(200)));
+            };
             match mtls(address, &config.os_ca_crt, &ca_key) {
                 Ok(tls) => Plan::Serve(tls, Mode::Configured),
                 Err(_) => Plan::Down(None),
@@ -83,9 +92,16 @@ fn maintenance_tls(address: IpAddr) -> Result<Arc<ServerConfig>, pki::PkiError> 
 
 fn mtls(address: IpAddr, ca_crt: &str, ca_key: &str) -> Result<Arc<ServerConfig>, pki::PkiError> {
     let ca = Ca::from_pem(ca_crt, ca_key)?;
-    let (cert, key) = ca.issue(&format!("apid-{address}"), &[], &[address], &rcgen::PKCS_ED25519)?;
+    let (cert, key) = ca.issue(
+        &format!("apid-{address}"),
+        &[],
+        &[address],
+        &rcgen::PKCS_ED25519,
+    )?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki::certificate_der(ca_crt)?).map_err(|_| pki::PkiError::MissingPem("OS CA"))?;
+    roots
+        .add(pki::certificate_der(ca_crt)?)
+        .map_err(|_| pki::PkiError::MissingPem("OS CA"))?;
     // Client certificates are required and must chain to the OS CA: anything else fails the
     // handshake, which is how a node of another cluster turns our talosconfig away.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), pki::provider())
@@ -140,12 +156,20 @@ pub(crate) async fn node_loop(
                 }
             }
             Plan::Hang => {
-                let Some(listener) = bind(SocketAddr::new(address, port)).await else { continue };
+                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                    continue;
+                };
                 hang(listener, woken).await;
             }
             Plan::Serve(tls, mode) => {
-                let Some(listener) = bind(SocketAddr::new(address, port)).await else { continue };
-                let api = NodeApi { fleet: fleet.clone(), address, mode };
+                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                    continue;
+                };
+                let api = NodeApi {
+                    fleet: fleet.clone(),
+                    address,
+                    mode,
+                };
                 serve(listener, tls, api, woken).await;
             }
         }
@@ -213,7 +237,9 @@ pub(crate) async fn serve(
         let acceptor = acceptor.clone();
         let routes = routes.clone();
         connections.spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
             let peer = Peer::from_certificates(stream.get_ref().1.peer_certificates());
             let app = routes.layer(axum::Extension(peer));
             let service = hyper_util::service::TowerToHyperService::new(app);

@@ -7,6 +7,9 @@
 //! TLS layer already demanded a client certificate of the OS CA; calls that change the node also
 //! need the `os:admin` role in its Organization, else `PermissionDenied`.
 
+// Handlers answer with tonic `Status` / axum `Response` errors by design of those frameworks.
+#![allow(clippy::result_large_err)]
+
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -66,14 +69,19 @@ fn poisoned<T>(_: T) -> Status {
 
 impl NodeApi {
     fn metadata(&self) -> Option<common::Metadata> {
-        Some(common::Metadata { hostname: self.address.to_string(), ..Default::default() })
+        Some(common::Metadata {
+            hostname: self.address.to_string(),
+            ..Default::default()
+        })
     }
 
     /// Refuses calls maintenance mode does not offer.
     fn configured_only(&self, rpc: &str) -> std::result::Result<(), Status> {
         match self.mode {
             Mode::Configured => Ok(()),
-            Mode::Maintenance => Err(Status::unimplemented(format!("{rpc} is not available in maintenance mode"))),
+            Mode::Maintenance => Err(Status::unimplemented(format!(
+                "{rpc} is not available in maintenance mode"
+            ))),
         }
     }
 
@@ -82,7 +90,11 @@ impl NodeApi {
         if self.mode == Mode::Maintenance {
             return Ok(());
         }
-        let roles = request.extensions().get::<Peer>().map(|p| p.roles.clone()).unwrap_or_default();
+        let roles = request
+            .extensions()
+            .get::<Peer>()
+            .map(|p| p.roles.clone())
+            .unwrap_or_default();
         if roles.iter().any(|r| r == "os:admin") {
             Ok(())
         } else {
@@ -102,11 +114,15 @@ impl MachineService for NodeApi {
         let mode = machine::apply_configuration_request::Mode::try_from(request.mode)
             .map_err(|_| Status::invalid_argument("unknown apply mode"))?;
         let mut state = self.fleet.lock().map_err(poisoned)?;
-        let node = state.nodes.get_mut(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
+        let node = state
+            .nodes
+            .get_mut(&self.address)
+            .ok_or_else(|| Status::unavailable("node is gone"))?;
         if let Some(reason) = node.faults.reject_next_config.take() {
             return Err(Status::invalid_argument(reason));
         }
-        let parsed = config::parse(&request.data, &node.talos_version).map_err(Status::invalid_argument)?;
+        let parsed =
+            config::parse(&request.data, &node.talos_version).map_err(Status::invalid_argument)?;
         let reply = |mode_details: &str| {
             Response::new(machine::ApplyConfigurationResponse {
                 messages: vec![machine::ApplyConfiguration {
@@ -124,13 +140,19 @@ impl MachineService for NodeApi {
         match (self.mode, mode) {
             (Mode::Maintenance, _) => {
                 node.config = Some(Arc::new(parsed));
-                self.fleet.start_reboot(&mut state, self.address, true, After::Running);
-                Ok(reply("Applied configuration; the node installs and reboots"))
+                self.fleet
+                    .start_reboot(&mut state, self.address, true, After::Running);
+                Ok(reply(
+                    "Applied configuration; the node installs and reboots",
+                ))
             }
-            (Mode::Configured, M::Staged) => Ok(reply("Staged configuration to be applied after a reboot")),
+            (Mode::Configured, M::Staged) => {
+                Ok(reply("Staged configuration to be applied after a reboot"))
+            }
             (Mode::Configured, M::Reboot) => {
                 node.config = Some(Arc::new(parsed));
-                self.fleet.start_reboot(&mut state, self.address, false, After::Running);
+                self.fleet
+                    .start_reboot(&mut state, self.address, false, After::Running);
                 Ok(reply("Applied configuration with a reboot"))
             }
             (Mode::Configured, _) => {
@@ -141,17 +163,30 @@ impl MachineService for NodeApi {
         }
     }
 
-    async fn bootstrap(&self, request: Request<machine::BootstrapRequest>) -> Result<machine::BootstrapResponse> {
+    async fn bootstrap(
+        &self,
+        request: Request<machine::BootstrapRequest>,
+    ) -> Result<machine::BootstrapResponse> {
         self.configured_only("Bootstrap")?;
         self.admin(&request)?;
         let mut state = self.fleet.lock().map_err(poisoned)?;
-        let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
-        let config = node.config.clone().ok_or_else(|| Status::failed_precondition("no configuration"))?;
+        let node = state
+            .nodes
+            .get(&self.address)
+            .ok_or_else(|| Status::unavailable("node is gone"))?;
+        let config = node
+            .config
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("no configuration"))?;
         if config.machine_type != MachineType::Controlplane {
-            return Err(Status::failed_precondition("bootstrap can only be performed on a control plane node"));
+            return Err(Status::failed_precondition(
+                "bootstrap can only be performed on a control plane node",
+            ));
         }
         if !self.fleet.settled(node) {
-            return Err(Status::failed_precondition("bootstrap is not available yet"));
+            return Err(Status::failed_precondition(
+                "bootstrap is not available yet",
+            ));
         }
         let etcd_data = node.etcd_data;
         let cluster = state.clusters.entry(config.cluster_id.clone()).or_default();
@@ -161,13 +196,20 @@ impl MachineService for NodeApi {
         cluster.bootstrapped = true;
         // The bootstrapped node first, then every other settled control plane joins.
         self.fleet.join_etcd(&mut state, self.address);
-        let others: Vec<IpAddr> = state.nodes.keys().copied().filter(|a| *a != self.address).collect();
+        let others: Vec<IpAddr> = state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|a| *a != self.address)
+            .collect();
         for other in others {
             self.fleet.join_etcd(&mut state, other);
         }
         self.fleet.reconcile_kube(&mut state);
         Ok(Response::new(machine::BootstrapResponse {
-            messages: vec![machine::Bootstrap { metadata: self.metadata() }],
+            messages: vec![machine::Bootstrap {
+                metadata: self.metadata(),
+            }],
         }))
     }
 
@@ -177,16 +219,26 @@ impl MachineService for NodeApi {
     ) -> Result<machine::EtcdMemberListResponse> {
         self.configured_only("EtcdMemberList")?;
         let state = self.fleet.lock().map_err(poisoned)?;
-        let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
-        let config = node.config.clone().ok_or_else(|| Status::failed_precondition("no configuration"))?;
+        let node = state
+            .nodes
+            .get(&self.address)
+            .ok_or_else(|| Status::unavailable("node is gone"))?;
+        let config = node
+            .config
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("no configuration"))?;
         if config.machine_type != MachineType::Controlplane {
-            return Err(Status::failed_precondition("etcd is not running on a worker node"));
+            return Err(Status::failed_precondition(
+                "etcd is not running on a worker node",
+            ));
         }
         let cluster = state.clusters.get(&config.cluster_id);
         let members = cluster.map(|c| c.members.clone()).unwrap_or_default();
         // Only a member's etcd answers; a node that lost its membership has no etcd to ask.
         if !members.iter().any(|m| m.address == self.address) {
-            return Err(Status::failed_precondition("etcd is not running on this node"));
+            return Err(Status::failed_precondition(
+                "etcd is not running on this node",
+            ));
         }
         let members = members
             .into_iter()
@@ -199,7 +251,11 @@ impl MachineService for NodeApi {
             })
             .collect();
         Ok(Response::new(machine::EtcdMemberListResponse {
-            messages: vec![machine::EtcdMembers { metadata: self.metadata(), legacy_members: vec![], members }],
+            messages: vec![machine::EtcdMembers {
+                metadata: self.metadata(),
+                legacy_members: vec![],
+                members,
+            }],
         }))
     }
 
@@ -220,7 +276,9 @@ impl MachineService for NodeApi {
         }
         self.fleet.reconcile_kube(&mut state);
         Ok(Response::new(machine::EtcdRemoveMemberByIdResponse {
-            messages: vec![machine::EtcdRemoveMemberById { metadata: self.metadata() }],
+            messages: vec![machine::EtcdRemoveMemberById {
+                metadata: self.metadata(),
+            }],
         }))
     }
 
@@ -240,24 +298,37 @@ impl MachineService for NodeApi {
         }
         self.fleet.reconcile_kube(&mut state);
         Ok(Response::new(machine::EtcdLeaveClusterResponse {
-            messages: vec![machine::EtcdLeaveCluster { metadata: self.metadata() }],
+            messages: vec![machine::EtcdLeaveCluster {
+                metadata: self.metadata(),
+            }],
         }))
     }
 
-    type KubeconfigStream = Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
+    type KubeconfigStream =
+        Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
 
     async fn kubeconfig(&self, _request: Request<()>) -> Result<Self::KubeconfigStream> {
         self.configured_only("Kubeconfig")?;
         let config = {
             let state = self.fleet.lock().map_err(poisoned)?;
-            let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
-            node.config.clone().ok_or_else(|| Status::failed_precondition("no configuration"))?
+            let node = state
+                .nodes
+                .get(&self.address)
+                .ok_or_else(|| Status::unavailable("node is gone"))?;
+            node.config
+                .clone()
+                .ok_or_else(|| Status::failed_precondition("no configuration"))?
         };
         if config.machine_type != MachineType::Controlplane {
-            return Err(Status::failed_precondition("kubeconfig is only available on control plane nodes"));
+            return Err(Status::failed_precondition(
+                "kubeconfig is only available on control plane nodes",
+            ));
         }
-        let (Some(crt), Some(key)) = (config.k8s_ca_crt.as_deref(), config.k8s_ca_key.as_deref()) else {
-            return Err(Status::failed_precondition("cluster.ca is missing from the configuration"));
+        let (Some(crt), Some(key)) = (config.k8s_ca_crt.as_deref(), config.k8s_ca_key.as_deref())
+        else {
+            return Err(Status::failed_precondition(
+                "cluster.ca is missing from the configuration",
+            ));
         };
         let archive = admin_kubeconfig_archive(&config.cluster_name, &config.endpoint, crt, key)
             .map_err(|e| Status::internal(format!("kubeconfig: {e}")))?;
@@ -265,22 +336,37 @@ impl MachineService for NodeApi {
         let metadata = self.metadata();
         let chunks: Vec<_> = archive
             .chunks(512)
-            .map(|c| Ok(common::Data { metadata: metadata.clone(), bytes: c.to_vec() }))
+            .map(|c| {
+                Ok(common::Data {
+                    metadata: metadata.clone(),
+                    bytes: c.to_vec(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn reboot(&self, request: Request<machine::RebootRequest>) -> Result<machine::RebootResponse> {
+    async fn reboot(
+        &self,
+        request: Request<machine::RebootRequest>,
+    ) -> Result<machine::RebootResponse> {
         self.configured_only("Reboot")?;
         self.admin(&request)?;
         let mut state = self.fleet.lock().map_err(poisoned)?;
-        self.fleet.start_reboot(&mut state, self.address, false, After::Running);
+        self.fleet
+            .start_reboot(&mut state, self.address, false, After::Running);
         Ok(Response::new(machine::RebootResponse {
-            messages: vec![machine::Reboot { metadata: self.metadata(), actor_id: "castle-lab".into() }],
+            messages: vec![machine::Reboot {
+                metadata: self.metadata(),
+                actor_id: "castle-lab".into(),
+            }],
         }))
     }
 
-    async fn reset(&self, request: Request<machine::ResetRequest>) -> Result<machine::ResetResponse> {
+    async fn reset(
+        &self,
+        request: Request<machine::ResetRequest>,
+    ) -> Result<machine::ResetResponse> {
         self.configured_only("Reset")?;
         self.admin(&request)?;
         let graceful = request.into_inner().graceful;
@@ -296,15 +382,22 @@ impl MachineService for NodeApi {
             node.config = None;
             node.etcd_data = false;
         }
-        self.fleet.start_reboot(&mut state, self.address, false, After::Maintenance);
+        self.fleet
+            .start_reboot(&mut state, self.address, false, After::Maintenance);
         Ok(Response::new(machine::ResetResponse {
-            messages: vec![machine::Reset { metadata: self.metadata(), actor_id: "castle-lab".into() }],
+            messages: vec![machine::Reset {
+                metadata: self.metadata(),
+                actor_id: "castle-lab".into(),
+            }],
         }))
     }
 
     async fn service_list(&self, _request: Request<()>) -> Result<machine::ServiceListResponse> {
         let state = self.fleet.lock().map_err(poisoned)?;
-        let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
+        let node = state
+            .nodes
+            .get(&self.address)
+            .ok_or_else(|| Status::unavailable("node is gone"))?;
         let service = |id: &str, running: bool, healthy: bool| machine::ServiceInfo {
             id: id.to_string(),
             state: if running { "Running" } else { "Waiting" }.to_string(),
@@ -312,7 +405,11 @@ impl MachineService for NodeApi {
             health: Some(machine::ServiceHealth {
                 unknown: !running,
                 healthy,
-                last_message: if healthy { String::new() } else { "not healthy yet".into() },
+                last_message: if healthy {
+                    String::new()
+                } else {
+                    "not healthy yet".into()
+                },
                 last_change: None,
             }),
         };
@@ -332,23 +429,35 @@ impl MachineService for NodeApi {
         }
         services.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Response::new(machine::ServiceListResponse {
-            messages: vec![machine::ServiceList { metadata: self.metadata(), services }],
+            messages: vec![machine::ServiceList {
+                metadata: self.metadata(),
+                services,
+            }],
         }))
     }
 
-    async fn upgrade(&self, request: Request<machine::UpgradeRequest>) -> Result<machine::UpgradeResponse> {
+    async fn upgrade(
+        &self,
+        request: Request<machine::UpgradeRequest>,
+    ) -> Result<machine::UpgradeResponse> {
         self.configured_only("Upgrade")?;
         self.admin(&request)?;
         let image = request.into_inner().image;
-        let tag = image.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
         if config::version_line(&tag).is_none() {
-            return Err(Status::invalid_argument(format!("installer image {image:?} has no supported Talos version tag")));
+            return Err(Status::invalid_argument(format!(
+                "installer image {image:?} has no supported Talos version tag"
+            )));
         }
         let mut state = self.fleet.lock().map_err(poisoned)?;
         if let Some(node) = state.nodes.get_mut(&self.address) {
             node.pending_version = Some(tag);
         }
-        self.fleet.start_reboot(&mut state, self.address, true, After::Running);
+        self.fleet
+            .start_reboot(&mut state, self.address, true, After::Running);
         Ok(Response::new(machine::UpgradeResponse {
             messages: vec![machine::Upgrade {
                 metadata: self.metadata(),
@@ -360,7 +469,10 @@ impl MachineService for NodeApi {
 
     async fn version(&self, _request: Request<()>) -> Result<machine::VersionResponse> {
         let state = self.fleet.lock().map_err(poisoned)?;
-        let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
+        let node = state
+            .nodes
+            .get(&self.address)
+            .ok_or_else(|| Status::unavailable("node is gone"))?;
         Ok(Response::new(machine::VersionResponse {
             messages: vec![machine::Version {
                 metadata: self.metadata(),
@@ -372,7 +484,10 @@ impl MachineService for NodeApi {
                     os: "linux".into(),
                     arch: "amd64".into(),
                 }),
-                platform: Some(machine::PlatformInfo { name: "metal".into(), mode: "metal".into() }),
+                platform: Some(machine::PlatformInfo {
+                    name: "metal".into(),
+                    mode: "metal".into(),
+                }),
                 features: Some(machine::FeaturesInfo { rbac: true }),
             }],
         }))
@@ -395,7 +510,10 @@ impl StorageService for NodeApi {
     async fn disks(&self, _request: Request<()>) -> Result<storage::DisksResponse> {
         let installed = {
             let state = self.fleet.lock().map_err(poisoned)?;
-            let node = state.nodes.get(&self.address).ok_or_else(|| Status::unavailable("node is gone"))?;
+            let node = state
+                .nodes
+                .get(&self.address)
+                .ok_or_else(|| Status::unavailable("node is gone"))?;
             matches!(node.phase, Phase::Running { .. })
         };
         let disk = storage::Disk {
@@ -410,7 +528,10 @@ impl StorageService for NodeApi {
             ..Default::default()
         };
         Ok(Response::new(storage::DisksResponse {
-            messages: vec![storage::Disks { metadata: self.metadata(), disks: vec![disk] }],
+            messages: vec![storage::Disks {
+                metadata: self.metadata(),
+                disks: vec![disk],
+            }],
         }))
     }
 }
@@ -425,8 +546,17 @@ fn admin_kubeconfig_archive(
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let ca = Ca::from_pem(ca_crt, ca_key)?;
-    let (cert, key) = ca.issue("admin", &["system:masters"], &[], &rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let name = if cluster_name.is_empty() { "talos" } else { cluster_name };
+    let (cert, key) = ca.issue(
+        "admin",
+        &["system:masters"],
+        &[],
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    )?;
+    let name = if cluster_name.is_empty() {
+        "talos"
+    } else {
+        cluster_name
+    };
     let context = format!("admin@{name}");
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
@@ -451,4 +581,3 @@ fn admin_kubeconfig_archive(
     gz.flush()?;
     Ok(gz.finish()?)
 }
-

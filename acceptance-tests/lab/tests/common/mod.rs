@@ -10,7 +10,10 @@ use castle_lab::talos::{Fleet, FleetOptions};
 
 /// A fast fleet: delays at a fifth of the defaults.
 pub fn fleet() -> Fleet {
-    Fleet::new(FleetOptions { time_scale: 0.2, ..FleetOptions::default() })
+    Fleet::new(FleetOptions {
+        time_scale: 0.2,
+        ..FleetOptions::default()
+    })
 }
 
 pub fn ip(s: &str) -> IpAddr {
@@ -18,7 +21,10 @@ pub fn ip(s: &str) -> IpAddr {
 }
 
 pub fn options() -> ConnectOptions {
-    ConnectOptions { connect_timeout: Duration::from_secs(2), ..ConnectOptions::default() }
+    ConnectOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `limit` naming `what`.
@@ -41,23 +47,33 @@ where
 
 /// Waits until `address` answers mTLS with `credentials`.
 pub async fn wait_configured(address: IpAddr, credentials: &Credentials) -> NodeClient {
-    wait_for("the node to come back with mTLS", Duration::from_secs(15), || async {
-        NodeClient::connect(address, credentials, &options()).await.ok()
-    })
+    wait_for(
+        "the node to come back with mTLS",
+        Duration::from_secs(15),
+        || async {
+            NodeClient::connect(address, credentials, &options())
+                .await
+                .ok()
+        },
+    )
     .await
 }
 
 /// Waits until `probe` says `expected`.
 pub async fn wait_state(address: IpAddr, credentials: &Credentials, expected: NodeState) {
-    wait_for(&format!("{address} to be {expected:?}"), Duration::from_secs(15), || {
-        let expected = expected.clone();
-        async move {
-            let state = castle::talos::client::probe(address, credentials, &options()).await;
-            if state != expected {
-                eprintln!("{address}: {state:?}");
+    wait_for(
+        &format!("{address} to be {expected:?}"),
+        Duration::from_secs(15),
+        || {
+            let expected = expected.clone();
+            async move {
+                let state = castle::talos::client::probe(address, credentials, &options()).await;
+                if state != expected {
+                    eprintln!("{address}: {state:?}");
+                }
+                (state == expected).then_some(())
             }
-            (state == expected).then_some(())
-        }
-    })
+        },
+    )
     .await
 }

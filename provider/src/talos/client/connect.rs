@@ -25,7 +25,10 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { port: TALOS_API_PORT, connect_timeout: Duration::from_secs(10) }
+        ConnectOptions {
+            port: TALOS_API_PORT,
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -53,7 +56,8 @@ pub async fn connect(
                 let tcp = tokio::net::TcpStream::connect(target).await?;
                 tcp.set_nodelay(true)?;
                 // Talos certificates name IP addresses, so the server name is the IP itself.
-                tls.connect(ServerName::IpAddress(address.into()), tcp).await
+                tls.connect(ServerName::IpAddress(address.into()), tcp)
+                    .await
             };
             match tokio::time::timeout(timeout, dial).await {
                 Ok(Ok(stream)) => Ok(TokioIo::new(stream)),

@@ -32,9 +32,10 @@ pub enum TalosError {
         rpc: &'static str,
         /// The status code, repeated here for matching.
         code: tonic::Code,
-        /// The full status (its source chain carries transport and TLS failures).
+        /// The full status (its source chain carries transport and TLS failures); boxed because
+        /// a `Status` is large and errors travel through every `Result` of the client.
         #[source]
-        status: tonic::Status,
+        status: Box<tonic::Status>,
     },
     /// The call succeeded but the node reported a failure in the reply's `metadata`
     /// (what apid does for a node behind it).
@@ -110,7 +111,7 @@ impl TalosError {
     pub fn is_tls_rejection(&self) -> bool {
         let source: &(dyn std::error::Error + 'static) = match self {
             TalosError::Connect { source, .. } => source,
-            TalosError::Status { status, .. } => status,
+            TalosError::Status { status, .. } => status.as_ref(),
             _ => return false,
         };
         chain_has_tls_rejection(source)
@@ -139,9 +140,16 @@ fn chain_has_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
             }
         }
         let text = e.to_string();
-        if ["UnknownIssuer", "UnknownCA", "BadCertificate", "BadSignature", "unknown ca", "bad certificate"]
-            .iter()
-            .any(|needle| text.contains(needle))
+        if [
+            "UnknownIssuer",
+            "UnknownCA",
+            "BadCertificate",
+            "BadSignature",
+            "unknown ca",
+            "bad certificate",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
         {
             return true;
         }
@@ -152,15 +160,14 @@ fn chain_has_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
 
 fn is_ca_mismatch(err: &rustls::Error) -> bool {
     use rustls::{AlertDescription as A, CertificateError as C};
-    match err {
+    matches!(
+        err,
         rustls::Error::InvalidCertificate(
             C::UnknownIssuer | C::BadSignature | C::BadEncoding | C::InvalidPurpose,
-        ) => true,
-        rustls::Error::AlertReceived(
+        ) | rustls::Error::AlertReceived(
             A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::DecryptError,
-        ) => true,
-        _ => false,
-    }
+        )
+    )
 }
 
 #[cfg(test)]
@@ -168,14 +175,27 @@ mod tests {
     use super::*;
 
     fn status(code: tonic::Code) -> TalosError {
-        TalosError::Status { rpc: "Bootstrap", code, status: tonic::Status::new(code, "x") }
+        TalosError::Status {
+            rpc: "Bootstrap",
+            code,
+            status: Box::new(tonic::Status::new(code, "x")),
+        }
     }
 
     #[test]
     fn invalid_argument_is_final_and_not_ready_is_retryable() {
-        assert_eq!(status(tonic::Code::InvalidArgument).class(), ErrorClass::Final);
-        assert_eq!(status(tonic::Code::FailedPrecondition).class(), ErrorClass::Retryable);
-        assert_eq!(status(tonic::Code::Unavailable).class(), ErrorClass::Retryable);
+        assert_eq!(
+            status(tonic::Code::InvalidArgument).class(),
+            ErrorClass::Final
+        );
+        assert_eq!(
+            status(tonic::Code::FailedPrecondition).class(),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            status(tonic::Code::Unavailable).class(),
+            ErrorClass::Retryable
+        );
     }
 
     #[test]
@@ -185,7 +205,11 @@ mod tests {
             rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
         );
         let status = tonic::Status::from_error(Box::new(io));
-        let err = TalosError::Status { rpc: "Version", code: status.code(), status };
+        let err = TalosError::Status {
+            rpc: "Version",
+            code: status.code(),
+            status: Box::new(status),
+        };
         assert_eq!(err.class(), ErrorClass::ForeignCluster);
     }
 }

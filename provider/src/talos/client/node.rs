@@ -40,14 +40,21 @@ const RESET_PARTITIONS: [&str; 2] = ["STATE", "EPHEMERAL"];
 
 /// Reads `metadata.status` / `metadata.error` of a reply message: a node's failure behind a
 /// proxy arrives there with an OK gRPC status.
-fn check_metadata(rpc: &'static str, metadata: Option<&common::Metadata>) -> Result<(), TalosError> {
+fn check_metadata(
+    rpc: &'static str,
+    metadata: Option<&common::Metadata>,
+) -> Result<(), TalosError> {
     let Some(m) = metadata else { return Ok(()) };
     if let Some(status) = m.status.as_ref().filter(|s| s.code != 0) {
         return Err(TalosError::Node {
             rpc,
             hostname: m.hostname.clone(),
             code: tonic::Code::from_i32(status.code),
-            message: if status.message.is_empty() { m.error.clone() } else { status.message.clone() },
+            message: if status.message.is_empty() {
+                m.error.clone()
+            } else {
+                status.message.clone()
+            },
         });
     }
     if !m.error.is_empty() {
@@ -70,19 +77,26 @@ fn single<T>(
     for m in &messages {
         check_metadata(rpc, metadata(m))?;
     }
-    messages
-        .into_iter()
-        .next()
-        .ok_or(TalosError::Unexpected { rpc, detail: "reply holds no message".into() })
+    messages.into_iter().next().ok_or(TalosError::Unexpected {
+        rpc,
+        detail: "reply holds no message".into(),
+    })
 }
 
 fn status_error(rpc: &'static str) -> impl FnOnce(tonic::Status) -> TalosError {
-    move |status| TalosError::Status { rpc, code: status.code(), status }
+    move |status| TalosError::Status {
+        rpc,
+        code: status.code(),
+        status: Box::new(status),
+    }
 }
 
 impl NodeClient {
     /// Connects to a node in maintenance mode (no client certificate, server not verified).
-    pub async fn connect_insecure(address: IpAddr, options: &ConnectOptions) -> Result<Self, TalosError> {
+    pub async fn connect_insecure(
+        address: IpAddr,
+        options: &ConnectOptions,
+    ) -> Result<Self, TalosError> {
         let channel = connect(address, options, insecure_config()?).await?;
         Ok(Self::from_channel(address, channel))
     }
@@ -161,9 +175,17 @@ impl NodeClient {
             dry_run,
             try_mode_timeout: None,
         };
-        let reply = self.machine.clone().apply_configuration(self.request(request)).await;
-        let reply = reply.map_err(status_error("ApplyConfiguration"))?.into_inner();
-        single("ApplyConfiguration", reply.messages, |m| m.metadata.as_ref())
+        let reply = self
+            .machine
+            .clone()
+            .apply_configuration(self.request(request))
+            .await;
+        let reply = reply
+            .map_err(status_error("ApplyConfiguration"))?
+            .into_inner();
+        single("ApplyConfiguration", reply.messages, |m| {
+            m.metadata.as_ref()
+        })
     }
 
     /// `MachineService/Bootstrap`. `AlreadyExists` is success: etcd was bootstrapped by an
@@ -171,12 +193,17 @@ impl NodeClient {
     pub async fn bootstrap(&self) -> Result<BootstrapOutcome, TalosError> {
         let request = machine::BootstrapRequest::default();
         let result = match self.machine.clone().bootstrap(self.request(request)).await {
-            Ok(reply) => single("Bootstrap", reply.into_inner().messages, |m| m.metadata.as_ref()).map(|_| ()),
+            Ok(reply) => single("Bootstrap", reply.into_inner().messages, |m| {
+                m.metadata.as_ref()
+            })
+            .map(|_| ()),
             Err(status) => Err(status_error("Bootstrap")(status)),
         };
         match result {
             Ok(()) => Ok(BootstrapOutcome::Bootstrapped),
-            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => Ok(BootstrapOutcome::AlreadyBootstrapped),
+            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+                Ok(BootstrapOutcome::AlreadyBootstrapped)
+            }
             Err(e) => Err(e),
         }
     }
@@ -184,7 +211,11 @@ impl NodeClient {
     /// `MachineService/EtcdMemberList` as seen by this node.
     pub async fn etcd_member_list(&self) -> Result<Vec<machine::EtcdMember>, TalosError> {
         let request = machine::EtcdMemberListRequest { query_local: false };
-        let reply = self.machine.clone().etcd_member_list(self.request(request)).await;
+        let reply = self
+            .machine
+            .clone()
+            .etcd_member_list(self.request(request))
+            .await;
         let reply = reply.map_err(status_error("EtcdMemberList"))?.into_inner();
         Ok(single("EtcdMemberList", reply.messages, |m| m.metadata.as_ref())?.members)
     }
@@ -192,16 +223,31 @@ impl NodeClient {
     /// `MachineService/EtcdRemoveMemberByID`: removes another (dead) member.
     pub async fn etcd_remove_member_by_id(&self, member_id: u64) -> Result<(), TalosError> {
         let request = machine::EtcdRemoveMemberByIdRequest { member_id };
-        let reply = self.machine.clone().etcd_remove_member_by_id(self.request(request)).await;
-        let reply = reply.map_err(status_error("EtcdRemoveMemberByID"))?.into_inner();
-        single("EtcdRemoveMemberByID", reply.messages, |m| m.metadata.as_ref()).map(|_| ())
+        let reply = self
+            .machine
+            .clone()
+            .etcd_remove_member_by_id(self.request(request))
+            .await;
+        let reply = reply
+            .map_err(status_error("EtcdRemoveMemberByID"))?
+            .into_inner();
+        single("EtcdRemoveMemberByID", reply.messages, |m| {
+            m.metadata.as_ref()
+        })
+        .map(|_| ())
     }
 
     /// `MachineService/EtcdLeaveCluster`: this node leaves etcd.
     pub async fn etcd_leave_cluster(&self) -> Result<(), TalosError> {
         let request = machine::EtcdLeaveClusterRequest {};
-        let reply = self.machine.clone().etcd_leave_cluster(self.request(request)).await;
-        let reply = reply.map_err(status_error("EtcdLeaveCluster"))?.into_inner();
+        let reply = self
+            .machine
+            .clone()
+            .etcd_leave_cluster(self.request(request))
+            .await;
+        let reply = reply
+            .map_err(status_error("EtcdLeaveCluster"))?
+            .into_inner();
         single("EtcdLeaveCluster", reply.messages, |m| m.metadata.as_ref()).map(|_| ())
     }
 
@@ -220,7 +266,10 @@ impl NodeClient {
             reboot,
             system_partitions_to_wipe: RESET_PARTITIONS
                 .iter()
-                .map(|label| machine::ResetPartitionSpec { label: label.to_string(), wipe: true })
+                .map(|label| machine::ResetPartitionSpec {
+                    label: label.to_string(),
+                    wipe: true,
+                })
                 .collect(),
             user_disks_to_wipe: vec![],
             mode: machine::reset_request::WipeMode::SystemDisk as i32,
@@ -232,7 +281,9 @@ impl NodeClient {
 
     /// `MachineService/Reboot`.
     pub async fn reboot(&self) -> Result<(), TalosError> {
-        let request = machine::RebootRequest { mode: machine::reboot_request::Mode::Default as i32 };
+        let request = machine::RebootRequest {
+            mode: machine::reboot_request::Mode::Default as i32,
+        };
         let reply = self.machine.clone().reboot(self.request(request)).await;
         let reply = reply.map_err(status_error("Reboot"))?.into_inner();
         single("Reboot", reply.messages, |m| m.metadata.as_ref()).map(|_| ())
@@ -274,14 +325,22 @@ impl NodeClient {
 
 /// Extracts the single `kubeconfig` file of the archive the Kubeconfig RPC streams.
 pub(crate) fn untar_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, TalosError> {
-    let broken = |detail: String| TalosError::Unexpected { rpc: "Kubeconfig", detail };
+    let broken = |detail: String| TalosError::Unexpected {
+        rpc: "Kubeconfig",
+        detail,
+    };
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     for entry in tar.entries().map_err(|e| broken(e.to_string()))? {
         let mut entry = entry.map_err(|e| broken(e.to_string()))?;
-        let path = entry.path().map_err(|e| broken(e.to_string()))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| broken(e.to_string()))?
+            .into_owned();
         if path.file_name().is_some_and(|n| n == "kubeconfig") {
             let mut out = Vec::new();
-            entry.read_to_end(&mut out).map_err(|e| broken(e.to_string()))?;
+            entry
+                .read_to_end(&mut out)
+                .map_err(|e| broken(e.to_string()))?;
             return Ok(out);
         }
     }
@@ -298,12 +357,19 @@ mod tests {
         let m = common::Metadata {
             hostname: "cp-1".into(),
             error: "boom".into(),
-            status: Some(Status { code: tonic::Code::FailedPrecondition as i32, message: "not yet".into(), details: vec![] }),
+            status: Some(Status {
+                code: tonic::Code::FailedPrecondition as i32,
+                message: "not yet".into(),
+                details: vec![],
+            }),
         };
         let err = check_metadata("Bootstrap", Some(&m)).unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition));
         assert!(err.to_string().contains("not yet"));
-        let only_error = common::Metadata { error: "boom".into(), ..Default::default() };
+        let only_error = common::Metadata {
+            error: "boom".into(),
+            ..Default::default()
+        };
         assert!(check_metadata("Bootstrap", Some(&only_error)).is_err());
         assert!(check_metadata("Bootstrap", Some(&common::Metadata::default())).is_ok());
     }
@@ -318,7 +384,8 @@ mod tests {
             header.set_size(data.len() as u64);
             header.set_mode(0o600);
             header.set_cksum();
-            tar.append_data(&mut header, "kubeconfig", &data[..]).unwrap();
+            tar.append_data(&mut header, "kubeconfig", &data[..])
+                .unwrap();
             tar.finish().unwrap();
         }
         let archive = gz.finish().unwrap();

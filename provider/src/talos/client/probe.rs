@@ -34,20 +34,32 @@ pub const PROBE_STEP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Probes `address`: the maintenance probe first (insecure `Disks`), then `Version` over mTLS
 /// with `credentials`. Each step is bounded by `options.connect_timeout` for dialling and by
 /// [`PROBE_STEP_TIMEOUT`] for the call, so a hanging node is reported as unreachable.
-pub async fn probe(address: IpAddr, credentials: &Credentials, options: &ConnectOptions) -> NodeState {
+pub async fn probe(
+    address: IpAddr,
+    credentials: &Credentials,
+    options: &ConnectOptions,
+) -> NodeState {
     let maintenance = async {
         let client = NodeClient::connect_insecure(address, options).await?;
         client.disks().await
     };
-    let first_failure = match tokio::time::timeout(PROBE_STEP_TIMEOUT + options.connect_timeout, maintenance).await {
-        Ok(Ok(_)) => return NodeState::Maintenance,
-        Ok(Err(e)) => e,
-        Err(_) => return NodeState::Unreachable { reason: "maintenance probe timed out".into() },
-    };
+    let first_failure =
+        match tokio::time::timeout(PROBE_STEP_TIMEOUT + options.connect_timeout, maintenance).await
+        {
+            Ok(Ok(_)) => return NodeState::Maintenance,
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return NodeState::Unreachable {
+                    reason: "maintenance probe timed out".into(),
+                }
+            }
+        };
     // Nothing listens or TCP/TLS could not even start: no point in the mTLS attempt.
     if let TalosError::Connect { source, .. } = &first_failure {
         if !source_mentions_tls(source) {
-            return NodeState::Unreachable { reason: format!("{first_failure}: {}", chain(source)) };
+            return NodeState::Unreachable {
+                reason: format!("{first_failure}: {}", chain(source)),
+            };
         }
     }
     let configured = async {
@@ -59,8 +71,12 @@ pub async fn probe(address: IpAddr, credentials: &Credentials, options: &Connect
             talos_version: version.version.map(|v| v.tag).unwrap_or_default(),
         },
         Ok(Err(e)) if e.class() == ErrorClass::ForeignCluster => NodeState::ForeignCluster,
-        Ok(Err(e)) => NodeState::Unreachable { reason: e.to_string() },
-        Err(_) => NodeState::Unreachable { reason: "mTLS probe timed out".into() },
+        Ok(Err(e)) => NodeState::Unreachable {
+            reason: e.to_string(),
+        },
+        Err(_) => NodeState::Unreachable {
+            reason: "mTLS probe timed out".into(),
+        },
     }
 }
 

@@ -62,7 +62,10 @@ fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'sta
         .map(|(_, der)| CertificateDer::from(der))
         .collect();
     if certs.is_empty() {
-        return Err(TalosError::InvalidPem { what, reason: "no CERTIFICATE block".into() });
+        return Err(TalosError::InvalidPem {
+            what,
+            reason: "no CERTIFICATE block".into(),
+        });
     }
     Ok(certs)
 }
@@ -72,7 +75,10 @@ fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TalosError> {
         .into_iter()
         .find(|(l, _)| l.ends_with("PRIVATE KEY"))
         .map(|(_, der)| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)))
-        .ok_or(TalosError::InvalidPem { what: "client key", reason: "no PRIVATE KEY block".into() })
+        .ok_or(TalosError::InvalidPem {
+            what: "client key",
+            reason: "no PRIVATE KEY block".into(),
+        })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -171,7 +177,10 @@ mod tests {
     fn talos_ed25519_key_label_is_read() {
         let pem = "-----BEGIN ED25519 PRIVATE KEY-----\nAAEC\n-----END ED25519 PRIVATE KEY-----\n";
         let blocks = pem_blocks(pem);
-        assert_eq!(blocks, vec![("ED25519 PRIVATE KEY".to_string(), vec![0, 1, 2])]);
+        assert_eq!(
+            blocks,
+            vec![("ED25519 PRIVATE KEY".to_string(), vec![0, 1, 2])]
+        );
         assert!(private_key(pem).is_ok());
     }
 
@@ -179,7 +188,10 @@ mod tests {
     fn a_ca_without_certificate_block_is_rejected() {
         assert!(matches!(
             certificates("garbage", "CA certificate"),
-            Err(TalosError::InvalidPem { what: "CA certificate", .. })
+            Err(TalosError::InvalidPem {
+                what: "CA certificate",
+                ..
+            })
         ));
     }
 }
