@@ -62,6 +62,10 @@ async fn kubectl_get_nodes_shows_every_node_ready_through_the_vip() {
             .unwrap();
     }
     let client = wait_configured(cp, &credentials).await;
+    // No Kubernetes API before etcd is bootstrapped.
+    assert!(tokio::net::TcpStream::connect("127.0.2.10:6443")
+        .await
+        .is_err());
     wait_for("bootstrap", Duration::from_secs(10), || async {
         client.bootstrap().await.ok()
     })

@@ -258,6 +258,18 @@ async fn faults_hang_reject_and_slow_down_nodes() {
     assert!(started.elapsed() < Duration::from_secs(10));
     fleet.clear_faults(hanging).unwrap();
     wait_state(hanging, &credentials, NodeState::Maintenance).await;
+    fleet.inject(hanging, Fault::DropConnections).unwrap();
+    wait_for(
+        "connections to be dropped",
+        Duration::from_secs(5),
+        || async {
+            let state = castle::talos::client::probe(hanging, &credentials, &options()).await;
+            matches!(state, NodeState::Unreachable { .. }).then_some(())
+        },
+    )
+    .await;
+    fleet.clear_faults(hanging).unwrap();
+    wait_state(hanging, &credentials, NodeState::Maintenance).await;
 
     // The v1.11 node refuses documents that only exist from v1.12 on.
     let client = wait_for("maintenance API", Duration::from_secs(5), || async {

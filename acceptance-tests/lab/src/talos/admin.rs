@@ -11,7 +11,8 @@
 //! | `POST /nodes/{addr}/faults` `{"kind": …}` | injects a fault, see below | 204, 404, 400 |
 //! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
 //!
-//! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `reject_next_config`
+//! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `drop_connections` (TCP
+//! accepted and closed at once), `reject_next_config`
 //! (optional `"reason"`; the next ApplyConfiguration answers InvalidArgument), `slow_reboot`
 //! (`"delay_ms"`, replaces install and reboot delays before time scaling), `foreign_cluster`
 //! (the node runs with another cluster's OS CA and rejects our client certificates),
@@ -45,7 +46,7 @@ pub struct AddNode {
 /// Body of `POST /nodes/{addr}/faults`.
 #[derive(Debug, Deserialize)]
 pub struct FaultRequest {
-    /// `never_answer`, `reject_next_config`, `slow_reboot`, `foreign_cluster` or
+    /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster` or
     /// `lose_etcd_member`.
     pub kind: String,
     /// Reason given by `reject_next_config`.
@@ -58,6 +59,7 @@ impl FaultRequest {
     fn to_fault(&self) -> Result<Fault, String> {
         Ok(match self.kind.as_str() {
             "never_answer" => Fault::NeverAnswer,
+            "drop_connections" => Fault::DropConnections,
             "reject_next_config" => Fault::RejectNextConfig(
                 self.reason
                     .clone()

@@ -83,6 +83,8 @@ pub enum FleetError {
 pub struct Faults {
     /// Accept TCP connections and never answer (not even the TLS handshake).
     pub never_answer: bool,
+    /// Accept TCP connections and close them at once.
+    pub drop_connections: bool,
     /// The next ApplyConfiguration answers InvalidArgument with this reason.
     pub reject_next_config: Option<String>,
     /// Replaces install and reboot delays (before time scaling).
@@ -99,6 +101,8 @@ fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S
 pub enum Fault {
     /// See [`Faults::never_answer`].
     NeverAnswer,
+    /// See [`Faults::drop_connections`].
+    DropConnections,
     /// See [`Faults::reject_next_config`].
     RejectNextConfig(String),
     /// See [`Faults::slow_reboot`].
@@ -333,6 +337,10 @@ impl Fleet {
         match fault {
             Fault::NeverAnswer => {
                 node.faults.never_answer = true;
+                node.wake.send_modify(|g| *g += 1);
+            }
+            Fault::DropConnections => {
+                node.faults.drop_connections = true;
                 node.wake.send_modify(|g| *g += 1);
             }
             Fault::RejectNextConfig(reason) => node.faults.reject_next_config = Some(reason),

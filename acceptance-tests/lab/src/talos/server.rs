@@ -31,6 +31,8 @@ enum Plan {
     Down(Option<Instant>),
     /// Accept TCP, never answer.
     Hang,
+    /// Accept TCP, close at once.
+    Drop,
     /// Serve the API with this TLS config.
     Serve(Arc<ServerConfig>, Mode),
 }
@@ -44,6 +46,9 @@ fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
     };
     if node.faults.never_answer {
         return Plan::Hang;
+    }
+    if node.faults.drop_connections {
+        return Plan::Drop;
     }
     match node.phase {
         Phase::Rebooting { until, .. } => Plan::Down(Some(until)),
@@ -141,7 +146,8 @@ pub(crate) async fn node_loop(
                 }
             }
         };
-        match plan(&fleet, address) {
+        let plan = plan(&fleet, address);
+        match plan {
             Plan::Gone => return,
             Plan::Down(until) => {
                 let sleep = async {
@@ -155,11 +161,12 @@ pub(crate) async fn node_loop(
                     _ = woken => {}
                 }
             }
-            Plan::Hang => {
+            Plan::Hang | Plan::Drop => {
+                let keep = matches!(plan, Plan::Hang);
                 let Some(listener) = bind(SocketAddr::new(address, port)).await else {
                     continue;
                 };
-                hang(listener, woken).await;
+                hang(listener, keep, woken).await;
             }
             Plan::Serve(tls, mode) => {
                 let Some(listener) = bind(SocketAddr::new(address, port)).await else {
@@ -192,13 +199,14 @@ async fn bind(addr: SocketAddr) -> Option<TcpListener> {
     None
 }
 
-async fn hang(listener: TcpListener, stop: impl Future<Output = ()>) {
+/// Accepts connections and holds them unanswered (`keep`) or closes them at once.
+async fn hang(listener: TcpListener, keep: bool, stop: impl Future<Output = ()>) {
     let mut held = Vec::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            Ok((tcp, _)) = listener.accept() => held.push(tcp),
+            Ok((tcp, _)) = listener.accept() => if keep { held.push(tcp) },
         }
     }
 }
