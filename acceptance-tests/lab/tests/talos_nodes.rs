@@ -195,6 +195,13 @@ async fn a_node_of_another_cluster_is_told_apart_from_ours() {
     let other = SampleCluster::generate("lab-other", ip("127.0.1.20")).unwrap();
     let state = castle::talos::client::probe(ours, &other.credentials().unwrap(), &options()).await;
     assert_eq!(state, NodeState::ForeignCluster);
+
+    // The node's certificate checks out but it refuses our client certificate (the alert only
+    // arrives after the TLS 1.3 handshake): still told apart as another cluster.
+    let mut mixed = other.credentials().unwrap();
+    mixed.ca_pem = credentials.ca_pem.clone();
+    let state = castle::talos::client::probe(ours, &mixed, &options()).await;
+    assert_eq!(state, NodeState::ForeignCluster);
     fleet.shutdown();
 }
 

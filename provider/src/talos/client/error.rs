@@ -123,7 +123,8 @@ impl TalosError {
 /// tonic and hyper wrap the TLS failure in several layers (transport error, hyper error,
 /// `io::Error`), and a server's alert only surfaces on the first read after a TLS 1.3 handshake,
 /// so the rustls error can sit at any depth. The text fallback covers layers that keep only a
-/// message.
+/// message: h2 wraps the `io::Error` without exposing it as a source, so a server's alert
+/// (rustls sends `DecryptError` or `UnknownCA`, Go `bad certificate`) is only visible as text.
 fn chain_has_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -147,6 +148,8 @@ fn chain_has_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
             "BadSignature",
             "unknown ca",
             "bad certificate",
+            "fatal alert: DecryptError",
+            "fatal alert: CertificateUnknown",
         ]
         .iter()
         .any(|needle| text.contains(needle))

@@ -71,9 +71,7 @@ pub async fn probe(
             talos_version: version.version.map(|v| v.tag).unwrap_or_default(),
         },
         Ok(Err(e)) if e.class() == ErrorClass::ForeignCluster => NodeState::ForeignCluster,
-        Ok(Err(e)) => NodeState::Unreachable {
-            reason: e.to_string(),
-        },
+        Ok(Err(e)) => NodeState::Unreachable { reason: chain(&e) },
         Err(_) => NodeState::Unreachable {
             reason: "mTLS probe timed out".into(),
         },
