@@ -102,6 +102,12 @@ impl TalosError {
         }
     }
 
+    /// The error with all its causes on one line, for diagnostics ("… transport error:
+    /// connection refused").
+    pub fn describe(&self) -> String {
+        crate::talos::client::probe::chain(self)
+    }
+
     /// Whether a retry may succeed.
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable
