@@ -3,4 +3,5 @@
 
 pub mod infisical;
 pub mod kubernetes;
+pub mod pki;
 pub mod talos;

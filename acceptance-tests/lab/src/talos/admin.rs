@@ -1,0 +1,161 @@
+//! Admin HTTP API of the fleet, for test harnesses (the Python acceptance tests drive it).
+//!
+//! Plain HTTP with JSON bodies, meant for a loopback address only:
+//!
+//! | request | effect | answer |
+//! | --- | --- | --- |
+//! | `GET /nodes` | state of every node | 200, array of [`NodeSummary`] |
+//! | `GET /nodes/{addr}` | state of one node | 200 [`NodeSummary`], 404 |
+//! | `POST /nodes` `{"address": "127.0.0.211", "talos_version": "v1.12.0"}` | adds a node in maintenance mode (`talos_version` optional) | 201 [`NodeSummary`], 409 if present, 400 for a bad version |
+//! | `DELETE /nodes/{addr}` | removes the node (powered off for good) | 204, 404 |
+//! | `POST /nodes/{addr}/faults` `{"kind": …}` | injects a fault, see below | 204, 404, 400 |
+//! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
+//!
+//! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `drop_connections` (TCP
+//! accepted and closed at once), `reject_next_config`
+//! (optional `"reason"`; the next ApplyConfiguration answers InvalidArgument), `slow_reboot`
+//! (`"delay_ms"`, replaces install and reboot delays before time scaling), `foreign_cluster`
+//! (the node runs with another cluster's OS CA and rejects our client certificates),
+//! `lose_etcd_member` (the node's member disappears from its cluster's etcd).
+//!
+//! Errors are `{"error": "<message>"}`.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::fleet::{Fault, Fleet, FleetError, NodeSummary};
+
+/// Body of `POST /nodes`.
+#[derive(Debug, Deserialize)]
+pub struct AddNode {
+    /// Node address (its Talos API listens on port 50000 there).
+    pub address: IpAddr,
+    /// Talos version the node runs; the fleet's default when absent.
+    pub talos_version: Option<String>,
+}
+
+/// Body of `POST /nodes/{addr}/faults`.
+#[derive(Debug, Deserialize)]
+pub struct FaultRequest {
+    /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster` or
+    /// `lose_etcd_member`.
+    pub kind: String,
+    /// Reason given by `reject_next_config`.
+    pub reason: Option<String>,
+    /// Delay of `slow_reboot`, in milliseconds.
+    pub delay_ms: Option<u64>,
+}
+
+impl FaultRequest {
+    fn to_fault(&self) -> Result<Fault, String> {
+        Ok(match self.kind.as_str() {
+            "never_answer" => Fault::NeverAnswer,
+            "drop_connections" => Fault::DropConnections,
+            "reject_next_config" => Fault::RejectNextConfig(
+                self.reason
+                    .clone()
+                    .unwrap_or_else(|| "configuration rejected by castle-lab".into()),
+            ),
+            "slow_reboot" => Fault::SlowReboot(Duration::from_millis(
+                self.delay_ms.ok_or("slow_reboot needs delay_ms")?,
+            )),
+            "foreign_cluster" => Fault::ForeignCluster,
+            "lose_etcd_member" => Fault::LoseEtcdMember,
+            other => return Err(format!("unknown fault kind {other:?}")),
+        })
+    }
+}
+
+fn error(code: StatusCode, message: impl std::fmt::Display) -> Response {
+    (code, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn fleet_error(e: FleetError) -> Response {
+    let code = match e {
+        FleetError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+        FleetError::NodeExists(_) => StatusCode::CONFLICT,
+        FleetError::UnsupportedVersion(_) | FleetError::Fault(_) => StatusCode::BAD_REQUEST,
+        FleetError::Pki(_) | FleetError::Poisoned => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, e)
+}
+
+fn summary(fleet: &Fleet, address: IpAddr) -> Option<NodeSummary> {
+    fleet.summaries().into_iter().find(|s| s.address == address)
+}
+
+/// The admin routes over a fleet.
+pub fn router(fleet: Fleet) -> Router<()> {
+    Router::new()
+        .route("/nodes", get(list).post(add))
+        .route("/nodes/:address", get(one).delete(remove))
+        .route("/nodes/:address/faults", post(inject).delete(clear))
+        .with_state(fleet)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    fleet: Fleet,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(fleet))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn list(State(fleet): State<Fleet>) -> Response {
+    Json(fleet.summaries()).into_response()
+}
+
+async fn one(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match summary(&fleet, address) {
+        Some(s) => Json(s).into_response(),
+        None => fleet_error(FleetError::NoSuchNode(address)),
+    }
+}
+
+async fn add(State(fleet): State<Fleet>, Json(body): Json<AddNode>) -> Response {
+    match fleet.add_node(body.address, body.talos_version.as_deref()) {
+        Ok(()) => (StatusCode::CREATED, Json(summary(&fleet, body.address))).into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+async fn remove(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match fleet.remove_node(address) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+async fn inject(
+    State(fleet): State<Fleet>,
+    Path(address): Path<IpAddr>,
+    Json(body): Json<FaultRequest>,
+) -> Response {
+    let fault = match body.to_fault() {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match fleet.inject(address, fault) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+async fn clear(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match fleet.clear_faults(address) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fleet_error(e),
+    }
+}

@@ -1,0 +1,300 @@
+//! Reading an applied machine config the way a node would: schema of its Talos version, then
+//! the few fields the emulator acts on.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Schemas embedded at build time: the node checks configs without touching the filesystem.
+const SCHEMAS: [(&str, &str); 4] = [
+    (
+        "v1.10",
+        include_str!("../../../../provider/schemas/talos/v1.10/config.schema.json"),
+    ),
+    (
+        "v1.11",
+        include_str!("../../../../provider/schemas/talos/v1.11/config.schema.json"),
+    ),
+    (
+        "v1.12",
+        include_str!("../../../../provider/schemas/talos/v1.12/config.schema.json"),
+    ),
+    (
+        "v1.13",
+        include_str!("../../../../provider/schemas/talos/v1.13/config.schema.json"),
+    ),
+];
+
+/// Role of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineType {
+    /// Runs etcd and the Kubernetes control plane.
+    Controlplane,
+    /// Runs workloads only.
+    Worker,
+}
+
+/// What the emulator keeps of an applied config.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    /// `machine.type`.
+    pub machine_type: MachineType,
+    /// Hostname from a `HostnameConfig` document or `machine.network.hostname`.
+    pub hostname: Option<String>,
+    /// OS CA certificate PEM (`machine.ca.crt`).
+    pub os_ca_crt: String,
+    /// OS CA key PEM (`machine.ca.key`), control planes only.
+    pub os_ca_key: Option<String>,
+    /// `cluster.id`, which keys the emulated cluster (etcd, Kubernetes API).
+    pub cluster_id: String,
+    /// `cluster.clusterName`.
+    pub cluster_name: String,
+    /// `cluster.controlPlane.endpoint`.
+    pub endpoint: String,
+    /// Kubernetes CA certificate PEM (`cluster.ca.crt`).
+    pub k8s_ca_crt: Option<String>,
+    /// Kubernetes CA key PEM (`cluster.ca.key`).
+    pub k8s_ca_key: Option<String>,
+    /// The shared VIP (v1alpha1 interfaces or a `Layer2VIPConfig`).
+    pub vip: Option<IpAddr>,
+    /// Tag of the kubelet image, e.g. `v1.32.0`.
+    pub kubelet_version: String,
+}
+
+/// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
+pub fn version_line(talos_version: &str) -> Option<&'static str> {
+    let mut parts = talos_version.trim_start_matches('v').split('.');
+    let line = format!("v{}.{}", parts.next()?, parts.next()?);
+    SCHEMAS.iter().map(|(v, _)| *v).find(|v| *v == line)
+}
+
+type Validators = HashMap<(String, String), Arc<jsonschema::Validator>>;
+
+/// A validator for one `$defs` entry of a version's schema, compiled once.
+fn validator(line: &str, def: &str) -> Result<Arc<jsonschema::Validator>, String> {
+    static CACHE: OnceLock<Mutex<Validators>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (line.to_string(), def.to_string());
+    if let Some(v) = cache.lock().map_err(|e| e.to_string())?.get(&key) {
+        return Ok(v.clone());
+    }
+    let text = SCHEMAS
+        .iter()
+        .find(|(v, _)| *v == line)
+        .ok_or("unknown schema")?
+        .1;
+    let mut schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    // Validate against the one document type, not the root `oneOf`, so that the reason names
+    // the offending key instead of "not valid under any of the schemas".
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("oneOf");
+        obj.insert("$ref".into(), Value::String(format!("#/$defs/{def}")));
+    }
+    let compiled = Arc::new(jsonschema::validator_for(&schema).map_err(|e| e.to_string())?);
+    cache
+        .lock()
+        .map_err(|e| e.to_string())?
+        .insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+/// The `$defs` name of a document's type in a version's schema.
+fn definition_for(line: &str, doc: &Value) -> Result<String, String> {
+    if doc.get("version").is_some() && doc.get("kind").is_none() {
+        return Ok("v1alpha1.Config".into());
+    }
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("document has no kind")?;
+    let text = SCHEMAS
+        .iter()
+        .find(|(v, _)| *v == line)
+        .ok_or("unknown schema")?
+        .1;
+    let schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let defs = schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .ok_or("schema has no $defs")?;
+    defs.iter()
+        .find(|(_, d)| {
+            d.pointer("/properties/kind/enum")
+                .and_then(Value::as_array)
+                .is_some_and(|e| e.iter().any(|k| k == kind))
+        })
+        .map(|(name, _)| name.clone())
+        .ok_or_else(|| format!("unknown document kind {kind:?} for Talos {line}"))
+}
+
+fn b64_pem(value: Option<&Value>) -> Option<String> {
+    let text = value?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Parses and checks a multi-document config for a node running `talos_version`.
+/// The error is the reason a real node would give with `InvalidArgument`.
+pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> {
+    let line = version_line(talos_version)
+        .ok_or_else(|| format!("no schema for Talos version {talos_version}"))?;
+    let text = std::str::from_utf8(yaml).map_err(|_| "config is not UTF-8".to_string())?;
+    let mut docs = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(de)
+            .map_err(|e| format!("failed to parse config: {e}"))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        let def = definition_for(line, doc)?;
+        let validator = validator(line, &def)?;
+        let errors: Vec<String> = validator
+            .iter_errors(doc)
+            .map(|e| format!("{} at {:?}", e, e.instance_path.to_string()))
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!(
+                "document {i} ({def}) is invalid for Talos {line}: {}",
+                errors.join("; ")
+            ));
+        }
+    }
+    let main = docs
+        .iter()
+        .find(|d| d.get("version").is_some() && d.get("kind").is_none())
+        .ok_or("config has no v1alpha1 document")?;
+    let machine_type = match main.pointer("/machine/type").and_then(Value::as_str) {
+        Some("controlplane") => MachineType::Controlplane,
+        Some("worker") => MachineType::Worker,
+        other => {
+            return Err(format!(
+                "machine.type must be controlplane or worker, got {other:?}"
+            ))
+        }
+    };
+    let os_ca_crt = b64_pem(main.pointer("/machine/ca/crt")).ok_or("machine.ca.crt is missing")?;
+    let os_ca_key = b64_pem(main.pointer("/machine/ca/key"));
+    if machine_type == MachineType::Controlplane && os_ca_key.is_none() {
+        return Err("machine.ca.key is required on a control plane".into());
+    }
+    crate::pki::certificate_der(&os_ca_crt).map_err(|e| format!("machine.ca.crt: {e}"))?;
+    if let Some(key) = &os_ca_key {
+        crate::pki::key_pair(key).map_err(|e| format!("machine.ca.key: {e}"))?;
+    }
+    let str_at = |p: &str| main.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let endpoint = str_at("/cluster/controlPlane/endpoint")
+        .ok_or("cluster.controlPlane.endpoint is missing")?;
+    let cluster_name = str_at("/cluster/clusterName").unwrap_or_default();
+    let cluster_id = str_at("/cluster/id").unwrap_or_else(|| format!("{cluster_name}@{endpoint}"));
+    let kind_doc = |kind: &str| {
+        docs.iter()
+            .find(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
+    };
+    let hostname = kind_doc("HostnameConfig")
+        .and_then(|d| {
+            d.get("hostname")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| str_at("/machine/network/hostname"));
+    let vip_v1alpha1 = main
+        .pointer("/machine/network/interfaces")
+        .and_then(Value::as_array)
+        .and_then(|ifs| {
+            ifs.iter()
+                .find_map(|i| i.pointer("/vip/ip").and_then(Value::as_str))
+        });
+    let vip_doc = kind_doc("Layer2VIPConfig").and_then(|d| d.get("name").and_then(Value::as_str));
+    let vip = vip_doc
+        .or(vip_v1alpha1)
+        .map(|v| {
+            v.parse::<IpAddr>()
+                .map_err(|_| format!("VIP {v:?} is not an IP address"))
+        })
+        .transpose()?;
+    let kubelet_version = str_at("/machine/kubelet/image")
+        .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+        .unwrap_or_else(|| "v1.32.0".into());
+    Ok(MachineConfig {
+        machine_type,
+        hostname,
+        os_ca_crt,
+        os_ca_key,
+        cluster_id,
+        cluster_name,
+        endpoint,
+        k8s_ca_crt: b64_pem(main.pointer("/cluster/ca/crt")),
+        k8s_ca_key: b64_pem(main.pointer("/cluster/ca/key")),
+        vip,
+        kubelet_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talos::sample::SampleCluster;
+
+    fn cluster() -> SampleCluster {
+        SampleCluster::generate("unit", "10.0.0.5".parse().unwrap()).unwrap()
+    }
+
+    fn main_doc(yaml: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(yaml.split("---\n").next().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_v1_12_config_yields_vip_hostname_and_kubelet_version() {
+        let config = parse(cluster().config(true, "cp-1").as_bytes(), "v1.12.1").unwrap();
+        assert_eq!(config.machine_type, MachineType::Controlplane);
+        assert_eq!(config.hostname.as_deref(), Some("cp-1"));
+        assert_eq!(config.vip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(config.kubelet_version, "v1.32.3");
+        assert!(config.os_ca_key.is_some() && config.k8s_ca_key.is_some());
+    }
+
+    #[test]
+    fn a_v1_10_config_carries_its_vip_on_an_interface() {
+        let mut doc = main_doc(&cluster().config(true, "cp-1"));
+        doc["machine"]["network"] = serde_yaml::from_str(
+            "hostname: old-style\ninterfaces:\n  - interface: eth0\n    vip:\n      ip: 10.0.0.9\n",
+        )
+        .unwrap();
+        let yaml = serde_yaml::to_string(&doc).unwrap();
+        let config = parse(yaml.as_bytes(), "v1.10.7").unwrap();
+        assert_eq!(config.vip, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(config.hostname.as_deref(), Some("old-style"));
+    }
+
+    #[test]
+    fn documents_unknown_to_the_node_version_are_rejected() {
+        // Layer2VIPConfig only exists from v1.12 on.
+        let err = parse(cluster().config(true, "cp-1").as_bytes(), "v1.10.7").unwrap_err();
+        assert!(
+            err.contains("HostnameConfig") || err.contains("Layer2VIPConfig"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_control_plane_without_the_os_ca_key_is_rejected_but_a_worker_is_fine() {
+        let sample = cluster();
+        assert!(parse(sample.config(false, "w-1").as_bytes(), "v1.12.0").is_ok());
+        let mut doc = main_doc(&sample.config(true, "cp-1"));
+        doc["machine"]["ca"].as_mapping_mut().unwrap().remove("key");
+        let err = parse(serde_yaml::to_string(&doc).unwrap().as_bytes(), "v1.12.0").unwrap_err();
+        assert!(err.contains("machine.ca.key"), "{err}");
+        doc["machine"]["ca"].as_mapping_mut().unwrap().remove("crt");
+        doc["machine"]["type"] = "worker".into();
+        let err = parse(serde_yaml::to_string(&doc).unwrap().as_bytes(), "v1.12.0").unwrap_err();
+        assert!(err.contains("machine.ca.crt"), "{err}");
+    }
+}

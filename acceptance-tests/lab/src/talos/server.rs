@@ -1,0 +1,260 @@
+//! Serving one node: the task that follows the node's state, binds and closes its listener,
+//! and runs the gRPC services over the TLS of the current mode.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use castle::talos::proto::machine::machine_service_server::MachineServiceServer;
+use castle::talos::proto::storage::storage_service_server::StorageServiceServer;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::config::MachineType;
+use super::fleet::{Fleet, Phase};
+use super::service::{Mode, NodeApi, Peer};
+use crate::pki::{self, Ca};
+
+/// Talos allows 32 MiB messages.
+const MAX_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// What the node's task must do now.
+enum Plan {
+    /// The node was removed.
+    Gone,
+    /// Nothing listens until then (rebooting), or until woken.
+    Down(Option<Instant>),
+    /// Accept TCP, never answer.
+    Hang,
+    /// Accept TCP, close at once.
+    Drop,
+    /// Serve the API with this TLS config.
+    Serve(Arc<ServerConfig>, Mode),
+}
+
+fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
+    let Ok(state) = fleet.lock() else {
+        return Plan::Gone;
+    };
+    let Some(node) = state.nodes.get(&address) else {
+        return Plan::Gone;
+    };
+    if node.faults.never_answer {
+        return Plan::Hang;
+    }
+    if node.faults.drop_connections {
+        return Plan::Drop;
+    }
+    match node.phase {
+        Phase::Rebooting { until, .. } => Plan::Down(Some(until)),
+        Phase::Maintenance => match maintenance_tls(address) {
+            Ok(tls) => Plan::Serve(tls, Mode::Maintenance),
+            Err(_) => Plan::Down(None),
+        },
+        Phase::Running { .. } => {
+            let Some(config) = node.config.as_ref() else {
+                return Plan::Down(None);
+            };
+            // A worker has no OS CA key; like a real one, it gets its certificate from a
+            // control plane of its cluster (trustd), and cannot serve without one.
+            let ca_key = config.os_ca_key.clone().or_else(|| {
+                state.nodes.values().find_map(|n| {
+                    let c = n.config.as_ref()?;
+                    (c.cluster_id == config.cluster_id
+                        && c.machine_type == MachineType::Controlplane
+                        && c.os_ca_crt == config.os_ca_crt)
+                        .then(|| c.os_ca_key.clone())
+                        .flatten()
+                })
+            });
+            let Some(ca_key) = ca_key else {
+                return Plan::Down(Some(Instant::now() + Duration::from_millis(200)));
+            };
+            match mtls(address, &config.os_ca_crt, &ca_key) {
+                Ok(tls) => Plan::Serve(tls, Mode::Configured),
+                Err(_) => Plan::Down(None),
+            }
+        }
+    }
+}
+
+fn maintenance_tls(address: IpAddr) -> Result<Arc<ServerConfig>, pki::PkiError> {
+    let (cert, key) = pki::self_signed_server(address)?;
+    let mut config = ServerConfig::builder_with_provider(pki::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|_| pki::PkiError::Sec1)?
+        .with_no_client_auth()
+        .with_single_cert(vec![pki::certificate_der(&cert)?], pki::rustls_key(&key)?)
+        .map_err(|_| pki::PkiError::MissingPem("server key"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn mtls(address: IpAddr, ca_crt: &str, ca_key: &str) -> Result<Arc<ServerConfig>, pki::PkiError> {
+    let ca = Ca::from_pem(ca_crt, ca_key)?;
+    let (cert, key) = ca.issue(
+        &format!("apid-{address}"),
+        &[],
+        &[address],
+        &rcgen::PKCS_ED25519,
+    )?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pki::certificate_der(ca_crt)?)
+        .map_err(|_| pki::PkiError::MissingPem("OS CA"))?;
+    // Client certificates are required and must chain to the OS CA: anything else fails the
+    // handshake, which is how a node of another cluster turns our talosconfig away.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), pki::provider())
+        .build()
+        .map_err(|_| pki::PkiError::MissingPem("OS CA"))?;
+    let mut config = ServerConfig::builder_with_provider(pki::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|_| pki::PkiError::Sec1)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki::certificate_der(&cert)?], pki::rustls_key(&key)?)
+        .map_err(|_| pki::PkiError::MissingPem("server key"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The task of one node: serves what [`plan`] says until the node is woken (state change),
+/// removed, or the fleet shuts down.
+pub(crate) async fn node_loop(
+    fleet: Fleet,
+    address: IpAddr,
+    mut wake: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let port = fleet.options().talos_port;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        wake.borrow_and_update();
+        let woken = {
+            let mut wake = wake.clone();
+            let mut shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        };
+        let plan = plan(&fleet, address);
+        match plan {
+            Plan::Gone => return,
+            Plan::Down(until) => {
+                let sleep = async {
+                    match until {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = sleep => fleet.finish_reboot(address),
+                    _ = woken => {}
+                }
+            }
+            Plan::Hang | Plan::Drop => {
+                let keep = matches!(plan, Plan::Hang);
+                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                    continue;
+                };
+                hang(listener, keep, woken).await;
+            }
+            Plan::Serve(tls, mode) => {
+                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                    continue;
+                };
+                let api = NodeApi {
+                    fleet: fleet.clone(),
+                    address,
+                    mode,
+                };
+                serve(listener, tls, api, woken).await;
+            }
+        }
+        // Leave the loop promptly once the fleet stops.
+        if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
+            return;
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Option<TcpListener> {
+    // The previous listener of this address was just dropped; a retry covers a slow close.
+    for _ in 0..20 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return Some(l);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(%addr, "unable to bind the Talos API address");
+    None
+}
+
+/// Accepts connections and holds them unanswered (`keep`) or closes them at once.
+async fn hang(listener: TcpListener, keep: bool, stop: impl Future<Output = ()>) {
+    let mut held = Vec::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Ok((tcp, _)) = listener.accept() => if keep { held.push(tcp) },
+        }
+    }
+}
+
+/// Serves the node's gRPC services over TLS on `listener` until `stop`. Open connections are
+/// dropped with it: a rebooting node does not keep serving its old self.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    api: NodeApi,
+    stop: impl Future<Output = ()>,
+) {
+    let routes = tonic::service::Routes::new(
+        MachineServiceServer::new(api.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        StorageServiceServer::new(api)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .into_axum_router();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let acceptor = acceptor.clone();
+        let routes = routes.clone();
+        connections.spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let peer = Peer::from_certificates(stream.get_ref().1.peer_certificates());
+            let app = routes.layer(axum::Extension(peer));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .http2_only()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
