@@ -62,3 +62,62 @@ class InfisicalLab(object):
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class TalosLab(object):
+    """`castle-lab talos`: emulated Talos nodes (and the Kubernetes API behind the VIP)."""
+
+    def __init__(self, addresses, admin='127.0.0.1:0', time_scale=0.3, talos_version=None):
+        import socket
+        host, port = admin.split(':')
+        if port == '0':
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = str(s.getsockname()[1])
+        self.admin = 'http://%s:%s' % (host, port)
+        args = [lab_binary(), 'talos', '--nodes', ','.join(addresses), '--admin', '%s:%s' % (host, port),
+                '--time-scale', str(time_scale)]
+        if talos_version:
+            args += ['--talos-version', talos_version]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._wait_ready()
+
+    def _wait_ready(self):
+        import time
+        for _ in range(100):
+            try:
+                self.nodes()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError('castle-lab talos exited: ' + self.proc.stderr.read())
+                time.sleep(0.05)
+        raise RuntimeError('castle-lab talos did not start')
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.admin + path, data=data, method=method,
+                                     headers={'Content-Type': 'application/json'})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            text = resp.read().decode()
+        return json.loads(text) if text else None
+
+    def nodes(self):
+        """address -> summary (state, hostname, cluster_id, etcd_members, ...)."""
+        return {n['address']: n for n in self._call('GET', '/nodes')}
+
+    def fault(self, address, kind, **extra):
+        self._call('POST', '/nodes/%s/faults' % address, dict(kind=kind, **extra))
+
+    def clear_faults(self, address):
+        self._call('DELETE', '/nodes/%s/faults' % address)
+
+    def add_node(self, address):
+        self._call('POST', '/nodes', {'address': address})
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

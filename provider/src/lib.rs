@@ -7,6 +7,7 @@
 //!   (no network, no async runtime).
 
 pub mod infisical;
+pub mod kubernetes;
 pub mod logging;
 pub mod provider;
 pub mod proxmox;

@@ -13,11 +13,13 @@ use crate::provider::ProviderData;
 pub mod diag;
 pub mod kubeconfig_secret;
 pub mod proxmox_vm;
+pub mod talos_cluster;
 pub mod timeouts;
 
 /// Every resource of the provider, by name without the `castle_` prefix.
 pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>> {
     let mut resources: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
+    resources.insert("talos_cluster".into(), Box::new(talos_cluster::TalosClusterResource));
     resources.insert("proxmox_vm".into(), Box::new(proxmox_vm::ProxmoxVmResource::new(data.clone())));
     resources.insert(
         "kubeconfig_secret".into(),

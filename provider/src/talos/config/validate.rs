@@ -198,7 +198,7 @@ fn check_control_plane_count(spec: &ClusterSpec, issues: &mut Issues) {
             vec![attr("nodes")],
             format!("Even number of control-plane nodes ({count})"),
             format!(
-                "etcd needs a majority of its members to work, so {count} control planes survive \
+                "etcd needs a quorum (a majority of its members) to work, so {count} control planes survive \
                  the loss of only {survive} node(s), no more than {} would. An odd count is \
                  better: 3 nodes survive one loss, while 2 nodes survive none.",
                 count - 1

@@ -1,0 +1,147 @@
+"""castle_talos_cluster through real Terraform against the Talos node emulator."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from harness.lab import TalosLab
+
+pytestmark = pytest.mark.acceptance
+
+PREFIX = '127.0.4.'
+VIP = PREFIX + '10'
+NODES = {'cp-1': 11, 'cp-2': 12, 'cp-3': 13, 'w-1': 21, 'w-2': 22}
+
+
+def addresses(nodes=NODES):
+    return [PREFIX + str(n) for n in nodes.values()]
+
+
+def cluster_hcl(nodes=NODES, extra=''):
+    entries = '\n'.join('  node "%s" {\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
+        name, PREFIX, host, 'controlplane' if name.startswith('cp') else 'worker') for name, host in nodes.items())
+    return '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {}
+
+resource "castle_talos_cluster" "home" {
+  name               = "home"
+  vip                = "%s"
+  talos_version      = "v1.12.0"
+  kubernetes_version = "v1.33.2"
+  gateway            = "%s1"
+  nameservers        = ["%s1"]
+  extensions         = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]
+%s
+  %s
+}
+
+output "kubeconfig" {
+  value     = castle_talos_cluster.home.kubeconfig
+  sensitive = true
+}
+''' % (VIP, PREFIX, PREFIX, entries, extra)
+
+
+@pytest.fixture
+def talos():
+    lab = TalosLab(addresses() + [PREFIX + '23'])
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def kubectl(tmp_path, kubeconfig, *args):
+    path = tmp_path / 'kubeconfig'
+    path.write_text(kubeconfig)
+    os.chmod(path, 0o600)
+    return subprocess.run(['/usr/bin/kubectl', '--kubeconfig', str(path), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_five_nodes_become_a_healthy_ha_cluster_that_kubectl_sees(tf, talos, tmp_path):
+    t = tf()
+    t.write(cluster_hcl())
+    t.apply()
+    nodes = talos.nodes()
+    assert {nodes[a]['state'] for a in addresses()} == {'running'}
+    members = {m['hostname'] for m in nodes[PREFIX + '11']['etcd_members']}
+    assert members == {'cp-1', 'cp-2', 'cp-3'}
+    out = kubectl(tmp_path, t.output('kubeconfig'), 'get', 'nodes', '-o', 'wide')
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()[1:]
+    assert sorted(line.split()[0] for line in lines) == sorted(NODES)
+    assert all(line.split()[1] == 'Ready' for line in lines), out.stdout
+    state = t.resources()['castle_talos_cluster.home']
+    assert state['endpoint'] == 'https://%s:6443' % VIP
+    assert 'os:admin' not in state['talosconfig']  # the role lives in the certificate, not in clear text
+    assert set(state['machine_configs']) == set(NODES)
+    t.assert_plan_empty()
+
+    # Destroy puts every node back in maintenance mode, ready to be reused.
+    t.destroy()
+    nodes = talos.nodes()
+    assert {nodes[a]['state'] for a in addresses()} <= {'maintenance', 'booting'}
+
+
+def test_adding_and_removing_a_worker_changes_that_node_only(tf, talos, tmp_path):
+    t = tf()
+    t.write(cluster_hcl())
+    t.apply()
+    bigger = dict(NODES, **{'w-3': 23})
+    t.write(cluster_hcl(bigger))
+    t.apply()
+    out = kubectl(tmp_path, t.output('kubeconfig'), 'get', 'nodes')
+    assert 'w-3' in out.stdout
+    t.write(cluster_hcl())
+    t.apply()
+    assert talos.nodes()[PREFIX + '23']['state'] in ('maintenance', 'booting')
+    out = kubectl(tmp_path, t.output('kubeconfig'), 'get', 'nodes')
+    assert 'w-3' not in out.stdout
+    t.assert_plan_empty()
+
+
+def test_a_node_of_another_cluster_is_named_with_the_remedy(tf, talos):
+    talos.fault(PREFIX + '12', 'foreign_cluster')
+    t = tf()
+    t.write(cluster_hcl())
+    out = t.apply(expect_fail=True)
+    assert 'cp-2' in out and 'another Talos cluster' in out and 'reset' in out
+
+
+def test_a_node_reset_outside_terraform_is_configured_again(tf, talos, tmp_path):
+    t = tf()
+    t.write(cluster_hcl())
+    t.apply()
+    # Reset w-2 behind Terraform's back: it comes back in maintenance mode.
+    from harness.lab import TalosLab  # noqa: F401
+    talos._call('DELETE', '/nodes/%s22' % PREFIX)
+    talos.add_node(PREFIX + '22')
+    changes = t.plan_changes()
+    assert [c['change']['actions'] for c in changes] == [['update']]
+    t.apply()
+    assert talos.nodes()[PREFIX + '22']['state'] == 'running'
+    t.assert_plan_empty()
+
+
+def test_bad_cluster_input_is_a_plan_time_error_naming_the_attribute(tf, talos):
+    t = tf()
+    two_cps = {'cp-1': 11, 'cp-2': 12, 'w-1': 21}
+    t.write(cluster_hcl(two_cps).replace('"v1.12.0"', '"v1.9.0"'))
+    out = t.plan(expect_fail=True)
+    assert 'talos_version' in out
+    t.write(cluster_hcl(two_cps).replace('vip                = "%s"' % VIP, 'vip = "%s11"' % PREFIX))
+    out = t.plan(expect_fail=True)
+    assert 'vip' in out
+    t.write(cluster_hcl(two_cps))
+    out = t.plan()
+    assert 'quorum' in out  # an even number of control planes is a warning that explains why
+    assert all(n['state'] == 'maintenance' for n in talos.nodes().values())

@@ -1,0 +1,192 @@
+//! A small client of the Kubernetes API: what castle needs to judge a cluster healthy
+//! (`/readyz`, the nodes and their Ready condition) and to remove a node. No Terraform types.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything that can go wrong talking to the Kubernetes API.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The client could not be built (bad PEM).
+    #[error("invalid Kubernetes credentials: {0}")]
+    Credentials(String),
+    /// No answer (connection refused, TLS, timeout).
+    #[error("cannot reach the Kubernetes API at {url}: {source}")]
+    Transport {
+        /// What was called.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer other than success.
+    #[error("the Kubernetes API answered {status} to {url}: {message}")]
+    Status {
+        /// What was called.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// `Status.message` or the body.
+        message: String,
+    },
+}
+
+/// How to reach the API: server URL, cluster CA and a client certificate.
+#[derive(Clone)]
+pub struct KubeAccess {
+    /// e.g. `https://10.0.0.10:6443`.
+    pub server: String,
+    /// PEM of the Kubernetes CA.
+    pub ca_pem: String,
+    /// PEM of the client certificate.
+    pub cert_pem: String,
+    /// PEM of its key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeAccess").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+/// A node as castle judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// `metadata.name`.
+    pub name: String,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+}
+
+/// The client.
+#[derive(Debug, Clone)]
+pub struct KubeClient {
+    http: reqwest::Client,
+    server: String,
+}
+
+#[derive(Deserialize)]
+struct NodeList {
+    #[serde(default)]
+    items: Vec<NodeItem>,
+}
+
+#[derive(Deserialize)]
+struct NodeItem {
+    metadata: Metadata,
+    #[serde(default)]
+    status: Option<NodeStatus>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NodeStatus {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+impl KubeClient {
+    /// Builds a client that trusts only the cluster CA and presents the client certificate.
+    pub fn new(access: &KubeAccess) -> Result<Self, KubeError> {
+        let ca = reqwest::Certificate::from_pem(access.ca_pem.as_bytes())
+            .map_err(|e| KubeError::Credentials(format!("cluster CA: {e}")))?;
+        let identity = reqwest::Identity::from_pem(format!("{}\n{}", access.cert_pem, access.key_pem).as_bytes())
+            .map_err(|e| KubeError::Credentials(format!("client certificate: {e}")))?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(identity)
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| KubeError::Credentials(e.to_string()))?;
+        Ok(Self { http, server: access.server.trim_end_matches('/').to_string() })
+    }
+
+    async fn get_text(&self, path: &str) -> Result<String, KubeError> {
+        let url = format!("{}{}", self.server, path);
+        let response = self
+            .http
+            .get(&url)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+        let status = response.status();
+        let body = response.text().await.map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+        if !status.is_success() {
+            return Err(KubeError::Status { url, status: status.as_u16(), message: status_message(&body) });
+        }
+        Ok(body)
+    }
+
+    /// `GET /readyz`: `Ok(())` when the API server says `ok`.
+    pub async fn readyz(&self) -> Result<(), KubeError> {
+        let body = self.get_text("/readyz").await?;
+        if body.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(KubeError::Status { url: format!("{}/readyz", self.server), status: 200, message: body })
+        }
+    }
+
+    /// Every registered node with its Ready condition.
+    pub async fn nodes(&self) -> Result<Vec<NodeHealth>, KubeError> {
+        let body = self.get_text("/api/v1/nodes").await?;
+        let list: NodeList = serde_json::from_str(&body).map_err(|e| KubeError::Status {
+            url: format!("{}/api/v1/nodes", self.server),
+            status: 200,
+            message: format!("not a NodeList: {e}"),
+        })?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|item| NodeHealth {
+                ready: item
+                    .status
+                    .map(|s| s.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True"))
+                    .unwrap_or(false),
+                name: item.metadata.name,
+            })
+            .collect())
+    }
+
+    /// Deletes a node object; one that is already gone is success.
+    pub async fn delete_node(&self, name: &str) -> Result<(), KubeError> {
+        let url = format!("{}/api/v1/nodes/{}", self.server, name);
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+        let status = response.status();
+        if status.is_success() || status.as_u16() == 404 {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(KubeError::Status { url, status: status.as_u16(), message: status_message(&body) })
+    }
+}
+
+/// The `message` of a Kubernetes `Status`, or the body.
+fn status_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}

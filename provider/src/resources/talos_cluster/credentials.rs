@@ -1,0 +1,74 @@
+//! The cluster's client credentials (talosconfig, kubeconfig) and the access they give.
+
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+
+use super::state::{bare_ip, ClusterSecrets};
+use crate::kubernetes::KubeAccess;
+use crate::talos::client::{ConnectOptions, Credentials};
+use crate::talos::cluster::{Access, ClusterNode};
+use crate::talos::config::{control_plane_endpoint, ClusterSpec, Role};
+use crate::talos::pki::{issue_admin_kubeconfig, issue_talosconfig, SecretsBundle};
+
+/// Freshly issued credentials.
+pub struct Issued {
+    /// talosconfig YAML.
+    pub talosconfig: String,
+    /// kubeconfig YAML.
+    pub kubeconfig: String,
+    /// The earlier of the two expiries.
+    pub expires_at: String,
+}
+
+/// Control-plane addresses (talosconfig endpoints) and every node address (its nodes).
+fn talos_addresses(spec: &ClusterSpec) -> (Vec<String>, Vec<String>) {
+    let endpoints = spec.control_planes().map(|(_, n)| bare_ip(&n.address).to_string()).collect();
+    let nodes = spec.nodes.values().map(|n| bare_ip(&n.address).to_string()).collect();
+    (endpoints, nodes)
+}
+
+/// Issues a talosconfig and an admin kubeconfig from the bundle, recording the certificates in
+/// `secrets`.
+pub fn issue(spec: &ClusterSpec, bundle: &SecretsBundle, secrets: &mut ClusterSecrets, now: OffsetDateTime) -> Result<Issued, String> {
+    let (endpoints, nodes) = talos_addresses(spec);
+    let talosconfig = issue_talosconfig(bundle, &spec.name, &endpoints, &nodes, now).map_err(|e| e.to_string())?;
+    let server = control_plane_endpoint(spec).map_err(|e| e.to_string())?;
+    let kubeconfig = issue_admin_kubeconfig(bundle, &spec.name, &server, now).map_err(|e| e.to_string())?;
+    let expires_at = std::cmp::min(&talosconfig.certificate.not_after, &kubeconfig.certificate.not_after).clone();
+    secrets.talos_client = Some(talosconfig.certificate.clone());
+    secrets.kube_client = Some(kubeconfig.certificate.clone());
+    Ok(Issued { talosconfig: talosconfig.yaml, kubeconfig: kubeconfig.yaml, expires_at })
+}
+
+/// What the cluster operations need to reach both APIs.
+pub fn access(spec: &ClusterSpec, bundle: &SecretsBundle, secrets: &ClusterSecrets) -> Result<Access, String> {
+    let talos_client = secrets.talos_client.as_ref().ok_or("no talosconfig certificate in state")?;
+    let kube_client = secrets.kube_client.as_ref().ok_or("no kubeconfig certificate in state")?;
+    Ok(Access {
+        talos: Credentials { ca_pem: bundle.os_ca.crt.clone(), cert_pem: talos_client.crt.clone(), key_pem: talos_client.key.clone() },
+        kube: KubeAccess {
+            server: control_plane_endpoint(spec).map_err(|e| e.to_string())?,
+            ca_pem: bundle.kubernetes_ca.crt.clone(),
+            cert_pem: kube_client.crt.clone(),
+            key_pem: kube_client.key.clone(),
+        },
+        connect: ConnectOptions::default(),
+    })
+}
+
+/// The nodes with their configs, control planes first (in name order).
+pub fn cluster_nodes(spec: &ClusterSpec, configs: &std::collections::BTreeMap<String, String>) -> Result<Vec<ClusterNode>, String> {
+    let mut nodes: Vec<ClusterNode> = spec
+        .nodes
+        .iter()
+        .map(|(name, node)| {
+            let ip: IpAddr = bare_ip(&node.address)
+                .parse()
+                .map_err(|_| format!("nodes[{name:?}].address {:?} is not an IP address", node.address))?;
+            Ok(ClusterNode { name: name.clone(), ip, role: node.role, config: configs.get(name).cloned().unwrap_or_default() })
+        })
+        .collect::<Result<_, String>>()?;
+    nodes.sort_by_key(|n| (n.role != Role::ControlPlane, n.name.clone()));
+    Ok(nodes)
+}

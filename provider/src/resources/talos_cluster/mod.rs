@@ -1,0 +1,403 @@
+//! `castle_talos_cluster`: PKI, machine configs, apply, bootstrap and health of a Talos cluster.
+//!
+//! `schema.rs` is what users write; `state.rs` maps it to the pure config library's spec;
+//! `plan.rs` holds plan-time work; `credentials.rs` the talosconfig and kubeconfig. The work
+//! itself is [`crate::talos::cluster`]: this file only sequences it.
+
+mod credentials;
+mod plan;
+mod schema;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tf_provider::schema::Schema;
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{AttributePath, Diagnostics, Resource};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+pub use state::ClusterState;
+use state::ClusterSecrets;
+
+use crate::resources::diag::unable;
+use crate::resources::timeouts::Operation;
+use crate::talos::client::{probe, NodeState};
+use crate::talos::cluster::{self, ClusterNode};
+use crate::talos::config::{generate_cluster_configs, ClusterSpec};
+use crate::talos::pki::SecretsBundle;
+
+const CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// The resource. It needs no provider configuration: it talks to the nodes directly.
+#[derive(Default)]
+pub struct TalosClusterResource;
+
+fn deadline(state: &ClusterState, operation: Operation, default: Duration) -> Instant {
+    let timeouts = state.timeouts.as_ref_option().cloned().unwrap_or_default();
+    Instant::now() + timeouts.get(operation, default)
+}
+
+fn incomplete(diags: &mut Diagnostics, what: &str) -> Option<ClusterSpec> {
+    diags.root_error(format!("Unable to {what}"), "some arguments are still unknown at apply time");
+    None
+}
+
+/// Sets the values that come out of an apply.
+fn record(state: &mut ClusterState, configs: &BTreeMap<String, String>, issued: Option<credentials::Issued>) {
+    state.machine_configs = plan::configs_value(configs);
+    if let Some(issued) = issued {
+        state.kubeconfig = Value::Value(issued.kubeconfig);
+        state.talosconfig = Value::Value(issued.talosconfig);
+        state.client_certificate_expires_at = Value::Value(issued.expires_at);
+    }
+}
+
+#[async_trait]
+impl Resource for TalosClusterResource {
+    type State<'a> = ClusterState;
+    type PrivateState<'a> = Option<ClusterSecrets>;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some(schema::schema())
+    }
+
+    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
+        if let Value::Value(timeouts) = &config.timeouts {
+            timeouts.validate(diags);
+        }
+        if let Value::Value(nodes) = &config.node {
+            for (name, entry) in nodes {
+                if let Value::Value(entry) = entry {
+                    if let Value::Value(role) = &entry.role {
+                        if role != "controlplane" && role != "worker" {
+                            diags.error(
+                                "Invalid node role",
+                                format!("role {role:?} must be \"controlplane\" or \"worker\"."),
+                                AttributePath::new("node").key(name.clone()).attribute("role"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Value::Value(kind) = &config.disk_encryption {
+            if kind != "nodeID" && kind != "tpm" {
+                diags.error(
+                    "Invalid disk_encryption",
+                    format!("{kind:?} must be \"nodeID\" (key derived from the node) or \"tpm\"."),
+                    AttributePath::new("disk_encryption"),
+                );
+            }
+        }
+        Some(())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        mut state: Self::State<'a>,
+        private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let (Some(secrets), Some(spec)) = (&private_state, state.to_spec()) else {
+            return Some((state, private_state));
+        };
+        let bundle = match secrets.bundle() {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                unable(diags, "read the cluster", e);
+                return None;
+            }
+        };
+        let Ok(access) = credentials::access(&spec, &bundle, secrets) else {
+            return Some((state, private_state));
+        };
+        let nodes = credentials::cluster_nodes(&spec, &BTreeMap::new()).unwrap_or_default();
+        let states = futures::future::join_all(nodes.iter().map(|n| probe(n.ip, &access.talos, &access.connect))).await;
+        // A node found back in maintenance mode (reset or reinstalled outside Terraform) has
+        // lost its config: forget it in state so the plan shows it and apply re-applies it.
+        if let Value::Value(configs) = &mut state.machine_configs {
+            for (node, node_state) in nodes.iter().zip(states) {
+                match node_state {
+                    NodeState::Maintenance => {
+                        tracing::info!(node = %node.name, "node is in maintenance mode: its config will be applied again");
+                        configs.remove(&node.name);
+                    }
+                    NodeState::ForeignCluster => diags.root_warning(
+                        format!("Node {} belongs to another cluster", node.name),
+                        format!("{} ({}) no longer accepts this cluster's certificates.", node.name, node.ip),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Some((state, private_state))
+    }
+
+    async fn plan_create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        proposed_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let mut state = proposed_state;
+        plan::fill_defaults(&mut state);
+        if let Some(spec) = state.to_spec() {
+            plan::check_spec(&spec, None, diags)?;
+        }
+        state.kubeconfig = Value::Unknown;
+        state.talosconfig = Value::Unknown;
+        state.machine_configs = Value::Unknown;
+        state.client_certificate_expires_at = Value::Unknown;
+        Some((state, None))
+    }
+
+    async fn plan_update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        proposed_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        prior_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        let mut state = proposed_state;
+        if state.name.is_value() && state.name != prior_state.name {
+            state.id = Value::Unknown;
+            state.kubeconfig = Value::Unknown;
+            state.talosconfig = Value::Unknown;
+            state.machine_configs = Value::Unknown;
+            state.client_certificate_expires_at = Value::Unknown;
+            if state.endpoint == prior_state.endpoint {
+                state.endpoint = Value::Unknown;
+            }
+            return Some((state, prior_private_state, vec![AttributePath::new("name")]));
+        }
+        if prior_state.endpoint.is_value() && state.endpoint == prior_state.endpoint && prior_state.vip != state.vip {
+            // The endpoint followed the VIP: let it follow again.
+            state.endpoint = Value::Null;
+        }
+        plan::fill_defaults(&mut state);
+        let bundle = prior_private_state.as_ref().and_then(|s| s.bundle().ok());
+        match (state.to_spec(), &bundle) {
+            (Some(spec), Some(bundle)) => {
+                let configs = plan::check_spec(&spec, Some(bundle), diags)?;
+                state.machine_configs = plan::configs_value(&configs);
+                let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p)) != Some(plan::credential_inputs(&spec));
+                let due = prior_private_state.as_ref().map(|s| plan::renewal_due(s, OffsetDateTime::now_utc())).unwrap_or(true);
+                if inputs_changed || due {
+                    state.kubeconfig = Value::Unknown;
+                    state.talosconfig = Value::Unknown;
+                    state.client_certificate_expires_at = Value::Unknown;
+                }
+            }
+            _ => {
+                state.machine_configs = Value::Unknown;
+                state.kubeconfig = Value::Unknown;
+                state.talosconfig = Value::Unknown;
+                state.client_certificate_expires_at = Value::Unknown;
+            }
+        }
+        Some((state, prior_private_state, vec![]))
+    }
+
+    async fn plan_destroy<'a>(
+        &self,
+        _diags: &mut Diagnostics,
+        _prior_state: Self::State<'a>,
+        prior_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::PrivateState<'a>> {
+        Some(prior_private_state)
+    }
+
+    async fn create<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        planned_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        _planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let deadline = deadline(&planned_state, Operation::Create, CREATE_TIMEOUT);
+        let spec = planned_state.to_spec().or_else(|| incomplete(diags, "create the cluster"))?;
+        let name = spec.name.clone();
+        let now = OffsetDateTime::now_utc();
+        // The bundle is generated once, here, and kept in private state from now on.
+        let bundle = match tokio::task::spawn_blocking(move || SecretsBundle::generate(now)).await {
+            Ok(Ok(bundle)) => bundle,
+            Ok(Err(e)) => {
+                unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                return None;
+            }
+            Err(e) => {
+                unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                return None;
+            }
+        };
+        let mut secrets = ClusterSecrets { bundle: serde_json::to_string(&bundle).ok()?, ..Default::default() };
+        let configs = match generate_cluster_configs(&spec, &bundle) {
+            Ok(configs) => configs,
+            Err(e) => {
+                unable(diags, &format!("generate the machine configurations of cluster {name}"), e);
+                return None;
+            }
+        };
+        let issued = match credentials::issue(&spec, &bundle, &mut secrets, now) {
+            Ok(issued) => issued,
+            Err(e) => {
+                unable(diags, &format!("issue the credentials of cluster {name}"), e);
+                return None;
+            }
+        };
+        let mut state = planned_state;
+        record(&mut state, &configs, Some(issued));
+        let result = async {
+            let access = credentials::access(&spec, &bundle, &secrets).map_err(cluster::ClusterError::Credentials)?;
+            let nodes = credentials::cluster_nodes(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            cluster::apply_configs(&nodes, &access, deadline).await?;
+            cluster::wait_configured(&nodes, &access, deadline).await?;
+            let first = nodes.iter().find(|n| n.is_control_plane()).expect("validated: one control plane at least");
+            cluster::bootstrap(first, &access, deadline).await?;
+            cluster::wait_healthy(&nodes, &access, deadline).await
+        }
+        .await;
+        if let Err(e) = result {
+            unable(diags, &format!("create cluster {name}"), &e);
+            // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
+            // all nodes at once). Terraform marks the resource tainted, and the next apply resets
+            // those nodes back to maintenance mode and starts again: nothing to repair by hand.
+            return Some((state, Some(secrets)));
+        }
+        Some((state, Some(secrets)))
+    }
+
+    async fn update<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        planned_state: Self::State<'a>,
+        _config_state: Self::State<'a>,
+        planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
+        let spec = planned_state.to_spec().or_else(|| incomplete(diags, "update the cluster"))?;
+        let Some(mut secrets) = planned_private_state else {
+            diags.root_error("Unable to update the cluster", "its secrets are missing from state; recreate it with terraform apply -replace");
+            return None;
+        };
+        let bundle = match secrets.bundle() {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                unable(diags, "update the cluster", e);
+                return None;
+            }
+        };
+        let configs = match generate_cluster_configs(&spec, &bundle) {
+            Ok(configs) => configs,
+            Err(e) => {
+                unable(diags, "generate the machine configurations", e);
+                return None;
+            }
+        };
+        let mut state = planned_state;
+        let issued = if state.kubeconfig.is_unknown() {
+            match credentials::issue(&spec, &bundle, &mut secrets, OffsetDateTime::now_utc()) {
+                Ok(issued) => Some(issued),
+                Err(e) => {
+                    unable(diags, "renew the cluster credentials", e);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        record(&mut state, &configs, issued);
+        let result = async {
+            let access = credentials::access(&spec, &bundle, &secrets).map_err(cluster::ClusterError::Credentials)?;
+            let nodes = credentials::cluster_nodes(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            // Nodes that left the configuration: out of etcd and Kubernetes, then reset.
+            if let Some(prior_spec) = prior_state.to_spec() {
+                let prior_nodes = credentials::cluster_nodes(&prior_spec, &BTreeMap::new()).map_err(cluster::ClusterError::Credentials)?;
+                let kept: BTreeSet<&String> = spec.nodes.keys().collect();
+                for gone in prior_nodes.iter().filter(|n| !kept.contains(&n.name)) {
+                    cluster::remove_node(gone, &access, deadline).await?;
+                }
+            }
+            let applied = applied_configs(&prior_state);
+            let (new, changed): (Vec<ClusterNode>, Vec<ClusterNode>) = nodes
+                .iter()
+                .filter(|n| applied.get(&n.name) != Some(&n.config))
+                .cloned()
+                .partition(|n| !applied.contains_key(&n.name));
+            // New machines all at once; running ones one by one, so the cluster keeps quorum.
+            cluster::apply_configs(&new, &access, deadline).await?;
+            for node in &changed {
+                cluster::apply_configs(std::slice::from_ref(node), &access, deadline).await?;
+            }
+            let touched: Vec<ClusterNode> = new.iter().chain(changed.iter()).cloned().collect();
+            cluster::wait_configured(&touched, &access, deadline).await?;
+            let first = nodes.iter().find(|n| n.is_control_plane()).expect("validated: one control plane at least");
+            cluster::bootstrap(first, &access, deadline).await?;
+            cluster::wait_healthy(&nodes, &access, deadline).await
+        }
+        .await;
+        if let Err(e) = result {
+            unable(diags, &format!("update cluster {}", spec.name), e);
+            return None;
+        }
+        Some((state, Some(secrets)))
+    }
+
+    async fn destroy<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        prior_state: Self::State<'a>,
+        planned_private_state: Self::PrivateState<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<()> {
+        let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
+        let (Some(secrets), Some(spec)) = (planned_private_state, prior_state.to_spec()) else {
+            return Some(());
+        };
+        let bundle = match secrets.bundle() {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                unable(diags, "destroy the cluster", e);
+                return None;
+            }
+        };
+        let access = match credentials::access(&spec, &bundle, &secrets) {
+            Ok(access) => access,
+            Err(e) => {
+                unable(diags, "destroy the cluster", e);
+                return None;
+            }
+        };
+        let nodes = credentials::cluster_nodes(&spec, &BTreeMap::new()).ok()?;
+        let failures = cluster::reset_nodes(&nodes, &access, true, deadline).await;
+        if failures.is_empty() {
+            return Some(());
+        }
+        for (node, error) in failures {
+            unable(diags, &format!("reset node {node}"), error);
+        }
+        None
+    }
+}
+
+/// Configs recorded as applied in state, by node.
+fn applied_configs(state: &ClusterState) -> BTreeMap<String, String> {
+    match &state.machine_configs {
+        Value::Value(map) => map.iter().filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone()))).collect(),
+        _ => BTreeMap::new(),
+    }
+}

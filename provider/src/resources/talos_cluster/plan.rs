@@ -1,0 +1,114 @@
+//! Plan-time work: defaults, validation through the config library, and which computed values
+//! the plan can already know.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
+use time::OffsetDateTime;
+
+use super::state::{ClusterSecrets, ClusterState, DEFAULT_INSTALL_DISK};
+use crate::talos::config::{self, generate_cluster_configs, ClusterSpec, PathStep, Severity};
+use crate::talos::pki::{needs_renewal, SecretsBundle};
+
+/// Fills defaults the configuration may leave out.
+pub fn fill_defaults(state: &mut ClusterState) {
+    state.id = state.name.clone();
+    if let Value::Value(nodes) = &mut state.node {
+        for entry in nodes.values_mut() {
+            if let Value::Value(entry) = entry {
+                if entry.install_disk.is_null() {
+                    entry.install_disk = Value::Value(DEFAULT_INSTALL_DISK.to_string());
+                }
+            }
+        }
+    }
+    if state.endpoint.is_null() {
+        state.endpoint = match state.to_spec() {
+            Some(spec) => config::control_plane_endpoint(&spec).map(Value::Value).unwrap_or(Value::Unknown),
+            None if state.vip.is_value() => state.vip.as_ref().map(|vip| format!("https://{vip}:6443")),
+            None => Value::Unknown,
+        };
+    }
+}
+
+/// Maps the library's issue paths onto the resource's attribute names.
+fn attribute_path(steps: &[PathStep]) -> AttributePath {
+    let mut path: Option<AttributePath> = None;
+    for step in steps {
+        path = Some(match (path, step) {
+            (None, PathStep::Attribute(name)) => AttributePath::new(match name.as_str() {
+                "extra_cert_sans" => "cert_sans".to_string(),
+                "role_patches" => "controlplane_patches".to_string(),
+                "nodes" => "node".to_string(),
+                other => other.to_string(),
+            }),
+            (None, other) => AttributePath::new(format!("{other:?}")),
+            (Some(p), PathStep::Attribute(name)) => p.attribute(name.clone()),
+            (Some(p), PathStep::Key(key)) => p.key(key.clone()),
+            (Some(p), PathStep::Index(i)) => p.index(*i as i64),
+        });
+    }
+    path.unwrap_or_else(AttributePath::root)
+}
+
+/// A bundle used only to check at plan time that every node's config generates and passes
+/// Talos's schema (patches included); made once per provider process.
+fn check_bundle() -> Option<&'static SecretsBundle> {
+    static BUNDLE: OnceLock<Option<SecretsBundle>> = OnceLock::new();
+    BUNDLE.get_or_init(|| SecretsBundle::generate(OffsetDateTime::now_utc()).ok()).as_ref()
+}
+
+/// Validates the spec and, when `bundle` is given, generates every node's config. Returns the
+/// configs, or `None` when there were errors.
+pub fn check_spec(spec: &ClusterSpec, bundle: Option<&SecretsBundle>, diags: &mut Diagnostics) -> Option<BTreeMap<String, String>> {
+    let mut failed = false;
+    for issue in config::validate(spec) {
+        let path = attribute_path(&issue.path);
+        match issue.severity {
+            Severity::Error => {
+                failed = true;
+                diags.error(issue.summary, issue.detail, path);
+            }
+            Severity::Warning => diags.warning(issue.summary, issue.detail, path),
+        }
+    }
+    if failed {
+        return None;
+    }
+    let bundle = match bundle {
+        Some(bundle) => bundle,
+        None => check_bundle()?,
+    };
+    match generate_cluster_configs(spec, bundle) {
+        Ok(configs) => Some(configs),
+        Err(e) => {
+            diags.root_error("Invalid Talos machine configuration", e.to_string());
+            None
+        }
+    }
+}
+
+/// The configs as state holds them.
+pub fn configs_value(configs: &BTreeMap<String, String>) -> Value<BTreeMap<String, Value<String>>> {
+    Value::Value(configs.iter().map(|(k, v)| (k.clone(), Value::Value(v.clone()))).collect())
+}
+
+/// True when the client certificates are within 30 days of expiry (or unreadable).
+pub fn renewal_due(secrets: &ClusterSecrets, now: OffsetDateTime) -> bool {
+    [&secrets.talos_client, &secrets.kube_client]
+        .iter()
+        .any(|cert| cert.as_ref().map(|c| needs_renewal(&c.not_after, now).unwrap_or(true)).unwrap_or(true))
+}
+
+/// What the talosconfig and kubeconfig are made from: endpoint, cluster name, addresses.
+pub fn credential_inputs(spec: &ClusterSpec) -> (String, String, Vec<(String, String, bool)>) {
+    let endpoint = config::control_plane_endpoint(spec).unwrap_or_default();
+    let nodes = spec
+        .nodes
+        .iter()
+        .map(|(name, n)| (name.clone(), n.address.clone(), n.role == config::Role::ControlPlane))
+        .collect();
+    (spec.name.clone(), endpoint, nodes)
+}

@@ -1,0 +1,74 @@
+//! The schema of `castle_talos_cluster`.
+
+use tf_provider::map;
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
+
+use crate::resources::timeouts;
+
+fn attr(attr_type: AttributeType, constraint: AttributeConstraint, description: &str) -> Attribute {
+    Attribute { attr_type, description: Description::markdown(description), constraint, ..Default::default() }
+}
+
+fn secret(attr_type: AttributeType, description: &str) -> Attribute {
+    Attribute { sensitive: true, ..attr(attr_type, AttributeConstraint::Computed, description) }
+}
+
+/// The resource schema.
+pub fn schema() -> Schema {
+    use AttributeConstraint::*;
+    use AttributeType::*;
+    let strings = || List(String.into());
+    let node = Block {
+        description: Description::markdown(
+            "One node, labelled with its name (its hostname and Kubernetes node name), e.g. \
+             `node \"cp-1\" { address = \"10.0.0.11/24\", role = \"controlplane\" }`. Adding or removing a \
+             block changes that node only.",
+        ),
+        attributes: map! {
+        "address" => attr(String, Required, "Static address with prefix, e.g. `10.0.0.11/24` (from `castle_proxmox_vm.x.ipv4[0].address`)."),
+        "role" => attr(String, Required, "`controlplane` or `worker`."),
+        "install_disk" => attr(String, OptionalComputed, "Disk Talos installs to (default `/dev/sda`)."),
+        "patches" => attr(List(String.into()), Optional, "YAML strategic-merge patches for this node only, applied last.")
+        },
+        ..Default::default()
+    };
+    Schema {
+        version: 1,
+        block: Block {
+            version: 1,
+            description: Description::markdown(
+                "A Talos Linux Kubernetes cluster: its PKI, one machine configuration per node, applied over the \
+                 Talos API, etcd bootstrapped once, and a wait until the cluster is healthy. Returns kubeconfig \
+                 and talosconfig. Adding or removing a `node` block changes that node only.",
+            ),
+            attributes: map! {
+                "id" => attr(String, Computed, "The cluster name."),
+                "name" => attr(String, Required, "Cluster name. Changing it builds a new cluster."),
+                "endpoint" => attr(String, OptionalComputed, "Kubernetes API URL (default `https://<vip>:6443`)."),
+                "vip" => attr(String, Optional, "Layer 2 virtual IP shared by the control planes, in their subnet."),
+                "talos_version" => attr(String, Required, "Talos release the nodes run, e.g. `v1.12.0` (v1.10 to v1.13)."),
+                "kubernetes_version" => attr(String, Required, "Kubernetes version, e.g. `v1.33.2`."),
+                "gateway" => attr(String, Required, "Default gateway of the nodes."),
+                "nameservers" => attr(strings(), Optional, "DNS servers of the nodes."),
+                "install_image" => attr(String, Optional, "Installer image; by default the Image Factory image for `extensions`."),
+                "extensions" => attr(strings(), Optional, "Official system extensions, e.g. `siderolabs/iscsi-tools` and `siderolabs/util-linux-tools` for Longhorn."),
+                "disk_encryption" => attr(String, Optional, "Encrypt STATE and EPHEMERAL with `nodeID` or `tpm` keys."),
+                "patches" => attr(strings(), Optional, "YAML patches for every node, applied first."),
+                "controlplane_patches" => attr(strings(), Optional, "YAML patches for control planes."),
+                "worker_patches" => attr(strings(), Optional, "YAML patches for workers."),
+                "inline_manifests" => attr(Map(String.into()), Optional, "Manifests applied at bootstrap, by name (e.g. Flux)."),
+                "extra_manifests" => attr(strings(), Optional, "Manifest URLs applied at bootstrap."),
+                "cert_sans" => attr(strings(), Optional, "Extra certificate SANs for the API server and Talos API."),
+                "kubeconfig" => secret(String, "Admin kubeconfig (`system:masters`), renewed within 30 days of expiry."),
+                "talosconfig" => secret(String, "talosconfig with an `os:admin` certificate, renewed within 30 days of expiry."),
+                "machine_configs" => secret(Map(String.into()), "The machine configuration applied to each node, by node name."),
+                "client_certificate_expires_at" => attr(String, Computed, "When the kubeconfig and talosconfig certificates expire (RFC 3339).")
+            },
+            blocks: map! {
+                "node" => NestedBlock::Map(node),
+                "timeouts" => timeouts::schema("20m", "20m", "10m")
+            },
+            ..Default::default()
+        },
+    }
+}

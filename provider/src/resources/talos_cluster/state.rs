@@ -1,0 +1,196 @@
+//! The resource's state and private state, and the mapping to the pure config library's spec.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tf_provider::value::{self, Value};
+
+use crate::resources::timeouts::TimeoutsBlock;
+use crate::talos::config::{ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role};
+use crate::talos::pki::{IssuedCertificate, SecretsBundle};
+
+/// One entry of `nodes`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// CIDR.
+    pub address: Value<String>,
+    /// `controlplane` / `worker`.
+    pub role: Value<String>,
+    /// Install disk.
+    pub install_disk: Value<String>,
+    /// Node patches.
+    pub patches: Value<Vec<Value<String>>>,
+}
+
+/// A list of strings as Terraform sends it.
+pub type Strings = Value<Vec<Value<String>>>;
+
+/// The whole resource.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Cluster name.
+    pub id: Value<String>,
+    /// Cluster name.
+    pub name: Value<String>,
+    /// API URL.
+    pub endpoint: Value<String>,
+    /// VIP.
+    pub vip: Value<String>,
+    /// Talos version.
+    pub talos_version: Value<String>,
+    /// Kubernetes version.
+    pub kubernetes_version: Value<String>,
+    /// Nodes by name (`node "NAME" { ... }` blocks).
+    pub node: Value<BTreeMap<String, Value<NodeEntry>>>,
+    /// Gateway.
+    pub gateway: Value<String>,
+    /// DNS.
+    pub nameservers: Strings,
+    /// Installer image.
+    pub install_image: Value<String>,
+    /// Extensions.
+    pub extensions: Strings,
+    /// `nodeID` / `tpm`.
+    pub disk_encryption: Value<String>,
+    /// Cluster patches.
+    pub patches: Strings,
+    /// Control-plane patches.
+    pub controlplane_patches: Strings,
+    /// Worker patches.
+    pub worker_patches: Strings,
+    /// Inline manifests.
+    pub inline_manifests: Value<BTreeMap<String, Value<String>>>,
+    /// Manifest URLs.
+    pub extra_manifests: Strings,
+    /// Extra SANs.
+    pub cert_sans: Strings,
+    /// Admin kubeconfig.
+    pub kubeconfig: Value<String>,
+    /// talosconfig.
+    pub talosconfig: Value<String>,
+    /// Node name to applied YAML.
+    pub machine_configs: Value<BTreeMap<String, Value<String>>>,
+    /// Expiry of the client certificates.
+    pub client_certificate_expires_at: Value<String>,
+    /// Timeouts.
+    #[serde(with = "value::serde_as_vec")]
+    pub timeouts: Value<TimeoutsBlock>,
+}
+
+/// What never leaves the provider: the secrets bundle and the issued client certificates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterSecrets {
+    /// The bundle as JSON (stable across struct changes of the encoding).
+    pub bundle: String,
+    /// The talosconfig client certificate.
+    pub talos_client: Option<IssuedCertificate>,
+    /// The kubeconfig client certificate.
+    pub kube_client: Option<IssuedCertificate>,
+}
+
+impl ClusterSecrets {
+    /// The bundle, decoded.
+    pub fn bundle(&self) -> Result<SecretsBundle, String> {
+        serde_json::from_str(&self.bundle).map_err(|e| format!("the stored secrets bundle is unreadable: {e}"))
+    }
+}
+
+/// The default install disk.
+pub const DEFAULT_INSTALL_DISK: &str = "/dev/sda";
+
+fn strings(value: &Strings) -> Option<Vec<String>> {
+    match value {
+        Value::Null => Some(Vec::new()),
+        Value::Unknown => None,
+        Value::Value(list) => list.iter().map(|v| v.as_ref_option().cloned()).collect(),
+    }
+}
+
+fn known<T: Clone>(value: &Value<T>) -> Option<T> {
+    value.as_ref_option().cloned()
+}
+
+fn optional(value: &Value<String>) -> Option<Option<String>> {
+    match value {
+        Value::Null => Some(None),
+        Value::Unknown => None,
+        Value::Value(v) => Some(Some(v.clone())),
+    }
+}
+
+/// The bare address of a CIDR.
+pub fn bare_ip(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+impl ClusterState {
+    /// The spec for the config library, or `None` while any input is still unknown.
+    pub fn to_spec(&self) -> Option<ClusterSpec> {
+        let mut nodes = BTreeMap::new();
+        for (name, entry) in known(&self.node)? {
+            let entry = known(&entry)?;
+            let role = match known(&entry.role)?.as_str() {
+                "controlplane" => Role::ControlPlane,
+                _ => Role::Worker,
+            };
+            nodes.insert(
+                name.clone(),
+                NodeSpec {
+                    address: known(&entry.address)?,
+                    role,
+                    install_disk: optional(&entry.install_disk)?.unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string()),
+                    hostname: None,
+                    link: NetworkLink::default(),
+                    patches: strings(&entry.patches)?,
+                },
+            );
+        }
+        let mut role_patches = BTreeMap::new();
+        role_patches.insert(Role::ControlPlane, strings(&self.controlplane_patches)?);
+        role_patches.insert(Role::Worker, strings(&self.worker_patches)?);
+        let inline_manifests = match &self.inline_manifests {
+            Value::Null => Vec::new(),
+            Value::Unknown => return None,
+            Value::Value(map) => map
+                .iter()
+                .map(|(name, contents)| Some(InlineManifest { name: name.clone(), contents: known(contents)? }))
+                .collect::<Option<_>>()?,
+        };
+        let disk_encryption = match optional(&self.disk_encryption)? {
+            None => None,
+            Some(kind) => Some(DiskEncryption { key: if kind == "tpm" { EncryptionKeyKind::Tpm } else { EncryptionKeyKind::NodeId } }),
+        };
+        let endpoint = match optional(&self.endpoint)? {
+            Some(url) => Some(endpoint_host(&url)),
+            None => None,
+        };
+        Some(ClusterSpec {
+            name: known(&self.name)?,
+            endpoint,
+            vip: optional(&self.vip)?,
+            talos_version: known(&self.talos_version)?,
+            kubernetes_version: known(&self.kubernetes_version)?,
+            nodes,
+            gateway: known(&self.gateway)?,
+            nameservers: strings(&self.nameservers)?,
+            install_image: optional(&self.install_image)?,
+            extensions: strings(&self.extensions)?,
+            disk_encryption,
+            patches: strings(&self.patches)?,
+            role_patches,
+            inline_manifests,
+            extra_manifests: strings(&self.extra_manifests)?,
+            extra_cert_sans: strings(&self.cert_sans)?,
+        })
+    }
+}
+
+/// The host of an endpoint URL (`https://host:6443` → `host`).
+pub fn endpoint_host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    if let Some(stripped) = host_port.strip_prefix('[') {
+        return stripped.split(']').next().unwrap_or(stripped).to_string();
+    }
+    host_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(host_port).to_string()
+}

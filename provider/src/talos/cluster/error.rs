@@ -1,0 +1,57 @@
+//! Errors of cluster operations, each naming the node and saying what to do.
+
+use std::net::IpAddr;
+
+use crate::talos::client::TalosError;
+
+/// What went wrong, on which node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node runs Talos for another cluster: it is not in maintenance mode and does not
+    /// accept this cluster's CA (the "ghost" that keeps etcd from forming).
+    #[error(
+        "node {node} ({ip}) already belongs to another Talos cluster: it is not in maintenance mode and rejects this \
+         cluster's certificates. Wipe it back to maintenance mode (talosctl reset --graceful=false --reboot with that \
+         cluster's talosconfig, or recreate the VM), then apply again."
+    )]
+    ForeignNode {
+        /// Node name.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+    },
+    /// The node refused its configuration.
+    #[error("node {node} ({ip}) rejected its machine configuration: {message}")]
+    Rejected {
+        /// Node name.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+        /// Talos's reason.
+        message: String,
+    },
+    /// A wait ran out of time; says which check, on which node, and the last answer seen.
+    #[error("timed out waiting for {check} on {node}: last answer: {last}")]
+    Timeout {
+        /// The check, e.g. "etcd to be healthy".
+        check: String,
+        /// Node name (or "the cluster").
+        node: String,
+        /// What was seen last.
+        last: String,
+    },
+    /// A Talos API call failed for good.
+    #[error("Talos API call to {node} ({ip}) failed: {source}")]
+    Talos {
+        /// Node name.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+        /// The error.
+        #[source]
+        source: TalosError,
+    },
+    /// Bad credentials in state or settings.
+    #[error("{0}")]
+    Credentials(String),
+}

@@ -1,0 +1,139 @@
+//! Health the way talosctl judges it, checked in one pass and repeated until it holds: etcd
+//! healthy on every control plane, the same member list everywhere with exactly the control
+//! planes in it, apid and kubelet up on every node, then the Kubernetes API ready through the
+//! endpoint with every node registered and Ready.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use super::poll::Backoff;
+use super::{Access, ClusterError, ClusterNode};
+use crate::kubernetes::KubeClient;
+use crate::talos::client::NodeClient;
+use crate::talos::proto::machine::ServiceInfo;
+
+/// The checks, in the order they are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// apid answers with our credentials.
+    TalosApi,
+    /// The etcd service is healthy.
+    EtcdHealthy,
+    /// Every control plane sees the same members, one per control plane.
+    EtcdMembers,
+    /// The kubelet service is healthy.
+    Kubelet,
+    /// `/readyz` through the endpoint.
+    KubernetesApi,
+    /// Every node registered and Ready.
+    NodesReady,
+}
+
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthCheck::TalosApi => "the Talos API (apid) to answer",
+            HealthCheck::EtcdHealthy => "etcd to be healthy",
+            HealthCheck::EtcdMembers => "the etcd member list to hold exactly the control planes",
+            HealthCheck::Kubelet => "kubelet to be healthy",
+            HealthCheck::KubernetesApi => "the Kubernetes API to be ready through the endpoint",
+            HealthCheck::NodesReady => "every node to be registered and Ready in Kubernetes",
+        })
+    }
+}
+
+/// A failed check: which, where, and what was seen.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The check.
+    pub check: HealthCheck,
+    /// Node (or "the cluster").
+    pub node: String,
+    /// The last answer.
+    pub last: String,
+}
+
+fn service_state(services: &[ServiceInfo], id: &str) -> Result<(), String> {
+    let Some(service) = services.iter().find(|s| s.id == id) else {
+        return Err(format!("no {id} service"));
+    };
+    match &service.health {
+        Some(health) if health.healthy => Ok(()),
+        Some(health) => Err(format!("{id} is {} ({})", service.state, health.last_message)),
+        None => Err(format!("{id} is {}", service.state)),
+    }
+}
+
+async fn check_node(node: &ClusterNode, access: &Access) -> Result<Option<BTreeSet<String>>, Failure> {
+    let fail = |check, last: String| Failure { check, node: format!("{} ({})", node.name, node.ip), last };
+    let client = NodeClient::connect(node.ip, &access.talos, &access.connect)
+        .await
+        .map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
+    let services = client.service_list().await.map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
+    if node.is_control_plane() {
+        service_state(&services, "etcd").map_err(|last| fail(HealthCheck::EtcdHealthy, last))?;
+    }
+    service_state(&services, "kubelet").map_err(|last| fail(HealthCheck::Kubelet, last))?;
+    if !node.is_control_plane() {
+        return Ok(None);
+    }
+    let members = client.etcd_member_list().await.map_err(|e| fail(HealthCheck::EtcdMembers, e.describe()))?;
+    Ok(Some(members.into_iter().map(|m| m.hostname).collect()))
+}
+
+/// One pass of every check; the first failure found.
+pub async fn check(nodes: &[ClusterNode], access: &Access) -> Result<(), Failure> {
+    let results = join_all(nodes.iter().map(|node| check_node(node, access))).await;
+    let expected: BTreeSet<String> = nodes.iter().filter(|n| n.is_control_plane()).map(|n| n.name.clone()).collect();
+    for (node, result) in nodes.iter().zip(results) {
+        if let Some(members) = result? {
+            if members != expected {
+                return Err(Failure {
+                    check: HealthCheck::EtcdMembers,
+                    node: format!("{} ({})", node.name, node.ip),
+                    last: format!(
+                        "members {:?}, expected {:?}",
+                        members.iter().collect::<Vec<_>>(),
+                        expected.iter().collect::<Vec<_>>()
+                    ),
+                });
+            }
+        }
+    }
+    let cluster = |check, last: String| Failure { check, node: format!("the cluster ({})", access.kube.server), last };
+    let kube = KubeClient::new(&access.kube).map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
+    kube.readyz().await.map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
+    let registered = kube.nodes().await.map_err(|e| cluster(HealthCheck::NodesReady, e.to_string()))?;
+    for node in nodes {
+        match registered.iter().find(|n| n.name == node.name) {
+            Some(n) if n.ready => {}
+            Some(_) => return Err(cluster(HealthCheck::NodesReady, format!("node {} is registered but not Ready", node.name))),
+            None => return Err(cluster(HealthCheck::NodesReady, format!("node {} is not registered", node.name))),
+        }
+    }
+    Ok(())
+}
+
+/// Repeats [`check`] until it passes; at `deadline`, says which check failed where, with the
+/// last answer seen.
+pub async fn wait_healthy(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match check(nodes, access).await {
+            Ok(()) => return Ok(()),
+            Err(failure) => {
+                tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
+                if !backoff.wait(deadline).await {
+                    return Err(ClusterError::Timeout {
+                        check: failure.check.to_string(),
+                        node: failure.node,
+                        last: failure.last,
+                    });
+                }
+            }
+        }
+    }
+}
