@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod poll;
 mod teardown;
+mod upgrade;
 
 use std::net::IpAddr;
 
@@ -15,6 +16,7 @@ pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use health::{wait_healthy, HealthCheck};
 pub use teardown::{remove_node, reset_nodes};
+pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;
 use crate::talos::client::{ConnectOptions, Credentials};

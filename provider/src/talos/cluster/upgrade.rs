@@ -1,0 +1,64 @@
+//! Rolling Talos upgrades: one node at a time, control planes first, each back on the new
+//! version and the cluster healthy again before the next, so etcd never loses quorum.
+
+use tokio::time::Instant;
+
+use super::bring_up::timeout;
+use super::poll::Backoff;
+use super::{wait_healthy, Access, ClusterError, ClusterNode};
+use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
+
+/// Upgrades every node not yet on `target_tag` to the installer `image`. `nodes` is the whole
+/// cluster (for the health checks between nodes).
+pub async fn upgrade_nodes(nodes: &[ClusterNode], image: &str, target_tag: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+    let mut order: Vec<&ClusterNode> = nodes.iter().collect();
+    order.sort_by_key(|n| (!n.is_control_plane(), n.name.clone()));
+    for node in order {
+        if let NodeState::Configured { talos_version } = probe(node.ip, &access.talos, &access.connect).await {
+            if talos_version == target_tag {
+                continue;
+            }
+        }
+        start_upgrade(node, image, access, deadline).await?;
+        wait_for_version(node, target_tag, access, deadline).await?;
+        wait_healthy(nodes, access, deadline).await?;
+        tracing::info!(node = %node.name, version = target_tag, "node upgraded");
+    }
+    Ok(())
+}
+
+async fn start_upgrade(node: &ClusterNode, image: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
+            Ok(client) => client.upgrade(image, true, false, false).await,
+            Err(e) => Err(e),
+        };
+        let last = match result {
+            Ok(_) => return Ok(()),
+            Err(e) if e.class() == ErrorClass::Final => {
+                return Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
+            }
+            Err(e) => e.describe(),
+        };
+        if !backoff.wait(deadline).await {
+            return Err(timeout("the upgrade to be accepted", node, last));
+        }
+    }
+}
+
+async fn wait_for_version(node: &ClusterNode, target_tag: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let last = match probe(node.ip, &access.talos, &access.connect).await {
+            NodeState::Configured { talos_version } if talos_version == target_tag => return Ok(()),
+            NodeState::Configured { talos_version } => format!("still runs {talos_version}"),
+            NodeState::ForeignCluster => return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip }),
+            NodeState::Maintenance => "in maintenance mode".to_string(),
+            NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
+        };
+        if !backoff.wait(deadline).await {
+            return Err(timeout(&format!("the node to run Talos {target_tag}"), node, last));
+        }
+    }
+}
