@@ -146,6 +146,13 @@ def test_a_vm_started_in_the_lab_boots_a_talos_node_and_down_leaves_nothing(bina
         wait_until('the node to power off', lambda: nodes(ADMIN).get(NODE_IP, {}).get('state') == 'off')
         wait_until('nothing to answer at %s' % NODE_IP, lambda: not answers_tls(NODE_IP))
 
+        # Started again: the machine boots from its (blank) disk into maintenance mode.
+        pve.wait(pve.call('POST', '/nodes/pve1/qemu/%d/status/start' % vmid))
+        wait_until('the node to boot again', lambda: answers_tls(NODE_IP))
+        assert nodes(ADMIN)[NODE_IP]['state'] == 'maintenance'
+        pve.wait(pve.call('POST', '/nodes/pve1/qemu/%d/status/stop' % vmid))
+        wait_until('the node to power off again', lambda: nodes(ADMIN)[NODE_IP]['state'] == 'off')
+
         pve.wait(pve.call('DELETE', '/nodes/pve1/qemu/%d' % vmid))
         wait_until('the node to be removed', lambda: NODE_IP not in nodes(ADMIN))
     finally:
