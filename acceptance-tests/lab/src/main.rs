@@ -28,7 +28,7 @@ const USAGE: &str = "usage: castle-lab up|serve [--pve IP:PORT] [--admin IP:PORT
        castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]
        castle-lab infisical --listen IP:PORT [--state FILE] [--token-ttl SECONDS]";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -36,6 +36,19 @@ fn main() -> anyhow::Result<()> {
         // The detached `serve` writes to a log file: no colour codes there.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Exit codes matter to scripts: `status` is 1 when the lab is down, errors are 2. Errors
+    // print as one line with their causes, not as a backtrace.
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("castle-lab: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> anyhow::Result<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Runtime::new()?;
     let whole_lab = |args: &[String]| {
@@ -58,9 +71,7 @@ fn main() -> anyhow::Result<()> {
             0
         }
     };
-    // Exit codes matter to scripts: `status` is 1 when the lab is down.
-    drop(runtime);
-    std::process::exit(code)
+    Ok(code)
 }
 
 /// The single-component subcommands.
