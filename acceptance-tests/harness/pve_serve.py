@@ -2,6 +2,7 @@
 """Serve the lab's Proxmox (fakepve with castle's resize model and a Talos template) until stopped.
 
     pve_serve.py --host 127.0.0.2 --port 8006 --ca-out .lab/pve-ca.pem [--time-scale 0.05]
+                 [--exit-on-stdin-eof]
 
 Prints `pve lab listening on https://HOST:PORT` when ready. Login root@pam / secret.
 """
@@ -11,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,6 +36,14 @@ async def serve(args):
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.exit_on_stdin_eof:
+        # The parent (castle-lab serve) holds our stdin open: when it dies, even by SIGKILL,
+        # the pipe closes and we stop too, so no orphan keeps the port.
+        def watch_stdin():
+            while sys.stdin.buffer.read(4096):
+                pass
+            loop.call_soon_threadsafe(stop.set)
+        threading.Thread(target=watch_stdin, name='stdin-eof', daemon=True).start()
     await stop.wait()
     await pve.stop()
 
@@ -45,6 +55,8 @@ def main():
     parser.add_argument('--time-scale', type=float, default=0.05)
     parser.add_argument('--state-dir', default='.lab/pve')
     parser.add_argument('--ca-out')
+    parser.add_argument('--exit-on-stdin-eof', action='store_true',
+                        help='stop when stdin closes (the parent process is gone)')
     args = parser.parse_args()
     if not args.host.startswith('127.'):
         parser.error('the lab listens on loopback (127.0.0.0/8) only')

@@ -4,4 +4,6 @@
 pub mod infisical;
 pub mod kubernetes;
 pub mod pki;
+pub mod stack;
 pub mod talos;
+pub mod wiring;

@@ -1,13 +1,20 @@
 //! `castle-lab`: starts castle's lab on loopback.
 //!
 //! ```text
+//! castle-lab up     [--pve IP:PORT] [--admin IP:PORT] [--infisical IP:PORT]
+//!                   [--state-dir DIR] [--time-scale S]
+//! castle-lab serve  (same flags; the foreground process `up` starts detached)
+//! castle-lab status [--state-dir DIR]
+//! castle-lab down   [--state-dir DIR]
+//!
 //! castle-lab talos --nodes 127.0.0.211,127.0.0.212 --admin 127.0.0.1:7000 \
 //!                  [--time-scale 1.0] [--talos-version v1.12.0]
 //!
 //! castle-lab infisical --listen 127.0.0.1:8200 [--state FILE] [--token-ttl SECONDS]
 //! ```
 //!
-//! Each subcommand runs until Ctrl-C or SIGTERM.
+//! `up` returns once the whole lab answers; `down` stops it. `serve`, `talos` and `infisical`
+//! run until Ctrl-C or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,20 +23,62 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use castle_lab::talos::{admin, Fleet, FleetOptions};
 
-const USAGE: &str = "usage: castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]
+const USAGE: &str = "usage: castle-lab up|serve [--pve IP:PORT] [--admin IP:PORT] [--infisical IP:PORT] [--state-dir DIR] [--time-scale S]
+       castle-lab status|down [--state-dir DIR]
+       castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]
        castle-lab infisical --listen IP:PORT [--state FILE] [--token-ttl SECONDS]";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // The detached `serve` writes to a log file: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Exit codes matter to scripts: `status` is 1 when the lab is down, errors are 2. Errors
+    // print as one line with their causes, not as a backtrace.
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("castle-lab: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> anyhow::Result<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Runtime::new()?;
+    let whole_lab = |args: &[String]| {
+        castle_lab::stack::Settings::parse(args, castle_lab::stack::repo::root().as_deref())
+    };
+    let code = match args.first().map(String::as_str) {
+        Some("up") => runtime.block_on(castle_lab::stack::control::up(&whole_lab(&args[1..])?))?,
+        Some("down") => {
+            runtime.block_on(castle_lab::stack::control::down(&whole_lab(&args[1..])?))?
+        }
+        Some("status") => {
+            runtime.block_on(castle_lab::stack::status::status(&whole_lab(&args[1..])?))?
+        }
+        Some("serve") => {
+            runtime.block_on(castle_lab::stack::serve::serve(&whole_lab(&args[1..])?))?;
+            0
+        }
+        _ => {
+            runtime.block_on(component(&args))?;
+            0
+        }
+    };
+    Ok(code)
+}
+
+/// The single-component subcommands.
+async fn component(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
-        Some("talos") => runtime.block_on(talos(&args[1..])),
-        Some("infisical") => runtime.block_on(infisical(&args[1..])),
+        Some("talos") => talos(&args[1..]).await,
+        Some("infisical") => infisical(&args[1..]).await,
         _ => bail!("{USAGE}"),
     }
 }
@@ -98,7 +147,9 @@ async fn infisical(args: &[String]) -> anyhow::Result<()> {
     let mut settings = castle_lab::infisical::Settings::default();
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
-        let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = iter
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value.clone(),
             "--state" => settings.state_file = Some(value.into()),
@@ -106,14 +157,19 @@ async fn infisical(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown flag {other}"),
         }
     }
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     // A test double with public credentials: refuse anything but loopback.
     if !listener.local_addr()?.ip().is_loopback() {
         bail!("the Infisical lab only listens on loopback, not {listen}");
     }
     let lab = Arc::new(castle_lab::infisical::Lab::new(settings)?);
     // The harness reads this line to learn the port when it passed port 0.
-    println!("infisical lab listening on http://{}", listener.local_addr()?);
+    println!(
+        "infisical lab listening on http://{}",
+        listener.local_addr()?
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -10,6 +10,8 @@
 //! | `DELETE /nodes/{addr}` | removes the node (powered off for good) | 204, 404 |
 //! | `POST /nodes/{addr}/faults` `{"kind": …}` | injects a fault, see below | 204, 404, 400 |
 //! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
+//! | `POST /nodes/{addr}/power-off` | powers the machine off, keeping its disk | 204, 404 |
+//! | `POST /nodes/{addr}/power-on` | boots a powered-off machine again | 204, 404, 409 if on |
 //!
 //! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `drop_connections` (TCP
 //! accepted and closed at once), `reject_next_config`
@@ -82,7 +84,7 @@ fn error(code: StatusCode, message: impl std::fmt::Display) -> Response {
 fn fleet_error(e: FleetError) -> Response {
     let code = match e {
         FleetError::NoSuchNode(_) => StatusCode::NOT_FOUND,
-        FleetError::NodeExists(_) => StatusCode::CONFLICT,
+        FleetError::NodeExists(_) | FleetError::PoweredOn(_) => StatusCode::CONFLICT,
         FleetError::UnsupportedVersion(_) | FleetError::Fault(_) => StatusCode::BAD_REQUEST,
         FleetError::Pki(_) | FleetError::Poisoned => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -99,6 +101,8 @@ pub fn router(fleet: Fleet) -> Router<()> {
         .route("/nodes", get(list).post(add))
         .route("/nodes/:address", get(one).delete(remove))
         .route("/nodes/:address/faults", post(inject).delete(clear))
+        .route("/nodes/:address/power-off", post(power_off))
+        .route("/nodes/:address/power-on", post(power_on))
         .with_state(fleet)
 }
 
@@ -155,6 +159,20 @@ async fn inject(
 
 async fn clear(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
     match fleet.clear_faults(address) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+async fn power_off(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match fleet.power_off(address) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+async fn power_on(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match fleet.power_on(address) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fleet_error(e),
     }

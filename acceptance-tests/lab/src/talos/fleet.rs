@@ -36,6 +36,9 @@ pub struct FleetOptions {
     pub settle_delay: Duration,
     /// Time after registration before a Kubernetes node is Ready.
     pub kube_ready_delay: Duration,
+    /// Time from power-on to the Talos API answering (firmware, kernel, machined), for nodes
+    /// started with [`Fleet::add_booting_node`] or [`Fleet::power_on`].
+    pub boot_delay: Duration,
     /// Talos version of nodes added without one.
     pub default_talos_version: String,
 }
@@ -50,6 +53,7 @@ impl Default for FleetOptions {
             reboot_delay: Duration::from_millis(1000),
             settle_delay: Duration::from_millis(300),
             kube_ready_delay: Duration::from_millis(1000),
+            boot_delay: Duration::from_millis(2000),
             default_talos_version: "v1.12.0".into(),
         }
     }
@@ -76,6 +80,9 @@ pub enum FleetError {
     /// The fault needs a node in another state (e.g. `lose_etcd_member` on a non-member).
     #[error("{0}")]
     Fault(String),
+    /// `power_on` of a node that is not powered off.
+    #[error("node {0} is already powered on")]
+    PoweredOn(IpAddr),
 }
 
 /// Faults to inject into one node.
@@ -122,9 +129,17 @@ pub(crate) enum After {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Phase {
+    /// The machine is off: nothing listens, its disk (config, etcd data) is kept.
+    PoweredOff,
     Maintenance,
-    Rebooting { until: Instant, then: After },
-    Running { since: Instant, wall: SystemTime },
+    Rebooting {
+        until: Instant,
+        then: After,
+    },
+    Running {
+        since: Instant,
+        wall: SystemTime,
+    },
 }
 
 pub(crate) struct Node {
@@ -191,7 +206,8 @@ pub struct NodeSummary {
     pub address: IpAddr,
     /// Talos version the node runs.
     pub talos_version: String,
-    /// `maintenance`, `booting` (rebooting or installing) or `running`.
+    /// `maintenance`, `booting` (booting, rebooting or installing), `running` or `off`
+    /// (powered off, see [`Fleet::power_off`]).
     pub state: &'static str,
     /// `controlplane` or `worker` once configured.
     pub machine_type: Option<MachineType>,
@@ -239,6 +255,31 @@ impl Fleet {
     /// Adds a node in maintenance mode at `address` (port [`FleetOptions::talos_port`]).
     /// Must be called inside a tokio runtime.
     pub fn add_node(&self, address: IpAddr, talos_version: Option<&str>) -> Result<(), FleetError> {
+        self.insert_node(address, talos_version, Phase::Maintenance)
+    }
+
+    /// Adds a machine with a blank disk that was just powered on at `address`: nothing listens
+    /// for [`FleetOptions::boot_delay`], then it is in maintenance mode, as a VM booted from the
+    /// Talos image. Must be called inside a tokio runtime.
+    pub fn add_booting_node(
+        &self,
+        address: IpAddr,
+        talos_version: Option<&str>,
+    ) -> Result<(), FleetError> {
+        let until = Instant::now() + self.scaled(self.inner.options.boot_delay);
+        let phase = Phase::Rebooting {
+            until,
+            then: After::Maintenance,
+        };
+        self.insert_node(address, talos_version, phase)
+    }
+
+    fn insert_node(
+        &self,
+        address: IpAddr,
+        talos_version: Option<&str>,
+        phase: Phase,
+    ) -> Result<(), FleetError> {
         let version = talos_version
             .unwrap_or(&self.inner.options.default_talos_version)
             .to_string();
@@ -260,7 +301,7 @@ impl Fleet {
             address,
             Node {
                 talos_version: version,
-                phase: Phase::Maintenance,
+                phase,
                 config: None,
                 faults: Faults::default(),
                 etcd_data: false,
@@ -284,6 +325,51 @@ impl Fleet {
             task.abort();
         }
         self.reconcile_kube(&mut state);
+        Ok(())
+    }
+
+    /// Powers a node off, as a stopped VM: its listener closes and connections drop, but it
+    /// keeps what is on its disk (installed config, etcd data, a pending upgrade), and its etcd
+    /// member stays in the cluster as an unreachable one. [`Fleet::power_on`] boots it again.
+    /// Powering off a node that is off does nothing.
+    pub fn power_off(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let node = state
+            .nodes
+            .get_mut(&address)
+            .ok_or(FleetError::NoSuchNode(address))?;
+        // A node powered off in the middle of an install has its config on disk already (the
+        // emulator writes it when the config is applied), so it boots configured.
+        node.phase = Phase::PoweredOff;
+        node.wake.send_modify(|g| *g += 1);
+        self.reconcile_kube(&mut state);
+        Ok(())
+    }
+
+    /// Powers on a node that [`Fleet::power_off`] stopped: after [`FleetOptions::boot_delay`]
+    /// it runs its installed config (mutual TLS, rejoins etcd), or is in maintenance mode if it
+    /// was never configured. A Kubernetes node deleted through the API comes back, as kubelet
+    /// registers again.
+    pub fn power_on(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let boot = self.scaled(self.inner.options.boot_delay);
+        let node = state
+            .nodes
+            .get_mut(&address)
+            .ok_or(FleetError::NoSuchNode(address))?;
+        if !matches!(node.phase, Phase::PoweredOff) {
+            return Err(FleetError::PoweredOn(address));
+        }
+        let then = if node.config.is_some() {
+            After::Running
+        } else {
+            After::Maintenance
+        };
+        node.phase = Phase::Rebooting {
+            until: Instant::now() + boot,
+            then,
+        };
+        node.wake.send_modify(|g| *g += 1);
         Ok(())
     }
 
@@ -316,6 +402,7 @@ impl Fleet {
                         Phase::Maintenance => "maintenance",
                         Phase::Rebooting { .. } => "booting",
                         Phase::Running { .. } => "running",
+                        Phase::PoweredOff => "off",
                     },
                     machine_type: node.config.as_ref().map(|c| c.machine_type),
                     hostname: node.config.as_ref().and_then(|c| c.hostname.clone()),

@@ -52,6 +52,7 @@ fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
     }
     match node.phase {
         Phase::Rebooting { until, .. } => Plan::Down(Some(until)),
+        Phase::PoweredOff => Plan::Down(None),
         Phase::Maintenance => match maintenance_tls(address) {
             Ok(tls) => Plan::Serve(tls, Mode::Maintenance),
             Err(_) => Plan::Down(None),

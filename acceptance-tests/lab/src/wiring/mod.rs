@@ -1,0 +1,105 @@
+//! The wiring between the lab's Proxmox and its Talos fleet: a VM started with a lab address in
+//! `ipconfig0` is a Talos machine booting at that address.
+//!
+//! A watcher polls Proxmox's API like any client would (`/cluster/resources?type=vm`, then the
+//! config of each VM that just started) and turns what changed into fleet calls:
+//!
+//! | VM | node |
+//! | --- | --- |
+//! | started, first time, `ip=127.x.y.z/NN` | [`Fleet::add_booting_node`]: maintenance mode after the boot delay |
+//! | stopped | [`Fleet::power_off`]: gone from the network, disk kept |
+//! | started again | [`Fleet::power_on`]: boots its installed config, or maintenance if blank |
+//! | destroyed | [`Fleet::remove_node`] |
+//!
+//! So a Terraform run against the lab meets the same ordering as against real hardware: a
+//! node answers only once its VM has been cloned, configured and started.
+
+pub mod machines;
+pub mod pve;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::talos::{Fleet, FleetError};
+use machines::{lab_address, Change, Machines};
+use pve::Pve;
+
+/// How often the watcher looks at Proxmox.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Watches `pve` and drives `fleet` until `shutdown` completes.
+pub async fn run(
+    mut pve: Pve,
+    fleet: Fleet,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut machines = Machines::default();
+    let mut last_error = None::<String>;
+    tokio::pin!(shutdown);
+    loop {
+        match poll(&mut pve, &mut machines).await {
+            Ok(changes) => {
+                last_error = None;
+                for change in changes {
+                    apply(&fleet, &change);
+                }
+            }
+            Err(e) => {
+                // Say it once, not four times a second: Proxmox may be restarting.
+                let text = error_chain(&e);
+                if last_error.as_deref() != Some(&text) {
+                    tracing::warn!("unable to watch Proxmox: {text}");
+                    last_error = Some(text);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One look at Proxmox: the changes since the last one.
+async fn poll(pve: &mut Pve, machines: &mut Machines) -> Result<Vec<Change>, pve::PveError> {
+    let guests = pve.guests().await?;
+    let mut booted = Vec::new();
+    for guest in machines.booted(&guests) {
+        let ipconfig = pve.ipconfig0(&guest.node, guest.vmid).await?;
+        booted.push((guest.vmid, ipconfig.as_deref().and_then(lab_address)));
+    }
+    Ok(machines.update(&guests, &booted))
+}
+
+fn apply(fleet: &Fleet, change: &Change) {
+    let outcome = match *change {
+        Change::Boot(address) => fleet.add_booting_node(address, None),
+        Change::PowerOn(address) => match fleet.power_on(address) {
+            // Removed through the admin API meanwhile: the machine boots blank.
+            Err(FleetError::NoSuchNode(_)) => fleet.add_booting_node(address, None),
+            other => other,
+        },
+        Change::PowerOff(address) => fleet.power_off(address),
+        Change::Remove(address) => match fleet.remove_node(address) {
+            Err(FleetError::NoSuchNode(_)) => Ok(()),
+            other => other,
+        },
+    };
+    match outcome {
+        Ok(()) => tracing::info!(?change, "VM change applied to the Talos fleet"),
+        Err(e) => tracing::warn!(?change, "unable to apply a VM change to the fleet: {e}"),
+    }
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

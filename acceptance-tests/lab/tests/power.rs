@@ -1,0 +1,105 @@
+//! Powering emulated machines off and on, as the lab does when a Proxmox VM stops and starts.
+
+mod common;
+
+use std::time::Duration;
+
+use castle::talos::client::{ApplyMode, NodeClient, NodeState};
+use castle_lab::talos::sample::SampleCluster;
+use common::{fleet, ip, options, wait_configured, wait_for, wait_state};
+
+fn state(fleet: &castle_lab::talos::Fleet, address: std::net::IpAddr) -> &'static str {
+    fleet
+        .summaries()
+        .into_iter()
+        .find(|s| s.address == address)
+        .map(|s| s.state)
+        .unwrap_or("gone")
+}
+
+#[tokio::test]
+async fn a_booting_machine_answers_in_maintenance_after_its_boot_delay() {
+    let fleet = fleet();
+    let node = ip("127.0.1.71");
+    fleet.add_booting_node(node, None).unwrap();
+    assert_eq!(state(&fleet, node), "booting");
+    // Nothing listens while the machine boots.
+    assert!(NodeClient::connect_insecure(node, &options())
+        .await
+        .is_err());
+    wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(node, &options()).await.ok()
+    })
+    .await;
+    assert_eq!(state(&fleet, node), "maintenance");
+    fleet.shutdown();
+}
+
+#[tokio::test]
+async fn a_configured_machine_keeps_its_config_across_power_off_and_on() {
+    let fleet = fleet();
+    let node = ip("127.0.1.72");
+    let cluster = SampleCluster::generate("power", ip("127.0.1.70")).unwrap();
+    let credentials = cluster.credentials().unwrap();
+    fleet.add_node(node, None).unwrap();
+    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(node, &options()).await.ok()
+    })
+    .await;
+    client
+        .apply_configuration(
+            cluster.config(true, "cp-1").as_bytes(),
+            ApplyMode::Auto,
+            false,
+        )
+        .await
+        .unwrap();
+    wait_configured(node, &credentials).await;
+
+    fleet.power_off(node).unwrap();
+    assert_eq!(state(&fleet, node), "off");
+    wait_for("the listener to close", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect((node, 50000)).await.err()
+    })
+    .await;
+    assert!(
+        fleet.power_off(node).is_ok(),
+        "powering off twice is harmless"
+    );
+
+    fleet.power_on(node).unwrap();
+    assert!(
+        fleet.power_on(node).is_err(),
+        "a running machine cannot be powered on"
+    );
+    wait_state(
+        node,
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        },
+    )
+    .await;
+    let summary = fleet
+        .summaries()
+        .into_iter()
+        .find(|s| s.address == node)
+        .unwrap();
+    assert_eq!(summary.hostname.as_deref(), Some("cp-1"));
+    fleet.shutdown();
+}
+
+#[tokio::test]
+async fn a_blank_machine_powered_on_again_is_in_maintenance() {
+    let fleet = fleet();
+    let node = ip("127.0.1.73");
+    fleet.add_node(node, None).unwrap();
+    fleet.power_off(node).unwrap();
+    fleet.power_on(node).unwrap();
+    wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(node, &options()).await.ok()
+    })
+    .await;
+    assert_eq!(state(&fleet, node), "maintenance");
+    fleet.shutdown();
+}
