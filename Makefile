@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 CARGO   ?= cargo
 PYTEST_ARGS ?= -q
 
-.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean
+.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean lab-up lab-down lab-status
 
 all: build
 
@@ -39,6 +39,16 @@ test: unit acceptance
 
 demo: build venv
 	$(PY) acceptance-tests/demo.py
+
+# The lab alone, to play with: Proxmox on 127.0.0.2:8006, Talos nodes, Infisical on 127.0.0.3:8200.
+lab-up: build venv
+	target/debug/castle-lab up
+
+lab-down:
+	target/debug/castle-lab down
+
+lab-status:
+	target/debug/castle-lab status
 
 bench: build venv
 	$(PY) acceptance-tests/bench.py

@@ -1,81 +1,131 @@
 #!/usr/bin/env python3
-"""`make demo`: start the lab, apply an example with real Terraform, show the result, check that
-a second plan is empty, destroy everything and stop the lab (KEEP=1 leaves it all up).
+"""`make demo`: from a fresh machine to a healthy HA cluster in one command.
 
-Each step prints one line starting with '==>'; Terraform's own output follows it.
+Starts the lab (`castle-lab up`), applies examples/ha-cluster with lab.tfvars through real
+Terraform, shows the nodes through kubectl and the kubeconfig read back from Infisical, checks
+that a second plan is empty, then destroys everything and stops the lab (KEEP=1 leaves it up).
+Each step prints one line starting with '==>'; Terraform's own output follows it. Exits 0 only
+if every step worked.
 """
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from harness.lab import lab_binary  # noqa: E402
 from harness.terraform import Terraform  # noqa: E402
 
 LAB = os.path.join(ROOT, '.lab')
-EXAMPLE = os.environ.get('DEMO_EXAMPLE', 'proxmox-vms')
+EXAMPLE = os.environ.get('DEMO_EXAMPLE', 'ha-cluster')
+KUBECTL = os.environ.get('KUBECTL', 'kubectl')
 
 
 def step(text):
     print('\n==> ' + text, flush=True)
 
 
-def start_pve():
-    ca = os.path.join(LAB, 'pve-ca.pem')
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, 'harness', 'pve_serve.py'), '--host', '127.0.0.2',
-                             '--port', '8006', '--state-dir', os.path.join(LAB, 'pve'), '--ca-out', ca],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    if 'listening' not in line:
-        proc.kill()
-        raise SystemExit('the lab Proxmox did not start (is 127.0.0.2:8006 taken?): %r' % line)
-    print('    ' + line, flush=True)
-    with open(ca) as f:
-        return proc, f.read()
+def castle_lab(*args, check=True):
+    proc = subprocess.run([lab_binary(), *args, '--state-dir', LAB], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SystemExit('castle-lab %s failed:\n%s%s' % (' '.join(args), proc.stdout, proc.stderr))
+    return proc.stdout
+
+
+def infisical_secret(lab, key, path):
+    """Reads one secret back through Infisical's own API, as any client would."""
+    host = lab['infisical']['host']
+    body = json.dumps({'clientId': lab['infisical']['client_id'],
+                       'clientSecret': lab['infisical']['client_secret']}).encode()
+    req = urllib.request.Request(host + '/api/v1/auth/universal-auth/login', data=body,
+                                 headers={'Content-Type': 'application/json'})
+    token = json.load(urllib.request.urlopen(req, timeout=10))['accessToken']
+    query = urllib.parse.urlencode({'workspaceId': lab['infisical']['project_id'],
+                                    'environment': lab['infisical']['environment'], 'secretPath': path})
+    req = urllib.request.Request('%s/api/v3/secrets/raw/%s?%s' % (host, key, query),
+                                 headers={'Authorization': 'Bearer ' + token})
+    return json.load(urllib.request.urlopen(req, timeout=10))['secret']
+
+
+def redact(kubeconfig):
+    """The kubeconfig with its certificates and keys cut short, for showing."""
+    return re.sub(r'(-data: )(\S{12})\S+', r'\1\2…', kubeconfig)
 
 
 def main():
-    os.makedirs(LAB, exist_ok=True)
-    step('Starting the lab: Proxmox (fakepve) on https://127.0.0.2:8006 with a Talos template')
-    pve, ca_pem = start_pve()
     keep = os.environ.get('KEEP') == '1'
+    step('Starting the lab (castle-lab up): Proxmox, Talos nodes behind VIP 127.0.0.210, Infisical')
+    print(castle_lab('up'), flush=True)
+    with open(os.path.join(LAB, 'lab.json')) as f:
+        lab = json.load(f)
+
     work = os.path.join(LAB, 'demo', EXAMPLE)
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(os.path.join(ROOT, 'examples', EXAMPLE), work)
-    # Loaded by every command (apply, plan, destroy) without repeating -var-file.
-    shutil.copy(os.path.join(work, 'lab.tfvars'), os.path.join(work, 'lab.auto.tfvars'))
-    tf = Terraform(work, env={'TF_VAR_proxmox_ca_cert_pem': ca_pem})
+    shutil.copytree(os.path.join(ROOT, 'examples', EXAMPLE), work,
+                    ignore=shutil.ignore_patterns('.terraform*', 'terraform.tfstate*', '*.tfplan'))
+    # lab.tfvars, loaded by every command, with the lab's CA path made absolute for this copy.
+    with open(os.path.join(work, 'lab.tfvars')) as f:
+        tfvars = f.read().replace('"../../.lab/pve-ca.pem"', json.dumps(os.path.join(LAB, 'pve-ca.pem')))
+    with open(os.path.join(work, 'lab.auto.tfvars'), 'w') as f:
+        f.write(tfvars)
+    tf = Terraform(work)
     ok = False
     try:
-        step('terraform apply with lab.tfvars (examples/%s)' % EXAMPLE)
+        step('terraform apply of examples/%s with lab.tfvars' % EXAMPLE)
         started = time.monotonic()
         print(tf.apply(), flush=True)
         print('    applied in %.1f s' % (time.monotonic() - started))
-        step('The VMs, as Terraform sees them')
+
+        step('The nodes')
         print(tf.run('output', '-no-color', 'nodes'), flush=True)
+
+        kubeconfig_path = os.path.join(work, 'kubeconfig')
+        with os.fdopen(os.open(kubeconfig_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
+            f.write(tf.run('output', '-raw', 'kubeconfig'))
+        step('kubectl get nodes -o wide, through the VIP (kubeconfig written to %s, mode 0600)' % kubeconfig_path)
+        out = subprocess.run([KUBECTL, '--kubeconfig', kubeconfig_path, 'get', 'nodes', '-o', 'wide'],
+                             capture_output=True, text=True, timeout=60)
+        print(out.stdout + out.stderr, flush=True)
+        if out.returncode != 0 or out.stdout.count(' Ready ') < 5:
+            raise SystemExit('kubectl did not list 5 Ready nodes')
+
+        step('The kubeconfig, read back from Infisical')
+        secret = infisical_secret(lab, 'KUBECONFIG', '/clusters/home')
+        with open(kubeconfig_path) as f:
+            same = secret['secretValue'].strip() == f.read().strip()
+        print('    KUBECONFIG at /clusters/home, version %s, %d bytes, %s the cluster output'
+              % (secret.get('version'), len(secret['secretValue']), 'equal to' if same else 'DIFFERENT FROM'))
+        print('    ' + '\n    '.join(redact(secret['secretValue']).splitlines()[:8]) + '\n    …', flush=True)
+        if not same:
+            raise SystemExit('the kubeconfig in Infisical differs from the cluster output')
+
         step('A second plan must be empty')
         if not tf.plan_is_empty():
             print(tf.plan())
             raise SystemExit('the second plan is not empty')
-        print('    No changes.')
+        print('    No changes. Your infrastructure matches the configuration.')
         ok = True
     finally:
         if keep:
-            step('KEEP=1: the lab stays up (Proxmox https://127.0.0.2:8006, root@pam / secret); state in ' + work)
-            print('    stop it with: kill %d' % pve.pid)
+            step('KEEP=1: the lab stays up; state in %s' % work)
+            print(castle_lab('status', check=False))
+            print('    destroy with: cd %s && terraform destroy; stop with: make lab-down' % work)
         else:
             step('terraform destroy')
             try:
                 print(tf.destroy(), flush=True)
             finally:
-                step('Stopping the lab')
-                pve.terminate()
-                pve.wait(10)
+                step('Stopping the lab (castle-lab down)')
+                print(castle_lab('down', check=False), flush=True)
     step('Demo finished: ' + ('every step worked' if ok else 'FAILED'))
     return 0 if ok else 1
 

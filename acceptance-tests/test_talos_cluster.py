@@ -20,7 +20,7 @@ def addresses(nodes=NODES):
 
 
 def cluster_hcl(nodes=NODES, extra=''):
-    entries = '\n'.join('  node "%s" {\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
+    entries = '\n'.join('  node {\n    name    = "%s"\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
         name, PREFIX, host, 'controlplane' if name.startswith('cp') else 'worker') for name, host in nodes.items())
     return '''
 terraform {

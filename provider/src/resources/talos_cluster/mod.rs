@@ -72,17 +72,20 @@ impl Resource for TalosClusterResource {
             timeouts.validate(diags);
         }
         if let Value::Value(nodes) = &config.node {
-            for (name, entry) in nodes {
-                if let Value::Value(entry) = entry {
-                    if let Value::Value(role) = &entry.role {
-                        if role != "controlplane" && role != "worker" {
-                            diags.error(
-                                "Invalid node role",
-                                format!("role {role:?} must be \"controlplane\" or \"worker\"."),
-                                AttributePath::new("node").key(name.clone()).attribute("role"),
-                            );
-                        }
+            let mut seen = BTreeSet::new();
+            for entry in nodes.iter().filter_map(|e| e.as_ref_option()) {
+                let name = entry.name.as_ref_option().cloned().unwrap_or_default();
+                if let Value::Value(role) = &entry.role {
+                    if role != "controlplane" && role != "worker" {
+                        diags.error(
+                            "Invalid node role",
+                            format!("node {name:?}: role {role:?} must be \"controlplane\" or \"worker\"."),
+                            AttributePath::new("node"),
+                        );
                     }
+                }
+                if entry.name.is_value() && !seen.insert(name.clone()) {
+                    diags.error("Duplicate node name", format!("two node blocks are named {name:?}; names must be unique."), AttributePath::new("node"));
                 }
             }
         }

@@ -8,22 +8,13 @@ use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 use time::OffsetDateTime;
 
-use super::state::{ClusterSecrets, ClusterState, DEFAULT_INSTALL_DISK};
+use super::state::{ClusterSecrets, ClusterState};
 use crate::talos::config::{self, generate_cluster_configs, ClusterSpec, PathStep, Severity};
 use crate::talos::pki::{needs_renewal, SecretsBundle};
 
 /// Fills defaults the configuration may leave out.
 pub fn fill_defaults(state: &mut ClusterState) {
     state.id = state.name.clone();
-    if let Value::Value(nodes) = &mut state.node {
-        for entry in nodes.values_mut() {
-            if let Value::Value(entry) = entry {
-                if entry.install_disk.is_null() {
-                    entry.install_disk = Value::Value(DEFAULT_INSTALL_DISK.to_string());
-                }
-            }
-        }
-    }
     if state.endpoint.is_null() {
         state.endpoint = match state.to_spec() {
             Some(spec) => config::control_plane_endpoint(&spec).map(Value::Value).unwrap_or(Value::Unknown),
@@ -35,13 +26,17 @@ pub fn fill_defaults(state: &mut ClusterState) {
 
 /// Maps the library's issue paths onto the resource's attribute names.
 fn attribute_path(steps: &[PathStep]) -> AttributePath {
+    // Set elements cannot be addressed: an issue about one node points at the `node` blocks
+    // (its message names the node).
+    if matches!(steps.first(), Some(PathStep::Attribute(name)) if name == "nodes") {
+        return AttributePath::new("node");
+    }
     let mut path: Option<AttributePath> = None;
     for step in steps {
         path = Some(match (path, step) {
             (None, PathStep::Attribute(name)) => AttributePath::new(match name.as_str() {
                 "extra_cert_sans" => "cert_sans".to_string(),
                 "role_patches" => "controlplane_patches".to_string(),
-                "nodes" => "node".to_string(),
                 other => other.to_string(),
             }),
             (None, other) => AttributePath::new(format!("{other:?}")),

@@ -20,14 +20,14 @@ pub fn schema() -> Schema {
     let strings = || List(String.into());
     let node = Block {
         description: Description::markdown(
-            "One node, labelled with its name (its hostname and Kubernetes node name), e.g. \
-             `node \"cp-1\" { address = \"10.0.0.11/24\", role = \"controlplane\" }`. Adding or removing a \
-             block changes that node only.",
+            "One node, e.g. `node { name = \"cp-1\", address = \"10.0.0.11/24\", role = \"controlplane\" }`. \
+             Nodes are told apart by name: adding or removing a block changes that node only.",
         ),
         attributes: map! {
+        "name" => attr(String, Required, "Node name: its hostname and Kubernetes node name, unique in the cluster."),
         "address" => attr(String, Required, "Static address with prefix, e.g. `10.0.0.11/24` (from `castle_proxmox_vm.x.ipv4[0].address`)."),
         "role" => attr(String, Required, "`controlplane` or `worker`."),
-        "install_disk" => attr(String, OptionalComputed, "Disk Talos installs to (default `/dev/sda`)."),
+        "install_disk" => attr(String, Optional, "Disk Talos installs to (default `/dev/sda`)."),
         "patches" => attr(List(String.into()), Optional, "YAML strategic-merge patches for this node only, applied last.")
         },
         ..Default::default()
@@ -65,7 +65,7 @@ pub fn schema() -> Schema {
                 "client_certificate_expires_at" => attr(String, Computed, "When the kubeconfig and talosconfig certificates expire (RFC 3339).")
             },
             blocks: map! {
-                "node" => NestedBlock::Map(node),
+                "node" => NestedBlock::Set(node),
                 "timeouts" => timeouts::schema("20m", "20m", "10m")
             },
             ..Default::default()

@@ -12,6 +12,8 @@ use crate::talos::pki::{IssuedCertificate, SecretsBundle};
 /// One entry of `nodes`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
+    /// Name (hostname, Kubernetes node name).
+    pub name: Value<String>,
     /// CIDR.
     pub address: Value<String>,
     /// `controlplane` / `worker`.
@@ -40,8 +42,8 @@ pub struct ClusterState {
     pub talos_version: Value<String>,
     /// Kubernetes version.
     pub kubernetes_version: Value<String>,
-    /// Nodes by name (`node "NAME" { ... }` blocks).
-    pub node: Value<BTreeMap<String, Value<NodeEntry>>>,
+    /// `node { ... }` blocks (a set: nodes are told apart by name).
+    pub node: Value<Vec<Value<NodeEntry>>>,
     /// Gateway.
     pub gateway: Value<String>,
     /// DNS.
@@ -127,14 +129,15 @@ impl ClusterState {
     /// The spec for the config library, or `None` while any input is still unknown.
     pub fn to_spec(&self) -> Option<ClusterSpec> {
         let mut nodes = BTreeMap::new();
-        for (name, entry) in known(&self.node)? {
+        for entry in known(&self.node)? {
             let entry = known(&entry)?;
+            let name = known(&entry.name)?;
             let role = match known(&entry.role)?.as_str() {
                 "controlplane" => Role::ControlPlane,
                 _ => Role::Worker,
             };
             nodes.insert(
-                name.clone(),
+                name,
                 NodeSpec {
                     address: known(&entry.address)?,
                     role,

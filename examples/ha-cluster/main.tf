@@ -1,0 +1,100 @@
+# A highly available Talos cluster on Proxmox VE, its kubeconfig in Infisical, in one apply:
+# 3 control planes and 2 workers cloned from a Talos nocloud template with static addresses,
+# a VIP in front of the Kubernetes API, Longhorn-ready extensions, encrypted system disks.
+
+terraform {
+  required_providers {
+    castle = {
+      source = "castle-lab/castle"
+    }
+  }
+}
+
+provider "castle" {
+  proxmox {
+    endpoint    = var.proxmox_endpoint
+    api_token   = var.proxmox_api_token
+    username    = var.proxmox_username
+    password    = var.proxmox_password
+    ca_cert_pem = var.proxmox_ca_cert_file == null ? null : file(var.proxmox_ca_cert_file)
+  }
+
+  infisical {
+    host          = var.infisical_host
+    client_id     = var.infisical_client_id
+    client_secret = var.infisical_client_secret
+  }
+}
+
+locals {
+  prefix_length  = split("/", var.subnet)[1]
+  control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, var.first_host + i) }
+  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, var.first_host + var.control_planes + i) }
+  nodes          = merge(local.control_planes, local.workers)
+}
+
+resource "castle_proxmox_vm" "node" {
+  for_each = local.nodes
+
+  node = var.proxmox_node
+  name = "${var.cluster_name}-${each.key}"
+
+  clone {
+    template_name = var.template_name
+  }
+
+  cores  = contains(keys(local.control_planes), each.key) ? var.control_plane_cores : var.worker_cores
+  memory = contains(keys(local.control_planes), each.key) ? var.control_plane_memory : var.worker_memory
+
+  disk {
+    slot    = "scsi0"
+    size_gb = var.disk_gb
+  }
+
+  network {
+    bridge = var.bridge
+    vlan   = var.vlan
+  }
+
+  ipv4 {
+    address = "${each.value}/${local.prefix_length}"
+    gateway = var.gateway
+  }
+  nameservers = var.nameservers
+
+  tags = ["talos", var.cluster_name, contains(keys(local.control_planes), each.key) ? "controlplane" : "worker"]
+}
+
+resource "castle_talos_cluster" "this" {
+  name               = var.cluster_name
+  vip                = var.vip
+  talos_version      = var.talos_version
+  kubernetes_version = var.kubernetes_version
+  gateway            = var.gateway
+  nameservers        = var.nameservers
+
+  # Longhorn needs these on every node; castle turns them into an Image Factory installer.
+  extensions      = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]
+  disk_encryption = "nodeID"
+
+  # One node block per VM; the addresses come from the VMs, so the cluster forms after them.
+  dynamic "node" {
+    for_each = local.nodes
+    content {
+      name    = node.key
+      address = castle_proxmox_vm.node[node.key].ipv4[0].address
+      role    = contains(keys(local.control_planes), node.key) ? "controlplane" : "worker"
+    }
+  }
+}
+
+resource "castle_kubeconfig_secret" "this" {
+  project_id  = var.infisical_project_id
+  environment = var.infisical_environment
+  path        = "/clusters/${var.cluster_name}"
+
+  kubeconfig      = castle_talos_cluster.this.kubeconfig
+  talosconfig_key = "TALOSCONFIG"
+  talosconfig     = castle_talos_cluster.this.talosconfig
+  comment         = "Admin credentials of the ${var.cluster_name} Talos cluster, managed by Terraform (castle)"
+}
