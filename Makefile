@@ -35,7 +35,8 @@ unit: deps
 acceptance: build venv
 	$(PY) -m pytest acceptance-tests $(PYTEST_ARGS)
 
-test: unit acceptance
+# The demo is part of the test: it must pass from a fresh clone.
+test: unit acceptance demo
 
 demo: build venv
 	$(PY) acceptance-tests/demo.py
