@@ -15,7 +15,7 @@ provider "castle" {
     api_token   = var.proxmox_api_token
     username    = var.proxmox_username
     password    = var.proxmox_password
-    ca_cert_pem = var.proxmox_ca_cert_pem
+    ca_cert_pem = var.proxmox_ca_cert_file == null ? null : file(var.proxmox_ca_cert_file)
   }
 }
 

@@ -21,8 +21,8 @@ variable "proxmox_password" {
   sensitive = true
 }
 
-variable "proxmox_ca_cert_pem" {
-  description = "PEM of the CA that signed the Proxmox API certificate."
+variable "proxmox_ca_cert_file" {
+  description = "Path of the CA certificate of the Proxmox API (e.g. a copy of /etc/pve/pve-root-ca.pem)."
   type        = string
   default     = null
 }
