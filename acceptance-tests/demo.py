@@ -26,7 +26,7 @@ from harness.lab import lab_binary  # noqa: E402
 from harness.terraform import Terraform  # noqa: E402
 
 LAB = os.path.join(ROOT, '.lab')
-EXAMPLE = os.environ.get('DEMO_EXAMPLE', 'ha-cluster')
+EXAMPLE = 'ha-cluster'
 KUBECTL = os.environ.get('KUBECTL', 'kubectl')
 
 
