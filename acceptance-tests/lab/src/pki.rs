@@ -27,28 +27,9 @@ pub enum PkiError {
     Sec1,
 }
 
-/// Splits PEM text into (label, DER) blocks. Hand-written because the common PEM readers skip
-/// Talos's `ED25519 PRIVATE KEY` label.
-pub fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut label: Option<String> = None;
-    let mut body = String::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("-----BEGIN ") {
-            label = Some(rest.trim_end_matches('-').to_string());
-            body.clear();
-        } else if line.starts_with("-----END ") {
-            if let Some(l) = label.take() {
-                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {
-                    out.push((l, der));
-                }
-            }
-        } else if label.is_some() {
-            body.push_str(line);
-        }
-    }
-    out
-}
+/// The client's PEM reader: Talos labels Ed25519 keys `ED25519 PRIVATE KEY`, which the common
+/// readers skip.
+pub use castle::talos::client::tls::pem_blocks;
 
 /// Encodes DER as PEM with the given label.
 pub fn to_pem(label: &str, der: &[u8]) -> String {

@@ -31,8 +31,8 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// One PEM block: its label and the DER it carries.
-pub(crate) fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
+/// Splits PEM text into (label, DER) blocks, whatever the label (the lab reads keys with it too).
+pub fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
     // Talos labels its Ed25519 keys `ED25519 PRIVATE KEY`, which the usual PEM readers skip,
     // so the few lines of PEM framing are read here.
     let mut out = Vec::new();
