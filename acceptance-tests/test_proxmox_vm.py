@@ -104,7 +104,7 @@ def test_update_in_place_restarts_only_when_a_change_needs_it(tf, pve):
     t.write(provider_block(pve) + one_vm(extra='cores = 1\n  tags = ["b", "a"]'))
     assert 'will be restarted' not in t.plan()
     t.apply()
-    assert vms_by_name(pve)['solo'][3]['tags'] in ('a;b', 'a,b')
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'a;b;castle-managed'
 
     # Cores need a reboot: the plan says so, the apply does it, the VM keeps its id.
     t.write(provider_block(pve) + one_vm(extra='cores = 4\n  memory = 3072\n  tags = ["b", "a"]'))
@@ -301,3 +301,32 @@ def test_unknown_node_and_missing_template_are_named_at_plan_time(tf, pve):
     out = t.plan(expect_fail=True)
     assert 'Template not found' in out and 'nope' in out
     assert pve.vms() == []
+
+
+def test_a_vm_left_by_an_interrupted_create_is_adopted_not_orphaned(tf, pve):
+    # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
+    pve.sync(pve.pve.add_vm, 123, 'solo', node='pve1', status='stopped', config={
+        'scsi0': 'local-lvm:vm-123-disk-0,size=4G', 'net0': 'virtio=BC:24:11:00:01:23,bridge=vmbr0',
+        'tags': 'castle-managed', 'cores': 1, 'memory': 2048})
+    # Someone else's stopped VM with another name is left alone.
+    pve.sync(pve.pve.add_vm, 124, 'other', node='pve1', status='stopped', config={'tags': 'castle-managed'})
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    out = t.apply()
+    assert 'adopted' in out
+    vms = vms_by_name(pve)
+    assert sorted(vms) == ['other', 'solo']
+    vmid, _, status, config = vms['solo']
+    assert vmid == 123 and status == 'running'
+    assert config['ipconfig0'] == 'ip=10.5.0.31/24,gw=10.5.0.1'
+    assert 'tags' not in t.resources()['castle_proxmox_vm.solo'] or not t.resources()['castle_proxmox_vm.solo']['tags']
+    t.assert_plan_empty()
+
+
+def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='tags = ["talos"]'))
+    t.apply()
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;talos'
+    assert t.resources()['castle_proxmox_vm.solo']['tags'] == ['talos']
+    t.assert_plan_empty()

@@ -23,6 +23,9 @@ pub struct ClusterVm {
     /// A config lock (`clone`, `backup`, ...).
     #[serde(default)]
     pub lock: Option<String>,
+    /// Tags, `;`-separated.
+    #[serde(default)]
+    pub tags: Option<String>,
     /// `qemu` or `lxc`.
     #[serde(rename = "type", default)]
     pub kind: Option<String>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::retry::{with_policy, API_CALL, LOCKED};
-use super::vm_config::{config_changes, facts, needs_reboot, VmFacts, VmSpec};
+use super::vm_config::{config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG};
 use super::vms::CloneRequest;
 use super::{Client, Error};
 
@@ -89,7 +89,19 @@ pub async fn node_names(client: &Client) -> Result<Vec<String>, Error> {
 pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u32, Vec<String>), CreateFailure> {
     let fail = |error| CreateFailure { error, left_behind: None };
     let template = find_template(client, &vm.clone).await.map_err(fail)?;
-    let (vmid, mut warnings) = clone_with_free_id(client, vm, &template, deadline).await.map_err(fail)?;
+    let mut vm = vm.clone();
+    vm.spec.mark_managed = true;
+    let vm = &vm;
+    let (vmid, mut warnings) = match find_leftover(client, vm).await.map_err(fail)? {
+        Some(vmid) => {
+            tracing::warn!(vmid, name = %vm.spec.name, "adopting the VM an interrupted create left behind");
+            (vmid, vec![format!(
+                "VM {vmid} ({}) was left behind by an interrupted create; castle adopted it instead of cloning again.",
+                vm.spec.name
+            )])
+        }
+        None => clone_with_free_id(client, vm, &template, deadline).await.map_err(fail)?,
+    };
     let result = configure_new(client, vm, vmid, deadline).await;
     client.release_vmid(vmid);
     match result {
@@ -110,6 +122,27 @@ pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u
             }
         }
     }
+}
+
+/// A stopped VM with this name on this node that castle created (it carries [`MANAGED_TAG`])
+/// and no create of this process holds: what a crash between clone and start leaves behind.
+/// A running VM is never taken: it may be the one a `create_before_destroy` replaces.
+async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error> {
+    let reserved = client.reserved_ids.lock().expect("vmid reservations poisoned").clone();
+    Ok(client
+        .cluster_vms()
+        .await?
+        .into_iter()
+        .find(|found| {
+            found.node == vm.node
+                && found.name.as_deref() == Some(vm.spec.name.as_str())
+                && !found.is_template()
+                && found.status.as_deref() == Some("stopped")
+                && found.tags.as_deref().map(parse_tags).is_some_and(|t| t.contains(MANAGED_TAG))
+                && vm.vm_id.is_none_or(|id| id == found.vmid)
+                && !reserved.contains(&found.vmid)
+        })
+        .map(|found| found.vmid))
 }
 
 async fn clone_with_free_id(client: &Client, vm: &NewVm, template: &Template, deadline: Instant) -> Result<(u32, Vec<String>), Error> {

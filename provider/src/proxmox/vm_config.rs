@@ -63,7 +63,13 @@ pub struct VmSpec {
     pub description: Option<String>,
     /// Start at host boot.
     pub on_boot: Option<bool>,
+    /// Add [`MANAGED_TAG`] (on create).
+    pub mark_managed: bool,
 }
+
+/// The tag castle puts on every VM it creates, so that a create interrupted by a crash can find
+/// its VM again instead of leaving it orphaned. It is not shown in the resource's `tags`.
+pub const MANAGED_TAG: &str = "castle-managed";
 
 /// Keys PVE applies to a running VM at once; a change to any other key waits for a reboot.
 pub const LIVE_KEYS: &[&str] = &["name", "description", "onboot", "tags"];
@@ -89,8 +95,10 @@ pub struct VmFacts {
     pub nameservers: Vec<String>,
     /// `searchdomain`.
     pub search_domain: Option<String>,
-    /// `tags`.
+    /// `tags`, without [`MANAGED_TAG`].
     pub tags: BTreeSet<String>,
+    /// Carries [`MANAGED_TAG`].
+    pub managed: bool,
     /// `description`.
     pub description: Option<String>,
     /// `onboot`.
@@ -219,7 +227,8 @@ pub fn facts(config: &VmConfig) -> VmFacts {
         ipv4: config.get("ipconfig0").and_then(parse_ipconfig),
         nameservers: config.get("nameserver").map(|n| n.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
         search_domain: config.get("searchdomain").map(str::to_string).filter(|s| !s.is_empty()),
-        tags: config.get("tags").map(parse_tags).unwrap_or_default(),
+        tags: config.get("tags").map(parse_tags).unwrap_or_default().into_iter().filter(|t| t != MANAGED_TAG).collect(),
+        managed: config.get("tags").map(parse_tags).unwrap_or_default().contains(MANAGED_TAG),
         description: config.get("description").map(|d| d.trim_end_matches('\n').to_string()).filter(|d| !d.is_empty()),
         on_boot: config.get("onboot") == Some("1"),
         lock: config.get("lock").map(str::to_string),
@@ -274,12 +283,17 @@ pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>
             set("searchdomain", domain.clone());
         }
     }
-    if let Some(tags) = &spec.tags {
-        if *tags != now.tags {
-            if tags.is_empty() {
+    let marked = spec.mark_managed || now.managed;
+    if spec.tags.is_some() || (marked && !now.managed) {
+        let mut wanted = spec.tags.clone().unwrap_or_else(|| now.tags.clone());
+        if *spec.tags.as_ref().unwrap_or(&now.tags) != now.tags || marked != now.managed {
+            if marked {
+                wanted.insert(MANAGED_TAG.to_string());
+            }
+            if wanted.is_empty() {
                 delete.push("tags".to_string());
             } else {
-                set("tags", tags.iter().cloned().collect::<Vec<_>>().join(";"));
+                set("tags", wanted.into_iter().collect::<Vec<_>>().join(";"));
             }
         }
     }
@@ -359,6 +373,22 @@ mod tests {
         assert_eq!(params, vec![("net0".to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=30,firewall=1".to_string())]);
         assert!(needs_reboot(&["net0".to_string()]));
         assert!(!needs_reboot(&["tags".to_string(), "description".to_string()]));
+    }
+
+    #[test]
+    fn the_managed_tag_is_added_on_create_kept_on_update_and_never_shown() {
+        let fresh = config(&[("name", "w"), ("tags", "talos")]);
+        let spec = VmSpec { name: "w".into(), mark_managed: true, ..Default::default() };
+        let (params, _) = config_changes(&spec, &fresh);
+        assert_eq!(params, vec![("tags".to_string(), "castle-managed;talos".to_string())]);
+        let made = config(&[("name", "w"), ("tags", "castle-managed;talos")]);
+        assert_eq!(facts(&made).tags, BTreeSet::from(["talos".to_string()]));
+        assert!(facts(&made).managed);
+        let update = VmSpec { name: "w".into(), tags: Some(BTreeSet::from(["k8s".to_string()])), ..Default::default() };
+        let (params, _) = config_changes(&update, &made);
+        assert_eq!(params, vec![("tags".to_string(), "castle-managed;k8s".to_string())]);
+        let (params, _) = config_changes(&VmSpec { name: "w".into(), ..Default::default() }, &made);
+        assert!(params.is_empty());
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl VmState {
             tags: self.tags.as_ref_option().map(|set| set.iter().filter_map(known).collect()),
             description: known(&self.description),
             on_boot: known(&self.on_boot),
+            mark_managed: false,
         }
     }
 
