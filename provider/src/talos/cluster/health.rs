@@ -168,6 +168,6 @@ mod tests {
     #[test]
     fn a_member_that_is_not_a_control_plane_is_named() {
         let text = member_difference(&set(&["cp-1", "old-cp"]), &set(&["cp-1"]));
-        assert_eq!(text, "members cp-1; not a control plane of this cluster: old-cp");
+        assert_eq!(text, "members cp-1, old-cp; not a control plane of this cluster: old-cp");
     }
 }
