@@ -9,6 +9,7 @@ use crate::kubernetes::KubeAccess;
 use crate::talos::client::{ConnectOptions, Credentials};
 use crate::talos::cluster::{Access, ClusterNode};
 use crate::talos::config::{control_plane_endpoint, ClusterSpec, Role};
+use crate::talos::pki::talosconfig::TalosconfigFile;
 use crate::talos::pki::{issue_admin_kubeconfig, issue_talosconfig, SecretsBundle};
 
 /// Freshly issued credentials.
@@ -71,4 +72,63 @@ pub fn cluster_nodes(spec: &ClusterSpec, configs: &std::collections::BTreeMap<St
         .collect::<Result<_, String>>()?;
     nodes.sort_by_key(|n| (n.role != Role::ControlPlane, n.name.clone()));
     Ok(nodes)
+}
+
+/// The Talos credentials of a talosconfig's current context.
+///
+/// Destroy uses them when its private state is empty: when Terraform replaces a tainted
+/// cluster, the destroy half gets the *create's* planned private state (nothing), not the one
+/// stored with the resource, but the talosconfig in state still holds the CA and `os:admin`
+/// certificate the nodes trust.
+pub fn talos_credentials(talosconfig: &str) -> Result<Credentials, String> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let file: TalosconfigFile = serde_yaml::from_str(talosconfig).map_err(|e| format!("the talosconfig in state is unreadable: {e}"))?;
+    let context = file.contexts.get(&file.context).ok_or("the talosconfig in state has no current context")?;
+    let pem = |field: &str, b64: &str| -> Result<String, String> {
+        let bytes = STANDARD.decode(b64).map_err(|e| format!("talosconfig {field} is not base64: {e}"))?;
+        String::from_utf8(bytes).map_err(|_| format!("talosconfig {field} is not PEM"))
+    };
+    Ok(Credentials { ca_pem: pem("ca", &context.ca)?, cert_pem: pem("crt", &context.crt)?, key_pem: pem("key", &context.key)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talos::config::{ClusterSpec, NetworkLink, NodeSpec};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_talosconfig_in_state_gives_back_the_credentials_of_the_private_state() {
+        let now = OffsetDateTime::now_utc();
+        let bundle = SecretsBundle::generate(now).unwrap();
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "cp-1".to_string(),
+            NodeSpec {
+                address: "10.0.0.11/24".into(),
+                role: Role::ControlPlane,
+                install_disk: "/dev/sda".into(),
+                hostname: None,
+                link: NetworkLink::default(),
+                patches: vec![],
+            },
+        );
+        let spec = ClusterSpec {
+            name: "home".into(),
+            vip: Some("10.0.0.10".into()),
+            talos_version: "v1.12.0".into(),
+            kubernetes_version: "v1.33.2".into(),
+            gateway: "10.0.0.1".into(),
+            nodes,
+            ..Default::default()
+        };
+        let mut secrets = ClusterSecrets::default();
+        let issued = issue(&spec, &bundle, &mut secrets, now).unwrap();
+        let from_state = talos_credentials(&issued.talosconfig).unwrap();
+        let from_private = access(&spec, &bundle, &secrets).unwrap().talos;
+        assert_eq!(from_state.ca_pem, from_private.ca_pem);
+        assert_eq!(from_state.cert_pem, from_private.cert_pem);
+        assert_eq!(from_state.key_pem, from_private.key_pem);
+    }
 }

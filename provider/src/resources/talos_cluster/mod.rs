@@ -332,7 +332,8 @@ impl Resource for TalosClusterResource {
                 let prior_nodes = credentials::cluster_nodes(&prior_spec, &BTreeMap::new()).map_err(cluster::ClusterError::Credentials)?;
                 let kept: BTreeSet<&String> = spec.nodes.keys().collect();
                 for gone in prior_nodes.iter().filter(|n| !kept.contains(&n.name)) {
-                    cluster::remove_node(gone, &access, deadline).await?;
+                    let outcome = cluster::remove_node(gone, &access, deadline).await?;
+                    warn_unless_reset(diags, gone, &outcome);
                 }
             }
             let applied = applied_configs(&prior_state);
@@ -368,32 +369,61 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
-        let (Some(secrets), Some(spec)) = (planned_private_state, prior_state.to_spec()) else {
+        let Some(spec) = prior_state.to_spec() else {
             return Some(());
         };
-        let bundle = match secrets.bundle() {
-            Ok(bundle) => bundle,
-            Err(e) => {
-                unable(diags, "destroy the cluster", e);
-                return None;
-            }
+        // The private state when Terraform passes it (a plain destroy); the talosconfig in
+        // state when it does not (replacing a tainted cluster passes the create's empty one).
+        let talos = match (&planned_private_state, &prior_state.talosconfig) {
+            (Some(secrets), _) => secrets
+                .bundle()
+                .and_then(|bundle| credentials::access(&spec, &bundle, secrets))
+                .map(|access| access.talos),
+            (None, Value::Value(talosconfig)) => credentials::talos_credentials(talosconfig),
+            (None, _) => Err("no credentials in state".to_string()),
         };
-        let access = match credentials::access(&spec, &bundle, &secrets) {
-            Ok(access) => access,
+        let talos = match talos {
+            Ok(talos) => talos,
             Err(e) => {
-                unable(diags, "destroy the cluster", e);
-                return None;
+                diags.root_warning(
+                    format!("Nodes of cluster {} were not reset", spec.name),
+                    format!("{e}. Reset them by hand (talosctl reset) before reusing them in another cluster."),
+                );
+                return Some(());
             }
         };
         let nodes = credentials::cluster_nodes(&spec, &BTreeMap::new()).ok()?;
-        let failures = cluster::reset_nodes(&nodes, &access, true, deadline).await;
-        if failures.is_empty() {
-            return Some(());
+        let outcomes = cluster::reset_nodes(&nodes, &talos, &Default::default(), true, deadline).await;
+        let mut failed = false;
+        for ((name, outcome), node) in outcomes.into_iter().zip(&nodes) {
+            match outcome {
+                Ok(outcome) => warn_unless_reset(diags, node, &outcome),
+                Err(error) => {
+                    failed = true;
+                    unable(diags, &format!("reset node {name}"), error);
+                }
+            }
         }
-        for (node, error) in failures {
-            unable(diags, &format!("reset node {node}"), error);
-        }
-        None
+        (!failed).then_some(())
+    }
+}
+
+/// A warning for a node that was not reset (gone, or taken over by another cluster).
+fn warn_unless_reset(diags: &mut Diagnostics, node: &ClusterNode, outcome: &cluster::ResetOutcome) {
+    match outcome {
+        cluster::ResetOutcome::Reset | cluster::ResetOutcome::AlreadyInMaintenance => {}
+        cluster::ResetOutcome::ForeignCluster => diags.root_warning(
+            format!("Node {} was not reset", node.name),
+            format!("{} ({}) no longer accepts this cluster's certificates: it was left as it is.", node.name, node.ip),
+        ),
+        cluster::ResetOutcome::Unreachable { last } => diags.root_warning(
+            format!("Node {} was not reset", node.name),
+            format!(
+                "{} ({}) did not answer, so it was taken for gone and not reset (last answer: {last}). If the machine \
+                 still exists, wipe it (talosctl reset, or recreate the VM) before reusing it in another cluster.",
+                node.name, node.ip
+            ),
+        ),
     }
 }
 

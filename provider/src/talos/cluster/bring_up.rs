@@ -1,10 +1,10 @@
 //! From booted machines to a bootstrapped cluster: apply configs, wait for the reboot into
 //! mutual TLS, bootstrap etcd on exactly one control plane.
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::poll::Backoff;
+use super::poll::{poll, Pending};
 use super::{Access, ClusterError, ClusterNode};
 use crate::talos::client::{probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeClient, NodeState};
 
@@ -12,15 +12,25 @@ use crate::talos::client::{probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeC
 /// insecure channel; a node already running this cluster's CA (a retry after a partial apply)
 /// gets it over mTLS; a node of another cluster is an error; a node that does not answer yet
 /// (still booting) is waited for until `deadline`.
+///
+/// Every node's apply runs to its end even when another one failed, so that no call is cut off
+/// after the node got the config: the nodes are in a state the next apply (or a reset) knows.
+/// The first error (in node order) is returned.
 pub async fn apply_configs(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    try_join_all(nodes.iter().map(|node| apply_one(node, access, deadline))).await?;
-    Ok(())
+    let results = join_all(nodes.iter().map(|node| apply_one(node, access, deadline))).await;
+    results.into_iter().collect()
 }
 
+/// What a wait on `node` still waits for.
+pub(super) fn pending(check: &str, node: &ClusterNode, last: String) -> Pending {
+    Pending { check: check.to_string(), node: format!("{} ({})", node.name, node.ip), last }
+}
+
+const ANSWER_IN_MAINTENANCE: &str = "the node to answer in maintenance mode";
+const CONFIG_ACCEPTED: &str = "the machine configuration to be accepted";
+
 async fn apply_one(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
-    let mut last;
-    loop {
+    poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
             NodeState::Maintenance => match NodeClient::connect_insecure(node.ip, &access.connect).await {
@@ -35,76 +45,60 @@ async fn apply_one(node: &ClusterNode, access: &Access, deadline: Instant) -> Re
                 return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip });
             }
             NodeState::Unreachable { reason } => {
-                last = format!("unreachable: {reason}");
-                if !backoff.wait(deadline).await {
-                    return Err(timeout("the node to answer in maintenance mode", node, last));
-                }
-                continue;
+                return Ok(Err(pending(ANSWER_IN_MAINTENANCE, node, format!("unreachable: {reason}"))));
             }
         };
         match attempt {
             Ok(()) => {
                 tracing::info!(node = %node.name, ip = %node.ip, "machine configuration applied");
-                return Ok(());
+                Ok(Ok(()))
             }
             Err(e) if e.class() == ErrorClass::Final => {
-                return Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() });
+                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
             }
-            Err(e) => last = e.describe(),
+            Err(e) => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
         }
-        if !backoff.wait(deadline).await {
-            return Err(timeout("the machine configuration to be accepted", node, last));
-        }
-    }
+    })
+    .await
 }
 
 /// Waits until every node answers over mTLS with this cluster's credentials (it installed,
 /// rebooted and runs its config).
 pub async fn wait_configured(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    try_join_all(nodes.iter().map(|node| async move {
-        let mut backoff = Backoff::new();
-        loop {
+    const CHECK: &str = "the node to come back configured after install";
+    let results = join_all(nodes.iter().map(|node| {
+        poll(deadline, pending(CHECK, node, String::new()), move || async move {
             let last = match probe(node.ip, &access.talos, &access.connect).await {
-                NodeState::Configured { .. } => return Ok(()),
+                NodeState::Configured { .. } => return Ok(Ok(())),
                 NodeState::ForeignCluster => return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip }),
                 NodeState::Maintenance => "still in maintenance mode".to_string(),
                 NodeState::Unreachable { reason } => format!("unreachable (installing or rebooting?): {reason}"),
             };
-            if !backoff.wait(deadline).await {
-                return Err(timeout("the node to come back configured after install", node, last));
-            }
-        }
+            Ok(Err(pending(CHECK, node, last)))
+        })
     }))
-    .await?;
-    Ok(())
+    .await;
+    results.into_iter().collect()
 }
 
 /// Bootstraps etcd on `node` (a control plane). `AlreadyExists` counts as done: a bootstrap
 /// whose result was lost must not fail the next apply. "Not available yet" is waited out.
 pub async fn bootstrap(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
-    loop {
+    const CHECK: &str = "etcd bootstrap to be accepted";
+    poll(deadline, pending(CHECK, node, String::new()), || async {
         let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
             Ok(client) => client.bootstrap().await,
             Err(e) => Err(e),
         };
-        let last = match result {
+        match result {
             Ok(BootstrapOutcome::Bootstrapped) => {
                 tracing::info!(node = %node.name, "etcd bootstrapped");
-                return Ok(());
+                Ok(Ok(()))
             }
-            Ok(BootstrapOutcome::AlreadyBootstrapped) => return Ok(()),
-            Err(e) if e.class() == ErrorClass::Final => {
-                return Err(ClusterError::Talos { node: node.name.clone(), ip: node.ip, source: e })
-            }
-            Err(e) => e.describe(),
-        };
-        if !backoff.wait(deadline).await {
-            return Err(timeout("etcd bootstrap to be accepted", node, last));
+            Ok(BootstrapOutcome::AlreadyBootstrapped) => Ok(Ok(())),
+            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Talos { node: node.name.clone(), ip: node.ip, source: e }),
+            Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
-    }
-}
-
-pub(super) fn timeout(check: &str, node: &ClusterNode, last: String) -> ClusterError {
-    ClusterError::Timeout { check: check.to_string(), node: format!("{} ({})", node.name, node.ip), last }
+    })
+    .await
 }

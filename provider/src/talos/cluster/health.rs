@@ -9,7 +9,7 @@ use std::fmt;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::poll::Backoff;
+use super::poll::{bounded, poll, Pending, ATTEMPT_TIMEOUT};
 use super::{Access, ClusterError, ClusterNode};
 use crate::kubernetes::KubeClient;
 use crate::talos::client::NodeClient;
@@ -85,8 +85,18 @@ async fn check_node(node: &ClusterNode, access: &Access) -> Result<Option<BTreeS
 }
 
 /// One pass of every check; the first failure found.
-pub async fn check(nodes: &[ClusterNode], access: &Access) -> Result<(), Failure> {
-    let results = join_all(nodes.iter().map(|node| check_node(node, access))).await;
+pub async fn check(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), Failure> {
+    // Each node on its own bound, so a node that hangs is named, not the whole pass.
+    let results = join_all(nodes.iter().map(|node| async move {
+        bounded(deadline, check_node(node, access)).await.unwrap_or_else(|| {
+            Err(Failure {
+                check: HealthCheck::TalosApi,
+                node: format!("{} ({})", node.name, node.ip),
+                last: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+            })
+        })
+    }))
+    .await;
     let expected: BTreeSet<String> = nodes.iter().filter(|n| n.is_control_plane()).map(|n| n.name.clone()).collect();
     for (node, result) in nodes.iter().zip(results) {
         if let Some(members) = result? {
@@ -94,11 +104,7 @@ pub async fn check(nodes: &[ClusterNode], access: &Access) -> Result<(), Failure
                 return Err(Failure {
                     check: HealthCheck::EtcdMembers,
                     node: format!("{} ({})", node.name, node.ip),
-                    last: format!(
-                        "members {:?}, expected {:?}",
-                        members.iter().collect::<Vec<_>>(),
-                        expected.iter().collect::<Vec<_>>()
-                    ),
+                    last: member_difference(&members, &expected),
                 });
             }
         }
@@ -117,23 +123,51 @@ pub async fn check(nodes: &[ClusterNode], access: &Access) -> Result<(), Failure
     Ok(())
 }
 
-/// Repeats [`check`] until it passes; at `deadline`, says which check failed where, with the
-/// last answer seen.
+/// Says how a member list differs from the control planes: "members cp-1, cp-3; missing cp-2".
+fn member_difference(members: &BTreeSet<String>, expected: &BTreeSet<String>) -> String {
+    let join = |set: Vec<&String>| set.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+    let mut text = format!("members {}", join(members.iter().collect()));
+    let missing: Vec<&String> = expected.difference(members).collect();
+    if !missing.is_empty() {
+        text += &format!("; missing {}", join(missing));
+    }
+    let extra: Vec<&String> = members.difference(expected).collect();
+    if !extra.is_empty() {
+        text += &format!("; not a control plane of this cluster: {}", join(extra));
+    }
+    text
+}
+
+/// Repeats [`check`] until it passes (polling from 100 ms, so a healthy cluster is seen at
+/// once); at `deadline`, says which check failed where, with the last answer seen.
 pub async fn wait_healthy(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
-    loop {
-        match check(nodes, access).await {
-            Ok(()) => return Ok(()),
-            Err(failure) => {
-                tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
-                if !backoff.wait(deadline).await {
-                    return Err(ClusterError::Timeout {
-                        check: failure.check.to_string(),
-                        node: failure.node,
-                        last: failure.last,
-                    });
-                }
-            }
-        }
+    let waiting = Pending { check: "the cluster to be healthy".into(), node: "the cluster".into(), last: String::new() };
+    poll(deadline, waiting, || async {
+        Ok(check(nodes, access, deadline).await.map_err(|failure| {
+            tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
+            Pending { check: failure.check.to_string(), node: failure.node, last: failure.last }
+        }))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_lost_member_is_named() {
+        let text = member_difference(&set(&["cp-1", "cp-3"]), &set(&["cp-1", "cp-2", "cp-3"]));
+        assert_eq!(text, "members cp-1, cp-3; missing cp-2");
+    }
+
+    #[test]
+    fn a_member_that_is_not_a_control_plane_is_named() {
+        let text = member_difference(&set(&["cp-1", "old-cp"]), &set(&["cp-1"]));
+        assert_eq!(text, "members cp-1, old-cp; not a control plane of this cluster: old-cp");
     }
 }

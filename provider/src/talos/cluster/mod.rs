@@ -15,7 +15,7 @@ use std::net::IpAddr;
 pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use health::{wait_healthy, HealthCheck};
-pub use teardown::{remove_node, reset_nodes};
+pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;

@@ -2,74 +2,125 @@
 //! the machine is reset (STATE and EPHEMERAL wiped) back to maintenance mode, so it can be
 //! reused without leaving a ghost behind.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::poll::Backoff;
+use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
 use super::{Access, ClusterError, ClusterNode};
 use crate::kubernetes::KubeClient;
-use crate::talos::client::{probe, NodeClient, NodeState};
+use crate::talos::client::{probe, ConnectOptions, Credentials, NodeClient, NodeState};
+
+/// How long a node may stay unreachable before a reset takes it for gone. A node in the middle
+/// of an install or reboot (a create that failed half-way) comes back within this; a machine
+/// whose VM was deleted never does.
+pub const UNREACHABLE_GRACE: Duration = Duration::from_secs(90);
+
+/// How a node's reset ended (an error is returned when it answered but refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetOutcome {
+    /// The node accepted the reset and is on its way back to maintenance mode.
+    Reset,
+    /// It already was in maintenance mode.
+    AlreadyInMaintenance,
+    /// It no longer accepts this cluster's CA: left alone.
+    ForeignCluster,
+    /// It did not answer for [`UNREACHABLE_GRACE`] (or until the deadline): taken for gone.
+    Unreachable {
+        /// The last answer seen.
+        last: String,
+    },
+}
 
 /// Resets nodes, all at once: gracefully (cordon, drain, leave etcd) for workers and for a
 /// control plane that leaves a running cluster, not gracefully when the whole cluster goes
-/// (there is no quorum left to leave). A node already in maintenance mode or gone is done.
-pub async fn reset_nodes(nodes: &[ClusterNode], access: &Access, whole_cluster: bool, deadline: Instant) -> Vec<(String, ClusterError)> {
-    let results = join_all(nodes.iter().map(|node| async move {
+/// (there is no quorum left to leave). Only the Talos API is needed. Returns each node's
+/// outcome, in node order.
+pub async fn reset_nodes(
+    nodes: &[ClusterNode],
+    talos: &Credentials,
+    connect: &ConnectOptions,
+    whole_cluster: bool,
+    deadline: Instant,
+) -> Vec<(String, Result<ResetOutcome, ClusterError>)> {
+    join_all(nodes.iter().map(|node| async move {
         let graceful = !whole_cluster || !node.is_control_plane();
-        reset_one(node, access, graceful, deadline).await.map_err(|e| (node.name.clone(), e))
+        (node.name.clone(), reset_one(node, talos, connect, graceful, deadline).await)
     }))
-    .await;
-    results.into_iter().filter_map(Result::err).collect()
+    .await
 }
 
-async fn reset_one(node: &ClusterNode, access: &Access, graceful: bool, deadline: Instant) -> Result<(), ClusterError> {
+async fn reset_one(
+    node: &ClusterNode,
+    talos: &Credentials,
+    connect: &ConnectOptions,
+    graceful: bool,
+    deadline: Instant,
+) -> Result<ResetOutcome, ClusterError> {
     let mut backoff = Backoff::new();
+    let give_up = deadline.min(Instant::now() + UNREACHABLE_GRACE);
     loop {
-        let last = match probe(node.ip, &access.talos, &access.connect).await {
-            NodeState::Maintenance => return Ok(()),
-            NodeState::ForeignCluster => {
-                tracing::warn!(node = %node.name, "node no longer accepts this cluster's CA; leaving it alone");
-                return Ok(());
-            }
-            NodeState::Unreachable { reason } if backoff_exhausted(&backoff) => {
-                // A machine that is gone (its VM destroyed first) has nothing left to reset.
-                tracing::warn!(node = %node.name, %reason, "node does not answer; nothing to reset");
-                return Ok(());
-            }
-            NodeState::Unreachable { reason } => reason,
-            NodeState::Configured { .. } => {
-                let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-                    Ok(client) => client.reset(graceful, true).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(node = %node.name, graceful, "node reset");
-                        return Ok(());
+        let attempt = bounded(deadline, async {
+            match probe(node.ip, talos, connect).await {
+                NodeState::Maintenance => Ok(Ok(ResetOutcome::AlreadyInMaintenance)),
+                NodeState::ForeignCluster => {
+                    tracing::warn!(node = %node.name, "node no longer accepts this cluster's CA; leaving it alone");
+                    Ok(Ok(ResetOutcome::ForeignCluster))
+                }
+                NodeState::Unreachable { reason } => Err(reason),
+                NodeState::Configured { .. } => {
+                    let result = match NodeClient::connect(node.ip, talos, connect).await {
+                        Ok(client) => client.reset(graceful, true).await,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => {
+                            tracing::info!(node = %node.name, graceful, "node reset");
+                            Ok(Ok(ResetOutcome::Reset))
+                        }
+                        // It answers but refuses: keep trying, and fail at the deadline.
+                        Err(e) => Ok(Err(e.describe())),
                     }
-                    Err(e) => e.describe(),
                 }
             }
-        };
-        if !backoff.wait(deadline).await {
-            return Err(super::bring_up::timeout("the node to accept a reset", node, last));
+        })
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())));
+        match attempt {
+            Ok(Ok(outcome)) => return Ok(outcome),
+            Ok(Err(last)) => {
+                if !backoff.wait(deadline).await {
+                    return Err(ClusterError::Timeout {
+                        check: "the node to accept a reset".into(),
+                        node: format!("{} ({})", node.name, node.ip),
+                        last,
+                    });
+                }
+            }
+            Err(last) => {
+                if !backoff.wait(give_up).await {
+                    // A machine that is gone (its VM deleted) has nothing left to reset.
+                    tracing::warn!(node = %node.name, %last, "node does not answer; nothing to reset");
+                    return Ok(ResetOutcome::Unreachable { last });
+                }
+            }
         }
     }
 }
 
-/// Unreachable for a few rounds: give up on it.
-fn backoff_exhausted(backoff: &Backoff) -> bool {
-    backoff.rounds() >= 4
-}
-
 /// Removes one node from a running cluster: a control plane leaves etcd, its Kubernetes node
 /// object is deleted, then it is reset gracefully.
-pub async fn remove_node(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+pub async fn remove_node(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<ResetOutcome, ClusterError> {
     if node.is_control_plane() {
-        if let Ok(client) = NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-            if let Err(e) = client.etcd_leave_cluster().await {
-                tracing::warn!(node = %node.name, error = %e.describe(), "leaving etcd failed; the reset will retry it");
-            }
+        let leave = bounded(deadline, async {
+            let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
+            client.etcd_leave_cluster().await
+        });
+        match leave.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!(node = %node.name, error = %e.describe(), "leaving etcd failed; the reset will retry it"),
+            None => tracing::warn!(node = %node.name, "no answer to leaving etcd; the reset will retry it"),
         }
     }
     if let Ok(kube) = KubeClient::new(&access.kube) {
@@ -77,5 +128,5 @@ pub async fn remove_node(node: &ClusterNode, access: &Access, deadline: Instant)
             tracing::warn!(node = %node.name, error = %e, "could not delete the Kubernetes node object");
         }
     }
-    reset_one(node, access, true, deadline).await
+    reset_one(node, &access.talos, &access.connect, true, deadline).await
 }

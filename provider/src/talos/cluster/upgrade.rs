@@ -3,8 +3,8 @@
 
 use tokio::time::Instant;
 
-use super::bring_up::timeout;
-use super::poll::Backoff;
+use super::bring_up::pending;
+use super::poll::poll;
 use super::{wait_healthy, Access, ClusterError, ClusterNode};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
@@ -28,37 +28,34 @@ pub async fn upgrade_nodes(nodes: &[ClusterNode], image: &str, target_tag: &str,
 }
 
 async fn start_upgrade(node: &ClusterNode, image: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
-    loop {
+    const CHECK: &str = "the upgrade to be accepted";
+    poll(deadline, pending(CHECK, node, String::new()), || async {
         let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
             Ok(client) => client.upgrade(image, true, false, false).await,
             Err(e) => Err(e),
         };
-        let last = match result {
-            Ok(_) => return Ok(()),
+        match result {
+            Ok(_) => Ok(Ok(())),
             Err(e) if e.class() == ErrorClass::Final => {
-                return Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
+                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
             }
-            Err(e) => e.describe(),
-        };
-        if !backoff.wait(deadline).await {
-            return Err(timeout("the upgrade to be accepted", node, last));
+            Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
-    }
+    })
+    .await
 }
 
 async fn wait_for_version(node: &ClusterNode, target_tag: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
-    loop {
+    let check = format!("the node to run Talos {target_tag}");
+    poll(deadline, pending(&check, node, String::new()), || async {
         let last = match probe(node.ip, &access.talos, &access.connect).await {
-            NodeState::Configured { talos_version } if talos_version == target_tag => return Ok(()),
+            NodeState::Configured { talos_version } if talos_version == target_tag => return Ok(Ok(())),
             NodeState::Configured { talos_version } => format!("still runs {talos_version}"),
             NodeState::ForeignCluster => return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip }),
             NodeState::Maintenance => "in maintenance mode".to_string(),
             NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
         };
-        if !backoff.wait(deadline).await {
-            return Err(timeout(&format!("the node to run Talos {target_tag}"), node, last));
-        }
-    }
+        Ok(Err(pending(&check, node, last)))
+    })
+    .await
 }

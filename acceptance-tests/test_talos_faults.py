@@ -1,0 +1,168 @@
+"""castle_talos_cluster when nodes misbehave: every failure names the node and the check, and
+the next `terraform apply` finishes the job without hand repair."""
+
+import time
+
+import pytest
+
+from harness.lab import TalosLab
+
+pytestmark = pytest.mark.acceptance
+
+PREFIX = '127.0.5.'
+VIP = PREFIX + '10'
+NODES = {'cp-1': 11, 'cp-2': 12, 'cp-3': 13, 'w-1': 21}
+
+
+def ip(name, nodes=NODES):
+    return PREFIX + str(dict(NODES, **nodes)[name])
+
+
+def cluster_hcl(nodes=NODES, timeouts=''):
+    entries = '\n'.join('  node {\n    name    = "%s"\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
+        name, PREFIX, host, 'controlplane' if name.startswith('cp') else 'worker') for name, host in nodes.items())
+    block = '  timeouts {\n    %s\n  }' % timeouts if timeouts else ''
+    return '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {}
+
+resource "castle_talos_cluster" "home" {
+  name               = "faults"
+  vip                = "%s"
+  talos_version      = "v1.12.0"
+  kubernetes_version = "v1.33.2"
+  gateway            = "%s1"
+%s
+%s
+}
+''' % (VIP, PREFIX, entries, block)
+
+
+@pytest.fixture
+def talos():
+    lab = TalosLab([PREFIX + str(n) for n in NODES.values()] + [PREFIX + '22'])
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def flat(out):
+    """Terraform's output with its line wrapping undone."""
+    return ' '.join(out.split())
+
+
+def tainted(t):
+    resources = (t.state().get('values') or {}).get('root_module', {}).get('resources', [])
+    return {r['address']: r.get('tainted', False) for r in resources}
+
+
+def cluster_ids(talos, names=NODES):
+    nodes = talos.nodes()
+    return {name: nodes[ip(name)]['cluster_id'] for name in names}
+
+
+def assert_healthy(talos, t, names=NODES):
+    nodes = talos.nodes()
+    assert {name: nodes[ip(name)]['state'] for name in names} == {name: 'running' for name in names}
+    assert len(set(cluster_ids(talos, names).values())) == 1
+    members = {m['hostname'] for m in nodes[ip('cp-1')]['etcd_members']}
+    assert members == {n for n in names if n.startswith('cp')}
+    t.assert_plan_empty()
+
+
+def test_a_node_that_never_answers_fails_the_apply_within_the_timeout_naming_it(tf, talos):
+    talos.fault(ip('w-1'), 'never_answer')
+    t = tf()
+    t.write(cluster_hcl(timeouts='create = "20s"'))
+    started = time.monotonic()
+    out = flat(t.apply(expect_fail=True))
+    elapsed = time.monotonic() - started
+    assert 'Unable to create cluster faults' in out
+    assert 'timed out waiting for the node to answer in maintenance mode on w-1 (127.0.5.21)' in out, out
+    assert 'last answer: unreachable' in out and 'within' in out, out
+    # The create timeout bounds the whole apply, not each attempt (Terraform adds a few seconds).
+    assert elapsed < 35, elapsed
+    assert tainted(t) == {'castle_talos_cluster.home': True}
+
+    # Once the node answers, the next apply replaces the tainted cluster: no hand repair.
+    talos.clear_faults(ip('w-1'))
+    t.write(cluster_hcl())
+    t.apply()
+    assert_healthy(talos, t)
+
+
+def test_a_slow_reboot_still_converges(tf, talos):
+    # 20 s before time scaling (0.3): several seconds where the node answers nothing at all.
+    talos.fault(ip('cp-2'), 'slow_reboot', delay_ms=20000)
+    t = tf()
+    t.write(cluster_hcl())
+    t.apply()
+    assert_healthy(talos, t)
+
+
+def test_a_rejected_config_names_the_node_and_reason_and_the_next_apply_starts_over(tf, talos):
+    talos.fault(ip('cp-2'), 'reject_next_config', reason='install disk /dev/sda is too small')
+    t = tf()
+    t.write(cluster_hcl())
+    out = flat(t.apply(expect_fail=True))
+    assert 'node cp-2 (127.0.5.12) rejected its machine configuration' in out, out
+    assert 'install disk /dev/sda is too small' in out, out
+    assert tainted(t) == {'castle_talos_cluster.home': True}
+    first = cluster_ids(talos)
+    configured = {name for name, cid in first.items() if cid}
+    assert 'cp-2' not in configured and configured, first  # the others took the first attempt's config
+
+    talos.clear_faults(ip('cp-2'))
+    out = t.apply()
+    # Replacing the tainted cluster resets its nodes before creating it again.
+    assert out.index('Destruction complete') < out.index('Creation complete'), out
+    again = cluster_ids(talos)
+    assert not set(again.values()) & set(first.values()), (first, again)
+    assert_healthy(talos, t)
+
+
+def test_etcd_losing_a_member_is_reported_by_the_member_list_check(tf, talos):
+    t = tf()
+    t.write(cluster_hcl())
+    t.apply()
+    talos.fault(ip('cp-2'), 'lose_etcd_member')
+    # Any update waits for health at the end: add a worker.
+    t.write(cluster_hcl(dict(NODES, **{'w-2': 22}), timeouts='update = "10s"'))
+    out = flat(t.apply(expect_fail=True))
+    assert 'Unable to update cluster faults' in out
+    assert 'timed out waiting for the etcd member list to hold exactly the control planes on cp-' in out, out
+    assert 'missing cp-2' in out, out
+
+
+def test_a_create_that_fails_after_configs_were_applied_is_finished_by_the_next_apply(tf, talos):
+    # cp-3 takes 60 s (18 s scaled) to reboot: the others are installed and running this
+    # cluster's CA when the 8 s create timeout runs out, cp-3 is still rebooting into it.
+    talos.fault(ip('cp-3'), 'slow_reboot', delay_ms=60000)
+    t = tf()
+    t.write(cluster_hcl(timeouts='create = "8s"'))
+    out = flat(t.apply(expect_fail=True))
+    assert 'timed out waiting for the node to come back configured after install on cp-3 (127.0.5.13)' in out, out
+    assert all(cluster_ids(talos).values()), cluster_ids(talos)
+
+    talos.clear_faults(ip('cp-3'))
+    t.write(cluster_hcl())
+    t.apply()
+    assert_healthy(talos, t)
+
+
+def test_destroy_succeeds_when_a_node_is_already_gone(tf, talos):
+    t = tf()
+    t.write(cluster_hcl(timeouts='delete = "10s"'))
+    t.apply()
+    talos._call('DELETE', '/nodes/%s' % ip('w-1'))
+    out = flat(t.destroy())
+    assert 'w-1 (127.0.5.21)' in out and 'not reset' in out, out
+    nodes = talos.nodes()
+    assert {nodes[ip(n)]['state'] for n in ('cp-1', 'cp-2', 'cp-3')} <= {'maintenance', 'booting'}
+    assert t.resources() == {}
