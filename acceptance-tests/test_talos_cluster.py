@@ -145,3 +145,22 @@ def test_bad_cluster_input_is_a_plan_time_error_naming_the_attribute(tf, talos):
     out = t.plan()
     assert 'quorum' in out  # an even number of control planes is a warning that explains why
     assert all(n['state'] == 'maintenance' for n in talos.nodes().values())
+
+
+def test_talos_and_kubernetes_upgrade_in_place(tf, talos, tmp_path):
+    small = {'cp-1': 11, 'w-1': 21}
+    t = tf()
+    t.write(cluster_hcl(small))
+    t.apply()
+    before = t.resources()['castle_talos_cluster.home']['machine_configs']['cp-1']
+    t.write(cluster_hcl(small).replace('"v1.12.0"', '"v1.13.0"').replace('"v1.33.2"', '"v1.34.1"'))
+    plan = t.plan()
+    assert 'will be upgraded node by node' in plan
+    t.apply()
+    nodes = talos.nodes()
+    assert {nodes[PREFIX + str(h)]['talos_version'] for h in small.values()} == {'v1.13.0'}
+    out = kubectl(tmp_path, t.output('kubeconfig'), 'get', 'nodes')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count('v1.34.1') == 2, out.stdout
+    assert t.resources()['castle_talos_cluster.home']['machine_configs']['cp-1'] != before
+    t.assert_plan_empty()

@@ -81,9 +81,10 @@ resource "castle_talos_cluster" "this" {
   dynamic "node" {
     for_each = local.nodes
     content {
-      name    = node.key
-      address = castle_proxmox_vm.node[node.key].ipv4[0].address
-      role    = contains(keys(local.control_planes), node.key) ? "controlplane" : "worker"
+      name        = node.key
+      address     = castle_proxmox_vm.node[node.key].ipv4[0].address
+      mac_address = castle_proxmox_vm.node[node.key].mac_address
+      role        = contains(keys(local.control_planes), node.key) ? "controlplane" : "worker"
     }
   }
 }

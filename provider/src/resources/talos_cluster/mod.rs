@@ -26,7 +26,7 @@ use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
-use crate::talos::config::{generate_cluster_configs, ClusterSpec};
+use crate::talos::config::{generate_cluster_configs, installer_image, ClusterSpec};
 use crate::talos::pki::SecretsBundle;
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -193,6 +193,17 @@ impl Resource for TalosClusterResource {
             (Some(spec), Some(bundle)) => {
                 let configs = plan::check_spec(&spec, Some(bundle), diags)?;
                 state.machine_configs = plan::configs_value(&configs);
+                if prior_state.talos_version.is_value() && prior_state.talos_version != state.talos_version {
+                    diags.root_warning(
+                        "Talos will be upgraded node by node",
+                        format!(
+                            "Changing talos_version from {} to {} upgrades every node in place: control planes first, one at a \
+                             time, each back on the new release with the cluster healthy before the next.",
+                            prior_state.talos_version.as_ref_option().cloned().unwrap_or_default(),
+                            state.talos_version.as_ref_option().cloned().unwrap_or_default()
+                        ),
+                    );
+                }
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p)) != Some(plan::credential_inputs(&spec));
                 let due = prior_private_state.as_ref().map(|s| plan::renewal_due(s, OffsetDateTime::now_utc())).unwrap_or(true);
                 if inputs_changed || due {
@@ -335,6 +346,14 @@ impl Resource for TalosClusterResource {
                     let outcome = cluster::remove_node(gone, &access, deadline).await?;
                     warn_unless_reset(diags, gone, &outcome);
                 }
+            }
+            // A new Talos release first: configs for a newer contract are refused by an older
+            // node, so every node is upgraded (one at a time, healthy in between) before them.
+            if prior_state.talos_version.is_value() && prior_state.talos_version != state.talos_version {
+                let image = installer_image(&spec).map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
+                let tag = image.rsplit(':').next().unwrap_or_default().to_string();
+                let running: Vec<ClusterNode> = nodes.iter().filter(|n| applied_configs(&prior_state).contains_key(&n.name)).cloned().collect();
+                cluster::upgrade_nodes(&running, &image, &tag, &access, deadline).await?;
             }
             let applied = applied_configs(&prior_state);
             let (new, changed): (Vec<ClusterNode>, Vec<ClusterNode>) = nodes

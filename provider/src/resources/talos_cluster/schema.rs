@@ -28,6 +28,7 @@ pub fn schema() -> Schema {
         "address" => attr(String, Required, "Static address with prefix, e.g. `10.0.0.11/24` (from `castle_proxmox_vm.x.ipv4[0].address`)."),
         "role" => attr(String, Required, "`controlplane` or `worker`."),
         "install_disk" => attr(String, Optional, "Disk Talos installs to (default `/dev/sda`)."),
+        "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used."),
         "patches" => attr(List(String.into()), Optional, "YAML strategic-merge patches for this node only, applied last.")
         },
         ..Default::default()

@@ -20,6 +20,8 @@ pub struct NodeEntry {
     pub role: Value<String>,
     /// Install disk.
     pub install_disk: Value<String>,
+    /// MAC of the NIC.
+    pub mac_address: Value<String>,
     /// Node patches.
     pub patches: Value<Vec<Value<String>>>,
 }
@@ -143,7 +145,10 @@ impl ClusterState {
                     role,
                     install_disk: optional(&entry.install_disk)?.unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string()),
                     hostname: None,
-                    link: NetworkLink::default(),
+                    link: match optional(&entry.mac_address)? {
+                        Some(mac) => NetworkLink::Mac(mac.to_ascii_lowercase()),
+                        None => NetworkLink::default(),
+                    },
                     patches: strings(&entry.patches)?,
                 },
             );
