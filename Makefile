@@ -36,7 +36,7 @@ acceptance: build venv
 	$(PY) -m pytest acceptance-tests $(PYTEST_ARGS)
 
 # The demo is part of the test: it must pass from a fresh clone.
-test: unit acceptance demo
+test: lint unit acceptance demo
 
 demo: build venv
 	$(PY) acceptance-tests/demo.py
@@ -55,6 +55,7 @@ bench: build venv
 	$(PY) acceptance-tests/bench.py
 
 lint: deps
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:

@@ -45,11 +45,21 @@ where
         let mut fields = JsonFields(Map::new());
         event.record(&mut fields);
         let mut line = fields.0;
-        let message = line.remove("message").unwrap_or(Value::String(String::new()));
+        let message = line
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
         line.insert("@message".into(), message);
-        line.insert("@level".into(), Value::String(level_name(meta.level()).into()));
-        line.insert("@module".into(), Value::String(format!("castle.{}", meta.target())));
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        line.insert(
+            "@level".into(),
+            Value::String(level_name(meta.level()).into()),
+        );
+        line.insert(
+            "@module".into(),
+            Value::String(format!("castle.{}", meta.target())),
+        );
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         line.insert("@timestamp".into(), Value::String(now));
         writeln!(writer, "{}", Value::Object(line))
     }
@@ -69,7 +79,8 @@ struct JsonFields(Map<String, Value>);
 
 impl Visit for JsonFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::String(value.into()));
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().into(), value.into());
@@ -81,6 +92,7 @@ impl Visit for JsonFields {
         self.0.insert(field.name().into(), value.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), Value::String(format!("{value:?}")));
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
     }
 }

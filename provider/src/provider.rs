@@ -9,7 +9,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
+};
 use tf_provider::value::{self, Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
@@ -120,7 +122,9 @@ fn env_bool(value: &Value<bool>, env: &str) -> bool {
 }
 
 /// Builds the Proxmox client settings from the block and the environment.
-pub fn proxmox_settings(block: &ProxmoxBlock) -> Result<Option<proxmox::ClientConfig>, (AttributePath, String)> {
+pub fn proxmox_settings(
+    block: &ProxmoxBlock,
+) -> Result<Option<proxmox::ClientConfig>, (AttributePath, String)> {
     let path = AttributePath::new("proxmox").index(0);
     let Some(endpoint) = or_env(&block.endpoint, "PROXMOX_VE_ENDPOINT") else {
         return Ok(None);
@@ -152,10 +156,15 @@ pub fn proxmox_settings(block: &ProxmoxBlock) -> Result<Option<proxmox::ClientCo
 }
 
 /// Builds the Infisical client settings from the block and the environment.
-pub fn infisical_settings(block: &InfisicalBlock) -> Result<Option<infisical::ClientConfig>, (AttributePath, String)> {
+pub fn infisical_settings(
+    block: &InfisicalBlock,
+) -> Result<Option<infisical::ClientConfig>, (AttributePath, String)> {
     let path = AttributePath::new("infisical").index(0);
     let client_id = or_env(&block.client_id, "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");
-    let client_secret = or_env(&block.client_secret, "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    let client_secret = or_env(
+        &block.client_secret,
+        "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
+    );
     match (client_id, client_secret) {
         (None, None) => Ok(None),
         (Some(client_id), Some(client_secret)) => Ok(Some(infisical::ClientConfig {
@@ -264,7 +273,11 @@ impl Provider for CastleProvider {
                 Err(message)
             }
         };
-        let infisical_block = config.infisical.as_ref_option().cloned().unwrap_or_default();
+        let infisical_block = config
+            .infisical
+            .as_ref_option()
+            .cloned()
+            .unwrap_or_default();
         let infisical = match infisical_settings(&infisical_block) {
             Ok(Some(settings)) => infisical::Client::new(settings).map(Arc::new).map_err(|e| {
                 diags.root_error("Unable to configure the Infisical client", e.to_string());
@@ -288,11 +301,17 @@ impl Provider for CastleProvider {
         }
     }
 
-    fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+    fn get_resources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
         Some(resources::all(&self.data))
     }
 
-    fn get_data_sources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+    fn get_data_sources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
         Some(HashMap::new())
     }
 }

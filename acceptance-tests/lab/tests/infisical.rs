@@ -22,12 +22,20 @@ async fn start(settings: Settings) -> Running {
     tokio::spawn(run(listener, lab.clone(), async {
         let _ = stopped.await;
     }));
-    Running { lab, url, _stop: stop }
+    Running {
+        lab,
+        url,
+        _stop: stop,
+    }
 }
 
 fn client(url: &str, secret: &str) -> Client {
-    Client::new(ClientConfig { host: url.into(), client_id: "castle-lab-client".into(), client_secret: secret.into() })
-        .unwrap()
+    Client::new(ClientConfig {
+        host: url.into(),
+        client_id: "castle-lab-client".into(),
+        client_secret: secret.into(),
+    })
+    .unwrap()
 }
 
 fn kubeconfig_at(path: &str) -> SecretRef {
@@ -51,23 +59,39 @@ async fn a_kubeconfig_is_created_read_updated_and_deleted() {
     let client = client(&lab.url, "castle-lab-secret");
     let at = kubeconfig_at("/");
 
-    let created = client.create_secret(&at, KUBECONFIG, "managed by castle", soon()).await.unwrap();
+    let created = client
+        .create_secret(&at, KUBECONFIG, "managed by castle", soon())
+        .await
+        .unwrap();
     assert_eq!(created.version, 1);
     // Stored trimmed, one trailing newline kept.
-    assert_eq!(created.secret_value, KUBECONFIG.trim_end().to_string() + "\n");
-    assert!(castle::infisical::same_modulo_trimming(KUBECONFIG, &created.secret_value));
+    assert_eq!(
+        created.secret_value,
+        KUBECONFIG.trim_end().to_string() + "\n"
+    );
+    assert!(castle::infisical::same_modulo_trimming(
+        KUBECONFIG,
+        &created.secret_value
+    ));
 
     let read = client.get_secret(&at, soon()).await.unwrap();
     assert_eq!(read.secret_value, created.secret_value);
 
-    let updated = client.update_secret(&at, "apiVersion: v1\nkind: Config\n", "", soon()).await.unwrap();
+    let updated = client
+        .update_secret(&at, "apiVersion: v1\nkind: Config\n", "", soon())
+        .await
+        .unwrap();
     assert_eq!(updated.version, 2);
     assert_eq!(lab.lab.secrets()[0].value, "apiVersion: v1\nkind: Config\n");
 
     client.delete_secret(&at, soon()).await.unwrap();
     let gone = client.get_secret(&at, soon()).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
-    assert!(client.delete_secret(&at, soon()).await.unwrap_err().is_not_found());
+    assert!(client
+        .delete_secret(&at, soon())
+        .await
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[tokio::test]
@@ -76,16 +100,45 @@ async fn writing_into_a_missing_folder_fails_until_the_folders_are_ensured() {
     let client = client(&lab.url, "castle-lab-secret");
     let at = kubeconfig_at("/clusters/home");
 
-    let missing = client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap_err();
-    assert!(missing.to_string().contains("Folder with path '/clusters/home'"), "{missing}");
+    let missing = client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("Folder with path '/clusters/home'"),
+        "{missing}"
+    );
 
-    client.ensure_folder("castle-lab-project", "dev", "/clusters/home", soon()).await.unwrap();
+    client
+        .ensure_folder("castle-lab-project", "dev", "/clusters/home", soon())
+        .await
+        .unwrap();
     // A second time is a no-op.
-    client.ensure_folder("castle-lab-project", "dev", "/clusters/home", soon()).await.unwrap();
-    assert_eq!(client.list_folders("castle-lab-project", "dev", "/", soon()).await.unwrap(), vec!["clusters"]);
-    assert_eq!(client.list_folders("castle-lab-project", "dev", "/clusters", soon()).await.unwrap(), vec!["home"]);
+    client
+        .ensure_folder("castle-lab-project", "dev", "/clusters/home", soon())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .list_folders("castle-lab-project", "dev", "/", soon())
+            .await
+            .unwrap(),
+        vec!["clusters"]
+    );
+    assert_eq!(
+        client
+            .list_folders("castle-lab-project", "dev", "/clusters", soon())
+            .await
+            .unwrap(),
+        vec!["home"]
+    );
 
-    client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap();
+    client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap();
     assert_eq!(lab.lab.secrets()[0].path, "/clusters/home");
 }
 
@@ -94,12 +147,21 @@ async fn creating_an_existing_secret_is_a_distinct_error() {
     let lab = start(Settings::default()).await;
     let client = client(&lab.url, "castle-lab-secret");
     let at = kubeconfig_at("/");
-    client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap();
-    let again = client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap_err();
+    client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap();
+    let again = client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap_err();
     assert!(again.is_already_exists(), "{again}");
     // What the resource does to adopt: read and compare modulo trimming.
     let existing = client.get_secret(&at, soon()).await.unwrap();
-    assert!(castle::infisical::same_modulo_trimming(KUBECONFIG, &existing.secret_value));
+    assert!(castle::infisical::same_modulo_trimming(
+        KUBECONFIG,
+        &existing.secret_value
+    ));
 }
 
 #[tokio::test]
@@ -108,9 +170,16 @@ async fn rate_limits_are_waited_out_as_the_server_asks() {
     let client = client(&lab.url, "castle-lab-secret");
     lab.lab.set_rate_limit(2, 1);
     let started = Instant::now();
-    client.create_secret(&kubeconfig_at("/"), KUBECONFIG, "", soon()).await.unwrap();
+    client
+        .create_secret(&kubeconfig_at("/"), KUBECONFIG, "", soon())
+        .await
+        .unwrap();
     // Two 429s with Retry-After: 1 s each.
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(lab.lab.secrets().len(), 1);
 }
 
@@ -120,7 +189,10 @@ async fn a_rate_limit_longer_than_the_timeout_fails_fast_with_the_reason() {
     let client = client(&lab.url, "castle-lab-secret");
     lab.lab.set_rate_limit(1, 60);
     let started = Instant::now();
-    let error = client.get_secret(&kubeconfig_at("/"), Instant::now() + Duration::from_secs(5)).await.unwrap_err();
+    let error = client
+        .get_secret(&kubeconfig_at("/"), Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(error, Error::Exhausted { .. }), "{error}");
     assert!(error.to_string().contains("Rate limit exceeded"), "{error}");
@@ -131,7 +203,10 @@ async fn expired_tokens_are_replaced_without_the_caller_noticing() {
     let lab = start(Settings::default()).await;
     let client = client(&lab.url, "castle-lab-secret");
     let at = kubeconfig_at("/");
-    client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap();
+    client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap();
     lab.lab.expire_tokens();
     let read = client.get_secret(&at, soon()).await.unwrap();
     assert_eq!(read.version, 1);
@@ -139,11 +214,17 @@ async fn expired_tokens_are_replaced_without_the_caller_noticing() {
 
 #[tokio::test]
 async fn short_lived_tokens_are_renewed_or_replaced() {
-    let settings = Settings { token_ttl: Duration::from_secs(1), ..Settings::default() };
+    let settings = Settings {
+        token_ttl: Duration::from_secs(1),
+        ..Settings::default()
+    };
     let lab = start(settings).await;
     let client = client(&lab.url, "castle-lab-secret");
     let at = kubeconfig_at("/");
-    client.create_secret(&at, KUBECONFIG, "", soon()).await.unwrap();
+    client
+        .create_secret(&at, KUBECONFIG, "", soon())
+        .await
+        .unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         client.get_secret(&at, soon()).await.unwrap();
@@ -154,7 +235,10 @@ async fn short_lived_tokens_are_renewed_or_replaced() {
 async fn a_wrong_client_secret_gives_a_clear_error_without_the_secret() {
     let lab = start(Settings::default()).await;
     let client = client(&lab.url, "not-the-right-secret-1234");
-    let error = client.get_secret(&kubeconfig_at("/"), soon()).await.unwrap_err();
+    let error = client
+        .get_secret(&kubeconfig_at("/"), soon())
+        .await
+        .unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, Error::Login { status: 401, .. }), "{text}");
     assert!(text.contains("client secret"), "{text}");
@@ -168,7 +252,12 @@ async fn errors_about_a_secret_never_carry_its_value() {
     let lab = start(Settings::default()).await;
     let client = client(&lab.url, "castle-lab-secret");
     let error = client
-        .create_secret(&kubeconfig_at("/nowhere"), "super-sensitive-kubeconfig", "", soon())
+        .create_secret(
+            &kubeconfig_at("/nowhere"),
+            "super-sensitive-kubeconfig",
+            "",
+            soon(),
+        )
         .await
         .unwrap_err();
     assert!(!error.to_string().contains("super-sensitive-kubeconfig"));
@@ -248,7 +337,12 @@ async fn the_emulator_speaks_like_infisical() {
     assert_eq!(renamed["secret"]["secretValue"], "x");
     assert_eq!(renamed["secret"]["version"], 2);
     let id = renamed["secret"]["id"].as_str().unwrap();
-    let by_id = http.get(format!("{}/api/v3/secrets/raw/id/{id}", lab.url)).bearer_auth(&token).send().await.unwrap();
+    let by_id = http
+        .get(format!("{}/api/v3/secrets/raw/id/{id}", lab.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(by_id.status(), 200);
 
     // 422 lists the issues.
@@ -271,11 +365,22 @@ async fn the_emulator_speaks_like_infisical() {
     assert_eq!(limited.status(), 429);
     assert_eq!(limited.headers()["retry-after"], "7");
     let body: serde_json::Value = limited.json().await.unwrap();
-    assert_eq!(body["message"], "Rate limit exceeded. Please try again in 7 seconds");
+    assert_eq!(
+        body["message"],
+        "Rate limit exceeded. Please try again in 7 seconds"
+    );
 
     // Expired token: 403 TokenError.
     lab.lab.expire_tokens();
-    let expired: serde_json::Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let expired: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(expired["statusCode"], 403);
     assert_eq!(expired["error"], "TokenError");
 }
@@ -286,10 +391,16 @@ async fn state_survives_a_restart_through_the_state_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("infisical.json");
     let _ = std::fs::remove_file(&file);
-    let settings = Settings { state_file: Some(file.clone()), ..Settings::default() };
+    let settings = Settings {
+        state_file: Some(file.clone()),
+        ..Settings::default()
+    };
     {
         let lab = start(settings.clone()).await;
-        client(&lab.url, "castle-lab-secret").create_secret(&kubeconfig_at("/"), KUBECONFIG, "", soon()).await.unwrap();
+        client(&lab.url, "castle-lab-secret")
+            .create_secret(&kubeconfig_at("/"), KUBECONFIG, "", soon())
+            .await
+            .unwrap();
     }
     let lab = Lab::new(settings).unwrap();
     assert_eq!(lab.secrets().len(), 1);

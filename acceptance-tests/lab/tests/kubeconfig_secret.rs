@@ -35,7 +35,11 @@ async fn fixture() -> Fixture {
     })
     .unwrap();
     let resource = KubeconfigSecretResource::new(Arc::new(ProviderData::with_infisical(client)));
-    Fixture { lab, resource, _stop: stop }
+    Fixture {
+        lab,
+        resource,
+        _stop: stop,
+    }
 }
 
 fn config(kubeconfig: &str) -> KubeconfigSecretState {
@@ -61,15 +65,28 @@ fn decode(state: &State) -> State {
 }
 
 fn errors(diags: &Diagnostics) -> String {
-    diags.errors.iter().map(|d| format!("{} {}", d.summary, d.detail)).collect::<Vec<_>>().join("\n")
+    diags
+        .errors
+        .iter()
+        .map(|d| format!("{} {}", d.summary, d.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Fixture {
     async fn create(&self, config: KubeconfigSecretState) -> Result<State, String> {
         let mut diags = Diagnostics::default();
         let config = raw(&Value::Value(config));
-        let (planned, private) = self.resource.plan_create(&mut diags, config.clone(), config.clone(), null()).await.unwrap();
-        match self.resource.create(&mut diags, planned, config, private, null()).await {
+        let (planned, private) = self
+            .resource
+            .plan_create(&mut diags, config.clone(), config.clone(), null())
+            .await
+            .unwrap();
+        match self
+            .resource
+            .create(&mut diags, planned, config, private, null())
+            .await
+        {
             Some((state, _)) => Ok(state),
             None => Err(errors(&diags)),
         }
@@ -86,10 +103,16 @@ impl Fixture {
 #[tokio::test]
 async fn upload_read_drift_restore_and_recreate() {
     let f = fixture().await;
-    let state = f.create(config(&format!("{KUBECONFIG}\n\n"))).await.unwrap();
+    let state = f
+        .create(config(&format!("{KUBECONFIG}\n\n")))
+        .await
+        .unwrap();
     let created = decode(&state).as_option().unwrap();
     assert_eq!(created.kubeconfig_version, Value::Value(1));
-    assert_eq!(created.id, Value::Value("castle-lab-project:dev:/clusters/home:KUBECONFIG".into()));
+    assert_eq!(
+        created.id,
+        Value::Value("castle-lab-project:dev:/clusters/home:KUBECONFIG".into())
+    );
     assert_eq!(f.lab.secrets()[0].value, KUBECONFIG);
 
     // Trimming is not drift: the configured value stays in state.
@@ -97,19 +120,44 @@ async fn upload_read_drift_restore_and_recreate() {
     assert_eq!(decode(&refreshed), decode(&state));
 
     // A change in Infisical shows as drift, and the plan marks the version unknown.
-    f.lab.put_secret("dev", "/clusters/home", "KUBECONFIG", "tampered").unwrap();
+    f.lab
+        .put_secret("dev", "/clusters/home", "KUBECONFIG", "tampered")
+        .unwrap();
     let drifted = f.read(state.clone()).await;
-    assert_eq!(decode(&drifted).as_option().unwrap().kubeconfig, Value::Value("tampered".into()));
+    assert_eq!(
+        decode(&drifted).as_option().unwrap().kubeconfig,
+        Value::Value("tampered".into())
+    );
     let mut diags = Diagnostics::default();
     let wanted = raw(&Value::Value(config(&format!("{KUBECONFIG}\n\n"))));
-    let (planned, private, replace) =
-        f.resource.plan_update(&mut diags, drifted.clone(), wanted.clone(), wanted.clone(), null(), null()).await.unwrap();
+    let (planned, private, replace) = f
+        .resource
+        .plan_update(
+            &mut diags,
+            drifted.clone(),
+            wanted.clone(),
+            wanted.clone(),
+            null(),
+            null(),
+        )
+        .await
+        .unwrap();
     assert!(replace.is_empty());
-    assert_eq!(decode(&planned).as_option().unwrap().kubeconfig_version, Value::Unknown);
-    let (restored, _) = f.resource.update(&mut diags, drifted, planned, wanted, private, null()).await.unwrap();
+    assert_eq!(
+        decode(&planned).as_option().unwrap().kubeconfig_version,
+        Value::Unknown
+    );
+    let (restored, _) = f
+        .resource
+        .update(&mut diags, drifted, planned, wanted, private, null())
+        .await
+        .unwrap();
     assert!(diags.errors.is_empty(), "{}", errors(&diags));
     assert_eq!(f.lab.secrets()[0].value, KUBECONFIG);
-    assert_eq!(decode(&restored).as_option().unwrap().kubeconfig_version, Value::Value(3));
+    assert_eq!(
+        decode(&restored).as_option().unwrap().kubeconfig_version,
+        Value::Value(3)
+    );
 
     // Deleted in Infisical: read drops the resource.
     f.lab.reset();
@@ -120,24 +168,41 @@ async fn upload_read_drift_restore_and_recreate() {
 #[tokio::test]
 async fn an_existing_secret_is_adopted_only_with_the_same_value() {
     let f = fixture().await;
-    f.lab.put_secret("dev", "/clusters/home", "KUBECONFIG", &format!("  {KUBECONFIG}")).unwrap();
+    f.lab
+        .put_secret(
+            "dev",
+            "/clusters/home",
+            "KUBECONFIG",
+            &format!("  {KUBECONFIG}"),
+        )
+        .unwrap();
     f.create(config(KUBECONFIG)).await.unwrap();
 
-    f.lab.put_secret("dev", "/clusters/home", "KUBECONFIG", "someone else's").unwrap();
+    f.lab
+        .put_secret("dev", "/clusters/home", "KUBECONFIG", "someone else's")
+        .unwrap();
     let error = f.create(config(KUBECONFIG)).await.unwrap_err();
     assert!(error.contains("terraform import castle_kubeconfig_secret.<name> 'castle-lab-project:dev:/clusters/home:KUBECONFIG'"), "{error}");
-    assert!(!error.contains("apiVersion"), "values never reach diagnostics: {error}");
+    assert!(
+        !error.contains("apiVersion"),
+        "values never reach diagnostics: {error}"
+    );
     assert_eq!(f.lab.secrets()[0].value, "someone else's");
 }
 
 #[tokio::test]
 async fn import_reads_the_value_and_destroy_removes_everything() {
     let f = fixture().await;
-    f.lab.put_secret("dev", "/clusters/home", "KUBECONFIG", KUBECONFIG).unwrap();
+    f.lab
+        .put_secret("dev", "/clusters/home", "KUBECONFIG", KUBECONFIG)
+        .unwrap();
     let mut diags = Diagnostics::default();
     let (imported, _) = f
         .resource
-        .import(&mut diags, "castle-lab-project:dev:/clusters/home:KUBECONFIG".into())
+        .import(
+            &mut diags,
+            "castle-lab-project:dev:/clusters/home:KUBECONFIG".into(),
+        )
         .await
         .unwrap();
     let read = f.read(imported).await;
@@ -149,16 +214,36 @@ async fn import_reads_the_value_and_destroy_removes_everything() {
     with_talos.talosconfig = Value::Value("context: castle\n".into());
     let mut diags = Diagnostics::default();
     let wanted = raw(&Value::Value(with_talos));
-    let (planned, private, _) =
-        f.resource.plan_update(&mut diags, read.clone(), wanted.clone(), wanted.clone(), null(), null()).await.unwrap();
-    let (applied, _) = f.resource.update(&mut diags, read, planned, wanted, private, null()).await.unwrap();
+    let (planned, private, _) = f
+        .resource
+        .plan_update(
+            &mut diags,
+            read.clone(),
+            wanted.clone(),
+            wanted.clone(),
+            null(),
+            null(),
+        )
+        .await
+        .unwrap();
+    let (applied, _) = f
+        .resource
+        .update(&mut diags, read, planned, wanted, private, null())
+        .await
+        .unwrap();
     assert!(diags.errors.is_empty(), "{}", errors(&diags));
     assert_eq!(f.lab.secrets().len(), 2);
 
-    f.resource.destroy(&mut diags, applied.clone(), null(), null()).await.unwrap();
+    f.resource
+        .destroy(&mut diags, applied.clone(), null(), null())
+        .await
+        .unwrap();
     assert!(f.lab.secrets().is_empty());
     // Already gone is fine.
-    f.resource.destroy(&mut diags, applied, null(), null()).await.unwrap();
+    f.resource
+        .destroy(&mut diags, applied, null(), null())
+        .await
+        .unwrap();
     assert!(diags.errors.is_empty(), "{}", errors(&diags));
 }
 
@@ -166,6 +251,10 @@ async fn import_reads_the_value_and_destroy_removes_everything() {
 async fn a_bad_import_id_says_what_is_expected() {
     let f = fixture().await;
     let mut diags = Diagnostics::default();
-    assert!(f.resource.import(&mut diags, "castle-lab-project:KUBECONFIG".into()).await.is_none());
+    assert!(f
+        .resource
+        .import(&mut diags, "castle-lab-project:KUBECONFIG".into())
+        .await
+        .is_none());
     assert!(errors(&diags).contains("project_id:environment:path:kubeconfig_key"));
 }

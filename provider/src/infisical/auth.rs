@@ -26,7 +26,10 @@ pub(crate) struct Token {
 // Never print the token itself.
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token").field("ttl", &self.ttl).field("generation", &self.generation).finish()
+        f.debug_struct("Token")
+            .field("ttl", &self.ttl)
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -68,7 +71,15 @@ impl Client {
             }
             if now < token.expires_at {
                 let old = token.value.clone();
-                match self.token_request(request::renew(&old), "renewing the Infisical token", deadline, &old).await {
+                match self
+                    .token_request(
+                        request::renew(&old),
+                        "renewing the Infisical token",
+                        deadline,
+                        &old,
+                    )
+                    .await
+                {
                     Ok(answer) => return Ok(store(&mut slot, answer)),
                     // A token past its max TTL cannot be renewed: log in again below.
                     Err(error) => tracing::debug!(%error, "token renewal failed, logging in again"),
@@ -90,7 +101,11 @@ impl Client {
     /// Forgets the token of `generation` after the server refused it.
     pub(crate) async fn invalidate_token(&self, generation: u64) {
         let mut slot = self.auth.slot.lock().await;
-        if slot.token.as_ref().is_some_and(|t| t.generation == generation) {
+        if slot
+            .token
+            .as_ref()
+            .is_some_and(|t| t.generation == generation)
+        {
             slot.token = None;
         }
     }
@@ -105,7 +120,10 @@ impl Client {
         // Boxed: `execute` calls `token` for authenticated requests, which calls this for the
         // (unauthenticated) login; the box breaks the recursive future type.
         let json = Box::pin(self.execute(action, &req, deadline, &[sensitive])).await?;
-        serde_json::from_value(json).map_err(|e| Error::Decode { action: action.into(), detail: e.to_string() })
+        serde_json::from_value(json).map_err(|e| Error::Decode {
+            action: action.into(),
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -130,6 +148,9 @@ mod tests {
     #[test]
     fn renewal_starts_in_the_last_quarter_of_short_tokens_and_five_minutes_of_long_ones() {
         assert_eq!(renew_window(Duration::from_secs(4)), Duration::from_secs(1));
-        assert_eq!(renew_window(Duration::from_secs(30 * 24 * 3600)), Duration::from_secs(300));
+        assert_eq!(
+            renew_window(Duration::from_secs(30 * 24 * 3600)),
+            Duration::from_secs(300)
+        );
     }
 }

@@ -67,7 +67,9 @@ pub enum Error {
 
     /// Retries (rate limit, server errors, connection errors) ran out of time: the operation's
     /// timeout was reached, or a `Retry-After` pointed past it.
-    #[error("{action}: gave up after {attempts} attempt(s) within the timeout; last error: {last}")]
+    #[error(
+        "{action}: gave up after {attempts} attempt(s) within the timeout; last error: {last}"
+    )]
     Exhausted {
         /// What was attempted.
         action: String,
@@ -121,6 +123,9 @@ mod tests {
     #[test]
     fn scrub_hides_echoed_values_but_keeps_the_message() {
         let message = "secretValue 'hunter2-long' is invalid";
-        assert_eq!(scrub(message, &["hunter2-long", ""]), "secretValue '<redacted>' is invalid");
+        assert_eq!(
+            scrub(message, &["hunter2-long", ""]),
+            "secretValue '<redacted>' is invalid"
+        );
     }
 }

@@ -26,9 +26,18 @@ impl Client {
         deadline: Instant,
     ) -> Result<Vec<String>, Error> {
         let action = format!("listing folders under {path} in environment {environment}");
-        let json = self.execute(&action, &request::list_folders(project_id, environment, path), deadline, &[]).await?;
-        let list: FolderList =
-            serde_json::from_value(json).map_err(|e| Error::Decode { action, detail: e.to_string() })?;
+        let json = self
+            .execute(
+                &action,
+                &request::list_folders(project_id, environment, path),
+                deadline,
+                &[],
+            )
+            .await?;
+        let list: FolderList = serde_json::from_value(json).map_err(|e| Error::Decode {
+            action,
+            detail: e.to_string(),
+        })?;
         Ok(list.folders.into_iter().map(|f| f.name).collect())
     }
 
@@ -45,11 +54,14 @@ impl Client {
         deadline: Instant,
     ) -> Result<(), Error> {
         for (parent, name) in request::folder_segments(path) {
-            let existing = self.list_folders(project_id, environment, &parent, deadline).await?;
+            let existing = self
+                .list_folders(project_id, environment, &parent, deadline)
+                .await?;
             if existing.iter().any(|n| n == &name) {
                 continue;
             }
-            let action = format!("creating folder {name} under {parent} in environment {environment}");
+            let action =
+                format!("creating folder {name} under {parent} in environment {environment}");
             let req = request::create_folder(project_id, environment, &parent, &name);
             match self.execute(&action, &req, deadline, &[]).await {
                 Ok(_) => tracing::info!(%parent, %name, "created Infisical folder"),

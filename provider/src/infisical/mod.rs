@@ -52,15 +52,30 @@ impl Client {
     /// Builds a client; nothing is sent until the first call.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
         if !(config.host.starts_with("https://") || config.host.starts_with("http://")) {
-            return Err(Error::Settings(format!("host {:?} is not a URL", config.host)));
+            return Err(Error::Settings(format!(
+                "host {:?} is not a URL",
+                config.host
+            )));
         }
-        let base = config.host.trim_end_matches('/').trim_end_matches("/api").to_string();
+        let base = config
+            .host
+            .trim_end_matches('/')
+            .trim_end_matches("/api")
+            .to_string();
         let http = reqwest::Client::builder()
-            .user_agent(concat!("terraform-provider-castle/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "terraform-provider-castle/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Settings(e.to_string()))?;
-        Ok(Self { config, base, http, auth: auth::TokenCache::default() })
+        Ok(Self {
+            config,
+            base,
+            http,
+            auth: auth::TokenCache::default(),
+        })
     }
 
     /// The server this client talks to.
@@ -73,7 +88,12 @@ impl Client {
         self.token(deadline).await.map(|_| ())
     }
 
-    async fn send_once(&self, req: &request::ApiRequest, token: Option<&str>, limit: Duration) -> Result<Answer, String> {
+    async fn send_once(
+        &self,
+        req: &request::ApiRequest,
+        token: Option<&str>,
+        limit: Duration,
+    ) -> Result<Answer, String> {
         let mut builder = self
             .http
             .request(req.method.clone(), format!("{}{}", self.base, req.path))
@@ -87,10 +107,18 @@ impl Client {
         // reqwest's errors name the URL (host, path, query: no secrets) and the cause.
         let response = builder.send().await.map_err(|e| error_chain(&e))?;
         let status = response.status().as_u16();
-        let retry_after =
-            retry::parse_retry_after(response.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+        let retry_after = retry::parse_retry_after(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = response.bytes().await.map_err(|e| error_chain(&e))?;
-        Ok(Answer { status, retry_after, body })
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// Sends `req` under the [`API_CALL`] policy until success, a final error or the deadline.
@@ -140,17 +168,28 @@ impl Client {
                     match retry::classify(answer.status, answer.retry_after) {
                         Verdict::Final => return Err(final_error(action, answer.status, message)),
                         Verdict::Relogin if !req.authenticated => {
-                            return Err(Error::Login { status: answer.status, message })
+                            return Err(Error::Login {
+                                status: answer.status,
+                                message,
+                            })
                         }
                         Verdict::Relogin if !relogged => {
                             // An expired or revoked token: log in once more and resend.
-                            tracing::debug!(action, status = answer.status, "token refused, logging in again");
+                            tracing::debug!(
+                                action,
+                                status = answer.status,
+                                "token refused, logging in again"
+                            );
                             relogged = true;
                             self.invalidate_token(generation).await;
                             continue;
                         }
                         Verdict::Relogin => {
-                            return Err(Error::Denied { action: action.into(), status: answer.status, message })
+                            return Err(Error::Denied {
+                                action: action.into(),
+                                status: answer.status,
+                                message,
+                            })
                         }
                         Verdict::Retry(hint) => (hint, format!("{}: {message}", answer.status)),
                     }
@@ -159,7 +198,11 @@ impl Client {
             let wait = API_CALL.wait(backoff_step, hint, rand::random::<f64>());
             backoff_step += 1;
             if Instant::now() + wait > deadline {
-                return Err(Error::Exhausted { action: action.into(), attempts, last });
+                return Err(Error::Exhausted {
+                    action: action.into(),
+                    attempts,
+                    last,
+                });
             }
             tracing::warn!(policy = API_CALL.name, action, wait_ms = wait.as_millis() as u64, %last, "retrying Infisical request");
             tokio::time::sleep(wait).await;
@@ -192,8 +235,12 @@ fn server_message(body: &[u8], sensitive: &[&str]) -> String {
                         let message = o.get("message").and_then(Json::as_str).unwrap_or("invalid");
                         match o.get("path") {
                             Some(Json::Array(path)) if !path.is_empty() => {
-                                let path: Vec<String> =
-                                    path.iter().map(|p| p.as_str().map(str::to_string).unwrap_or(p.to_string())).collect();
+                                let path: Vec<String> = path
+                                    .iter()
+                                    .map(|p| {
+                                        p.as_str().map(str::to_string).unwrap_or(p.to_string())
+                                    })
+                                    .collect();
                                 format!("{}: {message}", path.join("."))
                             }
                             _ => message.to_string(),
@@ -214,8 +261,14 @@ fn final_error(action: &str, status: u16, message: String) -> Error {
     let action = action.to_string();
     match status {
         404 => Error::NotFound { action, message },
-        400 if message.to_ascii_lowercase().contains("already exist") => Error::AlreadyExists { action, message },
-        _ => Error::Rejected { action, status, message },
+        400 if message.to_ascii_lowercase().contains("already exist") => {
+            Error::AlreadyExists { action, message }
+        }
+        _ => Error::Rejected {
+            action,
+            status,
+            message,
+        },
     }
 }
 
@@ -233,12 +286,18 @@ mod tests {
     fn statuses_map_to_distinct_errors() {
         assert!(final_error("x", 404, "Secret with name 'A' not found".into()).is_not_found());
         assert!(final_error("x", 400, "Secret already exist".into()).is_already_exists());
-        assert!(matches!(final_error("x", 400, "nope".into()), Error::Rejected { status: 400, .. }));
+        assert!(matches!(
+            final_error("x", 400, "nope".into()),
+            Error::Rejected { status: 400, .. }
+        ));
     }
 
     #[test]
     fn echoed_secrets_are_scrubbed_from_messages() {
         let body = br#"{"message":"value s3cr3t-value rejected"}"#;
-        assert_eq!(server_message(body, &["s3cr3t-value"]), "value <redacted> rejected");
+        assert_eq!(
+            server_message(body, &["s3cr3t-value"]),
+            "value <redacted> rejected"
+        );
     }
 }

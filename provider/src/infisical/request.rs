@@ -65,7 +65,11 @@ pub fn encode(text: &str) -> String {
 }
 
 fn query(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `POST /api/v1/auth/universal-auth/login`.
@@ -104,7 +108,12 @@ pub fn get_secret(secret: &SecretRef) -> ApiRequest {
         ("includeImports", "false"),
         ("viewSecretValue", "true"),
     ]);
-    ApiRequest { method: Method::GET, path: format!("{}?{q}", secret_path(secret)), body: None, authenticated: true }
+    ApiRequest {
+        method: Method::GET,
+        path: format!("{}?{q}", secret_path(secret)),
+        body: None,
+        authenticated: true,
+    }
 }
 
 fn write_body(secret: &SecretRef, value: &str, comment: &str) -> Json {
@@ -157,8 +166,17 @@ pub fn delete_secret(secret: &SecretRef) -> ApiRequest {
 
 /// `GET /api/v1/folders`: the folders directly under `path`.
 pub fn list_folders(project_id: &str, environment: &str, path: &str) -> ApiRequest {
-    let q = query(&[("workspaceId", project_id), ("environment", environment), ("path", path)]);
-    ApiRequest { method: Method::GET, path: format!("/api/v1/folders?{q}"), body: None, authenticated: true }
+    let q = query(&[
+        ("workspaceId", project_id),
+        ("environment", environment),
+        ("path", path),
+    ]);
+    ApiRequest {
+        method: Method::GET,
+        path: format!("/api/v1/folders?{q}"),
+        body: None,
+        authenticated: true,
+    }
 }
 
 /// `POST /api/v1/folders`: folder `name` under `parent`.
@@ -183,7 +201,11 @@ pub fn folder_segments(path: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for name in path.split('/').filter(|s| !s.is_empty()) {
         out.push((parent.clone(), name.to_string()));
-        parent = if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") };
+        parent = if parent == "/" {
+            format!("/{name}")
+        } else {
+            format!("{parent}/{name}")
+        };
     }
     out
 }
@@ -216,7 +238,11 @@ mod tests {
 
     #[test]
     fn create_sends_multiline_values_unencoded() {
-        let req = create_secret(&kubeconfig_ref(), "apiVersion: v1\nkind: Config\n", "by castle");
+        let req = create_secret(
+            &kubeconfig_ref(),
+            "apiVersion: v1\nkind: Config\n",
+            "by castle",
+        );
         assert_eq!(req.method, Method::POST);
         assert_eq!(req.path, "/api/v3/secrets/raw/KUBECONFIG");
         let body = req.body.unwrap();
@@ -229,7 +255,10 @@ mod tests {
 
     #[test]
     fn update_and_delete_address_the_same_secret() {
-        assert_eq!(update_secret(&kubeconfig_ref(), "v", "").method, Method::PATCH);
+        assert_eq!(
+            update_secret(&kubeconfig_ref(), "v", "").method,
+            Method::PATCH
+        );
         let del = delete_secret(&kubeconfig_ref());
         assert_eq!(del.method, Method::DELETE);
         assert_eq!(del.body.unwrap()["environment"], "prod");
@@ -239,7 +268,10 @@ mod tests {
     fn login_is_unauthenticated_and_debug_hides_the_secret() {
         let req = login("id", "very-secret-value");
         assert!(!req.authenticated);
-        assert_eq!(req.body.as_ref().unwrap()["clientSecret"], "very-secret-value");
+        assert_eq!(
+            req.body.as_ref().unwrap()["clientSecret"],
+            "very-secret-value"
+        );
         let debug = format!("{req:?}");
         assert!(!debug.contains("very-secret-value"), "{debug}");
         assert!(debug.contains("clientSecret"));
@@ -250,14 +282,23 @@ mod tests {
         assert_eq!(folder_segments("/"), Vec::<(String, String)>::new());
         assert_eq!(
             folder_segments("/a/b/"),
-            vec![("/".to_string(), "a".to_string()), ("/a".to_string(), "b".to_string())]
+            vec![
+                ("/".to_string(), "a".to_string()),
+                ("/a".to_string(), "b".to_string())
+            ]
         );
     }
 
     #[test]
     fn folders_are_listed_and_created_under_their_parent() {
-        assert_eq!(list_folders("p", "dev", "/a").path, "/api/v1/folders?workspaceId=p&environment=dev&path=%2Fa");
+        assert_eq!(
+            list_folders("p", "dev", "/a").path,
+            "/api/v1/folders?workspaceId=p&environment=dev&path=%2Fa"
+        );
         let body = create_folder("p", "dev", "/a", "b").body.unwrap();
-        assert_eq!(body, json!({"workspaceId": "p", "environment": "dev", "name": "b", "path": "/a"}));
+        assert_eq!(
+            body,
+            json!({"workspaceId": "p", "environment": "dev", "name": "b", "path": "/a"})
+        );
     }
 }

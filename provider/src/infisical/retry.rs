@@ -18,8 +18,11 @@ pub struct RetryPolicy {
 }
 
 /// Every API call: rate limits, 5xx answers and connection errors.
-pub const API_CALL: RetryPolicy =
-    RetryPolicy { name: "infisical-api-call", initial: Duration::from_millis(250), max: Duration::from_secs(10) };
+pub const API_CALL: RetryPolicy = RetryPolicy {
+    name: "infisical-api-call",
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(10),
+};
 
 /// What to do with an answer (or a failure to get one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,16 +50,25 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
 /// used by Infisical and fall back to backoff.
 pub fn parse_retry_after(header: Option<&str>) -> Option<Duration> {
     let text = header?.trim();
-    text.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
-        text.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
-    })
+    text.parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+        .or_else(|| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+        })
 }
 
 impl RetryPolicy {
     /// The wait before retry number `attempt` (0-based), given `jitter` in `[0, 1)`: full jitter
     /// over an exponentially growing, capped window, so concurrent resources do not retry in step.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let window = self.initial.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(self.max);
+        let window = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max);
         // Never zero: at least half the window, plus up to the other half.
         window.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
@@ -73,7 +85,10 @@ mod tests {
 
     #[test]
     fn rate_limits_and_server_errors_retry_but_bad_requests_do_not() {
-        assert_eq!(classify(429, Some(Duration::from_secs(2))), Verdict::Retry(Some(Duration::from_secs(2))));
+        assert_eq!(
+            classify(429, Some(Duration::from_secs(2))),
+            Verdict::Retry(Some(Duration::from_secs(2)))
+        );
         assert_eq!(classify(503, None), Verdict::Retry(None));
         assert_eq!(classify(403, None), Verdict::Relogin);
         assert_eq!(classify(400, None), Verdict::Final);
@@ -89,14 +104,23 @@ mod tests {
         assert_eq!(p.backoff(0, 0.0), Duration::from_millis(125));
         assert_eq!(p.backoff(2, 1.0), Duration::from_millis(1000));
         assert_eq!(p.backoff(30, 1.0), Duration::from_secs(10));
-        assert_eq!(p.wait(5, Some(Duration::from_secs(3)), 0.5), Duration::from_secs(3));
+        assert_eq!(
+            p.wait(5, Some(Duration::from_secs(3)), 0.5),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]
     fn retry_after_is_seconds() {
         assert_eq!(parse_retry_after(Some("7")), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(Some("0.5")), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            parse_retry_after(Some("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
         assert_eq!(parse_retry_after(None), None);
     }
 }

@@ -59,7 +59,10 @@ pub fn same_modulo_trimming(sent: &str, stored: &str) -> bool {
 }
 
 fn describe(action: &str, secret: &SecretRef) -> String {
-    format!("{action} secret {} at {} in environment {}", secret.key, secret.path, secret.environment)
+    format!(
+        "{action} secret {} at {} in environment {}",
+        secret.key, secret.path, secret.environment
+    )
 }
 
 fn decode(action: String, json: Json) -> Result<Secret, Error> {
@@ -69,14 +72,19 @@ fn decode(action: String, json: Json) -> Result<Secret, Error> {
     }
     serde_json::from_value::<Answer>(json)
         .map(|a| a.secret)
-        .map_err(|e| Error::Decode { action, detail: e.to_string() })
+        .map_err(|e| Error::Decode {
+            action,
+            detail: e.to_string(),
+        })
 }
 
 impl Client {
     /// Reads a secret; [`Error::NotFound`] if it does not exist.
     pub async fn get_secret(&self, secret: &SecretRef, deadline: Instant) -> Result<Secret, Error> {
         let action = describe("reading", secret);
-        let json = self.execute(&action, &request::get_secret(secret), deadline, &[]).await?;
+        let json = self
+            .execute(&action, &request::get_secret(secret), deadline, &[])
+            .await?;
         decode(action, json)
     }
 
@@ -89,7 +97,14 @@ impl Client {
         deadline: Instant,
     ) -> Result<Secret, Error> {
         let action = describe("creating", secret);
-        let json = self.execute(&action, &request::create_secret(secret, value, comment), deadline, &[value]).await?;
+        let json = self
+            .execute(
+                &action,
+                &request::create_secret(secret, value, comment),
+                deadline,
+                &[value],
+            )
+            .await?;
         decode(action, json)
     }
 
@@ -102,14 +117,22 @@ impl Client {
         deadline: Instant,
     ) -> Result<Secret, Error> {
         let action = describe("updating", secret);
-        let json = self.execute(&action, &request::update_secret(secret, value, comment), deadline, &[value]).await?;
+        let json = self
+            .execute(
+                &action,
+                &request::update_secret(secret, value, comment),
+                deadline,
+                &[value],
+            )
+            .await?;
         decode(action, json)
     }
 
     /// Deletes a secret; [`Error::NotFound`] if it was already gone.
     pub async fn delete_secret(&self, secret: &SecretRef, deadline: Instant) -> Result<(), Error> {
         let action = describe("deleting", secret);
-        self.execute(&action, &request::delete_secret(secret), deadline, &[]).await?;
+        self.execute(&action, &request::delete_secret(secret), deadline, &[])
+            .await?;
         Ok(())
     }
 }
@@ -128,10 +151,16 @@ mod tests {
 
     #[test]
     fn values_equal_after_trimming_compare_equal() {
-        assert!(same_modulo_trimming("apiVersion: v1\n\n", "apiVersion: v1\n"));
+        assert!(same_modulo_trimming(
+            "apiVersion: v1\n\n",
+            "apiVersion: v1\n"
+        ));
         assert!(same_modulo_trimming("  x", "x"));
         assert!(!same_modulo_trimming("x\n", "x"));
-        assert!(!same_modulo_trimming("apiVersion: v1\n", "apiVersion: v2\n"));
+        assert!(!same_modulo_trimming(
+            "apiVersion: v1\n",
+            "apiVersion: v2\n"
+        ));
     }
 
     #[test]

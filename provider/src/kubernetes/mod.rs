@@ -47,7 +47,9 @@ pub struct KubeAccess {
 
 impl std::fmt::Debug for KubeAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeAccess").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("KubeAccess")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,8 +105,10 @@ impl KubeClient {
     pub fn new(access: &KubeAccess) -> Result<Self, KubeError> {
         let ca = reqwest::Certificate::from_pem(access.ca_pem.as_bytes())
             .map_err(|e| KubeError::Credentials(format!("cluster CA: {e}")))?;
-        let identity = reqwest::Identity::from_pem(format!("{}\n{}", access.cert_pem, access.key_pem).as_bytes())
-            .map_err(|e| KubeError::Credentials(format!("client certificate: {e}")))?;
+        let identity = reqwest::Identity::from_pem(
+            format!("{}\n{}", access.cert_pem, access.key_pem).as_bytes(),
+        )
+        .map_err(|e| KubeError::Credentials(format!("client certificate: {e}")))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -114,7 +118,10 @@ impl KubeClient {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| KubeError::Credentials(e.to_string()))?;
-        Ok(Self { http, server: access.server.trim_end_matches('/').to_string() })
+        Ok(Self {
+            http,
+            server: access.server.trim_end_matches('/').to_string(),
+        })
     }
 
     async fn get_text(&self, path: &str) -> Result<String, KubeError> {
@@ -125,11 +132,24 @@ impl KubeClient {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+            .map_err(|source| KubeError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         let status = response.status();
-        let body = response.text().await.map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|source| KubeError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         if !status.is_success() {
-            return Err(KubeError::Status { url, status: status.as_u16(), message: status_message(&body) });
+            return Err(KubeError::Status {
+                url,
+                status: status.as_u16(),
+                message: status_message(&body),
+            });
         }
         Ok(body)
     }
@@ -140,7 +160,11 @@ impl KubeClient {
         if body.trim() == "ok" {
             Ok(())
         } else {
-            Err(KubeError::Status { url: format!("{}/readyz", self.server), status: 200, message: body })
+            Err(KubeError::Status {
+                url: format!("{}/readyz", self.server),
+                status: 200,
+                message: body,
+            })
         }
     }
 
@@ -158,7 +182,11 @@ impl KubeClient {
             .map(|item| NodeHealth {
                 ready: item
                     .status
-                    .map(|s| s.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True"))
+                    .map(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.kind == "Ready" && c.status == "True")
+                    })
                     .unwrap_or(false),
                 name: item.metadata.name,
             })
@@ -168,18 +196,25 @@ impl KubeClient {
     /// Deletes a node object; one that is already gone is success.
     pub async fn delete_node(&self, name: &str) -> Result<(), KubeError> {
         let url = format!("{}/api/v1/nodes/{}", self.server, name);
-        let response = self
-            .http
-            .delete(&url)
-            .send()
-            .await
-            .map_err(|source| KubeError::Transport { url: url.clone(), source })?;
+        let response =
+            self.http
+                .delete(&url)
+                .send()
+                .await
+                .map_err(|source| KubeError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
         let status = response.status();
         if status.is_success() || status.as_u16() == 404 {
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
-        Err(KubeError::Status { url, status: status.as_u16(), message: status_message(&body) })
+        Err(KubeError::Status {
+            url,
+            status: status.as_u16(),
+            message: status_message(&body),
+        })
     }
 }
 
@@ -187,6 +222,10 @@ impl KubeClient {
 fn status_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| body.chars().take(200).collect())
 }

@@ -72,7 +72,10 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).field("auth", &self.auth).finish()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
@@ -85,7 +88,9 @@ impl Client {
         let endpoint = config.endpoint.trim_end_matches('/');
         let endpoint = endpoint.strip_suffix("/api2/json").unwrap_or(endpoint);
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            return Err(Error::Settings(format!("endpoint {endpoint:?} is not an http(s) URL")));
+            return Err(Error::Settings(format!(
+                "endpoint {endpoint:?} is not an http(s) URL"
+            )));
         }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -96,11 +101,14 @@ impl Client {
             builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(pem) = &config.ca_cert_pem {
-            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-                .map_err(|e| Error::Settings(format!("ca_cert_pem is not a PEM certificate: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                Error::Settings(format!("ca_cert_pem is not a PEM certificate: {e}"))
+            })?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder.build().map_err(|e| Error::Settings(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::Settings(e.to_string()))?;
         Ok(Self {
             http,
             base: format!("{endpoint}/api2/json"),
@@ -117,8 +125,15 @@ impl Client {
     }
 
     /// `GET path?query`, returning `data`.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Error> {
-        let params: Params = query.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, Error> {
+        let params: Params = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         self.call(Method::GET, path, params).await
     }
 
@@ -133,16 +148,28 @@ impl Client {
     }
 
     /// `DELETE path?query`, returning `data`.
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: Params,
+    ) -> Result<T, Error> {
         self.call(Method::DELETE, path, params).await
     }
 
     /// One API call; a ticket that expired is renewed once and the call sent again.
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, params: Params) -> Result<T, Error> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+    ) -> Result<T, Error> {
         let mut renewed = false;
         loop {
             let ticket = self.ticket_for_call().await?;
-            match self.send(method.clone(), path, &params, ticket.as_ref()).await {
+            match self
+                .send(method.clone(), path, &params, ticket.as_ref())
+                .await
+            {
                 Err(Error::Auth { status: 401, .. }) if !renewed && ticket.is_some() => {
                     // Tickets live two hours: log in again once, then give up.
                     renewed = true;
@@ -180,7 +207,10 @@ impl Client {
             (Auth::Password { .. }, None) => {}
         }
         tracing::debug!(%method, path, "proxmox request");
-        let response = request.send().await.map_err(|source| Error::Transport { url: url.clone(), source })?;
+        let response = request.send().await.map_err(|source| Error::Transport {
+            url: url.clone(),
+            source,
+        })?;
         read_answer(&url, response).await
     }
 
@@ -196,21 +226,37 @@ impl Client {
         let response = self
             .http
             .post(&url)
-            .form(&[("username", username.as_str()), ("password", password.as_str())])
+            .form(&[
+                ("username", username.as_str()),
+                ("password", password.as_str()),
+            ])
             .send()
             .await
-            .map_err(|source| Error::Transport { url: url.clone(), source })?;
+            .map_err(|source| Error::Transport {
+                url: url.clone(),
+                source,
+            })?;
         let data: Value = read_answer(&url, response).await.map_err(|e| match e {
-            Error::Api { status, message, .. } | Error::Auth { status, message } => Error::Auth { status, message },
+            Error::Api {
+                status, message, ..
+            }
+            | Error::Auth { status, message } => Error::Auth { status, message },
             other => other,
         })?;
         let cookie = data.get("ticket").and_then(Value::as_str);
         let csrf = data.get("CSRFPreventionToken").and_then(Value::as_str);
         let (Some(cookie), Some(csrf)) = (cookie, csrf) else {
-            return Err(Error::Auth { status: 401, message: format!("login as {username} failed") });
+            return Err(Error::Auth {
+                status: 401,
+                message: format!("login as {username} failed"),
+            });
         };
         let generation = self.logins.fetch_add(1, Ordering::SeqCst) + 1;
-        let ticket = Ticket { cookie: cookie.to_string(), csrf: csrf.to_string(), generation };
+        let ticket = Ticket {
+            cookie: cookie.to_string(),
+            csrf: csrf.to_string(),
+            generation,
+        };
         *guard = Some(ticket.clone());
         Ok(Some(ticket))
     }
@@ -225,9 +271,15 @@ impl Client {
 }
 
 /// Reads `{"data": ...}`, or turns an error answer into [`Error`].
-async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T, Error> {
+async fn read_answer<T: DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T, Error> {
     let status = response.status();
-    let body = response.text().await.map_err(|source| Error::Transport { url: url.to_string(), source })?;
+    let body = response.text().await.map_err(|source| Error::Transport {
+        url: url.to_string(),
+        source,
+    })?;
     let json: Option<Value> = serde_json::from_str(&body).ok();
     if !status.is_success() {
         return Err(answer_error(status, &body, json.as_ref()));
@@ -236,8 +288,14 @@ async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response
         .as_ref()
         .and_then(|j| j.get("data"))
         .cloned()
-        .ok_or_else(|| Error::Decode { url: url.to_string(), detail: "no data field".into() })?;
-    serde_json::from_value(data).map_err(|e| Error::Decode { url: url.to_string(), detail: e.to_string() })
+        .ok_or_else(|| Error::Decode {
+            url: url.to_string(),
+            detail: "no data field".into(),
+        })?;
+    serde_json::from_value(data).map_err(|e| Error::Decode {
+        url: url.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 fn answer_error(status: StatusCode, body: &str, json: Option<&Value>) -> Error {
@@ -258,7 +316,18 @@ fn answer_error(status: StatusCode, body: &str, json: Option<&Value>) -> Error {
     let errors: BTreeMap<String, String> = json
         .and_then(|j| j.get("errors"))
         .and_then(Value::as_object)
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     classify(status.as_u16(), message, errors)
 }

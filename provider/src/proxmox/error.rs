@@ -80,7 +80,9 @@ impl Error {
     /// The message PVE gave, for classification.
     fn text(&self) -> String {
         match self {
-            Error::Api { message, errors, .. } => {
+            Error::Api {
+                message, errors, ..
+            } => {
                 let mut text = message.clone();
                 for why in errors.values() {
                     text.push(' ');
@@ -139,7 +141,11 @@ pub(crate) fn classify(status: u16, message: String, errors: BTreeMap<String, St
     if status == 401 {
         return Error::Auth { status, message };
     }
-    Error::Api { status, message, errors }
+    Error::Api {
+        status,
+        message,
+        errors,
+    }
 }
 
 #[cfg(test)]
@@ -148,13 +154,21 @@ mod tests {
 
     #[test]
     fn pve_does_not_exist_wording_is_not_found() {
-        let err = classify(500, "Configuration file 'nodes/pve1/qemu-server/105.conf' does not exist".into(), BTreeMap::new());
+        let err = classify(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/105.conf' does not exist".into(),
+            BTreeMap::new(),
+        );
         assert!(err.is_not_found());
     }
 
     #[test]
     fn lock_timeouts_are_recognised() {
-        let err = classify(500, "can't lock file '/var/lock/qemu-server/lock-105.conf' - got timeout".into(), BTreeMap::new());
+        let err = classify(
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-105.conf' - got timeout".into(),
+            BTreeMap::new(),
+        );
         assert!(err.is_lock_timeout());
         assert!(err.is_transient());
         let err = classify(500, "VM 105 already exists".into(), BTreeMap::new());
@@ -165,8 +179,14 @@ mod tests {
     #[test]
     fn field_errors_are_listed() {
         let mut errors = BTreeMap::new();
-        errors.insert("memory".to_string(), "value must have a minimum value of 16".to_string());
+        errors.insert(
+            "memory".to_string(),
+            "value must have a minimum value of 16".to_string(),
+        );
         let err = classify(400, "Parameter verification failed.".into(), errors);
-        assert_eq!(err.to_string(), "Parameter verification failed.\n  memory: value must have a minimum value of 16");
+        assert_eq!(
+            err.to_string(),
+            "Parameter verification failed.\n  memory: value must have a minimum value of 16"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::retry::{with_policy, API_CALL, LOCKED};
-use super::vm_config::{config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG};
+use super::vm_config::{
+    config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG,
+};
 use super::vms::CloneRequest;
 use super::{Client, Error};
 
@@ -67,7 +69,9 @@ pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Temp
     let vms = client.cluster_vms().await?;
     let found = match (&source.template_id, &source.template_name) {
         (Some(id), _) => vms.iter().find(|vm| vm.vmid == *id),
-        (None, Some(name)) => vms.iter().find(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template()),
+        (None, Some(name)) => vms
+            .iter()
+            .find(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template()),
         (None, None) => None,
     };
     let what = match (&source.template_id, &source.template_name) {
@@ -75,19 +79,33 @@ pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Temp
         (None, Some(name)) => format!("template named {name:?}"),
         _ => "template".to_string(),
     };
-    let vm = found.ok_or_else(|| Error::NotFound(format!("{what} does not exist in the cluster")))?;
-    Ok(Template { vmid: vm.vmid, node: vm.node.clone() })
+    let vm =
+        found.ok_or_else(|| Error::NotFound(format!("{what} does not exist in the cluster")))?;
+    Ok(Template {
+        vmid: vm.vmid,
+        node: vm.node.clone(),
+    })
 }
 
 /// The cluster's node names.
 pub async fn node_names(client: &Client) -> Result<Vec<String>, Error> {
     let nodes: Vec<serde_json::Value> = client.get("/nodes", &[]).await?;
-    Ok(nodes.iter().filter_map(|n| n.get("node").and_then(|v| v.as_str()).map(str::to_string)).collect())
+    Ok(nodes
+        .iter()
+        .filter_map(|n| n.get("node").and_then(|v| v.as_str()).map(str::to_string))
+        .collect())
 }
 
 /// Creates the VM; returns its VMID and the task warnings.
-pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u32, Vec<String>), CreateFailure> {
-    let fail = |error| CreateFailure { error, left_behind: None };
+pub async fn create(
+    client: &Client,
+    vm: &NewVm,
+    deadline: Instant,
+) -> Result<(u32, Vec<String>), CreateFailure> {
+    let fail = |error| CreateFailure {
+        error,
+        left_behind: None,
+    };
     let template = find_template(client, &vm.clone).await.map_err(fail)?;
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
@@ -100,7 +118,9 @@ pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u
                 vm.spec.name
             )])
         }
-        None => clone_with_free_id(client, vm, &template, deadline).await.map_err(fail)?,
+        None => clone_with_free_id(client, vm, &template, deadline)
+            .await
+            .map_err(fail)?,
     };
     let result = configure_new(client, vm, vmid, deadline).await;
     client.release_vmid(vmid);
@@ -114,10 +134,16 @@ pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u
             // Give the clean-up its own short budget: the create deadline may be spent.
             let cleanup_deadline = Instant::now() + Duration::from_secs(120);
             match delete(client, &vm.node, vmid, 30, cleanup_deadline).await {
-                Ok(()) => Err(CreateFailure { error, left_behind: None }),
+                Ok(()) => Err(CreateFailure {
+                    error,
+                    left_behind: None,
+                }),
                 Err(cleanup) => {
                     tracing::error!(vmid, %cleanup, "could not remove the half-created VM");
-                    Err(CreateFailure { error, left_behind: Some(vmid) })
+                    Err(CreateFailure {
+                        error,
+                        left_behind: Some(vmid),
+                    })
                 }
             }
         }
@@ -128,7 +154,11 @@ pub async fn create(client: &Client, vm: &NewVm, deadline: Instant) -> Result<(u
 /// and no create of this process holds: what a crash between clone and start leaves behind.
 /// A running VM is never taken: it may be the one a `create_before_destroy` replaces.
 async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error> {
-    let reserved = client.reserved_ids.lock().expect("vmid reservations poisoned").clone();
+    let reserved = client
+        .reserved_ids
+        .lock()
+        .expect("vmid reservations poisoned")
+        .clone();
     Ok(client
         .cluster_vms()
         .await?
@@ -138,14 +168,23 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
                 && found.name.as_deref() == Some(vm.spec.name.as_str())
                 && !found.is_template()
                 && found.status.as_deref() == Some("stopped")
-                && found.tags.as_deref().map(parse_tags).is_some_and(|t| t.contains(MANAGED_TAG))
+                && found
+                    .tags
+                    .as_deref()
+                    .map(parse_tags)
+                    .is_some_and(|t| t.contains(MANAGED_TAG))
                 && vm.vm_id.is_none_or(|id| id == found.vmid)
                 && !reserved.contains(&found.vmid)
         })
         .map(|found| found.vmid))
 }
 
-async fn clone_with_free_id(client: &Client, vm: &NewVm, template: &Template, deadline: Instant) -> Result<(u32, Vec<String>), Error> {
+async fn clone_with_free_id(
+    client: &Client,
+    vm: &NewVm,
+    template: &Template,
+    deadline: Instant,
+) -> Result<(u32, Vec<String>), Error> {
     let mut clashed: Vec<u32> = Vec::new();
     loop {
         let vmid = match vm.vm_id {
@@ -192,26 +231,44 @@ async fn clone_with_free_id(client: &Client, vm: &NewVm, template: &Template, de
     }
 }
 
-async fn configure_new(client: &Client, vm: &NewVm, vmid: u32, deadline: Instant) -> Result<Vec<String>, Error> {
+async fn configure_new(
+    client: &Client,
+    vm: &NewVm,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<Vec<String>, Error> {
     wait_unlocked(client, &vm.node, vmid, deadline).await?;
     apply_spec(client, &vm.node, vmid, &vm.spec, deadline).await?;
     let mut warnings = Vec::new();
     if vm.started {
-        let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(&vm.node, vmid)).await?;
+        let upid = with_policy(LOCKED, deadline, "start", || {
+            client.start_vm(&vm.node, vmid)
+        })
+        .await?;
         warnings.extend(client.wait_task(&upid, deadline).await?.warnings);
     }
     Ok(warnings)
 }
 
 /// Waits until no task holds the VM's config lock (a clone holds it to the end).
-async fn wait_unlocked(client: &Client, node: &str, vmid: u32, deadline: Instant) -> Result<(), Error> {
+async fn wait_unlocked(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<(), Error> {
     let mut pause = Duration::from_millis(50);
     loop {
-        let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+        let status = with_policy(API_CALL, deadline, "status", || {
+            client.vm_status(node, vmid)
+        })
+        .await?;
         match status.lock {
             None => return Ok(()),
             Some(lock) if Instant::now() + pause >= deadline => {
-                return Err(Error::Timeout(format!("waiting for the {lock:?} lock on VM {vmid} to clear")))
+                return Err(Error::Timeout(format!(
+                    "waiting for the {lock:?} lock on VM {vmid} to clear"
+                )))
             }
             Some(_) => {}
         }
@@ -221,12 +278,28 @@ async fn wait_unlocked(client: &Client, node: &str, vmid: u32, deadline: Instant
 }
 
 /// Writes changed config keys and grows disks. Returns the keys written.
-async fn apply_spec(client: &Client, node: &str, vmid: u32, spec: &VmSpec, deadline: Instant) -> Result<Vec<String>, Error> {
-    let current = with_policy(API_CALL, deadline, "read config", || client.vm_config(node, vmid)).await?;
+async fn apply_spec(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    spec: &VmSpec,
+    deadline: Instant,
+) -> Result<Vec<String>, Error> {
+    let current = with_policy(API_CALL, deadline, "read config", || {
+        client.vm_config(node, vmid)
+    })
+    .await?;
     let (params, delete) = config_changes(spec, &current);
-    let mut keys: Vec<String> = params.iter().map(|(k, _)| k.clone()).chain(delete.iter().cloned()).collect();
+    let mut keys: Vec<String> = params
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain(delete.iter().cloned())
+        .collect();
     if !params.is_empty() || !delete.is_empty() {
-        with_policy(LOCKED, deadline, "write config", || client.set_vm_config(node, vmid, params.clone(), &delete)).await?;
+        with_policy(LOCKED, deadline, "write config", || {
+            client.set_vm_config(node, vmid, params.clone(), &delete)
+        })
+        .await?;
     }
     let sizes = facts(&current).disks;
     for disk in &spec.disks {
@@ -262,9 +335,18 @@ async fn apply_spec(client: &Client, node: &str, vmid: u32, spec: &VmSpec, deadl
 }
 
 /// Reads a VM: its config facts and whether it runs. `Ok(None)` when it is gone.
-pub async fn read(client: &Client, node: &str, vmid: u32, deadline: Instant) -> Result<Option<(VmFacts, bool)>, Error> {
-    let config = with_policy(API_CALL, deadline, "read config", || client.vm_config(node, vmid));
-    let status = with_policy(API_CALL, deadline, "read status", || client.vm_status(node, vmid));
+pub async fn read(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<Option<(VmFacts, bool)>, Error> {
+    let config = with_policy(API_CALL, deadline, "read config", || {
+        client.vm_config(node, vmid)
+    });
+    let status = with_policy(API_CALL, deadline, "read status", || {
+        client.vm_status(node, vmid)
+    });
     match tokio::try_join!(config, status) {
         Ok((config, status)) => Ok(Some((facts(&config), status.status == "running"))),
         Err(e) if e.is_not_found() => Ok(None),
@@ -284,7 +366,10 @@ pub async fn update(
     deadline: Instant,
 ) -> Result<bool, Error> {
     let keys = apply_spec(client, node, vmid, spec, deadline).await?;
-    let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+    let status = with_policy(API_CALL, deadline, "status", || {
+        client.vm_status(node, vmid)
+    })
+    .await?;
     let running = status.status == "running";
     let mut rebooted = false;
     if running && !started {
@@ -293,11 +378,19 @@ pub async fn update(
         let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
         client.wait_task(&upid, deadline).await?;
     } else if running && needs_reboot(&keys) {
-        let pending = client.vm_pending_keys(node, vmid).await.unwrap_or_else(|_| keys.clone());
-        if !pending.is_empty() || keys.iter().any(|k| k.starts_with("ipconfig") || k == "nameserver" || k == "searchdomain") {
+        let pending = client
+            .vm_pending_keys(node, vmid)
+            .await
+            .unwrap_or_else(|_| keys.clone());
+        if !pending.is_empty()
+            || keys
+                .iter()
+                .any(|k| k.starts_with("ipconfig") || k == "nameserver" || k == "searchdomain")
+        {
             // Cloud-init and hardware changes only reach the guest at the next boot.
             power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
-            let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
+            let upid =
+                with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
             client.wait_task(&upid, deadline).await?;
             rebooted = true;
         }
@@ -306,8 +399,17 @@ pub async fn update(
 }
 
 /// Shutdown that falls back to a hard stop.
-async fn power_off(client: &Client, node: &str, vmid: u32, timeout_secs: u64, deadline: Instant) -> Result<(), Error> {
-    let upid = with_policy(LOCKED, deadline, "shutdown", || client.shutdown_vm(node, vmid, timeout_secs)).await?;
+async fn power_off(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    timeout_secs: u64,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let upid = with_policy(LOCKED, deadline, "shutdown", || {
+        client.shutdown_vm(node, vmid, timeout_secs)
+    })
+    .await?;
     if let Err(e) = client.wait_task(&upid, deadline).await {
         if e.is_not_found() {
             return Err(e);
@@ -320,9 +422,18 @@ async fn power_off(client: &Client, node: &str, vmid: u32, timeout_secs: u64, de
 }
 
 /// Stops and destroys the VM with its disks. A VM that is already gone is success.
-pub async fn delete(client: &Client, node: &str, vmid: u32, shutdown_timeout_secs: u64, deadline: Instant) -> Result<(), Error> {
+pub async fn delete(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    shutdown_timeout_secs: u64,
+    deadline: Instant,
+) -> Result<(), Error> {
     let result: Result<(), Error> = async {
-        let status = with_policy(API_CALL, deadline, "status", || client.vm_status(node, vmid)).await?;
+        let status = with_policy(API_CALL, deadline, "status", || {
+            client.vm_status(node, vmid)
+        })
+        .await?;
         if status.status == "running" {
             power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
         }

@@ -41,7 +41,12 @@ pub const LOCKED: Policy = Policy {
 
 /// Runs `attempt` until it succeeds, fails for a reason `policy` does not retry, or `deadline`
 /// passes (then the last error is returned).
-pub async fn with_policy<T, F, Fut>(policy: Policy, deadline: Instant, what: &str, mut attempt: F) -> Result<T, Error>
+pub async fn with_policy<T, F, Fut>(
+    policy: Policy,
+    deadline: Instant,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,

@@ -35,7 +35,10 @@ impl Client {
     /// tasks end quickly, long ones do not flood the API. Returns [`Error::Task`] with the
     /// end of the log when the task failed, [`Error::Timeout`] at `deadline`.
     pub async fn wait_task(&self, upid: &str, deadline: Instant) -> Result<TaskOutcome, Error> {
-        let node = upid_node(upid).ok_or_else(|| Error::Decode { url: upid.into(), detail: "not a UPID".into() })?;
+        let node = upid_node(upid).ok_or_else(|| Error::Decode {
+            url: upid.into(),
+            detail: "not a UPID".into(),
+        })?;
         let path = format!("/nodes/{node}/tasks/{}/status", urlencode(upid));
         let mut pause = Duration::from_millis(50);
         loop {
@@ -51,11 +54,19 @@ impl Client {
                         return Ok(TaskOutcome { warnings });
                     }
                     let tail = log.len().saturating_sub(20);
-                    return Err(Error::Task { upid: upid.to_string(), exit_status: exit, log: log[tail..].to_vec() });
+                    return Err(Error::Task {
+                        upid: upid.to_string(),
+                        exit_status: exit,
+                        log: log[tail..].to_vec(),
+                    });
                 }
                 Ok(_) => {}
                 // A task that was just created can answer "no such task" for a moment.
-                Err(Error::Api { status: 400 | 500, ref message, .. }) if message.contains("no such task") => {}
+                Err(Error::Api {
+                    status: 400 | 500,
+                    ref message,
+                    ..
+                }) if message.contains("no such task") => {}
                 Err(e) if e.is_transient() => {}
                 Err(e) => return Err(e),
             }
@@ -79,7 +90,9 @@ pub(crate) fn urlencode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -121,7 +121,10 @@ pub fn split_props(text: &str) -> Vec<(String, String)> {
 /// Parses a PVE size (`8G`, `512M`, `1T`, `2048K`) into whole GiB, rounding up.
 pub fn size_to_gib(size: &str) -> Option<u64> {
     let size = size.trim();
-    let (number, unit) = size.split_at(size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len()));
+    let (number, unit) = size.split_at(
+        size.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(size.len()),
+    );
     let number: f64 = number.parse().ok()?;
     let gib = match unit {
         "T" => number * 1024.0,
@@ -134,14 +137,28 @@ pub fn size_to_gib(size: &str) -> Option<u64> {
 }
 
 const NIC_MODELS: &[&str] = &[
-    "virtio", "e1000", "e1000e", "rtl8139", "vmxnet3", "e1000-82540em", "e1000-82544gc", "e1000-82545em",
-    "i82551", "i82557b", "i82559er", "ne2k_isa", "ne2k_pci", "pcnet",
+    "virtio",
+    "e1000",
+    "e1000e",
+    "rtl8139",
+    "vmxnet3",
+    "e1000-82540em",
+    "e1000-82544gc",
+    "e1000-82545em",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "ne2k_isa",
+    "ne2k_pci",
+    "pcnet",
 ];
 
 /// Parses `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20`.
 pub fn parse_net(text: &str) -> Option<NetworkSpec> {
     let props = split_props(text);
-    let (model, mac) = props.iter().find(|(k, _)| NIC_MODELS.contains(&k.as_str()))?;
+    let (model, mac) = props
+        .iter()
+        .find(|(k, _)| NIC_MODELS.contains(&k.as_str()))?;
     let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     Some(NetworkSpec {
         bridge: get("bridge").unwrap_or_default(),
@@ -175,12 +192,21 @@ pub fn format_net(net: &NetworkSpec, current: Option<&str>, current_mac: Option<
 /// Parses `ip=10.0.0.11/24,gw=10.0.0.1`; `dhcp` gives `None`.
 pub fn parse_ipconfig(text: &str) -> Option<Ipv4Spec> {
     let props = split_props(text);
-    let ip = props.iter().find(|(k, _)| k == "ip").map(|(_, v)| v.clone())?;
+    let ip = props
+        .iter()
+        .find(|(k, _)| k == "ip")
+        .map(|(_, v)| v.clone())?;
     if ip == "dhcp" {
         return None;
     }
-    let gateway = props.iter().find(|(k, _)| k == "gw").map(|(_, v)| v.clone());
-    Some(Ipv4Spec { address: ip, gateway })
+    let gateway = props
+        .iter()
+        .find(|(k, _)| k == "gw")
+        .map(|(_, v)| v.clone());
+    Some(Ipv4Spec {
+        address: ip,
+        gateway,
+    })
 }
 
 /// Builds `ipconfig0`.
@@ -193,7 +219,10 @@ pub fn format_ipconfig(ipv4: &Ipv4Spec) -> String {
 
 /// Parses PVE's tag list (`;`, `,` or space separated).
 pub fn parse_tags(text: &str) -> BTreeSet<String> {
-    text.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_string).collect()
+    text.split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn is_data_disk(key: &str, value: &str) -> bool {
@@ -207,13 +236,21 @@ fn is_data_disk(key: &str, value: &str) -> bool {
 
 /// Reads the facts castle manages out of a VM config.
 pub fn facts(config: &VmConfig) -> VmFacts {
-    let number = |key: &str, default: u64| config.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let number = |key: &str, default: u64| {
+        config
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let disks = config
         .0
         .iter()
         .filter(|(k, v)| is_data_disk(k, v))
         .filter_map(|(k, v)| {
-            let size = split_props(v).into_iter().find(|(key, _)| key == "size").and_then(|(_, s)| size_to_gib(&s))?;
+            let size = split_props(v)
+                .into_iter()
+                .find(|(key, _)| key == "size")
+                .and_then(|(_, s)| size_to_gib(&s))?;
             Some((k.clone(), size))
         })
         .collect();
@@ -225,11 +262,30 @@ pub fn facts(config: &VmConfig) -> VmFacts {
         disks,
         network: config.get("net0").and_then(parse_net),
         ipv4: config.get("ipconfig0").and_then(parse_ipconfig),
-        nameservers: config.get("nameserver").map(|n| n.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
-        search_domain: config.get("searchdomain").map(str::to_string).filter(|s| !s.is_empty()),
-        tags: config.get("tags").map(parse_tags).unwrap_or_default().into_iter().filter(|t| t != MANAGED_TAG).collect(),
-        managed: config.get("tags").map(parse_tags).unwrap_or_default().contains(MANAGED_TAG),
-        description: config.get("description").map(|d| d.trim_end_matches('\n').to_string()).filter(|d| !d.is_empty()),
+        nameservers: config
+            .get("nameserver")
+            .map(|n| n.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        search_domain: config
+            .get("searchdomain")
+            .map(str::to_string)
+            .filter(|s| !s.is_empty()),
+        tags: config
+            .get("tags")
+            .map(parse_tags)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t != MANAGED_TAG)
+            .collect(),
+        managed: config
+            .get("tags")
+            .map(parse_tags)
+            .unwrap_or_default()
+            .contains(MANAGED_TAG),
+        description: config
+            .get("description")
+            .map(|d| d.trim_end_matches('\n').to_string())
+            .filter(|d| !d.is_empty()),
         on_boot: config.get("onboot") == Some("1"),
         lock: config.get("lock").map(str::to_string),
     }
@@ -262,7 +318,10 @@ pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>
         }
         if current_net.as_ref() != Some(&wanted) {
             let current_mac = current_net.as_ref().and_then(|n| n.mac.clone());
-            set("net0", format_net(net, current.get("net0"), current_mac.as_deref()));
+            set(
+                "net0",
+                format_net(net, current.get("net0"), current_mac.as_deref()),
+            );
         }
     }
     match &spec.ipv4 {
@@ -320,7 +379,12 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> VmConfig {
-        VmConfig(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        VmConfig(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -332,17 +396,32 @@ mod tests {
             ("scsi0", "local-lvm:vm-101-disk-0,size=10G"),
             ("ide2", "local-lvm:vm-101-cloudinit,media=cdrom"),
             ("efidisk0", "local-lvm:vm-101-disk-1,size=4M"),
-            ("net0", "virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=20,firewall=1"),
+            (
+                "net0",
+                "virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=20,firewall=1",
+            ),
             ("ipconfig0", "ip=10.0.0.11/24,gw=10.0.0.1"),
             ("tags", "talos;k8s"),
             ("onboot", "1"),
         ]);
         let f = facts(&c);
         assert_eq!(f.disks, BTreeMap::from([("scsi0".to_string(), 10)]));
-        assert_eq!(f.network.as_ref().unwrap().mac.as_deref(), Some("BC:24:11:00:00:01"));
+        assert_eq!(
+            f.network.as_ref().unwrap().mac.as_deref(),
+            Some("BC:24:11:00:00:01")
+        );
         assert_eq!(f.network.as_ref().unwrap().vlan, Some(20));
-        assert_eq!(f.ipv4, Some(Ipv4Spec { address: "10.0.0.11/24".into(), gateway: Some("10.0.0.1".into()) }));
-        assert_eq!(f.tags, BTreeSet::from(["k8s".to_string(), "talos".to_string()]));
+        assert_eq!(
+            f.ipv4,
+            Some(Ipv4Spec {
+                address: "10.0.0.11/24".into(),
+                gateway: Some("10.0.0.1".into())
+            })
+        );
+        assert_eq!(
+            f.tags,
+            BTreeSet::from(["k8s".to_string(), "talos".to_string()])
+        );
         assert_eq!(f.sockets, 1);
         assert!(f.on_boot);
     }
@@ -363,31 +442,68 @@ mod tests {
 
     #[test]
     fn network_change_keeps_mac_and_unmanaged_options() {
-        let c = config(&[("name", "w"), ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1")]);
+        let c = config(&[
+            ("name", "w"),
+            ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1"),
+        ]);
         let spec = VmSpec {
             name: "w".into(),
-            network: Some(NetworkSpec { bridge: "vmbr1".into(), vlan: Some(30), mac: None, model: "virtio".into() }),
+            network: Some(NetworkSpec {
+                bridge: "vmbr1".into(),
+                vlan: Some(30),
+                mac: None,
+                model: "virtio".into(),
+            }),
             ..Default::default()
         };
         let (params, _) = config_changes(&spec, &c);
-        assert_eq!(params, vec![("net0".to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=30,firewall=1".to_string())]);
+        assert_eq!(
+            params,
+            vec![(
+                "net0".to_string(),
+                "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=30,firewall=1".to_string()
+            )]
+        );
         assert!(needs_reboot(&["net0".to_string()]));
-        assert!(!needs_reboot(&["tags".to_string(), "description".to_string()]));
+        assert!(!needs_reboot(&[
+            "tags".to_string(),
+            "description".to_string()
+        ]));
     }
 
     #[test]
     fn the_managed_tag_is_added_on_create_kept_on_update_and_never_shown() {
         let fresh = config(&[("name", "w"), ("tags", "talos")]);
-        let spec = VmSpec { name: "w".into(), mark_managed: true, ..Default::default() };
+        let spec = VmSpec {
+            name: "w".into(),
+            mark_managed: true,
+            ..Default::default()
+        };
         let (params, _) = config_changes(&spec, &fresh);
-        assert_eq!(params, vec![("tags".to_string(), "castle-managed;talos".to_string())]);
+        assert_eq!(
+            params,
+            vec![("tags".to_string(), "castle-managed;talos".to_string())]
+        );
         let made = config(&[("name", "w"), ("tags", "castle-managed;talos")]);
         assert_eq!(facts(&made).tags, BTreeSet::from(["talos".to_string()]));
         assert!(facts(&made).managed);
-        let update = VmSpec { name: "w".into(), tags: Some(BTreeSet::from(["k8s".to_string()])), ..Default::default() };
+        let update = VmSpec {
+            name: "w".into(),
+            tags: Some(BTreeSet::from(["k8s".to_string()])),
+            ..Default::default()
+        };
         let (params, _) = config_changes(&update, &made);
-        assert_eq!(params, vec![("tags".to_string(), "castle-managed;k8s".to_string())]);
-        let (params, _) = config_changes(&VmSpec { name: "w".into(), ..Default::default() }, &made);
+        assert_eq!(
+            params,
+            vec![("tags".to_string(), "castle-managed;k8s".to_string())]
+        );
+        let (params, _) = config_changes(
+            &VmSpec {
+                name: "w".into(),
+                ..Default::default()
+            },
+            &made,
+        );
         assert!(params.is_empty());
     }
 

@@ -91,18 +91,26 @@ impl Client {
         if let Some(description) = &request.description {
             params.push(("description".into(), description.clone()));
         }
-        self.post(&format!("{}/clone", vm_path(&request.node, request.template_id)), params).await
+        self.post(
+            &format!("{}/clone", vm_path(&request.node, request.template_id)),
+            params,
+        )
+        .await
     }
 
     /// The current config (pending changes not applied) and its digest.
     pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, Error> {
-        let values: BTreeMap<String, Value> = self.get(&format!("{}/config", vm_path(node, vmid)), &[]).await?;
+        let values: BTreeMap<String, Value> = self
+            .get(&format!("{}/config", vm_path(node, vmid)), &[])
+            .await?;
         Ok(VmConfig(flatten(values)))
     }
 
     /// Keys with a change waiting for the next boot (`GET .../pending`).
     pub async fn vm_pending_keys(&self, node: &str, vmid: u32) -> Result<Vec<String>, Error> {
-        let items: Vec<BTreeMap<String, Value>> = self.get(&format!("{}/pending", vm_path(node, vmid)), &[]).await?;
+        let items: Vec<BTreeMap<String, Value>> = self
+            .get(&format!("{}/pending", vm_path(node, vmid)), &[])
+            .await?;
         Ok(items
             .into_iter()
             .filter(|item| item.contains_key("pending") || item.contains_key("delete"))
@@ -111,43 +119,74 @@ impl Client {
     }
 
     /// Writes config keys synchronously (`PUT .../config`); `delete` lists keys to remove.
-    pub async fn set_vm_config(&self, node: &str, vmid: u32, mut params: Params, delete: &[String]) -> Result<(), Error> {
+    pub async fn set_vm_config(
+        &self,
+        node: &str,
+        vmid: u32,
+        mut params: Params,
+        delete: &[String],
+    ) -> Result<(), Error> {
         if !delete.is_empty() {
             params.push(("delete".into(), delete.join(",")));
         }
         if params.is_empty() {
             return Ok(());
         }
-        let _: Value = self.put(&format!("{}/config", vm_path(node, vmid)), params).await?;
+        let _: Value = self
+            .put(&format!("{}/config", vm_path(node, vmid)), params)
+            .await?;
         Ok(())
     }
 
     /// Grows a disk to `size_gb` GiB; returns a UPID when PVE runs it as a task.
-    pub async fn resize_disk(&self, node: &str, vmid: u32, disk: &str, size_gb: u64) -> Result<Option<String>, Error> {
-        let params = vec![("disk".to_string(), disk.to_string()), ("size".to_string(), format!("{size_gb}G"))];
-        let answer: Value = self.put(&format!("{}/resize", vm_path(node, vmid)), params).await?;
+    pub async fn resize_disk(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        size_gb: u64,
+    ) -> Result<Option<String>, Error> {
+        let params = vec![
+            ("disk".to_string(), disk.to_string()),
+            ("size".to_string(), format!("{size_gb}G")),
+        ];
+        let answer: Value = self
+            .put(&format!("{}/resize", vm_path(node, vmid)), params)
+            .await?;
         Ok(answer.as_str().map(str::to_string))
     }
 
     /// Power state and lock.
     pub async fn vm_status(&self, node: &str, vmid: u32) -> Result<VmStatus, Error> {
-        self.get(&format!("{}/status/current", vm_path(node, vmid)), &[]).await
+        self.get(&format!("{}/status/current", vm_path(node, vmid)), &[])
+            .await
     }
 
     /// Starts the VM; returns the UPID.
     pub async fn start_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
-        self.post(&format!("{}/status/start", vm_path(node, vmid)), vec![]).await
+        self.post(&format!("{}/status/start", vm_path(node, vmid)), vec![])
+            .await
     }
 
     /// ACPI shutdown that falls back to a hard stop after `timeout_secs`; returns the UPID.
-    pub async fn shutdown_vm(&self, node: &str, vmid: u32, timeout_secs: u64) -> Result<String, Error> {
-        let params = vec![("timeout".to_string(), timeout_secs.to_string()), ("forceStop".to_string(), "1".to_string())];
-        self.post(&format!("{}/status/shutdown", vm_path(node, vmid)), params).await
+    pub async fn shutdown_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+        timeout_secs: u64,
+    ) -> Result<String, Error> {
+        let params = vec![
+            ("timeout".to_string(), timeout_secs.to_string()),
+            ("forceStop".to_string(), "1".to_string()),
+        ];
+        self.post(&format!("{}/status/shutdown", vm_path(node, vmid)), params)
+            .await
     }
 
     /// Hard stop; returns the UPID.
     pub async fn stop_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
-        self.post(&format!("{}/status/stop", vm_path(node, vmid)), vec![]).await
+        self.post(&format!("{}/status/stop", vm_path(node, vmid)), vec![])
+            .await
     }
 
     /// Destroys a stopped VM with its disks, and removes it from jobs and pools.

@@ -19,11 +19,19 @@ pub mod timeouts;
 /// Every resource of the provider, by name without the `castle_` prefix.
 pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>> {
     let mut resources: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
-    resources.insert("talos_cluster".into(), Box::new(talos_cluster::TalosClusterResource));
-    resources.insert("proxmox_vm".into(), Box::new(proxmox_vm::ProxmoxVmResource::new(data.clone())));
+    resources.insert(
+        "talos_cluster".into(),
+        Box::new(talos_cluster::TalosClusterResource),
+    );
+    resources.insert(
+        "proxmox_vm".into(),
+        Box::new(proxmox_vm::ProxmoxVmResource::new(data.clone())),
+    );
     resources.insert(
         "kubeconfig_secret".into(),
-        Box::new(kubeconfig_secret::KubeconfigSecretResource::new(data.clone())),
+        Box::new(kubeconfig_secret::KubeconfigSecretResource::new(
+            data.clone(),
+        )),
     );
     resources
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock,
+};
 use tf_provider::value::Value;
 use tf_provider::{map, AttributePath, Diagnostics};
 
@@ -31,13 +33,15 @@ pub enum Operation {
 
 /// The schema of the block, documenting each default.
 pub fn schema(create: &str, update: &str, delete: &str) -> NestedBlock {
-    let attr = |what: &str, default: &str| Attribute {
+    let attr = |what: &str, default: &str| {
+        Attribute {
         attr_type: AttributeType::String,
         description: Description::plain(format!(
             "How long {what} may take, as a duration like \"30s\", \"10m\" or \"1h30m\" (default {default})."
         )),
         constraint: AttributeConstraint::Optional,
         ..Default::default()
+    }
     };
     NestedBlock::Optional(Block {
         description: Description::plain("Time limits for each operation."),
@@ -59,21 +63,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("{text:?} is not a duration like \"30s\", \"10m\" or \"1h30m\""));
+            return Err(format!(
+                "{text:?} is not a duration like \"30s\", \"10m\" or \"1h30m\""
+            ));
         }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like \"30s\", \"10m\" or \"1h30m\""))?;
+        let number: f64 = rest[..digits].parse().map_err(|_| {
+            format!("{text:?} is not a duration like \"30s\", \"10m\" or \"1h30m\"")
+        })?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ms" => number / 1000.0,
             "s" => number,
             "m" => number * 60.0,
             "h" => number * 3600.0,
-            _ => return Err(format!("{text:?} has no unit or an unknown one: use ms, s, m or h")),
+            _ => {
+                return Err(format!(
+                    "{text:?} has no unit or an unknown one: use ms, s, m or h"
+                ))
+            }
         };
         total += Duration::from_secs_f64(seconds);
         rest = &rest[unit_len..];
@@ -97,7 +111,11 @@ impl TimeoutsBlock {
 
     /// Reports each unparsable duration against its attribute.
     pub fn validate(&self, diags: &mut Diagnostics) {
-        for (name, value) in [("create", &self.create), ("update", &self.update), ("delete", &self.delete)] {
+        for (name, value) in [
+            ("create", &self.create),
+            ("update", &self.update),
+            ("delete", &self.delete),
+        ] {
             if let Value::Value(text) = value {
                 if let Err(message) = parse_duration(text) {
                     diags.error(

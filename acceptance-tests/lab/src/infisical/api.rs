@@ -27,7 +27,9 @@ impl IntoResponse for Failure {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(seconds));
         }
         response
     }
@@ -41,11 +43,20 @@ struct Params(HashMap<String, Value>);
 
 impl Params {
     fn parse(query: HashMap<String, String>, body: &Bytes) -> Result<Self, Failure> {
-        let mut map: HashMap<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let mut map: HashMap<String, Value> = query
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         if !body.is_empty() {
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(fields)) => map.extend(fields),
-                _ => return Err(Failure::new(400, "BadRequest", "Body must be a JSON object")),
+                _ => {
+                    return Err(Failure::new(
+                        400,
+                        "BadRequest",
+                        "Body must be a JSON object",
+                    ))
+                }
             }
         }
         Ok(Self(map))
@@ -71,7 +82,9 @@ impl Params {
     /// Project, environment and folder, checked; `project_field` is `workspaceId` (v3) or
     /// `projectId` (v4).
     fn target(&self, lab: &Lab, project_field: &str, path_field: &str) -> Result<Target, Failure> {
-        let project = self.string(project_field).or_else(|| self.string("workspaceId"));
+        let project = self
+            .string(project_field)
+            .or_else(|| self.string("workspaceId"));
         let environment = self.string("environment");
         let mut issues = Vec::new();
         if project.is_none() {
@@ -89,22 +102,36 @@ impl Params {
             return Err(Failure::invalid(issues));
         }
         let path = self.string(path_field).unwrap_or_else(|| "/".into());
-        lab.target(&project.unwrap_or_default(), &environment.unwrap_or_default(), &path)
+        lab.target(
+            &project.unwrap_or_default(),
+            &environment.unwrap_or_default(),
+            &path,
+        )
     }
 }
 
 fn check_name(name: &str) -> Result<(), Failure> {
     if name.trim().is_empty() {
-        return Err(Failure::invalid(vec![("secretName", "String must contain at least 1 character(s)")]));
+        return Err(Failure::invalid(vec![(
+            "secretName",
+            "String must contain at least 1 character(s)",
+        )]));
     }
     if name.contains(' ') {
-        return Err(Failure::invalid(vec![("secretName", "Secret name cannot contain spaces.")]));
+        return Err(Failure::invalid(vec![(
+            "secretName",
+            "Secret name cannot contain spaces.",
+        )]));
     }
     Ok(())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
 }
 
 /// Rate limit first (as Infisical's limiter runs before auth), then the token.
@@ -123,15 +150,21 @@ async fn gate(State(lab): State<Arc<Lab>>, request: Request, next: Next) -> Resp
 
 async fn login(State(lab): State<Arc<Lab>>, body: Bytes) -> Answer {
     let params = Params::parse(HashMap::new(), &body)?;
-    let (Some(id), Some(secret)) = (params.string("clientId"), params.string("clientSecret")) else {
-        return Err(Failure::invalid(vec![("clientId", "Required"), ("clientSecret", "Required")]));
+    let (Some(id), Some(secret)) = (params.string("clientId"), params.string("clientSecret"))
+    else {
+        return Err(Failure::invalid(vec![
+            ("clientId", "Required"),
+            ("clientSecret", "Required"),
+        ]));
     };
     lab.login(&id, &secret).map(Json)
 }
 
 async fn renew(State(lab): State<Arc<Lab>>, body: Bytes) -> Answer {
     let params = Params::parse(HashMap::new(), &body)?;
-    let token = params.string("accessToken").ok_or_else(|| Failure::invalid(vec![("accessToken", "Required")]))?;
+    let token = params
+        .string("accessToken")
+        .ok_or_else(|| Failure::invalid(vec![("accessToken", "Required")]))?;
     lab.renew(&token).map(Json)
 }
 
@@ -157,7 +190,13 @@ async fn secret(
                 .string("secretValue")
                 .ok_or_else(|| Failure::invalid(vec![("secretValue", "Required")]))?;
             let comment = params.string("secretComment").unwrap_or_default();
-            lab.create_secret(&target, &name, &value, &comment, params.boolean("skipMultilineEncoding").unwrap_or(false))
+            lab.create_secret(
+                &target,
+                &name,
+                &value,
+                &comment,
+                params.boolean("skipMultilineEncoding").unwrap_or(false),
+            )
         }
         Method::PATCH => {
             let new_name = params.string("newSecretName");
@@ -180,24 +219,30 @@ async fn secret(
 }
 
 fn secret_routes(version: Version) -> Router<Arc<Lab>> {
-    let one = move |State(lab): State<Arc<Lab>>,
-                    method: Method,
-                    Path(name): Path<String>,
-                    Query(query): Query<HashMap<String, String>>,
-                    body: Bytes| async move { secret(lab, version, method, name, query, body).await };
+    let one =
+        move |State(lab): State<Arc<Lab>>,
+              method: Method,
+              Path(name): Path<String>,
+              Query(query): Query<HashMap<String, String>>,
+              body: Bytes| async move { secret(lab, version, method, name, query, body).await };
     let list = move |State(lab): State<Arc<Lab>>, Query(query): Query<HashMap<String, String>>| async move {
         let params = Params::parse(query, &Bytes::new())?;
         let target = params.target(&lab, version.0, "secretPath")?;
         lab.list_secrets(&target).map(Json)
     };
-    let by_id = |State(lab): State<Arc<Lab>>, Path(id): Path<String>| async move { lab.get_secret_by_id(&id).map(Json) };
+    let by_id = |State(lab): State<Arc<Lab>>, Path(id): Path<String>| async move {
+        lab.get_secret_by_id(&id).map(Json)
+    };
     Router::new()
         .route("/", get(list))
         .route("/:name", get(one).post(one).patch(one).delete(one))
         .route("/id/:id", get(by_id))
 }
 
-async fn list_folders(State(lab): State<Arc<Lab>>, Query(query): Query<HashMap<String, String>>) -> Answer {
+async fn list_folders(
+    State(lab): State<Arc<Lab>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
     let params = Params::parse(query, &Bytes::new())?;
     let target = params.target(&lab, "workspaceId", "path")?;
     lab.list_folders(&target).map(Json)
@@ -206,7 +251,9 @@ async fn list_folders(State(lab): State<Arc<Lab>>, Query(query): Query<HashMap<S
 async fn create_folder(State(lab): State<Arc<Lab>>, body: Bytes) -> Answer {
     let params = Params::parse(HashMap::new(), &body)?;
     let target = params.target(&lab, "workspaceId", "path")?;
-    let name = params.string("name").ok_or_else(|| Failure::invalid(vec![("name", "Required")]))?;
+    let name = params
+        .string("name")
+        .ok_or_else(|| Failure::invalid(vec![("name", "Required")]))?;
     lab.create_folder(&target, &name).map(Json)
 }
 

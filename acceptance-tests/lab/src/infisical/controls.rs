@@ -41,7 +41,14 @@ struct SecretAt {
 }
 
 fn environment(lab: &Lab, given: Option<String>) -> String {
-    given.unwrap_or_else(|| lab.settings.identity.environments.first().cloned().unwrap_or_default())
+    given.unwrap_or_else(|| {
+        lab.settings
+            .identity
+            .environments
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    })
 }
 
 /// The `/__lab/` routes.
@@ -62,10 +69,12 @@ pub fn routes(lab: Arc<Lab>) -> Router {
         )
         .route(
             "/__lab/rate-limit",
-            post(|State(lab): State<Arc<Lab>>, Json(limit): Json<RateLimit>| async move {
-                lab.set_rate_limit(limit.count, limit.retry_after);
-                Json(json!({"ok": true}))
-            }),
+            post(
+                |State(lab): State<Arc<Lab>>, Json(limit): Json<RateLimit>| async move {
+                    lab.set_rate_limit(limit.count, limit.retry_after);
+                    Json(json!({"ok": true}))
+                },
+            ),
         )
         .route(
             "/__lab/expire-tokens",
@@ -79,17 +88,22 @@ pub fn routes(lab: Arc<Lab>) -> Router {
             get(|State(lab): State<Arc<Lab>>| async move {
                 Json(json!({"secrets": lab.secrets(), "requests": lab.request_count()}))
             })
-            .put(|State(lab): State<Arc<Lab>>, Json(at): Json<SecretAt>| async move {
-                let env = environment(&lab, at.environment);
-                let value = at.value.unwrap_or_default();
-                lab.put_secret(&env, at.path.as_deref().unwrap_or("/"), &at.key, &value).map(Json)
-            })
-            .delete(|State(lab): State<Arc<Lab>>, Json(at): Json<SecretAt>| async move {
-                let env = environment(&lab, at.environment);
-                let project = lab.settings.identity.project_id.clone();
-                let target = lab.target(&project, &env, at.path.as_deref().unwrap_or("/"))?;
-                lab.delete_secret(&target, &at.key).map(Json)
-            }),
+            .put(
+                |State(lab): State<Arc<Lab>>, Json(at): Json<SecretAt>| async move {
+                    let env = environment(&lab, at.environment);
+                    let value = at.value.unwrap_or_default();
+                    lab.put_secret(&env, at.path.as_deref().unwrap_or("/"), &at.key, &value)
+                        .map(Json)
+                },
+            )
+            .delete(
+                |State(lab): State<Arc<Lab>>, Json(at): Json<SecretAt>| async move {
+                    let env = environment(&lab, at.environment);
+                    let project = lab.settings.identity.project_id.clone();
+                    let target = lab.target(&project, &env, at.path.as_deref().unwrap_or("/"))?;
+                    lab.delete_secret(&target, &at.key).map(Json)
+                },
+            ),
         )
         .route(
             "/__lab/reset",

@@ -89,5 +89,7 @@ pub async fn run(
     lab: Arc<Lab>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(lab)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(lab))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -30,7 +30,12 @@ pub struct Failure {
 
 impl Failure {
     pub(crate) fn new(status: u16, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error, message: Json::String(message.into()), retry_after: None }
+        Self {
+            status,
+            error,
+            message: Json::String(message.into()),
+            retry_after: None,
+        }
     }
 
     /// A 422 with one zod-like issue per field.
@@ -39,7 +44,12 @@ impl Failure {
             .into_iter()
             .map(|(field, message)| json!({"code": "custom", "path": [field], "message": message}))
             .collect();
-        Self { status: 422, error: "ValidationFailure", message: Json::Array(list), retry_after: None }
+        Self {
+            status: 422,
+            error: "ValidationFailure",
+            message: Json::Array(list),
+            retry_after: None,
+        }
     }
 }
 
@@ -129,7 +139,14 @@ fn now_rfc3339() -> String {
 fn new_id() -> String {
     let b: [u8; 16] = rand::thread_rng().gen();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Where a request points: environment, normalised path, optional name.
@@ -152,7 +169,10 @@ impl Lab {
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             }
         }
-        Ok(Self { settings, inner: Mutex::new(inner) })
+        Ok(Self {
+            settings,
+            inner: Mutex::new(inner),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -164,7 +184,10 @@ impl Lab {
         if let Some(file) = &self.settings.state_file {
             let tmp = file.with_extension("tmp");
             let text = serde_json::to_string_pretty(&inner.data).unwrap_or_default();
-            if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, file)).is_err() {
+            if std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, file))
+                .is_err()
+            {
                 tracing::warn!(file = %file.display(), "could not save the Infisical lab state");
             }
         }
@@ -175,7 +198,11 @@ impl Lab {
         let mut inner = self.lock();
         inner.requests += 1;
         if let Some((remaining, seconds)) = inner.rate_limit {
-            inner.rate_limit = if remaining > 1 { Some((remaining - 1, seconds)) } else { None };
+            inner.rate_limit = if remaining > 1 {
+                Some((remaining - 1, seconds))
+            } else {
+                None
+            };
             return Err(Failure {
                 retry_after: Some(seconds),
                 ..Failure::new(
@@ -210,13 +237,20 @@ impl Lab {
             if inner.failed_logins >= self.settings.lockout_after {
                 inner.locked_until = Some(now + self.settings.lockout_for);
             }
-            return Err(Failure::new(401, "UnauthorizedError", "Invalid credentials"));
+            return Err(Failure::new(
+                401,
+                "UnauthorizedError",
+                "Invalid credentials",
+            ));
         }
         inner.failed_logins = 0;
         let token = format!("lab-token-{}", new_id());
         inner.tokens.insert(
             token.clone(),
-            TokenInfo { expires_at: now + self.settings.token_ttl, max_until: now + self.settings.token_max_ttl },
+            TokenInfo {
+                expires_at: now + self.settings.token_ttl,
+                max_until: now + self.settings.token_max_ttl,
+            },
         );
         Ok(self.token_answer(&token, self.settings.token_ttl))
     }
@@ -235,10 +269,18 @@ impl Lab {
         let mut inner = self.lock();
         let now = Instant::now();
         let Some(info) = inner.tokens.get_mut(token) else {
-            return Err(Failure::new(401, "UnauthorizedError", "Invalid access token"));
+            return Err(Failure::new(
+                401,
+                "UnauthorizedError",
+                "Invalid access token",
+            ));
         };
         if now >= info.expires_at || now >= info.max_until {
-            return Err(Failure::new(401, "UnauthorizedError", "Failed to renew access token due to TTL expiration"));
+            return Err(Failure::new(
+                401,
+                "UnauthorizedError",
+                "Failed to renew access token due to TTL expiration",
+            ));
         }
         info.expires_at = (now + self.settings.token_ttl).min(info.max_until);
         let left = info.expires_at - now;
@@ -253,18 +295,29 @@ impl Lab {
         };
         match inner.tokens.get(token) {
             None => Err(Failure::new(401, "UnauthorizedError", "Invalid token")),
-            Some(info) if Instant::now() >= info.expires_at => {
-                Err(Failure::new(403, "TokenError", "Your token has expired. Please re-authenticate."))
-            }
+            Some(info) if Instant::now() >= info.expires_at => Err(Failure::new(
+                403,
+                "TokenError",
+                "Your token has expired. Please re-authenticate.",
+            )),
             Some(_) => Ok(()),
         }
     }
 
     /// Checks project and environment, and normalises the path.
-    pub fn target(&self, project_id: &str, environment: &str, path: &str) -> Result<Target, Failure> {
+    pub fn target(
+        &self,
+        project_id: &str,
+        environment: &str,
+        path: &str,
+    ) -> Result<Target, Failure> {
         let identity = &self.settings.identity;
         if project_id != identity.project_id {
-            return Err(Failure::new(404, "NotFound", format!("Project with ID '{project_id}' not found")));
+            return Err(Failure::new(
+                404,
+                "NotFound",
+                format!("Project with ID '{project_id}' not found"),
+            ));
         }
         if !identity.environments.iter().any(|e| e == environment) {
             return Err(Failure::new(
@@ -273,11 +326,18 @@ impl Lab {
                 format!("Environment with slug '{environment}' in project with ID '{project_id}' not found"),
             ));
         }
-        Ok(Target { environment: environment.into(), path: normalise_path(path) })
+        Ok(Target {
+            environment: environment.into(),
+            path: normalise_path(path),
+        })
     }
 
     fn folder_exists(inner: &Inner, target: &Target) -> bool {
-        target.path == "/" || inner.data.folders.contains(&(target.environment.clone(), target.path.clone()))
+        target.path == "/"
+            || inner
+                .data
+                .folders
+                .contains(&(target.environment.clone(), target.path.clone()))
     }
 
     fn require_folder(inner: &Inner, target: &Target) -> Result<(), Failure> {
@@ -287,7 +347,10 @@ impl Lab {
             Err(Failure::new(
                 404,
                 "NotFound",
-                format!("Folder with path '{}' in environment with slug '{}' not found", target.path, target.environment),
+                format!(
+                    "Folder with path '{}' in environment with slug '{}' not found",
+                    target.path, target.environment
+                ),
             ))
         }
     }
@@ -314,15 +377,17 @@ impl Lab {
     }
 
     fn find(inner: &Inner, target: &Target, key: &str) -> Option<usize> {
-        inner
-            .data
-            .secrets
-            .iter()
-            .position(|s| s.environment == target.environment && s.path == target.path && s.key == key)
+        inner.data.secrets.iter().position(|s| {
+            s.environment == target.environment && s.path == target.path && s.key == key
+        })
     }
 
     fn not_found(key: &str) -> Failure {
-        Failure::new(404, "NotFound", format!("Secret with name '{key}' not found"))
+        Failure::new(
+            404,
+            "NotFound",
+            format!("Secret with name '{key}' not found"),
+        )
     }
 
     /// One secret by name.
@@ -341,7 +406,9 @@ impl Lab {
             .secrets
             .iter()
             .find(|s| s.id == id)
-            .ok_or_else(|| Failure::new(404, "NotFound", format!("Secret with ID '{id}' not found")))?;
+            .ok_or_else(|| {
+                Failure::new(404, "NotFound", format!("Secret with ID '{id}' not found"))
+            })?;
         Ok(json!({ "secret": self.render(secret) }))
     }
 
@@ -360,7 +427,14 @@ impl Lab {
     }
 
     /// Creates a secret: 400 "Secret already exist" if the name is taken.
-    pub fn create_secret(&self, target: &Target, key: &str, value: &str, comment: &str, skip: bool) -> Result<Json, Failure> {
+    pub fn create_secret(
+        &self,
+        target: &Target,
+        key: &str,
+        value: &str,
+        comment: &str,
+        skip: bool,
+    ) -> Result<Json, Failure> {
         let mut inner = self.lock();
         Self::require_folder(&inner, target)?;
         if Self::find(&inner, target, key).is_some() {
@@ -400,7 +474,11 @@ impl Lab {
         let index = Self::find(&inner, target, key).ok_or_else(|| Self::not_found(key))?;
         if let Some(new_name) = new_name.filter(|n| *n != key) {
             if Self::find(&inner, target, new_name).is_some() {
-                return Err(Failure::new(400, "BadRequest", "Secret with the new name already exist"));
+                return Err(Failure::new(
+                    400,
+                    "BadRequest",
+                    "Secret with the new name already exist",
+                ));
             }
         }
         let secret = &mut inner.data.secrets[index];
@@ -437,7 +515,11 @@ impl Lab {
     pub fn list_folders(&self, target: &Target) -> Result<Json, Failure> {
         let inner = self.lock();
         Self::require_folder(&inner, target)?;
-        let prefix = if target.path == "/" { "/".to_string() } else { format!("{}/", target.path) };
+        let prefix = if target.path == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", target.path)
+        };
         let folders: Vec<Json> = inner
             .data
             .folders
@@ -445,7 +527,8 @@ impl Lab {
             .filter(|(env, path)| env == &target.environment && path.starts_with(&prefix))
             .filter_map(|(_, path)| {
                 let rest = &path[prefix.len()..];
-                (!rest.is_empty() && !rest.contains('/')).then(|| json!({"id": path, "name": rest, "version": 1}))
+                (!rest.is_empty() && !rest.contains('/'))
+                    .then(|| json!({"id": path, "name": rest, "version": 1}))
             })
             .collect();
         Ok(json!({ "folders": folders }))
@@ -455,14 +538,20 @@ impl Lab {
     /// (an existing folder is answered as is) and creates missing parents.
     pub fn create_folder(&self, target: &Target, name: &str) -> Result<Json, Failure> {
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-            return Err(Failure::invalid(vec![("name", "Folder name can only contain alphanumeric, dashes and underscores")]));
+            return Err(Failure::invalid(vec![(
+                "name",
+                "Folder name can only contain alphanumeric, dashes and underscores",
+            )]));
         }
         let mut inner = self.lock();
         let full = normalise_path(&format!("{}/{name}", target.path));
         let mut walked = String::new();
         for part in full.split('/').filter(|p| !p.is_empty()) {
             walked = format!("{walked}/{part}");
-            inner.data.folders.insert((target.environment.clone(), walked.clone()));
+            inner
+                .data
+                .folders
+                .insert((target.environment.clone(), walked.clone()));
         }
         self.save(&inner);
         Ok(json!({ "folder": {"id": full, "name": name, "version": 1, "path": full} }))
@@ -493,14 +582,27 @@ impl Lab {
 
     /// Lab control: writes a secret out of band (as a person in the Infisical UI would),
     /// creating its folders.
-    pub fn put_secret(&self, environment: &str, path: &str, key: &str, value: &str) -> Result<Json, Failure> {
-        let target = self.target(&self.settings.identity.project_id.clone(), environment, path)?;
+    pub fn put_secret(
+        &self,
+        environment: &str,
+        path: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Json, Failure> {
+        let target = self.target(
+            &self.settings.identity.project_id.clone(),
+            environment,
+            path,
+        )?;
         {
             let mut inner = self.lock();
             let mut walked = String::new();
             for part in target.path.split('/').filter(|p| !p.is_empty()) {
                 walked = format!("{walked}/{part}");
-                inner.data.folders.insert((target.environment.clone(), walked.clone()));
+                inner
+                    .data
+                    .folders
+                    .insert((target.environment.clone(), walked.clone()));
             }
         }
         match self.update_secret(&target, key, Some(value), None, None, None) {
@@ -537,9 +639,14 @@ mod tests {
     fn third_bad_login_locks_out_even_the_right_secret() {
         let lab = Lab::new(Settings::default()).unwrap();
         for _ in 0..3 {
-            assert_eq!(lab.login("castle-lab-client", "wrong").unwrap_err().status, 401);
+            assert_eq!(
+                lab.login("castle-lab-client", "wrong").unwrap_err().status,
+                401
+            );
         }
-        let locked = lab.login("castle-lab-client", "castle-lab-secret").unwrap_err();
+        let locked = lab
+            .login("castle-lab-client", "castle-lab-secret")
+            .unwrap_err();
         assert!(locked.message.as_str().unwrap().contains("locked"));
     }
 }

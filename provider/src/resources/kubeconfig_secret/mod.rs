@@ -53,7 +53,10 @@ impl KubeconfigSecretResource {
 }
 
 fn deadline(state: &KubeconfigSecretState, operation: Operation) -> Instant {
-    let timeout = state.timeouts.as_ref_option().map_or(DEFAULT_TIMEOUT, |t| t.get(operation, DEFAULT_TIMEOUT));
+    let timeout = state
+        .timeouts
+        .as_ref_option()
+        .map_or(DEFAULT_TIMEOUT, |t| t.get(operation, DEFAULT_TIMEOUT));
     Instant::now() + timeout
 }
 
@@ -68,7 +71,10 @@ async fn create_or_adopt(
     match client.create_secret(at, value, comment, deadline).await {
         Ok(secret) => Ok(secret.version),
         Err(e) if e.is_already_exists() => {
-            let existing = client.get_secret(at, deadline).await.map_err(|e| e.to_string())?;
+            let existing = client
+                .get_secret(at, deadline)
+                .await
+                .map_err(|e| e.to_string())?;
             if same_modulo_trimming(value, &existing.secret_value) {
                 tracing::info!(key = %at.key, path = %at.path, "adopted existing Infisical secret with the same value");
                 Ok(existing.version)
@@ -89,7 +95,13 @@ async fn create_or_adopt(
 }
 
 /// Pushes a value: update, or create if it vanished meanwhile.
-async fn push(client: &infisical::Client, at: &SecretRef, value: &str, comment: &str, deadline: Instant) -> Result<i64, String> {
+async fn push(
+    client: &infisical::Client,
+    at: &SecretRef,
+    value: &str,
+    comment: &str,
+    deadline: Instant,
+) -> Result<i64, String> {
     match client.update_secret(at, value, comment, deadline).await {
         Ok(secret) => Ok(secret.version),
         Err(e) if e.is_not_found() => create_or_adopt(client, at, value, comment, deadline).await,
@@ -107,7 +119,9 @@ async fn refresh(
 ) -> Result<Option<()>, infisical::Error> {
     match client.get_secret(at, deadline).await {
         Ok(secret) => {
-            let same = value.as_ref_option().is_some_and(|v| same_modulo_trimming(v, &secret.secret_value));
+            let same = value
+                .as_ref_option()
+                .is_some_and(|v| same_modulo_trimming(v, &secret.secret_value));
             if !same {
                 *value = Value::Value(secret.secret_value);
             }
@@ -131,7 +145,9 @@ fn changed(prior: &Value<String>, planned: &Value<String>) -> bool {
 fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut KubeconfigSecretState) {
     let prior_kube = prior.map(|p| (&p.kubeconfig, p.kubeconfig_version));
     planned.kubeconfig_version = match prior_kube {
-        Some((value, version)) if !changed(value, &planned.kubeconfig) && version.is_value() => version,
+        Some((value, version)) if !changed(value, &planned.kubeconfig) && version.is_value() => {
+            version
+        }
         _ => Value::Unknown,
     };
     planned.talosconfig_version = if planned.talosconfig.is_null() {
@@ -181,7 +197,15 @@ impl Resource for KubeconfigSecretResource {
         let client = self.client(diags, "read the Infisical secret")?;
         let deadline = Instant::now() + READ_TIMEOUT;
         let at = state.kubeconfig_ref();
-        match refresh(&client, &at, &mut state.kubeconfig, &mut state.kubeconfig_version, deadline).await {
+        match refresh(
+            &client,
+            &at,
+            &mut state.kubeconfig,
+            &mut state.kubeconfig_version,
+            deadline,
+        )
+        .await
+        {
             Ok(Some(())) => {}
             Ok(None) => {
                 tracing::info!(key = %at.key, path = %at.path, "kubeconfig secret deleted outside Terraform");
@@ -193,7 +217,15 @@ impl Resource for KubeconfigSecretResource {
             }
         }
         if let Some(at) = state.talosconfig_ref() {
-            match refresh(&client, &at, &mut state.talosconfig, &mut state.talosconfig_version, deadline).await {
+            match refresh(
+                &client,
+                &at,
+                &mut state.talosconfig,
+                &mut state.talosconfig_version,
+                deadline,
+            )
+            .await
+            {
                 Ok(Some(())) => {}
                 // Planned again by the difference with the configuration; update re-creates it.
                 Ok(None) => {
@@ -247,13 +279,21 @@ impl Resource for KubeconfigSecretResource {
             ("project_id", &prior.project_id, &planned.project_id),
             ("environment", &prior.environment, &planned.environment),
             ("path", &prior.path, &planned.path),
-            ("kubeconfig_key", &prior.kubeconfig_key, &planned.kubeconfig_key),
+            (
+                "kubeconfig_key",
+                &prior.kubeconfig_key,
+                &planned.kubeconfig_key,
+            ),
         ] {
             if before != after {
                 replace.push(AttributePath::new(name));
             }
         }
-        planned.id = if replace.is_empty() { prior.id.clone() } else { planned.computed_id() };
+        planned.id = if replace.is_empty() {
+            prior.id.clone()
+        } else {
+            planned.computed_id()
+        };
         if replace.is_empty() {
             plan_versions(Some(&prior), &mut planned);
         } else {
@@ -288,13 +328,20 @@ impl Resource for KubeconfigSecretResource {
         let deadline = deadline(&state, Operation::Create);
         let at = state.kubeconfig_ref();
         if state.create_folders == Value::Value(true) {
-            if let Err(e) = client.ensure_folder(&at.project_id, &at.environment, &at.path, deadline).await {
+            if let Err(e) = client
+                .ensure_folder(&at.project_id, &at.environment, &at.path, deadline)
+                .await
+            {
                 unable(diags, "create the Infisical folder", e);
                 return None;
             }
         }
         let comment = state.comment_text().to_string();
-        let value = state.kubeconfig.as_ref_option().cloned().unwrap_or_default();
+        let value = state
+            .kubeconfig
+            .as_ref_option()
+            .cloned()
+            .unwrap_or_default();
         match create_or_adopt(&client, &at, &value, &comment, deadline).await {
             Ok(version) => state.kubeconfig_version = Value::Value(version),
             Err(detail) => {
@@ -302,7 +349,10 @@ impl Resource for KubeconfigSecretResource {
                 return None;
             }
         }
-        if let (Some(at), Some(value)) = (state.talosconfig_ref(), state.talosconfig.as_ref_option().cloned()) {
+        if let (Some(at), Some(value)) = (
+            state.talosconfig_ref(),
+            state.talosconfig.as_ref_option().cloned(),
+        ) {
             match create_or_adopt(&client, &at, &value, &comment, deadline).await {
                 Ok(version) => state.talosconfig_version = Value::Value(version),
                 Err(detail) => {
@@ -337,14 +387,24 @@ impl Resource for KubeconfigSecretResource {
         let comment = state.comment_text().to_string();
         let comment_changed = prior.comment_text() != comment;
         if state.create_folders == Value::Value(true) {
-            if let Err(e) = client.ensure_folder(&at.project_id, &at.environment, &at.path, deadline).await {
+            if let Err(e) = client
+                .ensure_folder(&at.project_id, &at.environment, &at.path, deadline)
+                .await
+            {
                 unable(diags, "create the Infisical folder", e);
                 return None;
             }
         }
 
-        if changed(&prior.kubeconfig, &state.kubeconfig) || comment_changed || !prior.kubeconfig_version.is_value() {
-            let value = state.kubeconfig.as_ref_option().cloned().unwrap_or_default();
+        if changed(&prior.kubeconfig, &state.kubeconfig)
+            || comment_changed
+            || !prior.kubeconfig_version.is_value()
+        {
+            let value = state
+                .kubeconfig
+                .as_ref_option()
+                .cloned()
+                .unwrap_or_default();
             match push(&client, &at, &value, &comment, deadline).await {
                 Ok(version) => state.kubeconfig_version = Value::Value(version),
                 Err(detail) => {
@@ -367,10 +427,17 @@ impl Resource for KubeconfigSecretResource {
                 }
             }
         }
-        match (state.talosconfig_ref(), state.talosconfig.as_ref_option().cloned()) {
+        match (
+            state.talosconfig_ref(),
+            state.talosconfig.as_ref_option().cloned(),
+        ) {
             (Some(at), Some(value)) => {
                 let moved = prior.talosconfig_ref().as_ref() != Some(&at);
-                if moved || changed(&prior.talosconfig, &state.talosconfig) || comment_changed || !prior.talosconfig_version.is_value() {
+                if moved
+                    || changed(&prior.talosconfig, &state.talosconfig)
+                    || comment_changed
+                    || !prior.talosconfig_version.is_value()
+                {
                     match push(&client, &at, &value, &comment, deadline).await {
                         Ok(version) => state.talosconfig_version = Value::Value(version),
                         Err(detail) => {

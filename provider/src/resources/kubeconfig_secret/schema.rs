@@ -1,12 +1,25 @@
 //! Schema of `castle_kubeconfig_secret`.
 
 use tf_provider::map;
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
+};
 
 use crate::resources::timeouts;
 
-fn attr(attr_type: AttributeType, constraint: AttributeConstraint, sensitive: bool, text: &str) -> Attribute {
-    Attribute { attr_type, description: Description::plain(text), constraint, sensitive, ..Default::default() }
+fn attr(
+    attr_type: AttributeType,
+    constraint: AttributeConstraint,
+    sensitive: bool,
+    text: &str,
+) -> Attribute {
+    Attribute {
+        attr_type,
+        description: Description::plain(text),
+        constraint,
+        sensitive,
+        ..Default::default()
+    }
 }
 
 /// The resource's schema (version 1).

@@ -87,7 +87,12 @@ impl KubeconfigSecretState {
 
     /// The id, once its parts are known.
     pub fn computed_id(&self) -> Value<String> {
-        match (known(&self.project_id), known(&self.environment), known(&self.path), known(&self.kubeconfig_key)) {
+        match (
+            known(&self.project_id),
+            known(&self.environment),
+            known(&self.path),
+            known(&self.kubeconfig_key),
+        ) {
             (Some(p), Some(e), Some(path), Some(k)) => Value::Value(make_id(p, e, path, k)),
             _ => Value::Unknown,
         }
@@ -119,7 +124,10 @@ impl KubeconfigSecretState {
 
     /// Plan-time checks, each reported against its attribute. Unknown values are skipped.
     pub fn validate(&self, diags: &mut Diagnostics) {
-        for (name, value) in [("kubeconfig_key", &self.kubeconfig_key), ("talosconfig_key", &self.talosconfig_key)] {
+        for (name, value) in [
+            ("kubeconfig_key", &self.kubeconfig_key),
+            ("talosconfig_key", &self.talosconfig_key),
+        ] {
             if let Some(key) = known(value) {
                 if let Err(message) = check_key(key) {
                     diags.error("Invalid secret name", message, AttributePath::new(name));
@@ -128,12 +136,22 @@ impl KubeconfigSecretState {
         }
         if let Some(path) = known(&self.path) {
             if let Err(message) = check_path(path) {
-                diags.error("Invalid Infisical path", message, AttributePath::new("path"));
+                diags.error(
+                    "Invalid Infisical path",
+                    message,
+                    AttributePath::new("path"),
+                );
             }
         }
-        for (name, value) in [("project_id", &self.project_id), ("environment", &self.environment)] {
+        for (name, value) in [
+            ("project_id", &self.project_id),
+            ("environment", &self.environment),
+        ] {
             if known(value).is_some_and(|v| v.trim().is_empty()) {
-                diags.error_short(format!("{name} must not be empty"), AttributePath::new(name));
+                diags.error_short(
+                    format!("{name} must not be empty"),
+                    AttributePath::new(name),
+                );
             }
         }
         // Null means "not set"; a value or an unknown (computed elsewhere) means "set".
@@ -175,7 +193,8 @@ pub fn make_id(project_id: &str, environment: &str, path: &str, key: &str) -> St
 pub fn parse_id(id: &str) -> Result<(String, String, String, String), String> {
     let usage = "expected project_id:environment:path:kubeconfig_key, e.g. 3f2a...:prod:/clusters/home:KUBECONFIG";
     let mut left = id.splitn(3, ':');
-    let (Some(project), Some(environment), Some(rest)) = (left.next(), left.next(), left.next()) else {
+    let (Some(project), Some(environment), Some(rest)) = (left.next(), left.next(), left.next())
+    else {
         return Err(format!("import id {id:?}: {usage}"));
     };
     let Some((path, key)) = rest.rsplit_once(':') else {
@@ -195,8 +214,13 @@ pub fn check_key(key: &str) -> Result<(), String> {
     if key.trim().is_empty() {
         return Err("the secret name is empty".into());
     }
-    if let Some(c) = key.chars().find(|c| c.is_whitespace() || *c == ':' || *c == '/') {
-        return Err(format!("the secret name {key:?} contains {c:?}; use letters, digits, '_', '-' or '.'"));
+    if let Some(c) = key
+        .chars()
+        .find(|c| c.is_whitespace() || *c == ':' || *c == '/')
+    {
+        return Err(format!(
+            "the secret name {key:?} contains {c:?}; use letters, digits, '_', '-' or '.'"
+        ));
     }
     Ok(())
 }
@@ -204,13 +228,29 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// Folder paths: start with `/`, no blank or whitespace-holding segments.
 pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
-        return Err(format!("the path {path:?} must start with \"/\", e.g. \"/clusters/home\""));
+        return Err(format!(
+            "the path {path:?} must start with \"/\", e.g. \"/clusters/home\""
+        ));
     }
-    if path.split('/').skip(1).any(|s| s.chars().any(char::is_whitespace)) {
-        return Err(format!("the path {path:?} has a folder name with whitespace"));
+    if path
+        .split('/')
+        .skip(1)
+        .any(|s| s.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "the path {path:?} has a folder name with whitespace"
+        ));
     }
-    if path.len() > 1 && path.trim_end_matches('/').split('/').skip(1).any(str::is_empty) {
-        return Err(format!("the path {path:?} has an empty folder name (\"//\")"));
+    if path.len() > 1
+        && path
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .any(str::is_empty)
+    {
+        return Err(format!(
+            "the path {path:?} has an empty folder name (\"//\")"
+        ));
     }
     Ok(())
 }
@@ -225,7 +265,12 @@ mod tests {
         assert_eq!(id, "p1:prod:/clusters/home:KUBECONFIG");
         assert_eq!(
             parse_id(&id).unwrap(),
-            ("p1".into(), "prod".into(), "/clusters/home".into(), "KUBECONFIG".into())
+            (
+                "p1".into(),
+                "prod".into(),
+                "/clusters/home".into(),
+                "KUBECONFIG".into()
+            )
         );
         assert_eq!(parse_id("p:dev:/:K").unwrap().2, "/");
         assert!(parse_id("p:dev:K").is_err());
@@ -255,12 +300,18 @@ mod tests {
         let mut diags = Diagnostics::default();
         state.validate(&mut diags);
         assert_eq!(diags.errors.len(), 1);
-        assert_eq!(diags.errors[0].attribute, AttributePath::new("talosconfig_key"));
+        assert_eq!(
+            diags.errors[0].attribute,
+            AttributePath::new("talosconfig_key")
+        );
     }
 
     #[test]
     fn debug_shows_no_value() {
-        let state = KubeconfigSecretState { kubeconfig: Value::Value("secret-kubeconfig".into()), ..Default::default() };
+        let state = KubeconfigSecretState {
+            kubeconfig: Value::Value("secret-kubeconfig".into()),
+            ..Default::default()
+        };
         assert!(!format!("{state:?}").contains("secret-kubeconfig"));
     }
 }

@@ -123,14 +123,46 @@ fn reboot_reasons(prior: &VmState, planned: &VmState) -> Vec<&'static str> {
             reasons.push(name);
         }
     };
-    changed(planned.cores.is_value() && planned.cores != prior.cores, "cores", &mut reasons);
-    changed(planned.sockets.is_value() && planned.sockets != prior.sockets, "sockets", &mut reasons);
-    changed(planned.memory.is_value() && planned.memory != prior.memory, "memory", &mut reasons);
-    let net = |s: &VmState| s.network.as_ref_option().map(|n| (n.bridge.clone(), n.vlan, n.model.clone()));
-    changed(planned.network.is_value() && net(planned) != net(prior), "network", &mut reasons);
-    changed(planned.ipv4.is_value() && planned.ipv4 != prior.ipv4, "ipv4", &mut reasons);
-    changed(planned.nameservers.is_value() && planned.nameservers != prior.nameservers, "nameservers", &mut reasons);
-    changed(planned.search_domain.is_value() && planned.search_domain != prior.search_domain, "search_domain", &mut reasons);
+    changed(
+        planned.cores.is_value() && planned.cores != prior.cores,
+        "cores",
+        &mut reasons,
+    );
+    changed(
+        planned.sockets.is_value() && planned.sockets != prior.sockets,
+        "sockets",
+        &mut reasons,
+    );
+    changed(
+        planned.memory.is_value() && planned.memory != prior.memory,
+        "memory",
+        &mut reasons,
+    );
+    let net = |s: &VmState| {
+        s.network
+            .as_ref_option()
+            .map(|n| (n.bridge.clone(), n.vlan, n.model.clone()))
+    };
+    changed(
+        planned.network.is_value() && net(planned) != net(prior),
+        "network",
+        &mut reasons,
+    );
+    changed(
+        planned.ipv4.is_value() && planned.ipv4 != prior.ipv4,
+        "ipv4",
+        &mut reasons,
+    );
+    changed(
+        planned.nameservers.is_value() && planned.nameservers != prior.nameservers,
+        "nameservers",
+        &mut reasons,
+    );
+    changed(
+        planned.search_domain.is_value() && planned.search_domain != prior.search_domain,
+        "search_domain",
+        &mut reasons,
+    );
     reasons
 }
 
@@ -177,7 +209,10 @@ impl Resource for ProxmoxVmResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client(diags)?;
         let Some((node, vmid)) = state.node_vmid() else {
-            diags.root_error("Unable to read VM", format!("state id {:?} is not node/vmid", state.id));
+            diags.root_error(
+                "Unable to read VM",
+                format!("state id {:?} is not node/vmid", state.id),
+            );
             return None;
         };
         match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
@@ -233,7 +268,10 @@ impl Resource for ProxmoxVmResource {
         if state.node.is_value() && state.node != prior_state.node {
             replace.push(AttributePath::new("node"));
         }
-        if state.vm_id.is_value() && prior_state.vm_id.is_value() && state.vm_id != prior_state.vm_id {
+        if state.vm_id.is_value()
+            && prior_state.vm_id.is_value()
+            && state.vm_id != prior_state.vm_id
+        {
             replace.push(AttributePath::new("vm_id"));
         }
         // An imported VM has no clone block yet: adopt the configuration's, do not replace.
@@ -253,7 +291,10 @@ impl Resource for ProxmoxVmResource {
         }
         if let (Value::Value(planned), Value::Value(prior)) = (&state.disk, &prior_state.disk) {
             for (i, disk) in planned.iter().enumerate() {
-                let before = prior.iter().find(|d| d.slot == disk.slot).and_then(|d| d.size_gb.as_ref_option().copied());
+                let before = prior
+                    .iter()
+                    .find(|d| d.slot == disk.slot)
+                    .and_then(|d| d.size_gb.as_ref_option().copied());
                 if let (Some(before), Value::Value(after)) = (before, disk.size_gb) {
                     if after < before {
                         diags.error(
@@ -304,7 +345,11 @@ impl Resource for ProxmoxVmResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client(diags)?;
         let deadline = deadline(&planned_state, Operation::Create, CREATE_TIMEOUT);
-        let node = planned_state.node.as_ref_option().cloned().unwrap_or_default();
+        let node = planned_state
+            .node
+            .as_ref_option()
+            .cloned()
+            .unwrap_or_default();
         let new_vm = provision::NewVm {
             node: node.clone(),
             vm_id: planned_state.vm_id.as_ref_option().map(|v| *v as u32),
@@ -321,20 +366,27 @@ impl Resource for ProxmoxVmResource {
                 vmid
             }
             Err(failure) => {
-                unable(diags, &format!("create VM {name} on {node}"), &failure.error);
+                unable(
+                    diags,
+                    &format!("create VM {name} on {node}"),
+                    &failure.error,
+                );
                 let vmid = failure.left_behind?;
                 // Keep what exists in state: Terraform marks it tainted and replaces it next time.
                 let mut state = planned_state;
                 state.id = Value::Value(format_id(&node, vmid));
                 state.vm_id = Value::Value(vmid as i64);
-                if let Ok(Some((facts, running))) = provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
+                if let Ok(Some((facts, running))) =
+                    provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await
+                {
                     state.refresh_from(&node, vmid, &facts, running);
                 }
                 return Some((state, planned_private_state));
             }
         };
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid).await?;
+        self.read_back(diags, &client, &mut state, &node, vmid)
+            .await?;
         Some((state, planned_private_state))
     }
 
@@ -352,12 +404,23 @@ impl Resource for ProxmoxVmResource {
         let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
         let started = planned_state.started != Value::Value(false);
         let spec = planned_state.to_spec();
-        if let Err(e) = provision::update(&client, &node, vmid, &spec, started, SHUTDOWN_SECS, deadline).await {
+        if let Err(e) = provision::update(
+            &client,
+            &node,
+            vmid,
+            &spec,
+            started,
+            SHUTDOWN_SECS,
+            deadline,
+        )
+        .await
+        {
             unable(diags, &format!("update VM {vmid} on {node}"), e);
             return None;
         }
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid).await?;
+        self.read_back(diags, &client, &mut state, &node, vmid)
+            .await?;
         Some((state, planned_private_state))
     }
 
@@ -380,10 +443,17 @@ impl Resource for ProxmoxVmResource {
         }
     }
 
-    async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client(diags)?;
         let Some((node, vmid)) = parse_id(&id) else {
-            diags.root_error("Unable to import VM", format!("{id:?} is not an import id; use NODE/VMID, e.g. pve1/105."));
+            diags.root_error(
+                "Unable to import VM",
+                format!("{id:?} is not an import id; use NODE/VMID, e.g. pve1/105."),
+            );
             return None;
         };
         match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
@@ -393,7 +463,10 @@ impl Resource for ProxmoxVmResource {
                 Some((state, ValueEmpty::default()))
             }
             Ok(None) => {
-                diags.root_error("Unable to import VM", format!("VM {vmid} does not exist on node {node}."));
+                diags.root_error(
+                    "Unable to import VM",
+                    format!("VM {vmid} does not exist on node {node}."),
+                );
                 None
             }
             Err(e) => {
@@ -406,14 +479,24 @@ impl Resource for ProxmoxVmResource {
 
 impl ProxmoxVmResource {
     /// Reads the VM after a write, so state holds what Proxmox really has.
-    async fn read_back(&self, diags: &mut Diagnostics, client: &proxmox::Client, state: &mut VmState, node: &str, vmid: u32) -> Option<()> {
+    async fn read_back(
+        &self,
+        diags: &mut Diagnostics,
+        client: &proxmox::Client,
+        state: &mut VmState,
+        node: &str,
+        vmid: u32,
+    ) -> Option<()> {
         match provision::read(client, node, vmid, Instant::now() + READ_TIMEOUT).await {
             Ok(Some((facts, running))) => {
                 state.refresh_from(node, vmid, &facts, running);
                 Some(())
             }
             Ok(None) => {
-                diags.root_error(format!("VM {vmid} vanished"), "The VM was written but cannot be read back; something removed it.");
+                diags.root_error(
+                    format!("VM {vmid} vanished"),
+                    "The VM was written but cannot be read back; something removed it.",
+                );
                 None
             }
             Err(e) => {
@@ -426,13 +509,18 @@ impl ProxmoxVmResource {
     /// Plan-time checks that need the API: the node and the template exist. Skipped when the
     /// provider cannot reach Proxmox yet (apply will say why).
     async fn check_against_cluster(&self, diags: &mut Diagnostics, state: &VmState) {
-        let Ok(client) = self.data.proxmox() else { return };
+        let Ok(client) = self.data.proxmox() else {
+            return;
+        };
         if let Value::Value(node) = &state.node {
             if let Ok(nodes) = provision::node_names(&client).await {
                 if !nodes.contains(node) {
                     diags.error(
                         "Unknown Proxmox node",
-                        format!("node {node:?} is not in the cluster (nodes: {}).", nodes.join(", ")),
+                        format!(
+                            "node {node:?} is not in the cluster (nodes: {}).",
+                            nodes.join(", ")
+                        ),
                         path(&["node"]),
                     );
                 }
@@ -444,8 +532,16 @@ impl ProxmoxVmResource {
             }
             if let Err(e) = provision::find_template(&client, &state.clone_source()).await {
                 if e.is_not_found() {
-                    let attribute = if clone.template_id.is_value() { "template_id" } else { "template_name" };
-                    diags.error("Template not found", e.to_string(), path(&["clone", "0", attribute]));
+                    let attribute = if clone.template_id.is_value() {
+                        "template_id"
+                    } else {
+                        "template_name"
+                    };
+                    diags.error(
+                        "Template not found",
+                        e.to_string(),
+                        path(&["clone", "0", attribute]),
+                    );
                 }
             }
         }

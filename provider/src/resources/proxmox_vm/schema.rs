@@ -1,7 +1,9 @@
 //! The schema of `castle_proxmox_vm`.
 
 use tf_provider::map;
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
+};
 
 use crate::resources::timeouts;
 
@@ -30,7 +32,9 @@ pub fn schema() -> Schema {
         ..Default::default()
     };
     let disk = Block {
-        description: Description::plain("A disk of the template to grow. Disks only grow: a smaller size is an error."),
+        description: Description::plain(
+            "A disk of the template to grow. Disks only grow: a smaller size is an error.",
+        ),
         attributes: map! {
             "slot" => attr(String, Required, "Disk slot, e.g. `scsi0` or `virtio0`."),
             "size_gb" => attr(Number, Required, "Size in GiB.")
@@ -48,7 +52,9 @@ pub fn schema() -> Schema {
         ..Default::default()
     };
     let ipv4 = Block {
-        description: Description::plain("Static IPv4 written to cloud-init `ipconfig0` (Talos nocloud reads it)."),
+        description: Description::plain(
+            "Static IPv4 written to cloud-init `ipconfig0` (Talos nocloud reads it).",
+        ),
         attributes: map! {
             "address" => attr(String, Required, "Address with prefix, e.g. `10.0.0.11/24`."),
             "gateway" => attr(String, Optional, "Default gateway, inside the address's subnet.")

@@ -144,7 +144,12 @@ impl VmState {
                 .map(|disks| {
                     disks
                         .iter()
-                        .filter_map(|d| Some(DiskSpec { slot: known(&d.slot)?, size_gb: known(&d.size_gb)? as u64 }))
+                        .filter_map(|d| {
+                            Some(DiskSpec {
+                                slot: known(&d.slot)?,
+                                size_gb: known(&d.size_gb)? as u64,
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -154,16 +159,21 @@ impl VmState {
                 mac: known(&n.mac).map(|m| m.to_ascii_uppercase()),
                 model: known(&n.model).unwrap_or_else(|| "virtio".into()),
             }),
-            ipv4: self
-                .ipv4
-                .as_ref_option()
-                .and_then(|i| Some(Ipv4Spec { address: known(&i.address)?, gateway: known(&i.gateway) })),
+            ipv4: self.ipv4.as_ref_option().and_then(|i| {
+                Some(Ipv4Spec {
+                    address: known(&i.address)?,
+                    gateway: known(&i.gateway),
+                })
+            }),
             nameservers: self
                 .nameservers
                 .as_ref_option()
                 .map(|list| list.iter().filter_map(known).collect()),
             search_domain: known(&self.search_domain),
-            tags: self.tags.as_ref_option().map(|set| set.iter().filter_map(known).collect()),
+            tags: self
+                .tags
+                .as_ref_option()
+                .map(|set| set.iter().filter_map(known).collect()),
             description: known(&self.description),
             on_boot: known(&self.on_boot),
             mark_managed: false,
@@ -200,13 +210,19 @@ impl VmState {
                 .filter_map(|d| {
                     let slot = known(&d.slot)?;
                     let size = facts.disks.get(&slot)?;
-                    Some(DiskBlock { slot: Value::Value(slot), size_gb: Value::Value(*size as i64) })
+                    Some(DiskBlock {
+                        slot: Value::Value(slot),
+                        size_gb: Value::Value(*size as i64),
+                    })
                 })
                 .collect(),
             _ if self.clone.is_null() => facts
                 .disks
                 .iter()
-                .map(|(slot, size)| DiskBlock { slot: Value::Value(slot.clone()), size_gb: Value::Value(*size as i64) })
+                .map(|(slot, size)| DiskBlock {
+                    slot: Value::Value(slot.clone()),
+                    size_gb: Value::Value(*size as i64),
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -216,14 +232,22 @@ impl VmState {
             self.network = match &facts.network {
                 Some(net) => Value::Value(NetworkBlock {
                     bridge: Value::Value(net.bridge.clone()),
-                    vlan: net.vlan.map(|v| Value::Value(v as i64)).unwrap_or(Value::Null),
+                    vlan: net
+                        .vlan
+                        .map(|v| Value::Value(v as i64))
+                        .unwrap_or(Value::Null),
                     mac: net.mac.clone().map(Value::Value).unwrap_or(Value::Null),
                     model: Value::Value(net.model.clone()),
                 }),
                 None => Value::Null,
             };
         }
-        self.mac_address = facts.network.as_ref().and_then(|n| n.mac.clone()).map(Value::Value).unwrap_or(Value::Null);
+        self.mac_address = facts
+            .network
+            .as_ref()
+            .and_then(|n| n.mac.clone())
+            .map(Value::Value)
+            .unwrap_or(Value::Null);
         if self.ipv4.is_value() || (importing && facts.ipv4.is_some()) {
             self.ipv4 = match &facts.ipv4 {
                 Some(ip) => Value::Value(Ipv4Block {
@@ -233,18 +257,37 @@ impl VmState {
                 None => Value::Null,
             };
         }
-        self.ipv4_address = facts.ipv4.as_ref().map(|ip| Value::Value(bare_ip(&ip.address))).unwrap_or(Value::Null);
+        self.ipv4_address = facts
+            .ipv4
+            .as_ref()
+            .map(|ip| Value::Value(bare_ip(&ip.address)))
+            .unwrap_or(Value::Null);
         if self.nameservers.is_value() || (importing && !facts.nameservers.is_empty()) {
-            self.nameservers = Value::Value(facts.nameservers.iter().cloned().map(Value::Value).collect());
+            self.nameservers = Value::Value(
+                facts
+                    .nameservers
+                    .iter()
+                    .cloned()
+                    .map(Value::Value)
+                    .collect(),
+            );
         }
         if self.search_domain.is_value() || (importing && facts.search_domain.is_some()) {
-            self.search_domain = facts.search_domain.clone().map(Value::Value).unwrap_or(Value::Null);
+            self.search_domain = facts
+                .search_domain
+                .clone()
+                .map(Value::Value)
+                .unwrap_or(Value::Null);
         }
         if self.tags.is_value() || (importing && !facts.tags.is_empty()) {
             self.tags = Value::Value(facts.tags.iter().cloned().map(Value::Value).collect());
         }
         if self.description.is_value() || (importing && facts.description.is_some()) {
-            self.description = facts.description.clone().map(Value::Value).unwrap_or(Value::Null);
+            self.description = facts
+                .description
+                .clone()
+                .map(Value::Value)
+                .unwrap_or(Value::Null);
         }
         if self.on_boot.is_value() || (importing && facts.on_boot) {
             self.on_boot = Value::Value(facts.on_boot);

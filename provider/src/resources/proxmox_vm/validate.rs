@@ -17,7 +17,9 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
     if let Value::Value(name) = &config.name {
         let label_ok = !name.is_empty()
             && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             && !name.starts_with('-');
         if !label_ok {
             diags.error("Invalid VM name", format!("{name:?} must be a DNS name: letters, digits, '-' and '.', at most 63 characters."), path(&["name"]));
@@ -25,14 +27,26 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
     }
     if let Value::Value(id) = config.vm_id {
         if !(100..=999_999_999).contains(&id) {
-            diags.error("Invalid vm_id", format!("{id} is outside Proxmox's VMID range 100-999999999."), path(&["vm_id"]));
+            diags.error(
+                "Invalid vm_id",
+                format!("{id} is outside Proxmox's VMID range 100-999999999."),
+                path(&["vm_id"]),
+            );
         }
     }
-    for (attribute, value, min) in [("cores", config.cores, 1), ("sockets", config.sockets, 1), ("memory", config.memory, 16)] {
+    for (attribute, value, min) in [
+        ("cores", config.cores, 1),
+        ("sockets", config.sockets, 1),
+        ("memory", config.memory, 16),
+    ] {
         if let Value::Value(v) = value {
             if v < min {
                 let unit = if attribute == "memory" { " MiB" } else { "" };
-                diags.error(format!("Invalid {attribute}"), format!("{attribute} = {v} is below the minimum of {min}{unit}."), path(&[attribute]));
+                diags.error(
+                    format!("Invalid {attribute}"),
+                    format!("{attribute} = {v} is below the minimum of {min}{unit}."),
+                    path(&[attribute]),
+                );
             }
         }
     }
@@ -41,13 +55,25 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
         Value::Null => {}
         Value::Value(clone) => {
             if clone.template_id.is_null() && clone.template_name.is_null() {
-                diags.error("Missing template", "Set clone.template_id or clone.template_name.", path(&["clone", "0", "template_id"]));
+                diags.error(
+                    "Missing template",
+                    "Set clone.template_id or clone.template_name.",
+                    path(&["clone", "0", "template_id"]),
+                );
             }
             if clone.template_id.is_value() && clone.template_name.is_value() {
-                diags.error("Conflicting template", "Set only one of clone.template_id and clone.template_name.", path(&["clone", "0", "template_name"]));
+                diags.error(
+                    "Conflicting template",
+                    "Set only one of clone.template_id and clone.template_name.",
+                    path(&["clone", "0", "template_name"]),
+                );
             }
             if clone.full == Value::Value(false) && clone.storage.is_value() {
-                diags.error("Storage needs a full clone", "clone.storage only applies to full clones; remove it or set full = true.", path(&["clone", "0", "storage"]));
+                diags.error(
+                    "Storage needs a full clone",
+                    "clone.storage only applies to full clones; remove it or set full = true.",
+                    path(&["clone", "0", "storage"]),
+                );
             }
         }
         Value::Unknown => {}
@@ -56,18 +82,34 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
     if let Value::Value(net) = &config.network {
         if let Value::Value(vlan) = net.vlan {
             if !(1..=4094).contains(&vlan) {
-                diags.error("Invalid VLAN", format!("vlan = {vlan} must be between 1 and 4094."), path(&["network", "0", "vlan"]));
+                diags.error(
+                    "Invalid VLAN",
+                    format!("vlan = {vlan} must be between 1 and 4094."),
+                    path(&["network", "0", "vlan"]),
+                );
             }
         }
         if let Value::Value(mac) = &net.mac {
             let parts: Vec<&str> = mac.split(':').collect();
-            if parts.len() != 6 || !parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok()) {
-                diags.error("Invalid MAC address", format!("{mac:?} is not a MAC address like BC:24:11:00:00:01."), path(&["network", "0", "mac"]));
+            if parts.len() != 6
+                || !parts
+                    .iter()
+                    .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+            {
+                diags.error(
+                    "Invalid MAC address",
+                    format!("{mac:?} is not a MAC address like BC:24:11:00:00:01."),
+                    path(&["network", "0", "mac"]),
+                );
             }
         }
         if let Value::Value(model) = &net.model {
             if !NIC_MODELS.contains(&model.as_str()) {
-                diags.error("Invalid NIC model", format!("{model:?} is not one of {}.", NIC_MODELS.join(", ")), path(&["network", "0", "model"]));
+                diags.error(
+                    "Invalid NIC model",
+                    format!("{model:?} is not one of {}.", NIC_MODELS.join(", ")),
+                    path(&["network", "0", "model"]),
+                );
             }
         }
     }
@@ -76,7 +118,11 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
         for (i, server) in servers.iter().enumerate() {
             if let Value::Value(server) = server {
                 if server.parse::<std::net::IpAddr>().is_err() {
-                    diags.error("Invalid nameserver", format!("{server:?} is not an IP address."), path(&["nameservers", &i.to_string()]));
+                    diags.error(
+                        "Invalid nameserver",
+                        format!("{server:?} is not an IP address."),
+                        path(&["nameservers", &i.to_string()]),
+                    );
                 }
             }
         }
@@ -87,30 +133,48 @@ pub fn validate(config: &VmState, diags: &mut Diagnostics) {
 }
 
 fn validate_disks(config: &VmState, diags: &mut Diagnostics) {
-    let Value::Value(disks) = &config.disk else { return };
+    let Value::Value(disks) = &config.disk else {
+        return;
+    };
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, disk) in disks.iter().enumerate() {
         let index = i.to_string();
         if let Value::Value(slot) = &disk.slot {
             let bus = slot.trim_end_matches(|c: char| c.is_ascii_digit());
             if !matches!(bus, "scsi" | "virtio" | "sata" | "ide") || bus.len() == slot.len() {
-                diags.error("Invalid disk slot", format!("{slot:?} is not a disk slot like scsi0, virtio0, sata0 or ide0."), path(&["disk", &index, "slot"]));
+                diags.error(
+                    "Invalid disk slot",
+                    format!("{slot:?} is not a disk slot like scsi0, virtio0, sata0 or ide0."),
+                    path(&["disk", &index, "slot"]),
+                );
             }
             if let Some(first) = seen.insert(slot.clone(), i) {
-                diags.error("Duplicate disk slot", format!("disk {slot} is listed twice (blocks {first} and {i})."), path(&["disk", &index, "slot"]));
+                diags.error(
+                    "Duplicate disk slot",
+                    format!("disk {slot} is listed twice (blocks {first} and {i})."),
+                    path(&["disk", &index, "slot"]),
+                );
             }
         }
         if let Value::Value(size) = disk.size_gb {
             if size < 1 {
-                diags.error("Invalid disk size", format!("size_gb = {size} must be at least 1."), path(&["disk", &index, "size_gb"]));
+                diags.error(
+                    "Invalid disk size",
+                    format!("size_gb = {size} must be at least 1."),
+                    path(&["disk", &index, "size_gb"]),
+                );
             }
         }
     }
 }
 
 fn validate_ipv4(config: &VmState, diags: &mut Diagnostics) {
-    let Value::Value(ipv4) = &config.ipv4 else { return };
-    let Value::Value(address) = &ipv4.address else { return };
+    let Value::Value(ipv4) = &config.ipv4 else {
+        return;
+    };
+    let Value::Value(address) = &ipv4.address else {
+        return;
+    };
     let net: Ipv4Net = match address.parse() {
         Ok(net) => net,
         Err(_) => {
@@ -124,13 +188,24 @@ fn validate_ipv4(config: &VmState, diags: &mut Diagnostics) {
     };
     if let Value::Value(gateway) = &ipv4.gateway {
         match gateway.parse::<Ipv4Addr>() {
-            Err(_) => diags.error("Invalid gateway", format!("{gateway:?} is not an IPv4 address."), path(&["ipv4", "0", "gateway"])),
-            Ok(gw) if !net.contains(&gw) => diags.error(
-                "Gateway outside the subnet",
-                format!("gateway {gw} is not inside {} ({address}); the VM could not reach it.", net.trunc()),
+            Err(_) => diags.error(
+                "Invalid gateway",
+                format!("{gateway:?} is not an IPv4 address."),
                 path(&["ipv4", "0", "gateway"]),
             ),
-            Ok(gw) if gw == net.addr() => diags.error("Gateway equals the address", format!("gateway {gw} is the VM's own address."), path(&["ipv4", "0", "gateway"])),
+            Ok(gw) if !net.contains(&gw) => diags.error(
+                "Gateway outside the subnet",
+                format!(
+                    "gateway {gw} is not inside {} ({address}); the VM could not reach it.",
+                    net.trunc()
+                ),
+                path(&["ipv4", "0", "gateway"]),
+            ),
+            Ok(gw) if gw == net.addr() => diags.error(
+                "Gateway equals the address",
+                format!("gateway {gw} is the VM's own address."),
+                path(&["ipv4", "0", "gateway"]),
+            ),
             Ok(_) => {}
         }
     }

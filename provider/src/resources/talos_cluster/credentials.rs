@@ -24,30 +24,66 @@ pub struct Issued {
 
 /// Control-plane addresses (talosconfig endpoints) and every node address (its nodes).
 fn talos_addresses(spec: &ClusterSpec) -> (Vec<String>, Vec<String>) {
-    let endpoints = spec.control_planes().map(|(_, n)| bare_ip(&n.address).to_string()).collect();
-    let nodes = spec.nodes.values().map(|n| bare_ip(&n.address).to_string()).collect();
+    let endpoints = spec
+        .control_planes()
+        .map(|(_, n)| bare_ip(&n.address).to_string())
+        .collect();
+    let nodes = spec
+        .nodes
+        .values()
+        .map(|n| bare_ip(&n.address).to_string())
+        .collect();
     (endpoints, nodes)
 }
 
 /// Issues a talosconfig and an admin kubeconfig from the bundle, recording the certificates in
 /// `secrets`.
-pub fn issue(spec: &ClusterSpec, bundle: &SecretsBundle, secrets: &mut ClusterSecrets, now: OffsetDateTime) -> Result<Issued, String> {
+pub fn issue(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+    secrets: &mut ClusterSecrets,
+    now: OffsetDateTime,
+) -> Result<Issued, String> {
     let (endpoints, nodes) = talos_addresses(spec);
-    let talosconfig = issue_talosconfig(bundle, &spec.name, &endpoints, &nodes, now).map_err(|e| e.to_string())?;
+    let talosconfig = issue_talosconfig(bundle, &spec.name, &endpoints, &nodes, now)
+        .map_err(|e| e.to_string())?;
     let server = control_plane_endpoint(spec).map_err(|e| e.to_string())?;
-    let kubeconfig = issue_admin_kubeconfig(bundle, &spec.name, &server, now).map_err(|e| e.to_string())?;
-    let expires_at = std::cmp::min(&talosconfig.certificate.not_after, &kubeconfig.certificate.not_after).clone();
+    let kubeconfig =
+        issue_admin_kubeconfig(bundle, &spec.name, &server, now).map_err(|e| e.to_string())?;
+    let expires_at = std::cmp::min(
+        &talosconfig.certificate.not_after,
+        &kubeconfig.certificate.not_after,
+    )
+    .clone();
     secrets.talos_client = Some(talosconfig.certificate.clone());
     secrets.kube_client = Some(kubeconfig.certificate.clone());
-    Ok(Issued { talosconfig: talosconfig.yaml, kubeconfig: kubeconfig.yaml, expires_at })
+    Ok(Issued {
+        talosconfig: talosconfig.yaml,
+        kubeconfig: kubeconfig.yaml,
+        expires_at,
+    })
 }
 
 /// What the cluster operations need to reach both APIs.
-pub fn access(spec: &ClusterSpec, bundle: &SecretsBundle, secrets: &ClusterSecrets) -> Result<Access, String> {
-    let talos_client = secrets.talos_client.as_ref().ok_or("no talosconfig certificate in state")?;
-    let kube_client = secrets.kube_client.as_ref().ok_or("no kubeconfig certificate in state")?;
+pub fn access(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+    secrets: &ClusterSecrets,
+) -> Result<Access, String> {
+    let talos_client = secrets
+        .talos_client
+        .as_ref()
+        .ok_or("no talosconfig certificate in state")?;
+    let kube_client = secrets
+        .kube_client
+        .as_ref()
+        .ok_or("no kubeconfig certificate in state")?;
     Ok(Access {
-        talos: Credentials { ca_pem: bundle.os_ca.crt.clone(), cert_pem: talos_client.crt.clone(), key_pem: talos_client.key.clone() },
+        talos: Credentials {
+            ca_pem: bundle.os_ca.crt.clone(),
+            cert_pem: talos_client.crt.clone(),
+            key_pem: talos_client.key.clone(),
+        },
         kube: KubeAccess {
             server: control_plane_endpoint(spec).map_err(|e| e.to_string())?,
             ca_pem: bundle.kubernetes_ca.crt.clone(),
@@ -59,15 +95,26 @@ pub fn access(spec: &ClusterSpec, bundle: &SecretsBundle, secrets: &ClusterSecre
 }
 
 /// The nodes with their configs, control planes first (in name order).
-pub fn cluster_nodes(spec: &ClusterSpec, configs: &std::collections::BTreeMap<String, String>) -> Result<Vec<ClusterNode>, String> {
+pub fn cluster_nodes(
+    spec: &ClusterSpec,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<ClusterNode>, String> {
     let mut nodes: Vec<ClusterNode> = spec
         .nodes
         .iter()
         .map(|(name, node)| {
-            let ip: IpAddr = bare_ip(&node.address)
-                .parse()
-                .map_err(|_| format!("nodes[{name:?}].address {:?} is not an IP address", node.address))?;
-            Ok(ClusterNode { name: name.clone(), ip, role: node.role, config: configs.get(name).cloned().unwrap_or_default() })
+            let ip: IpAddr = bare_ip(&node.address).parse().map_err(|_| {
+                format!(
+                    "nodes[{name:?}].address {:?} is not an IP address",
+                    node.address
+                )
+            })?;
+            Ok(ClusterNode {
+                name: name.clone(),
+                ip,
+                role: node.role,
+                config: configs.get(name).cloned().unwrap_or_default(),
+            })
         })
         .collect::<Result<_, String>>()?;
     nodes.sort_by_key(|n| (n.role != Role::ControlPlane, n.name.clone()));
@@ -83,13 +130,23 @@ pub fn cluster_nodes(spec: &ClusterSpec, configs: &std::collections::BTreeMap<St
 pub fn talos_credentials(talosconfig: &str) -> Result<Credentials, String> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    let file: TalosconfigFile = serde_yaml::from_str(talosconfig).map_err(|e| format!("the talosconfig in state is unreadable: {e}"))?;
-    let context = file.contexts.get(&file.context).ok_or("the talosconfig in state has no current context")?;
+    let file: TalosconfigFile = serde_yaml::from_str(talosconfig)
+        .map_err(|e| format!("the talosconfig in state is unreadable: {e}"))?;
+    let context = file
+        .contexts
+        .get(&file.context)
+        .ok_or("the talosconfig in state has no current context")?;
     let pem = |field: &str, b64: &str| -> Result<String, String> {
-        let bytes = STANDARD.decode(b64).map_err(|e| format!("talosconfig {field} is not base64: {e}"))?;
+        let bytes = STANDARD
+            .decode(b64)
+            .map_err(|e| format!("talosconfig {field} is not base64: {e}"))?;
         String::from_utf8(bytes).map_err(|_| format!("talosconfig {field} is not PEM"))
     };
-    Ok(Credentials { ca_pem: pem("ca", &context.ca)?, cert_pem: pem("crt", &context.crt)?, key_pem: pem("key", &context.key)? })
+    Ok(Credentials {
+        ca_pem: pem("ca", &context.ca)?,
+        cert_pem: pem("crt", &context.crt)?,
+        key_pem: pem("key", &context.key)?,
+    })
 }
 
 #[cfg(test)]

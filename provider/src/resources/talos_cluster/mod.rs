@@ -19,8 +19,8 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-pub use state::ClusterState;
 use state::ClusterSecrets;
+pub use state::ClusterState;
 
 use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
@@ -43,12 +43,19 @@ fn deadline(state: &ClusterState, operation: Operation, default: Duration) -> In
 }
 
 fn incomplete(diags: &mut Diagnostics, what: &str) -> Option<ClusterSpec> {
-    diags.root_error(format!("Unable to {what}"), "some arguments are still unknown at apply time");
+    diags.root_error(
+        format!("Unable to {what}"),
+        "some arguments are still unknown at apply time",
+    );
     None
 }
 
 /// Sets the values that come out of an apply.
-fn record(state: &mut ClusterState, configs: &BTreeMap<String, String>, issued: Option<credentials::Issued>) {
+fn record(
+    state: &mut ClusterState,
+    configs: &BTreeMap<String, String>,
+    issued: Option<credentials::Issued>,
+) {
     state.machine_configs = plan::configs_value(configs);
     if let Some(issued) = issued {
         state.kubeconfig = Value::Value(issued.kubeconfig);
@@ -85,7 +92,11 @@ impl Resource for TalosClusterResource {
                     }
                 }
                 if entry.name.is_value() && !seen.insert(name.clone()) {
-                    diags.error("Duplicate node name", format!("two node blocks are named {name:?}; names must be unique."), AttributePath::new("node"));
+                    diags.error(
+                        "Duplicate node name",
+                        format!("two node blocks are named {name:?}; names must be unique."),
+                        AttributePath::new("node"),
+                    );
                 }
             }
         }
@@ -122,7 +133,12 @@ impl Resource for TalosClusterResource {
             return Some((state, private_state));
         };
         let nodes = credentials::cluster_nodes(&spec, &BTreeMap::new()).unwrap_or_default();
-        let states = futures::future::join_all(nodes.iter().map(|n| probe(n.ip, &access.talos, &access.connect))).await;
+        let states = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|n| probe(n.ip, &access.talos, &access.connect)),
+        )
+        .await;
         // A node found back in maintenance mode (reset or reinstalled outside Terraform) has
         // lost its config: forget it in state so the plan shows it and apply re-applies it.
         if let Value::Value(configs) = &mut state.machine_configs {
@@ -134,7 +150,10 @@ impl Resource for TalosClusterResource {
                     }
                     NodeState::ForeignCluster => diags.root_warning(
                         format!("Node {} belongs to another cluster", node.name),
-                        format!("{} ({}) no longer accepts this cluster's certificates.", node.name, node.ip),
+                        format!(
+                            "{} ({}) no longer accepts this cluster's certificates.",
+                            node.name, node.ip
+                        ),
                     ),
                     _ => {}
                 }
@@ -183,7 +202,10 @@ impl Resource for TalosClusterResource {
             }
             return Some((state, prior_private_state, vec![AttributePath::new("name")]));
         }
-        if prior_state.endpoint.is_value() && state.endpoint == prior_state.endpoint && prior_state.vip != state.vip {
+        if prior_state.endpoint.is_value()
+            && state.endpoint == prior_state.endpoint
+            && prior_state.vip != state.vip
+        {
             // The endpoint followed the VIP: let it follow again.
             state.endpoint = Value::Null;
         }
@@ -193,7 +215,9 @@ impl Resource for TalosClusterResource {
             (Some(spec), Some(bundle)) => {
                 let configs = plan::check_spec(&spec, Some(bundle), diags)?;
                 state.machine_configs = plan::configs_value(&configs);
-                if prior_state.talos_version.is_value() && prior_state.talos_version != state.talos_version {
+                if prior_state.talos_version.is_value()
+                    && prior_state.talos_version != state.talos_version
+                {
                     diags.root_warning(
                         "Talos will be upgraded node by node",
                         format!(
@@ -204,8 +228,12 @@ impl Resource for TalosClusterResource {
                         ),
                     );
                 }
-                let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p)) != Some(plan::credential_inputs(&spec));
-                let due = prior_private_state.as_ref().map(|s| plan::renewal_due(s, OffsetDateTime::now_utc())).unwrap_or(true);
+                let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
+                    != Some(plan::credential_inputs(&spec));
+                let due = prior_private_state
+                    .as_ref()
+                    .map(|s| plan::renewal_due(s, OffsetDateTime::now_utc()))
+                    .unwrap_or(true);
                 if inputs_changed || due {
                     state.kubeconfig = Value::Unknown;
                     state.talosconfig = Value::Unknown;
@@ -241,7 +269,9 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let deadline = deadline(&planned_state, Operation::Create, CREATE_TIMEOUT);
-        let spec = planned_state.to_spec().or_else(|| incomplete(diags, "create the cluster"))?;
+        let spec = planned_state
+            .to_spec()
+            .or_else(|| incomplete(diags, "create the cluster"))?;
         let name = spec.name.clone();
         let now = OffsetDateTime::now_utc();
         // The bundle is generated once, here, and kept in private state from now on.
@@ -256,29 +286,45 @@ impl Resource for TalosClusterResource {
                 return None;
             }
         };
-        let mut secrets = ClusterSecrets { bundle: serde_json::to_string(&bundle).ok()?, ..Default::default() };
+        let mut secrets = ClusterSecrets {
+            bundle: serde_json::to_string(&bundle).ok()?,
+            ..Default::default()
+        };
         let configs = match generate_cluster_configs(&spec, &bundle) {
             Ok(configs) => configs,
             Err(e) => {
-                unable(diags, &format!("generate the machine configurations of cluster {name}"), e);
+                unable(
+                    diags,
+                    &format!("generate the machine configurations of cluster {name}"),
+                    e,
+                );
                 return None;
             }
         };
         let issued = match credentials::issue(&spec, &bundle, &mut secrets, now) {
             Ok(issued) => issued,
             Err(e) => {
-                unable(diags, &format!("issue the credentials of cluster {name}"), e);
+                unable(
+                    diags,
+                    &format!("issue the credentials of cluster {name}"),
+                    e,
+                );
                 return None;
             }
         };
         let mut state = planned_state;
         record(&mut state, &configs, Some(issued));
         let result = async {
-            let access = credentials::access(&spec, &bundle, &secrets).map_err(cluster::ClusterError::Credentials)?;
-            let nodes = credentials::cluster_nodes(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let access = credentials::access(&spec, &bundle, &secrets)
+                .map_err(cluster::ClusterError::Credentials)?;
+            let nodes = credentials::cluster_nodes(&spec, &configs)
+                .map_err(cluster::ClusterError::Credentials)?;
             cluster::apply_configs(&nodes, &access, deadline).await?;
             cluster::wait_configured(&nodes, &access, deadline).await?;
-            let first = nodes.iter().find(|n| n.is_control_plane()).expect("validated: one control plane at least");
+            let first = nodes
+                .iter()
+                .find(|n| n.is_control_plane())
+                .expect("validated: one control plane at least");
             cluster::bootstrap(first, &access, deadline).await?;
             cluster::wait_healthy(&nodes, &access, deadline).await
         }
@@ -303,9 +349,14 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
-        let spec = planned_state.to_spec().or_else(|| incomplete(diags, "update the cluster"))?;
+        let spec = planned_state
+            .to_spec()
+            .or_else(|| incomplete(diags, "update the cluster"))?;
         let Some(mut secrets) = planned_private_state else {
-            diags.root_error("Unable to update the cluster", "its secrets are missing from state; recreate it with terraform apply -replace");
+            diags.root_error(
+                "Unable to update the cluster",
+                "its secrets are missing from state; recreate it with terraform apply -replace",
+            );
             return None;
         };
         let bundle = match secrets.bundle() {
@@ -336,11 +387,14 @@ impl Resource for TalosClusterResource {
         };
         record(&mut state, &configs, issued);
         let result = async {
-            let access = credentials::access(&spec, &bundle, &secrets).map_err(cluster::ClusterError::Credentials)?;
-            let nodes = credentials::cluster_nodes(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let access = credentials::access(&spec, &bundle, &secrets)
+                .map_err(cluster::ClusterError::Credentials)?;
+            let nodes = credentials::cluster_nodes(&spec, &configs)
+                .map_err(cluster::ClusterError::Credentials)?;
             // Nodes that left the configuration: out of etcd and Kubernetes, then reset.
             if let Some(prior_spec) = prior_state.to_spec() {
-                let prior_nodes = credentials::cluster_nodes(&prior_spec, &BTreeMap::new()).map_err(cluster::ClusterError::Credentials)?;
+                let prior_nodes = credentials::cluster_nodes(&prior_spec, &BTreeMap::new())
+                    .map_err(cluster::ClusterError::Credentials)?;
                 let kept: BTreeSet<&String> = spec.nodes.keys().collect();
                 for gone in prior_nodes.iter().filter(|n| !kept.contains(&n.name)) {
                     let outcome = cluster::remove_node(gone, &access, deadline).await?;
@@ -349,10 +403,17 @@ impl Resource for TalosClusterResource {
             }
             // A new Talos release first: configs for a newer contract are refused by an older
             // node, so every node is upgraded (one at a time, healthy in between) before them.
-            if prior_state.talos_version.is_value() && prior_state.talos_version != state.talos_version {
-                let image = installer_image(&spec).map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
+            if prior_state.talos_version.is_value()
+                && prior_state.talos_version != state.talos_version
+            {
+                let image = installer_image(&spec)
+                    .map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
                 let tag = image.rsplit(':').next().unwrap_or_default().to_string();
-                let running: Vec<ClusterNode> = nodes.iter().filter(|n| applied_configs(&prior_state).contains_key(&n.name)).cloned().collect();
+                let running: Vec<ClusterNode> = nodes
+                    .iter()
+                    .filter(|n| applied_configs(&prior_state).contains_key(&n.name))
+                    .cloned()
+                    .collect();
                 cluster::upgrade_nodes(&running, &image, &tag, &access, deadline).await?;
             }
             let applied = applied_configs(&prior_state);
@@ -368,7 +429,10 @@ impl Resource for TalosClusterResource {
             }
             let touched: Vec<ClusterNode> = new.iter().chain(changed.iter()).cloned().collect();
             cluster::wait_configured(&touched, &access, deadline).await?;
-            let first = nodes.iter().find(|n| n.is_control_plane()).expect("validated: one control plane at least");
+            let first = nodes
+                .iter()
+                .find(|n| n.is_control_plane())
+                .expect("validated: one control plane at least");
             cluster::bootstrap(first, &access, deadline).await?;
             cluster::wait_healthy(&nodes, &access, deadline).await
         }
@@ -412,7 +476,8 @@ impl Resource for TalosClusterResource {
             }
         };
         let nodes = credentials::cluster_nodes(&spec, &BTreeMap::new()).ok()?;
-        let outcomes = cluster::reset_nodes(&nodes, &talos, &Default::default(), true, deadline).await;
+        let outcomes =
+            cluster::reset_nodes(&nodes, &talos, &Default::default(), true, deadline).await;
         let mut failed = false;
         for ((name, outcome), node) in outcomes.into_iter().zip(&nodes) {
             match outcome {
@@ -449,7 +514,10 @@ fn warn_unless_reset(diags: &mut Diagnostics, node: &ClusterNode, outcome: &clus
 /// Configs recorded as applied in state, by node.
 fn applied_configs(state: &ClusterState) -> BTreeMap<String, String> {
     match &state.machine_configs {
-        Value::Value(map) => map.iter().filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone()))).collect(),
+        Value::Value(map) => map
+            .iter()
+            .filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone())))
+            .collect(),
         _ => BTreeMap::new(),
     }
 }

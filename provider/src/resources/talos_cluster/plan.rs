@@ -17,8 +17,12 @@ pub fn fill_defaults(state: &mut ClusterState) {
     state.id = state.name.clone();
     if state.endpoint.is_null() {
         state.endpoint = match state.to_spec() {
-            Some(spec) => config::control_plane_endpoint(&spec).map(Value::Value).unwrap_or(Value::Unknown),
-            None if state.vip.is_value() => state.vip.as_ref().map(|vip| format!("https://{vip}:6443")),
+            Some(spec) => config::control_plane_endpoint(&spec)
+                .map(Value::Value)
+                .unwrap_or(Value::Unknown),
+            None if state.vip.is_value() => {
+                state.vip.as_ref().map(|vip| format!("https://{vip}:6443"))
+            }
             None => Value::Unknown,
         };
     }
@@ -52,12 +56,18 @@ fn attribute_path(steps: &[PathStep]) -> AttributePath {
 /// Talos's schema (patches included); made once per provider process.
 fn check_bundle() -> Option<&'static SecretsBundle> {
     static BUNDLE: OnceLock<Option<SecretsBundle>> = OnceLock::new();
-    BUNDLE.get_or_init(|| SecretsBundle::generate(OffsetDateTime::now_utc()).ok()).as_ref()
+    BUNDLE
+        .get_or_init(|| SecretsBundle::generate(OffsetDateTime::now_utc()).ok())
+        .as_ref()
 }
 
 /// Validates the spec and, when `bundle` is given, generates every node's config. Returns the
 /// configs, or `None` when there were errors.
-pub fn check_spec(spec: &ClusterSpec, bundle: Option<&SecretsBundle>, diags: &mut Diagnostics) -> Option<BTreeMap<String, String>> {
+pub fn check_spec(
+    spec: &ClusterSpec,
+    bundle: Option<&SecretsBundle>,
+    diags: &mut Diagnostics,
+) -> Option<BTreeMap<String, String>> {
     let mut failed = false;
     for issue in config::validate(spec) {
         let path = attribute_path(&issue.path);
@@ -87,14 +97,23 @@ pub fn check_spec(spec: &ClusterSpec, bundle: Option<&SecretsBundle>, diags: &mu
 
 /// The configs as state holds them.
 pub fn configs_value(configs: &BTreeMap<String, String>) -> Value<BTreeMap<String, Value<String>>> {
-    Value::Value(configs.iter().map(|(k, v)| (k.clone(), Value::Value(v.clone()))).collect())
+    Value::Value(
+        configs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
+            .collect(),
+    )
 }
 
 /// True when the client certificates are within 30 days of expiry (or unreadable).
 pub fn renewal_due(secrets: &ClusterSecrets, now: OffsetDateTime) -> bool {
     [&secrets.talos_client, &secrets.kube_client]
         .iter()
-        .any(|cert| cert.as_ref().map(|c| needs_renewal(&c.not_after, now).unwrap_or(true)).unwrap_or(true))
+        .any(|cert| {
+            cert.as_ref()
+                .map(|c| needs_renewal(&c.not_after, now).unwrap_or(true))
+                .unwrap_or(true)
+        })
 }
 
 /// What the talosconfig and kubeconfig are made from: endpoint, cluster name, addresses.
@@ -103,7 +122,13 @@ pub fn credential_inputs(spec: &ClusterSpec) -> (String, String, Vec<(String, St
     let nodes = spec
         .nodes
         .iter()
-        .map(|(name, n)| (name.clone(), n.address.clone(), n.role == config::Role::ControlPlane))
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                n.address.clone(),
+                n.role == config::Role::ControlPlane,
+            )
+        })
         .collect();
     (spec.name.clone(), endpoint, nodes)
 }

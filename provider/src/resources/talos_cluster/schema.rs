@@ -1,16 +1,26 @@
 //! The schema of `castle_talos_cluster`.
 
 use tf_provider::map;
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
+};
 
 use crate::resources::timeouts;
 
 fn attr(attr_type: AttributeType, constraint: AttributeConstraint, description: &str) -> Attribute {
-    Attribute { attr_type, description: Description::markdown(description), constraint, ..Default::default() }
+    Attribute {
+        attr_type,
+        description: Description::markdown(description),
+        constraint,
+        ..Default::default()
+    }
 }
 
 fn secret(attr_type: AttributeType, description: &str) -> Attribute {
-    Attribute { sensitive: true, ..attr(attr_type, AttributeConstraint::Computed, description) }
+    Attribute {
+        sensitive: true,
+        ..attr(attr_type, AttributeConstraint::Computed, description)
+    }
 }
 
 /// The resource schema.

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use tf_provider::value::{self, Value};
 
 use crate::resources::timeouts::TimeoutsBlock;
-use crate::talos::config::{ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role};
+use crate::talos::config::{
+    ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role,
+};
 use crate::talos::pki::{IssuedCertificate, SecretsBundle};
 
 /// One entry of `nodes`.
@@ -95,7 +97,8 @@ pub struct ClusterSecrets {
 impl ClusterSecrets {
     /// The bundle, decoded.
     pub fn bundle(&self) -> Result<SecretsBundle, String> {
-        serde_json::from_str(&self.bundle).map_err(|e| format!("the stored secrets bundle is unreadable: {e}"))
+        serde_json::from_str(&self.bundle)
+            .map_err(|e| format!("the stored secrets bundle is unreadable: {e}"))
     }
 }
 
@@ -143,7 +146,8 @@ impl ClusterState {
                 NodeSpec {
                     address: known(&entry.address)?,
                     role,
-                    install_disk: optional(&entry.install_disk)?.unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string()),
+                    install_disk: optional(&entry.install_disk)?
+                        .unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string()),
                     hostname: None,
                     link: match optional(&entry.mac_address)? {
                         Some(mac) => NetworkLink::Mac(mac.to_ascii_lowercase()),
@@ -161,17 +165,22 @@ impl ClusterState {
             Value::Unknown => return None,
             Value::Value(map) => map
                 .iter()
-                .map(|(name, contents)| Some(InlineManifest { name: name.clone(), contents: known(contents)? }))
+                .map(|(name, contents)| {
+                    Some(InlineManifest {
+                        name: name.clone(),
+                        contents: known(contents)?,
+                    })
+                })
                 .collect::<Option<_>>()?,
         };
-        let disk_encryption = match optional(&self.disk_encryption)? {
-            None => None,
-            Some(kind) => Some(DiskEncryption { key: if kind == "tpm" { EncryptionKeyKind::Tpm } else { EncryptionKeyKind::NodeId } }),
-        };
-        let endpoint = match optional(&self.endpoint)? {
-            Some(url) => Some(endpoint_host(&url)),
-            None => None,
-        };
+        let disk_encryption = optional(&self.disk_encryption)?.map(|kind| DiskEncryption {
+                key: if kind == "tpm" {
+                    EncryptionKeyKind::Tpm
+                } else {
+                    EncryptionKeyKind::NodeId
+                },
+            });
+        let endpoint = optional(&self.endpoint)?.map(|url| endpoint_host(&url));
         Some(ClusterSpec {
             name: known(&self.name)?,
             endpoint,
@@ -200,5 +209,9 @@ pub fn endpoint_host(url: &str) -> String {
     if let Some(stripped) = host_port.strip_prefix('[') {
         return stripped.split(']').next().unwrap_or(stripped).to_string();
     }
-    host_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(host_port).to_string()
+    host_port
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(host_port)
+        .to_string()
 }

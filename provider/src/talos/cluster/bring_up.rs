@@ -16,20 +16,32 @@ use crate::talos::client::{probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeC
 /// Every node's apply runs to its end even when another one failed, so that no call is cut off
 /// after the node got the config: the nodes are in a state the next apply (or a reset) knows.
 /// The first error (in node order) is returned.
-pub async fn apply_configs(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+pub async fn apply_configs(
+    nodes: &[ClusterNode],
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     let results = join_all(nodes.iter().map(|node| apply_one(node, access, deadline))).await;
     results.into_iter().collect()
 }
 
 /// What a wait on `node` still waits for.
 pub(super) fn pending(check: &str, node: &ClusterNode, last: String) -> Pending {
-    Pending { check: check.to_string(), node: format!("{} ({})", node.name, node.ip), last }
+    Pending {
+        check: check.to_string(),
+        node: format!("{} ({})", node.name, node.ip),
+        last,
+    }
 }
 
 const ANSWER_IN_MAINTENANCE: &str = "the node to answer in maintenance mode";
 const CONFIG_ACCEPTED: &str = "the machine configuration to be accepted";
 
-async fn apply_one(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+async fn apply_one(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
@@ -64,18 +76,33 @@ async fn apply_one(node: &ClusterNode, access: &Access, deadline: Instant) -> Re
 
 /// Waits until every node answers over mTLS with this cluster's credentials (it installed,
 /// rebooted and runs its config).
-pub async fn wait_configured(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+pub async fn wait_configured(
+    nodes: &[ClusterNode],
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     const CHECK: &str = "the node to come back configured after install";
     let results = join_all(nodes.iter().map(|node| {
-        poll(deadline, pending(CHECK, node, String::new()), move || async move {
-            let last = match probe(node.ip, &access.talos, &access.connect).await {
-                NodeState::Configured { .. } => return Ok(Ok(())),
-                NodeState::ForeignCluster => return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip }),
-                NodeState::Maintenance => "still in maintenance mode".to_string(),
-                NodeState::Unreachable { reason } => format!("unreachable (installing or rebooting?): {reason}"),
-            };
-            Ok(Err(pending(CHECK, node, last)))
-        })
+        poll(
+            deadline,
+            pending(CHECK, node, String::new()),
+            move || async move {
+                let last = match probe(node.ip, &access.talos, &access.connect).await {
+                    NodeState::Configured { .. } => return Ok(Ok(())),
+                    NodeState::ForeignCluster => {
+                        return Err(ClusterError::ForeignNode {
+                            node: node.name.clone(),
+                            ip: node.ip,
+                        })
+                    }
+                    NodeState::Maintenance => "still in maintenance mode".to_string(),
+                    NodeState::Unreachable { reason } => {
+                        format!("unreachable (installing or rebooting?): {reason}")
+                    }
+                };
+                Ok(Err(pending(CHECK, node, last)))
+            },
+        )
     }))
     .await;
     results.into_iter().collect()
@@ -83,7 +110,11 @@ pub async fn wait_configured(nodes: &[ClusterNode], access: &Access, deadline: I
 
 /// Bootstraps etcd on `node` (a control plane). `AlreadyExists` counts as done: a bootstrap
 /// whose result was lost must not fail the next apply. "Not available yet" is waited out.
-pub async fn bootstrap(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+pub async fn bootstrap(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     const CHECK: &str = "etcd bootstrap to be accepted";
     poll(deadline, pending(CHECK, node, String::new()), || async {
         let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
@@ -96,7 +127,11 @@ pub async fn bootstrap(node: &ClusterNode, access: &Access, deadline: Instant) -
                 Ok(Ok(()))
             }
             Ok(BootstrapOutcome::AlreadyBootstrapped) => Ok(Ok(())),
-            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Talos { node: node.name.clone(), ip: node.ip, source: e }),
+            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Talos {
+                node: node.name.clone(),
+                ip: node.ip,
+                source: e,
+            }),
             Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
     })

@@ -62,17 +62,30 @@ fn service_state(services: &[ServiceInfo], id: &str) -> Result<(), String> {
     };
     match &service.health {
         Some(health) if health.healthy => Ok(()),
-        Some(health) => Err(format!("{id} is {} ({})", service.state, health.last_message)),
+        Some(health) => Err(format!(
+            "{id} is {} ({})",
+            service.state, health.last_message
+        )),
         None => Err(format!("{id} is {}", service.state)),
     }
 }
 
-async fn check_node(node: &ClusterNode, access: &Access) -> Result<Option<BTreeSet<String>>, Failure> {
-    let fail = |check, last: String| Failure { check, node: format!("{} ({})", node.name, node.ip), last };
+async fn check_node(
+    node: &ClusterNode,
+    access: &Access,
+) -> Result<Option<BTreeSet<String>>, Failure> {
+    let fail = |check, last: String| Failure {
+        check,
+        node: format!("{} ({})", node.name, node.ip),
+        last,
+    };
     let client = NodeClient::connect(node.ip, &access.talos, &access.connect)
         .await
         .map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
-    let services = client.service_list().await.map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
+    let services = client
+        .service_list()
+        .await
+        .map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
     if node.is_control_plane() {
         service_state(&services, "etcd").map_err(|last| fail(HealthCheck::EtcdHealthy, last))?;
     }
@@ -80,24 +93,37 @@ async fn check_node(node: &ClusterNode, access: &Access) -> Result<Option<BTreeS
     if !node.is_control_plane() {
         return Ok(None);
     }
-    let members = client.etcd_member_list().await.map_err(|e| fail(HealthCheck::EtcdMembers, e.describe()))?;
+    let members = client
+        .etcd_member_list()
+        .await
+        .map_err(|e| fail(HealthCheck::EtcdMembers, e.describe()))?;
     Ok(Some(members.into_iter().map(|m| m.hostname).collect()))
 }
 
 /// One pass of every check; the first failure found.
-pub async fn check(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), Failure> {
+pub async fn check(
+    nodes: &[ClusterNode],
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), Failure> {
     // Each node on its own bound, so a node that hangs is named, not the whole pass.
     let results = join_all(nodes.iter().map(|node| async move {
-        bounded(deadline, check_node(node, access)).await.unwrap_or_else(|| {
-            Err(Failure {
-                check: HealthCheck::TalosApi,
-                node: format!("{} ({})", node.name, node.ip),
-                last: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+        bounded(deadline, check_node(node, access))
+            .await
+            .unwrap_or_else(|| {
+                Err(Failure {
+                    check: HealthCheck::TalosApi,
+                    node: format!("{} ({})", node.name, node.ip),
+                    last: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+                })
             })
-        })
     }))
     .await;
-    let expected: BTreeSet<String> = nodes.iter().filter(|n| n.is_control_plane()).map(|n| n.name.clone()).collect();
+    let expected: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.is_control_plane())
+        .map(|n| n.name.clone())
+        .collect();
     for (node, result) in nodes.iter().zip(results) {
         if let Some(members) = result? {
             if members != expected {
@@ -109,15 +135,35 @@ pub async fn check(nodes: &[ClusterNode], access: &Access, deadline: Instant) ->
             }
         }
     }
-    let cluster = |check, last: String| Failure { check, node: format!("the cluster ({})", access.kube.server), last };
-    let kube = KubeClient::new(&access.kube).map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
-    kube.readyz().await.map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
-    let registered = kube.nodes().await.map_err(|e| cluster(HealthCheck::NodesReady, e.to_string()))?;
+    let cluster = |check, last: String| Failure {
+        check,
+        node: format!("the cluster ({})", access.kube.server),
+        last,
+    };
+    let kube = KubeClient::new(&access.kube)
+        .map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
+    kube.readyz()
+        .await
+        .map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
+    let registered = kube
+        .nodes()
+        .await
+        .map_err(|e| cluster(HealthCheck::NodesReady, e.to_string()))?;
     for node in nodes {
         match registered.iter().find(|n| n.name == node.name) {
             Some(n) if n.ready => {}
-            Some(_) => return Err(cluster(HealthCheck::NodesReady, format!("node {} is registered but not Ready", node.name))),
-            None => return Err(cluster(HealthCheck::NodesReady, format!("node {} is not registered", node.name))),
+            Some(_) => {
+                return Err(cluster(
+                    HealthCheck::NodesReady,
+                    format!("node {} is registered but not Ready", node.name),
+                ))
+            }
+            None => {
+                return Err(cluster(
+                    HealthCheck::NodesReady,
+                    format!("node {} is not registered", node.name),
+                ))
+            }
         }
     }
     Ok(())
@@ -125,7 +171,12 @@ pub async fn check(nodes: &[ClusterNode], access: &Access, deadline: Instant) ->
 
 /// Says how a member list differs from the control planes: "members cp-1, cp-3; missing cp-2".
 fn member_difference(members: &BTreeSet<String>, expected: &BTreeSet<String>) -> String {
-    let join = |set: Vec<&String>| set.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+    let join = |set: Vec<&String>| {
+        set.into_iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut text = format!("members {}", join(members.iter().collect()));
     let missing: Vec<&String> = expected.difference(members).collect();
     if !missing.is_empty() {
@@ -140,8 +191,16 @@ fn member_difference(members: &BTreeSet<String>, expected: &BTreeSet<String>) ->
 
 /// Repeats [`check`] until it passes (polling from 100 ms, so a healthy cluster is seen at
 /// once); at `deadline`, says which check failed where, with the last answer seen.
-pub async fn wait_healthy(nodes: &[ClusterNode], access: &Access, deadline: Instant) -> Result<(), ClusterError> {
-    let waiting = Pending { check: "the cluster to be healthy".into(), node: "the cluster".into(), last: String::new() };
+pub async fn wait_healthy(
+    nodes: &[ClusterNode],
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let waiting = Pending {
+        check: "the cluster to be healthy".into(),
+        node: "the cluster".into(),
+        last: String::new(),
+    };
     poll(deadline, waiting, || async {
         Ok(check(nodes, access, deadline).await.map_err(|failure| {
             tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
@@ -168,6 +227,9 @@ mod tests {
     #[test]
     fn a_member_that_is_not_a_control_plane_is_named() {
         let text = member_difference(&set(&["cp-1", "old-cp"]), &set(&["cp-1"]));
-        assert_eq!(text, "members cp-1, old-cp; not a control plane of this cluster: old-cp");
+        assert_eq!(
+            text,
+            "members cp-1, old-cp; not a control plane of this cluster: old-cp"
+        );
     }
 }

@@ -23,7 +23,9 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh backoff.
     pub fn new() -> Self {
-        Self { next: Duration::from_millis(100) }
+        Self {
+            next: Duration::from_millis(100),
+        }
     }
 
     /// Sleeps for the next interval; `false` (without sleeping) when that would pass `deadline`.
@@ -57,14 +59,22 @@ pub struct Pending {
 impl Pending {
     /// The timeout error for this check.
     pub fn timed_out(self) -> ClusterError {
-        ClusterError::Timeout { check: self.check, node: self.node, last: self.last }
+        ClusterError::Timeout {
+            check: self.check,
+            node: self.node,
+            last: self.last,
+        }
     }
 }
 
 /// Repeats `attempt` (each one bounded) with [`Backoff`] until it is done (`Ok(Ok)`), fails
 /// for good (`Err`), or `deadline` comes: then the error names the pending check with the last
 /// answer seen. `waiting` says what is waited for before any answer came.
-pub async fn poll<T, F, Fut>(deadline: Instant, waiting: Pending, mut attempt: F) -> Result<T, ClusterError>
+pub async fn poll<T, F, Fut>(
+    deadline: Instant,
+    waiting: Pending,
+    mut attempt: F,
+) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Result<T, Pending>, ClusterError>>,
@@ -100,7 +110,11 @@ mod tests {
     use super::*;
 
     fn waiting() -> Pending {
-        Pending { check: "the node to answer".into(), node: "cp-1 (10.0.0.11)".into(), last: String::new() }
+        Pending {
+            check: "the node to answer".into(),
+            node: "cp-1 (10.0.0.11)".into(),
+            last: String::new(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -113,7 +127,10 @@ mod tests {
             let first = calls == 1;
             async move {
                 if first {
-                    return Ok(Err(Pending { last: "connection refused".into(), ..waiting() }));
+                    return Ok(Err(Pending {
+                        last: "connection refused".into(),
+                        ..waiting()
+                    }));
                 }
                 std::future::pending().await
             }
@@ -137,13 +154,21 @@ mod tests {
         })
         .await;
         assert!(result.is_ok());
-        assert!(Instant::now() - started <= Duration::from_millis(300), "{:?}", Instant::now() - started);
+        assert!(
+            Instant::now() - started <= Duration::from_millis(300),
+            "{:?}",
+            Instant::now() - started
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_final_error_ends_the_wait_at_once() {
-        let result: Result<(), _> =
-            poll(Instant::now() + Duration::from_secs(60), waiting(), || async { Err(ClusterError::Credentials("bad".into())) }).await;
+        let result: Result<(), _> = poll(
+            Instant::now() + Duration::from_secs(60),
+            waiting(),
+            || async { Err(ClusterError::Credentials("bad".into())) },
+        )
+        .await;
         assert!(matches!(result, Err(ClusterError::Credentials(_))));
     }
 }

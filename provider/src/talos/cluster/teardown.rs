@@ -46,7 +46,10 @@ pub async fn reset_nodes(
 ) -> Vec<(String, Result<ResetOutcome, ClusterError>)> {
     join_all(nodes.iter().map(|node| async move {
         let graceful = !whole_cluster || !node.is_control_plane();
-        (node.name.clone(), reset_one(node, talos, connect, graceful, deadline).await)
+        (
+            node.name.clone(),
+            reset_one(node, talos, connect, graceful, deadline).await,
+        )
     }))
     .await
 }
@@ -111,7 +114,11 @@ async fn reset_one(
 
 /// Removes one node from a running cluster: a control plane leaves etcd, its Kubernetes node
 /// object is deleted, then it is reset gracefully.
-pub async fn remove_node(node: &ClusterNode, access: &Access, deadline: Instant) -> Result<ResetOutcome, ClusterError> {
+pub async fn remove_node(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<ResetOutcome, ClusterError> {
     if node.is_control_plane() {
         let leave = bounded(deadline, async {
             let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
@@ -119,8 +126,12 @@ pub async fn remove_node(node: &ClusterNode, access: &Access, deadline: Instant)
         });
         match leave.await {
             Some(Ok(())) => {}
-            Some(Err(e)) => tracing::warn!(node = %node.name, error = %e.describe(), "leaving etcd failed; the reset will retry it"),
-            None => tracing::warn!(node = %node.name, "no answer to leaving etcd; the reset will retry it"),
+            Some(Err(e)) => {
+                tracing::warn!(node = %node.name, error = %e.describe(), "leaving etcd failed; the reset will retry it")
+            }
+            None => {
+                tracing::warn!(node = %node.name, "no answer to leaving etcd; the reset will retry it")
+            }
         }
     }
     if let Ok(kube) = KubeClient::new(&access.kube) {

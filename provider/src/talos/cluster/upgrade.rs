@@ -10,11 +10,19 @@ use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
 /// Upgrades every node not yet on `target_tag` to the installer `image`. `nodes` is the whole
 /// cluster (for the health checks between nodes).
-pub async fn upgrade_nodes(nodes: &[ClusterNode], image: &str, target_tag: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+pub async fn upgrade_nodes(
+    nodes: &[ClusterNode],
+    image: &str,
+    target_tag: &str,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     let mut order: Vec<&ClusterNode> = nodes.iter().collect();
     order.sort_by_key(|n| (!n.is_control_plane(), n.name.clone()));
     for node in order {
-        if let NodeState::Configured { talos_version } = probe(node.ip, &access.talos, &access.connect).await {
+        if let NodeState::Configured { talos_version } =
+            probe(node.ip, &access.talos, &access.connect).await
+        {
             if talos_version == target_tag {
                 continue;
             }
@@ -27,7 +35,12 @@ pub async fn upgrade_nodes(nodes: &[ClusterNode], image: &str, target_tag: &str,
     Ok(())
 }
 
-async fn start_upgrade(node: &ClusterNode, image: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+async fn start_upgrade(
+    node: &ClusterNode,
+    image: &str,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     const CHECK: &str = "the upgrade to be accepted";
     poll(deadline, pending(CHECK, node, String::new()), || async {
         let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
@@ -36,22 +49,36 @@ async fn start_upgrade(node: &ClusterNode, image: &str, access: &Access, deadlin
         };
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(e) if e.class() == ErrorClass::Final => {
-                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
-            }
+            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Rejected {
+                node: node.name.clone(),
+                ip: node.ip,
+                message: e.describe(),
+            }),
             Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
     })
     .await
 }
 
-async fn wait_for_version(node: &ClusterNode, target_tag: &str, access: &Access, deadline: Instant) -> Result<(), ClusterError> {
+async fn wait_for_version(
+    node: &ClusterNode,
+    target_tag: &str,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
     let check = format!("the node to run Talos {target_tag}");
     poll(deadline, pending(&check, node, String::new()), || async {
         let last = match probe(node.ip, &access.talos, &access.connect).await {
-            NodeState::Configured { talos_version } if talos_version == target_tag => return Ok(Ok(())),
+            NodeState::Configured { talos_version } if talos_version == target_tag => {
+                return Ok(Ok(()))
+            }
             NodeState::Configured { talos_version } => format!("still runs {talos_version}"),
-            NodeState::ForeignCluster => return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip }),
+            NodeState::ForeignCluster => {
+                return Err(ClusterError::ForeignNode {
+                    node: node.name.clone(),
+                    ip: node.ip,
+                })
+            }
             NodeState::Maintenance => "in maintenance mode".to_string(),
             NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
         };

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
@@ -32,7 +31,11 @@ pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError>
         }
     };
     // An IPv6 literal needs brackets in a URL.
-    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{host}]") } else { host };
+    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     Ok(format!("https://{host}:{API_PORT}"))
 }
 
@@ -44,7 +47,10 @@ pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     }
     let version = TalosVersion::parse(&spec.talos_version)?;
     let tag = version.tag().ok_or_else(|| invalid(spec))?;
-    Ok(format!("factory.talos.dev/installer/{}:{tag}", schematic_id(&spec.extensions)))
+    Ok(format!(
+        "factory.talos.dev/installer/{}:{tag}",
+        schematic_id(&spec.extensions)
+    ))
 }
 
 fn invalid(spec: &ClusterSpec) -> ConfigError {
@@ -75,7 +81,10 @@ pub fn generate_node_config(
     if has_errors(&issues) {
         return Err(ConfigError::Invalid(issues));
     }
-    let node = spec.nodes.get(node_name).ok_or_else(|| ConfigError::UnknownNode(node_name.into()))?;
+    let node = spec
+        .nodes
+        .get(node_name)
+        .ok_or_else(|| ConfigError::UnknownNode(node_name.into()))?;
     let version = TalosVersion::parse(&spec.talos_version)?;
     let minor = version.minor;
     let mut docs = base_documents(spec, bundle, node_name, node, minor)?;
@@ -87,8 +96,10 @@ pub fn generate_node_config(
         })?;
     }
     for (label, text) in patches_for(spec, node_name, node) {
-        let parsed = patch::parse_patch(text)
-            .map_err(|reason| ConfigError::PatchParse { patch: label.clone(), reason })?;
+        let parsed = patch::parse_patch(text).map_err(|reason| ConfigError::PatchParse {
+            patch: label.clone(),
+            reason,
+        })?;
         patch::apply(&mut docs, &parsed);
         for doc in &docs {
             validate_document(minor, doc).map_err(|reason| ConfigError::PatchSchema {
@@ -141,7 +152,10 @@ fn patches_for<'a>(
 /// Keeps the first occurrence of each entry.
 fn dedup(items: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
-    items.into_iter().filter(|s| seen.insert(s.clone())).collect()
+    items
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
 }
 
 /// Host part of the endpoint, for certificate SANs.
@@ -161,7 +175,11 @@ fn base_documents(
     let subnet = address.trunc().to_string();
     let control_plane = node.role == Role::ControlPlane;
     let hostname = node.hostname.as_deref().unwrap_or(node_name);
-    let vip = if control_plane { spec.vip.as_deref() } else { None };
+    let vip = if control_plane {
+        spec.vip.as_deref()
+    } else {
+        None
+    };
 
     let net = NodeNetwork {
         hostname,
@@ -215,14 +233,20 @@ fn base_documents(
     machine.insert("features".into(), features);
     if let (Some(enc), false) = (spec.disk_encryption, minor.has_volume_encryption()) {
         let config = json!({ "provider": "luks2", "keys": [encryption_key(enc.key)] });
-        machine.insert("systemDiskEncryption".into(), json!({ "state": config, "ephemeral": config }));
+        machine.insert(
+            "systemDiskEncryption".into(),
+            json!({ "state": config, "ephemeral": config }),
+        );
     }
 
     // --- cluster ---
     let mut cluster = Map::new();
     cluster.insert("id".into(), json!(bundle.cluster_id));
     cluster.insert("secret".into(), json!(bundle.cluster_secret));
-    cluster.insert("controlPlane".into(), json!({ "endpoint": control_plane_endpoint(spec)? }));
+    cluster.insert(
+        "controlPlane".into(),
+        json!({ "endpoint": control_plane_endpoint(spec)? }),
+    );
     cluster.insert("clusterName".into(), json!(spec.name));
     cluster.insert(
         "network".into(),
@@ -234,7 +258,10 @@ fn base_documents(
     );
     cluster.insert("token".into(), json!(bundle.bootstrap_token));
     if control_plane {
-        cluster.insert("secretboxEncryptionSecret".into(), json!(bundle.secretbox_secret));
+        cluster.insert(
+            "secretboxEncryptionSecret".into(),
+            json!(bundle.secretbox_secret),
+        );
         cluster.insert(
             "ca".into(),
             json!({ "crt": bundle.kubernetes_ca.crt_base64(), "key": bundle.kubernetes_ca.key_base64() }),
@@ -243,11 +270,17 @@ fn base_documents(
             "aggregatorCA".into(),
             json!({ "crt": bundle.aggregator_ca.crt_base64(), "key": bundle.aggregator_ca.key_base64() }),
         );
-        cluster.insert("serviceAccount".into(), json!({ "key": bundle.service_account_key_base64() }));
+        cluster.insert(
+            "serviceAccount".into(),
+            json!({ "key": bundle.service_account_key_base64() }),
+        );
         let mut api_sans: Vec<String> = spec.vip.iter().cloned().collect();
         api_sans.extend(endpoint_host(spec));
         api_sans.extend(spec.control_planes().filter_map(|(_, n)| {
-            n.address.parse::<IpNet>().ok().map(|a| a.addr().to_string())
+            n.address
+                .parse::<IpNet>()
+                .ok()
+                .map(|a| a.addr().to_string())
         }));
         api_sans.extend(spec.extra_cert_sans.iter().cloned());
         cluster.insert(
@@ -290,7 +323,10 @@ fn base_documents(
         }
     } else {
         // Workers trust the Kubernetes CA but never hold its key.
-        cluster.insert("ca".into(), json!({ "crt": bundle.kubernetes_ca.crt_base64() }));
+        cluster.insert(
+            "ca".into(),
+            json!({ "crt": bundle.kubernetes_ca.crt_base64() }),
+        );
     }
 
     let mut docs = vec![json!({
@@ -321,4 +357,3 @@ fn encryption_key(kind: EncryptionKeyKind) -> Value {
         EncryptionKeyKind::Tpm => json!({ "slot": 0, "tpm": {} }),
     }
 }
-

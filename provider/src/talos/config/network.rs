@@ -30,11 +30,17 @@ pub(crate) fn machine_network(n: &NodeNetwork<'_>) -> Value {
             iface.insert("interface".into(), json!(name));
         }
         NetworkLink::Mac(mac) => {
-            iface.insert("deviceSelector".into(), json!({ "hardwareAddr": mac.to_lowercase() }));
+            iface.insert(
+                "deviceSelector".into(),
+                json!({ "hardwareAddr": mac.to_lowercase() }),
+            );
         }
     }
     iface.insert("addresses".into(), json!([n.address.to_string()]));
-    iface.insert("routes".into(), json!([{ "network": default_route(n.address), "gateway": n.gateway }]));
+    iface.insert(
+        "routes".into(),
+        json!([{ "network": default_route(n.address), "gateway": n.gateway }]),
+    );
     if let Some(vip) = n.vip {
         iface.insert("vip".into(), json!({ "ip": vip }));
     }
@@ -63,7 +69,10 @@ pub(crate) fn network_documents(n: &NodeNetwork<'_>) -> Vec<Value> {
             LINK_ALIAS.to_string()
         }
         NetworkLink::Mac(mac) => {
-            docs.push(link_alias(format!("mac(link.permanent_addr) == \"{}\"", mac.to_lowercase())));
+            docs.push(link_alias(format!(
+                "mac(link.permanent_addr) == \"{}\"",
+                mac.to_lowercase()
+            )));
             LINK_ALIAS.to_string()
         }
     };
@@ -83,9 +92,17 @@ pub(crate) fn network_documents(n: &NodeNetwork<'_>) -> Vec<Value> {
             "link": link_name,
         }));
     }
-    docs.push(json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": n.hostname }));
-    let nameservers: Vec<Value> = n.nameservers.iter().map(|a| json!({ "address": a })).collect();
-    docs.push(json!({ "apiVersion": "v1alpha1", "kind": "ResolverConfig", "nameservers": nameservers }));
+    docs.push(
+        json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": n.hostname }),
+    );
+    let nameservers: Vec<Value> = n
+        .nameservers
+        .iter()
+        .map(|a| json!({ "address": a }))
+        .collect();
+    docs.push(
+        json!({ "apiVersion": "v1alpha1", "kind": "ResolverConfig", "nameservers": nameservers }),
+    );
     docs
 }
 

@@ -40,7 +40,10 @@ fn is_delete(v: &Value) -> bool {
 
 /// Identity of a document for matching: its `kind` (None for v1alpha1) and `name`.
 pub(crate) fn doc_identity(doc: &Value) -> (Option<&str>, Option<&str>) {
-    (doc.get("kind").and_then(Value::as_str), doc.get("name").and_then(Value::as_str))
+    (
+        doc.get("kind").and_then(Value::as_str),
+        doc.get("name").and_then(Value::as_str),
+    )
 }
 
 /// Applies one parsed patch to a set of documents (v1alpha1 first, then the others).

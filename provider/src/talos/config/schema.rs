@@ -26,7 +26,10 @@ pub fn root_schema(minor: TalosMinor) -> &'static Value {
                     TalosMinor::V1_13 => V1_13,
                 };
                 // The files are checked in and tested; failing here is a build defect.
-                (m, serde_json::from_str(text).expect("embedded Talos schema is JSON"))
+                (
+                    m,
+                    serde_json::from_str(text).expect("embedded Talos schema is JSON"),
+                )
             })
             .collect()
     });
@@ -65,7 +68,10 @@ fn validator(minor: TalosMinor, definition: &str) -> Result<Arc<jsonschema::Vali
     });
     let compiled =
         Arc::new(jsonschema::draft202012::new(&schema).map_err(|e| format!("schema: {e}"))?);
-    cache.lock().map_err(|_| "schema cache poisoned")?.insert(key, compiled.clone());
+    cache
+        .lock()
+        .map_err(|_| "schema cache poisoned")?
+        .insert(key, compiled.clone());
     Ok(compiled)
 }
 
@@ -73,7 +79,10 @@ fn validator(minor: TalosMinor, definition: &str) -> Result<Arc<jsonschema::Vali
 pub fn validate_document(minor: TalosMinor, doc: &Value) -> Result<(), String> {
     let Some(definition) = definition_for(minor, doc) else {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-        return Err(format!("Talos {} has no document kind {kind:?}", minor.as_str()));
+        return Err(format!(
+            "Talos {} has no document kind {kind:?}",
+            minor.as_str()
+        ));
     };
     let validator = validator(minor, &definition)?;
     let errors: Vec<String> = validator

@@ -16,7 +16,8 @@ pub fn schematic_yaml(extensions: &[String]) -> String {
     if exts.is_empty() {
         return "customization: {}\n".to_string();
     }
-    let mut out = String::from("customization:\n    systemExtensions:\n        officialExtensions:\n");
+    let mut out =
+        String::from("customization:\n    systemExtensions:\n        officialExtensions:\n");
     for ext in exts {
         out.push_str("            - ");
         out.push_str(ext);
@@ -37,7 +38,10 @@ mod tests {
 
     #[test]
     fn longhorn_extensions_give_the_well_known_factory_id() {
-        let exts = ["siderolabs/util-linux-tools".to_string(), "siderolabs/iscsi-tools".into()];
+        let exts = [
+            "siderolabs/util-linux-tools".to_string(),
+            "siderolabs/iscsi-tools".into(),
+        ];
         assert_eq!(
             schematic_id(&exts),
             "613e1592b2da41ae5e265e8789429f22e121aab91cb4deb6bc3c0b6262961245"

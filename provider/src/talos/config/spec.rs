@@ -123,6 +123,8 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// Control-plane nodes, by name.
     pub fn control_planes(&self) -> impl Iterator<Item = (&String, &NodeSpec)> {
-        self.nodes.iter().filter(|(_, n)| n.role == Role::ControlPlane)
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.role == Role::ControlPlane)
     }
 }

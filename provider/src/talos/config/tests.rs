@@ -46,7 +46,9 @@ fn parse_docs(yaml: &str) -> Vec<Value> {
 }
 
 fn kind_docs<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d.get("kind").and_then(Value::as_str) == Some(kind)).collect()
+    docs.iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
+        .collect()
 }
 
 fn generate(spec: &ClusterSpec, node: &str) -> Vec<Value> {
@@ -54,15 +56,22 @@ fn generate(spec: &ClusterSpec, node: &str) -> Vec<Value> {
 }
 
 fn issues_at<'a>(issues: &'a [Issue], path: &str) -> Vec<&'a Issue> {
-    issues.iter().filter(|i| validate::display_path(&i.path) == path).collect()
+    issues
+        .iter()
+        .filter(|i| validate::display_path(&i.path) == path)
+        .collect()
 }
 
 #[test]
 fn every_document_matches_the_talos_schema_across_versions_roles_and_options() {
     let encryptions = [
         None,
-        Some(DiskEncryption { key: EncryptionKeyKind::NodeId }),
-        Some(DiskEncryption { key: EncryptionKeyKind::Tpm }),
+        Some(DiskEncryption {
+            key: EncryptionKeyKind::NodeId,
+        }),
+        Some(DiskEncryption {
+            key: EncryptionKeyKind::Tpm,
+        }),
     ];
     for version in VERSIONS {
         let minor = TalosVersion::parse(version).unwrap().minor;
@@ -75,13 +84,17 @@ fn every_document_matches_the_talos_schema_across_versions_roles_and_options() {
                     s.disk_encryption = enc;
                     s.extensions = extensions;
                     s.patches = vec!["machine:\n  nodeLabels:\n    castle.dev/zone: lab\n".into()];
-                    s.nodes.get_mut("worker-1").unwrap().link = NetworkLink::Mac("BC:24:11:00:00:21".into());
+                    s.nodes.get_mut("worker-1").unwrap().link =
+                        NetworkLink::Mac("BC:24:11:00:00:21".into());
                     s.nodes.get_mut("cp-2").unwrap().link = NetworkLink::Name("ens18".into());
                     for name in s.nodes.keys() {
                         let what = format!("{version} {name} vip={vip:?} enc={enc:?}");
                         let docs = generate(&s, name);
                         for doc in &docs {
-                            assert!(validate_against_root(minor, doc), "{what}: root schema: {doc}");
+                            assert!(
+                                validate_against_root(minor, doc),
+                                "{what}: root schema: {doc}"
+                            );
                             validate_document(minor, doc).unwrap_or_else(|e| panic!("{what}: {e}"));
                         }
                         check_shape(&s, name, minor, &docs, &what);
@@ -98,20 +111,32 @@ fn check_shape(s: &ClusterSpec, name: &str, minor: TalosMinor, docs: &[Value], w
     let control_plane = s.nodes[name].role == Role::ControlPlane;
     assert_eq!(v1["version"], "v1alpha1", "{what}");
     assert_eq!(v1["machine"]["type"], s.nodes[name].role.as_str());
-    assert_eq!(v1["machine"]["nodeLabels"]["castle.dev/zone"], "lab", "{what}: cluster patch");
+    assert_eq!(
+        v1["machine"]["nodeLabels"]["castle.dev/zone"], "lab",
+        "{what}: cluster patch"
+    );
     let vip_expected = control_plane && s.vip.is_some();
     if minor.has_network_documents() {
-        assert!(v1["machine"].get("network").is_none(), "{what}: no machine.network");
+        assert!(
+            v1["machine"].get("network").is_none(),
+            "{what}: no machine.network"
+        );
         let vips = kind_docs(docs, "Layer2VIPConfig");
         assert_eq!(vips.len(), usize::from(vip_expected), "{what}");
         if vip_expected {
             assert_eq!(vips[0]["name"], "10.0.0.10");
         }
         let links = kind_docs(docs, "LinkConfig");
-        assert_eq!(links[0]["addresses"][0]["address"], s.nodes[name].address.as_str());
+        assert_eq!(
+            links[0]["addresses"][0]["address"],
+            s.nodes[name].address.as_str()
+        );
         assert_eq!(links[0]["routes"][0]["gateway"], "10.0.0.1");
         assert_eq!(kind_docs(docs, "HostnameConfig")[0]["hostname"], name);
-        assert_eq!(kind_docs(docs, "ResolverConfig")[0]["nameservers"][1]["address"], "1.1.1.1");
+        assert_eq!(
+            kind_docs(docs, "ResolverConfig")[0]["nameservers"][1]["address"],
+            "1.1.1.1"
+        );
     } else {
         let iface = &v1["machine"]["network"]["interfaces"][0];
         assert_eq!(iface["addresses"][0], s.nodes[name].address.as_str());
@@ -130,11 +155,21 @@ fn check_shape(s: &ClusterSpec, name: &str, minor: TalosMinor, docs: &[Value], w
             assert!(volumes.is_empty());
             assert!(v1["machine"]["systemDiskEncryption"]["state"]["keys"][0].is_object());
         }
-        (None, _) => assert!(volumes.is_empty() && v1["machine"].get("systemDiskEncryption").is_none()),
+        (None, _) => {
+            assert!(volumes.is_empty() && v1["machine"].get("systemDiskEncryption").is_none())
+        }
     }
     // Keys only where they belong.
-    assert_eq!(v1["machine"]["ca"].get("key").is_some(), control_plane, "{what}");
-    assert_eq!(v1["cluster"]["ca"].get("key").is_some(), control_plane, "{what}");
+    assert_eq!(
+        v1["machine"]["ca"].get("key").is_some(),
+        control_plane,
+        "{what}"
+    );
+    assert_eq!(
+        v1["cluster"]["ca"].get("key").is_some(),
+        control_plane,
+        "{what}"
+    );
     assert_eq!(v1["cluster"].get("serviceAccount").is_some(), control_plane);
     assert_eq!(v1["cluster"].get("etcd").is_some(), control_plane);
     let endpoint = v1["cluster"]["controlPlane"]["endpoint"].as_str().unwrap();
@@ -148,8 +183,13 @@ fn check_shape(s: &ClusterSpec, name: &str, minor: TalosMinor, docs: &[Value], w
 fn same_spec_and_bundle_give_byte_identical_configs() {
     for version in VERSIONS {
         let mut s = spec(version);
-        s.disk_encryption = Some(DiskEncryption { key: EncryptionKeyKind::Tpm });
-        s.inline_manifests = vec![InlineManifest { name: "flux".into(), contents: "kind: List\n".into() }];
+        s.disk_encryption = Some(DiskEncryption {
+            key: EncryptionKeyKind::Tpm,
+        });
+        s.inline_manifests = vec![InlineManifest {
+            name: "flux".into(),
+            contents: "kind: List\n".into(),
+        }];
         let a = generate_cluster_configs(&s, bundle()).unwrap();
         let b = generate_cluster_configs(&s.clone(), bundle()).unwrap();
         assert_eq!(a, b);
@@ -160,25 +200,50 @@ fn same_spec_and_bundle_give_byte_identical_configs() {
 fn control_planes_get_manifests_sans_and_kubernetes_images_workers_do_not() {
     let mut s = spec("v1.12.1");
     s.extra_cert_sans = vec!["k8s.home.arpa".into()];
-    s.inline_manifests = vec![InlineManifest { name: "flux".into(), contents: "kind: List\n".into() }];
+    s.inline_manifests = vec![InlineManifest {
+        name: "flux".into(),
+        contents: "kind: List\n".into(),
+    }];
     s.extra_manifests = vec!["https://example.org/gotk.yaml".into()];
     let cp = &generate(&s, "cp-1")[0]["cluster"];
     assert_eq!(cp["inlineManifests"][0]["name"], "flux");
     assert_eq!(cp["extraManifests"][0], "https://example.org/gotk.yaml");
-    assert_eq!(cp["apiServer"]["image"], "registry.k8s.io/kube-apiserver:v1.33.2");
-    let sans: Vec<&str> =
-        cp["apiServer"]["certSANs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(sans, ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.13", "k8s.home.arpa"]);
+    assert_eq!(
+        cp["apiServer"]["image"],
+        "registry.k8s.io/kube-apiserver:v1.33.2"
+    );
+    let sans: Vec<&str> = cp["apiServer"]["certSANs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sans,
+        [
+            "10.0.0.10",
+            "10.0.0.11",
+            "10.0.0.12",
+            "10.0.0.13",
+            "k8s.home.arpa"
+        ]
+    );
     let worker = &generate(&s, "worker-1")[0];
     assert!(worker["cluster"].get("inlineManifests").is_none());
     assert!(worker["cluster"].get("apiServer").is_none());
-    assert_eq!(worker["machine"]["kubelet"]["image"], "ghcr.io/siderolabs/kubelet:v1.33.2");
+    assert_eq!(
+        worker["machine"]["kubelet"]["image"],
+        "ghcr.io/siderolabs/kubelet:v1.33.2"
+    );
 }
 
 #[test]
 fn extensions_pick_the_image_factory_installer() {
     let mut s = spec("v1.12.1");
-    s.extensions = vec!["siderolabs/iscsi-tools".into(), "siderolabs/util-linux-tools".into()];
+    s.extensions = vec![
+        "siderolabs/iscsi-tools".into(),
+        "siderolabs/util-linux-tools".into(),
+    ];
     let docs = generate(&s, "worker-1");
     assert_eq!(
         docs[0]["machine"]["install"]["image"],
@@ -187,7 +252,10 @@ fn extensions_pick_the_image_factory_installer() {
     assert_eq!(docs[0]["machine"]["install"]["disk"], "/dev/sda");
     s.extensions.clear();
     s.install_image = Some("ghcr.io/example/installer:v1.12.1".into());
-    assert_eq!(installer_image(&s).unwrap(), "ghcr.io/example/installer:v1.12.1");
+    assert_eq!(
+        installer_image(&s).unwrap(),
+        "ghcr.io/example/installer:v1.12.1"
+    );
 }
 
 #[test]
@@ -195,11 +263,21 @@ fn patches_apply_cluster_then_role_then_node() {
     let mut s = spec("v1.11.3");
     let label = |v: &str| format!("machine:\n  nodeLabels:\n    tier: {v}\n");
     s.patches = vec![label("cluster")];
-    s.role_patches.insert(Role::ControlPlane, vec![label("role")]);
+    s.role_patches
+        .insert(Role::ControlPlane, vec![label("role")]);
     s.nodes.get_mut("cp-1").unwrap().patches = vec![label("node")];
-    assert_eq!(generate(&s, "cp-1")[0]["machine"]["nodeLabels"]["tier"], "node");
-    assert_eq!(generate(&s, "cp-2")[0]["machine"]["nodeLabels"]["tier"], "role");
-    assert_eq!(generate(&s, "worker-1")[0]["machine"]["nodeLabels"]["tier"], "cluster");
+    assert_eq!(
+        generate(&s, "cp-1")[0]["machine"]["nodeLabels"]["tier"],
+        "node"
+    );
+    assert_eq!(
+        generate(&s, "cp-2")[0]["machine"]["nodeLabels"]["tier"],
+        "role"
+    );
+    assert_eq!(
+        generate(&s, "worker-1")[0]["machine"]["nodeLabels"]["tier"],
+        "cluster"
+    );
 }
 
 #[test]
@@ -231,11 +309,19 @@ fn a_patch_that_breaks_the_schema_is_reported_with_its_path() {
 #[test]
 fn a_patch_that_is_not_yaml_is_an_issue_on_that_patch() {
     let mut s = spec("v1.12.1");
-    s.role_patches.insert(Role::Worker, vec!["machine: [unclosed".into()]);
+    s.role_patches
+        .insert(Role::Worker, vec!["machine: [unclosed".into()]);
     let issues = validate(&s);
-    assert_eq!(issues_at(&issues, r#"role_patches["worker"][0]"#).len(), 1, "{issues:?}");
+    assert_eq!(
+        issues_at(&issues, r#"role_patches["worker"][0]"#).len(),
+        1,
+        "{issues:?}"
+    );
     let err = generate_node_config(&s, bundle(), "cp-1").unwrap_err();
-    assert!(err.to_string().contains(r#"role_patches["worker"][0]"#), "{err}");
+    assert!(
+        err.to_string().contains(r#"role_patches["worker"][0]"#),
+        "{err}"
+    );
 }
 
 #[test]
@@ -248,15 +334,32 @@ fn a_network_interfaces_patch_is_refused_on_v1_12() {
 
 #[test]
 fn talos_versions_accept_release_lines_and_patches_and_name_the_attribute_otherwise() {
-    assert_eq!(TalosVersion::parse("v1.12").unwrap().minor, TalosMinor::V1_12);
+    assert_eq!(
+        TalosVersion::parse("v1.12").unwrap().minor,
+        TalosMinor::V1_12
+    );
     assert_eq!(TalosVersion::parse("v1.12.3").unwrap().patch, Some(3));
-    assert_eq!(TalosVersion::parse("1.10.0").unwrap().minor, TalosMinor::V1_10);
-    for bad in ["v1.9.5", "v1.14.0", "v2.0", "latest", "v1.12.x", "v1.12.3.4", ""] {
+    assert_eq!(
+        TalosVersion::parse("1.10.0").unwrap().minor,
+        TalosMinor::V1_10
+    );
+    for bad in [
+        "v1.9.5",
+        "v1.14.0",
+        "v2.0",
+        "latest",
+        "v1.12.x",
+        "v1.12.3.4",
+        "",
+    ] {
         let err = TalosVersion::parse(bad).unwrap_err().to_string();
         assert!(err.contains("talos_version"), "{bad}: {err}");
     }
     let issues = validate(&spec("v1.9.0"));
-    assert_eq!(issues_at(&issues, "talos_version")[0].severity, Severity::Error);
+    assert_eq!(
+        issues_at(&issues, "talos_version")[0].severity,
+        Severity::Error
+    );
 }
 
 #[test]
@@ -282,7 +385,10 @@ fn no_control_plane_is_an_error() {
     let at = issues_at(&issues, "nodes");
     assert_eq!(at[0].severity, Severity::Error);
     assert!(at[0].summary.contains("No control-plane"));
-    assert!(matches!(generate_node_config(&s, bundle(), "worker-1"), Err(ConfigError::Invalid(_))));
+    assert!(matches!(
+        generate_node_config(&s, bundle(), "worker-1"),
+        Err(ConfigError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -293,8 +399,16 @@ fn even_number_of_control_planes_warns_about_quorum() {
     let at = issues_at(&issues, "nodes");
     assert_eq!(at.len(), 1);
     assert_eq!(at[0].severity, Severity::Warning);
-    assert!(at[0].detail.contains("3 nodes survive one loss"), "{}", at[0].detail);
-    assert!(at[0].detail.contains("2 nodes survive none"), "{}", at[0].detail);
+    assert!(
+        at[0].detail.contains("3 nodes survive one loss"),
+        "{}",
+        at[0].detail
+    );
+    assert!(
+        at[0].detail.contains("2 nodes survive none"),
+        "{}",
+        at[0].detail
+    );
     // A warning does not stop generation.
     generate_node_config(&s, bundle(), "cp-1").unwrap();
 }
@@ -323,7 +437,9 @@ fn a_vip_equal_to_a_node_address_is_an_error() {
     let mut s = spec("v1.12.1");
     s.vip = Some("10.0.0.12".into());
     let issues = validate(&s);
-    assert!(issues_at(&issues, "vip").iter().any(|i| i.summary == "VIP equals a node address"));
+    assert!(issues_at(&issues, "vip")
+        .iter()
+        .any(|i| i.summary == "VIP equals a node address"));
 }
 
 #[test]
@@ -352,8 +468,14 @@ fn no_vip_and_no_endpoint_warns_and_uses_the_first_control_plane() {
     let mut s = spec("v1.10.7");
     s.vip = None;
     let issues = validate(&s);
-    assert_eq!(issues_at(&issues, "endpoint")[0].severity, Severity::Warning);
-    assert_eq!(control_plane_endpoint(&s).unwrap(), "https://10.0.0.11:6443");
+    assert_eq!(
+        issues_at(&issues, "endpoint")[0].severity,
+        Severity::Warning
+    );
+    assert_eq!(
+        control_plane_endpoint(&s).unwrap(),
+        "https://10.0.0.11:6443"
+    );
 }
 
 #[test]
@@ -362,8 +484,14 @@ fn bad_nameservers_manifests_and_conflicting_images_are_errors() {
     s.nameservers.push("dns.example".into());
     s.extra_manifests = vec!["gotk.yaml".into()];
     s.inline_manifests = vec![
-        InlineManifest { name: "a".into(), contents: String::new() },
-        InlineManifest { name: "a".into(), contents: String::new() },
+        InlineManifest {
+            name: "a".into(),
+            contents: String::new(),
+        },
+        InlineManifest {
+            name: "a".into(),
+            contents: String::new(),
+        },
     ];
     s.install_image = Some("img".into());
     s.extensions = vec!["siderolabs/iscsi-tools".into()];
@@ -382,8 +510,13 @@ fn bad_nameservers_manifests_and_conflicting_images_are_errors() {
 #[ignore = "prints a sample config; run with --ignored --nocapture"]
 fn print_sample_config() {
     let mut s = spec("v1.12.1");
-    s.disk_encryption = Some(DiskEncryption { key: EncryptionKeyKind::NodeId });
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::NodeId,
+    });
     println!("{}", generate_node_config(&s, bundle(), "cp-1").unwrap());
     let s = spec("v1.10.7");
-    println!("{}", generate_node_config(&s, bundle(), "worker-1").unwrap());
+    println!(
+        "{}",
+        generate_node_config(&s, bundle(), "worker-1").unwrap()
+    );
 }

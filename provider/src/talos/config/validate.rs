@@ -74,10 +74,20 @@ fn node_path(name: &str, field: &str) -> Vec<PathStep> {
 struct Issues(Vec<Issue>);
 
 impl Issues {
-    fn error(&mut self, path: Vec<PathStep>, summary: impl Into<String>, detail: impl Into<String>) {
+    fn error(
+        &mut self,
+        path: Vec<PathStep>,
+        summary: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
         self.push(path, Severity::Error, summary, detail);
     }
-    fn warning(&mut self, path: Vec<PathStep>, summary: impl Into<String>, detail: impl Into<String>) {
+    fn warning(
+        &mut self,
+        path: Vec<PathStep>,
+        summary: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
         self.push(path, Severity::Warning, summary, detail);
     }
     fn push(
@@ -87,7 +97,12 @@ impl Issues {
         summary: impl Into<String>,
         detail: impl Into<String>,
     ) {
-        self.0.push(Issue { path, severity, summary: summary.into(), detail: detail.into() });
+        self.0.push(Issue {
+            path,
+            severity,
+            summary: summary.into(),
+            detail: detail.into(),
+        });
     }
 }
 
@@ -116,13 +131,21 @@ fn check_versions(spec: &ClusterSpec, issues: &mut Issues) {
         );
     }
     if let Err(e) = KubernetesVersion::parse(&spec.kubernetes_version) {
-        issues.error(vec![attr("kubernetes_version")], "Invalid Kubernetes version", e.to_string());
+        issues.error(
+            vec![attr("kubernetes_version")],
+            "Invalid Kubernetes version",
+            e.to_string(),
+        );
     }
 }
 
 fn check_name(spec: &ClusterSpec, issues: &mut Issues) {
     if spec.name.trim().is_empty() {
-        issues.error(vec![attr("name")], "Empty cluster name", "The cluster needs a name.");
+        issues.error(
+            vec![attr("name")],
+            "Empty cluster name",
+            "The cluster needs a name.",
+        );
     }
 }
 
@@ -130,7 +153,8 @@ fn check_name(spec: &ClusterSpec, issues: &mut Issues) {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -165,9 +189,15 @@ fn check_nodes(spec: &ClusterSpec, issues: &mut Issues) -> BTreeMap<String, IpNe
         }
         let Ok(net) = node.address.parse::<IpNet>() else {
             let detail = if node.address.parse::<IpAddr>().is_ok() {
-                format!("{:?} has no prefix length: write it as a CIDR, e.g. 10.0.0.11/24.", node.address)
+                format!(
+                    "{:?} has no prefix length: write it as a CIDR, e.g. 10.0.0.11/24.",
+                    node.address
+                )
             } else {
-                format!("{:?} is not an address in CIDR form, e.g. 10.0.0.11/24.", node.address)
+                format!(
+                    "{:?} is not an address in CIDR form, e.g. 10.0.0.11/24.",
+                    node.address
+                )
             };
             issues.error(node_path(name, "address"), "Invalid node address", detail);
             continue;
@@ -176,7 +206,10 @@ fn check_nodes(spec: &ClusterSpec, issues: &mut Issues) -> BTreeMap<String, IpNe
             issues.error(
                 node_path(name, "address"),
                 "Duplicate node address",
-                format!("{} is also the address of node {other:?}: every node needs its own.", net.addr()),
+                format!(
+                    "{} is also the address of node {other:?}: every node needs its own.",
+                    net.addr()
+                ),
             );
         }
         parsed.insert(name.clone(), net);
@@ -272,7 +305,11 @@ fn check_vip(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &m
         );
     }
     if spec.gateway.parse::<IpAddr>().ok() == Some(ip) {
-        issues.error(vec![attr("vip")], "VIP equals the gateway", format!("{ip} is the gateway."));
+        issues.error(
+            vec![attr("vip")],
+            "VIP equals the gateway",
+            format!("{ip} is the gateway."),
+        );
     }
     let outside: Vec<String> = spec
         .control_planes()
@@ -336,12 +373,19 @@ fn check_manifests(spec: &ClusterSpec, issues: &mut Issues) {
     for (i, m) in spec.inline_manifests.iter().enumerate() {
         let path = vec![attr("inline_manifests"), PathStep::Index(i), attr("name")];
         if m.name.trim().is_empty() {
-            issues.error(path, "Inline manifest without a name", "Every inline manifest needs a unique name.");
+            issues.error(
+                path,
+                "Inline manifest without a name",
+                "Every inline manifest needs a unique name.",
+            );
         } else if let Some(first) = names.insert(m.name.as_str(), i) {
             issues.error(
                 path,
                 "Duplicate inline manifest name",
-                format!("{:?} is also the name of inline_manifests[{first}].", m.name),
+                format!(
+                    "{:?} is also the name of inline_manifests[{first}].",
+                    m.name
+                ),
             );
         }
     }
@@ -359,7 +403,11 @@ fn check_manifests(spec: &ClusterSpec, issues: &mut Issues) {
 fn check_patches(spec: &ClusterSpec, issues: &mut Issues) {
     let mut check = |path: Vec<PathStep>, text: &str| {
         if let Err(reason) = patch::parse_patch(text) {
-            issues.error(path.clone(), "Invalid config patch", format!("{}: {reason}", display_path(&path)));
+            issues.error(
+                path.clone(),
+                "Invalid config patch",
+                format!("{}: {reason}", display_path(&path)),
+            );
         }
     };
     for (i, p) in spec.patches.iter().enumerate() {
@@ -368,7 +416,11 @@ fn check_patches(spec: &ClusterSpec, issues: &mut Issues) {
     for (role, patches) in &spec.role_patches {
         for (i, p) in patches.iter().enumerate() {
             check(
-                vec![attr("role_patches"), PathStep::Key(role.as_str().into()), PathStep::Index(i)],
+                vec![
+                    attr("role_patches"),
+                    PathStep::Key(role.as_str().into()),
+                    PathStep::Index(i),
+                ],
                 p,
             );
         }
@@ -376,7 +428,12 @@ fn check_patches(spec: &ClusterSpec, issues: &mut Issues) {
     for (name, node) in &spec.nodes {
         for (i, p) in node.patches.iter().enumerate() {
             check(
-                vec![attr("nodes"), PathStep::Key(name.clone()), attr("patches"), PathStep::Index(i)],
+                vec![
+                    attr("nodes"),
+                    PathStep::Key(name.clone()),
+                    attr("patches"),
+                    PathStep::Index(i),
+                ],
                 p,
             );
         }
@@ -387,4 +444,3 @@ fn check_patches(spec: &ClusterSpec, issues: &mut Issues) {
 pub(crate) fn has_errors(issues: &[Issue]) -> bool {
     issues.iter().any(|i| i.severity == Severity::Error)
 }
-

@@ -19,8 +19,12 @@ pub enum TalosMinor {
 
 impl TalosMinor {
     /// Every supported release line, oldest first.
-    pub const ALL: [TalosMinor; 4] =
-        [TalosMinor::V1_10, TalosMinor::V1_11, TalosMinor::V1_12, TalosMinor::V1_13];
+    pub const ALL: [TalosMinor; 4] = [
+        TalosMinor::V1_10,
+        TalosMinor::V1_11,
+        TalosMinor::V1_12,
+        TalosMinor::V1_13,
+    ];
 
     /// `v1.12` style name.
     pub fn as_str(self) -> &'static str {

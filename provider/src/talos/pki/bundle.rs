@@ -45,15 +45,21 @@ impl SecretsBundle {
     /// Slow-ish: the RSA 4096 key takes a moment even optimised.
     pub fn generate(now: OffsetDateTime) -> Result<Self> {
         let os_ca = CertificateAuthority::generate(CaKind::Ed25519, "talos", Some("talos"), now)?;
-        let kubernetes_ca =
-            CertificateAuthority::generate(CaKind::EcdsaP256, "kubernetes", Some("kubernetes"), now)?;
+        let kubernetes_ca = CertificateAuthority::generate(
+            CaKind::EcdsaP256,
+            "kubernetes",
+            Some("kubernetes"),
+            now,
+        )?;
         let aggregator_ca =
             CertificateAuthority::generate(CaKind::EcdsaP256, "front-proxy", None, now)?;
         let etcd_ca = CertificateAuthority::generate(CaKind::EcdsaP256, "etcd", Some("etcd"), now)?;
         let sa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, SERVICE_ACCOUNT_KEY_BITS)
             .map_err(PkiError::Rsa)?;
-        let service_account_key =
-            sa.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(PkiError::RsaEncode)?.to_string();
+        let service_account_key = sa
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .map_err(PkiError::RsaEncode)?
+            .to_string();
         Ok(Self {
             os_ca,
             kubernetes_ca,

@@ -63,7 +63,10 @@ impl CaKind {
         } else if pem.contains(keys::EC_LABEL) {
             Ok(CaKind::EcdsaP256)
         } else {
-            Err(PkiError::BadPem { what: what.into(), reason: "unknown private key label".into() })
+            Err(PkiError::BadPem {
+                what: what.into(),
+                reason: "unknown private key label".into(),
+            })
         }
     }
 }
@@ -97,14 +100,24 @@ impl CertificateAuthority {
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = now;
         params.not_after = now.checked_add(CA_VALIDITY).ok_or(PkiError::Time)?;
         params.serial_number = Some(random_serial());
-        let cert = params.self_signed(&key).map_err(sign_err(&format!("sign the {what}")))?;
-        Ok(Self { crt: cert.pem(), key: kind.key_to_pem(&key)? })
+        let cert = params
+            .self_signed(&key)
+            .map_err(sign_err(&format!("sign the {what}")))?;
+        Ok(Self {
+            crt: cert.pem(),
+            key: kind.key_to_pem(&key)?,
+        })
     }
 
     /// The key algorithm, read from the stored key's PEM label.
@@ -131,7 +144,9 @@ impl CertificateAuthority {
         let key = kind.key_from_pem(what, &self.key)?;
         let params = CertificateParams::from_ca_cert_pem(&self.crt)
             .map_err(sign_err(&format!("parse the {what} certificate")))?;
-        let cert = params.self_signed(&key).map_err(sign_err(&format!("load the {what}")))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(sign_err(&format!("load the {what}")))?;
         Ok((cert, key))
     }
 }

@@ -1,6 +1,8 @@
 //! Client certificates issued from a cluster CA (talosconfig and kubeconfig credentials).
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose,
+};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -67,9 +69,13 @@ pub(crate) fn issue_client_certificate(
     params.use_authority_key_identifier_extension = true;
     let cert = params
         .signed_by(&key, &issuer, &issuer_key)
-        .map_err(sign_err(&format!("sign a client certificate with the {ca_name}")))?;
+        .map_err(sign_err(&format!(
+            "sign a client certificate with the {ca_name}"
+        )))?;
     // X.509 time has whole seconds; report exactly what the certificate says.
-    let not_after = not_after.replace_nanosecond(0).map_err(|_| PkiError::Time)?;
+    let not_after = not_after
+        .replace_nanosecond(0)
+        .map_err(|_| PkiError::Time)?;
     Ok(IssuedCertificate {
         crt: cert.pem(),
         key: kind.key_to_pem(&key)?,

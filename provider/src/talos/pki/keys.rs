@@ -33,8 +33,9 @@ const P256_PKCS8_PREFIX: [u8; 36] = [
 const P256_PUB_TAG: [u8; 5] = [0xa1, 0x44, 0x03, 0x42, 0x00];
 // SEC1 ECPrivateKey with the named curve, as Go's x509.MarshalECPrivateKey writes it.
 const P256_SEC1_PREFIX: [u8; 7] = [0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
-const P256_SEC1_PARAMS: [u8; 12] =
-    [0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P256_SEC1_PARAMS: [u8; 12] = [
+    0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+];
 
 /// PEM-encodes DER under a label (64-column body, trailing newline).
 pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
@@ -51,14 +52,26 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// Decodes a single PEM block, checking its label.
 pub(crate) fn pem_decode(what: &str, label: &str, pem: &str) -> Result<Vec<u8>> {
-    let bad = |reason: &str| PkiError::BadPem { what: what.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| PkiError::BadPem {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    };
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = pem.find(&begin).ok_or_else(|| bad(&format!("no `{label}` PEM block")))?;
+    let start = pem
+        .find(&begin)
+        .ok_or_else(|| bad(&format!("no `{label}` PEM block")))?;
     let rest = &pem[start + begin.len()..];
-    let stop = rest.find(&end).ok_or_else(|| bad("unterminated PEM block"))?;
-    let body: String = rest[..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(body).map_err(|_| bad("PEM body is not base64"))
+    let stop = rest
+        .find(&end)
+        .ok_or_else(|| bad("unterminated PEM block"))?;
+    let body: String = rest[..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD
+        .decode(body)
+        .map_err(|_| bad("PEM body is not base64"))
 }
 
 /// ring's Ed25519 PKCS#8 (v2) → Talos PEM (v1 inside, `ED25519 PRIVATE KEY`).
@@ -78,7 +91,10 @@ pub(crate) fn ed25519_to_talos_pem(ring_pkcs8: &[u8]) -> Result<String> {
 pub(crate) fn ed25519_from_talos_pem(what: &str, pem: &str) -> Result<Vec<u8>> {
     let der = pem_decode(what, ED25519_LABEL, pem)?;
     if der.len() != 48 || der[..16] != ED25519_V1_PREFIX {
-        return Err(PkiError::BadPem { what: what.into(), reason: "not an Ed25519 PKCS#8 key".into() });
+        return Err(PkiError::BadPem {
+            what: what.into(),
+            reason: "not an Ed25519 PKCS#8 key".into(),
+        });
     }
     Ok(der)
 }
@@ -110,7 +126,10 @@ pub(crate) fn p256_from_sec1_pem(what: &str, pem: &str) -> Result<Vec<u8>> {
         && der[39..51] == P256_SEC1_PARAMS
         && der[51..56] == P256_PUB_TAG;
     if !ok {
-        return Err(PkiError::BadPem { what: what.into(), reason: "not a P-256 SEC1 key".into() });
+        return Err(PkiError::BadPem {
+            what: what.into(),
+            reason: "not a P-256 SEC1 key".into(),
+        });
     }
     let mut pkcs8 = P256_PKCS8_PREFIX.to_vec();
     pkcs8.extend_from_slice(&der[7..39]);

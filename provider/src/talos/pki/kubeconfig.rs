@@ -96,7 +96,10 @@ pub fn issue_admin_kubeconfig(
     let certificate = issue_client_certificate(
         &bundle.kubernetes_ca,
         "Kubernetes CA",
-        ClientSubject { common_name: "admin", organization: ADMIN_GROUP },
+        ClientSubject {
+            common_name: "admin",
+            organization: ADMIN_GROUP,
+        },
         KUBECONFIG_VALIDITY,
         now,
     )?;
@@ -125,15 +128,24 @@ pub fn issue_admin_kubeconfig(
         contexts: vec![Named {
             name: user.clone(),
             value: ContextEntry {
-                context: ContextData { cluster: cluster_name.to_string(), user: user.clone() },
+                context: ContextData {
+                    cluster: cluster_name.to_string(),
+                    user: user.clone(),
+                },
             },
         }],
         current_context: user,
         preferences: Empty {},
     };
-    let yaml = serde_yaml::to_string(&file)
-        .map_err(|source| PkiError::Yaml { what: "kubeconfig".into(), source })?;
-    Ok(AdminKubeconfig { yaml, server: server.to_string(), certificate })
+    let yaml = serde_yaml::to_string(&file).map_err(|source| PkiError::Yaml {
+        what: "kubeconfig".into(),
+        source,
+    })?;
+    Ok(AdminKubeconfig {
+        yaml,
+        server: server.to_string(),
+        certificate,
+    })
 }
 
 /// [`issue_admin_kubeconfig`] with the system clock.

@@ -70,7 +70,10 @@ pub enum PkiError {
 pub type Result<T> = std::result::Result<T, PkiError>;
 
 pub(crate) fn sign_err(action: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
-    move |source| PkiError::Sign { action: action.to_string(), source }
+    move |source| PkiError::Sign {
+        action: action.to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,10 @@ pub fn issue_talosconfig(
     let certificate = issue_client_certificate(
         &bundle.os_ca,
         "OS CA",
-        ClientSubject { common_name: "admin", organization: ADMIN_ROLE },
+        ClientSubject {
+            common_name: "admin",
+            organization: ADMIN_ROLE,
+        },
         TALOSCONFIG_VALIDITY,
         now,
     )?;
@@ -77,8 +80,10 @@ pub fn issue_talosconfig(
             },
         )]),
     };
-    let yaml = serde_yaml::to_string(&file)
-        .map_err(|source| PkiError::Yaml { what: "talosconfig".into(), source })?;
+    let yaml = serde_yaml::to_string(&file).map_err(|source| PkiError::Yaml {
+        what: "talosconfig".into(),
+        source,
+    })?;
     Ok(Talosconfig { yaml, certificate })
 }
 

@@ -2,12 +2,12 @@
 
 use std::sync::OnceLock;
 
+use ::time::macros::datetime;
+use ::time::{Duration, OffsetDateTime};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
-use ::time::macros::datetime;
-use ::time::{Duration, OffsetDateTime};
 use x509_parser::oid_registry;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
@@ -57,7 +57,8 @@ fn verify_against(leaf_pem: &str, ca_pem: &str) {
     let ca_der = der_of(ca_pem);
     let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
     with_cert(leaf_pem, |leaf| {
-        leaf.verify_signature(Some(ca.public_key())).expect("leaf signed by its CA");
+        leaf.verify_signature(Some(ca.public_key()))
+            .expect("leaf signed by its CA");
         assert_eq!(leaf.issuer(), ca.subject(), "leaf names its CA as issuer");
         assert_ne!(leaf.subject(), ca.subject(), "leaf has its own subject");
     });
@@ -67,14 +68,33 @@ fn verify_against(leaf_pem: &str, ca_pem: &str) {
 fn every_ca_is_a_ten_year_signing_ca_with_its_algorithm_and_organization() {
     let b = bundle();
     let cases = [
-        (&b.os_ca, "ed25519", vec!["talos".to_string()], "ED25519 PRIVATE KEY"),
-        (&b.kubernetes_ca, "p256", vec!["kubernetes".to_string()], "EC PRIVATE KEY"),
+        (
+            &b.os_ca,
+            "ed25519",
+            vec!["talos".to_string()],
+            "ED25519 PRIVATE KEY",
+        ),
+        (
+            &b.kubernetes_ca,
+            "p256",
+            vec!["kubernetes".to_string()],
+            "EC PRIVATE KEY",
+        ),
         (&b.aggregator_ca, "p256", vec![], "EC PRIVATE KEY"),
-        (&b.etcd_ca, "p256", vec!["etcd".to_string()], "EC PRIVATE KEY"),
+        (
+            &b.etcd_ca,
+            "p256",
+            vec!["etcd".to_string()],
+            "EC PRIVATE KEY",
+        ),
     ];
     let mut subjects = Vec::new();
     for (ca, alg, orgs, label) in cases {
-        assert!(ca.key.starts_with(&format!("-----BEGIN {label}-----\n")), "{}", ca.key);
+        assert!(
+            ca.key.starts_with(&format!("-----BEGIN {label}-----\n")),
+            "{}",
+            ca.key
+        );
         with_cert(&ca.crt, |c| {
             assert_eq!(key_algorithm(c), alg);
             assert_eq!(organizations(c), orgs);
@@ -84,7 +104,10 @@ fn every_ca_is_a_ten_year_signing_ca_with_its_algorithm_and_organization() {
             let eku = c.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.server_auth && eku.client_auth);
             assert_eq!(c.validity().not_before.to_datetime(), NOW);
-            assert_eq!(c.validity().not_after.to_datetime(), NOW + Duration::days(3650));
+            assert_eq!(
+                c.validity().not_after.to_datetime(),
+                NOW + Duration::days(3650)
+            );
             // Self-signed: the CA verifies with its own key.
             c.verify_signature(None).expect("self-signed CA");
             subjects.push(c.subject().to_string());
@@ -98,7 +121,9 @@ fn every_ca_is_a_ten_year_signing_ca_with_its_algorithm_and_organization() {
 #[test]
 fn service_account_key_is_rsa_4096_pkcs1() {
     let b = bundle();
-    assert!(b.service_account_key.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+    assert!(b
+        .service_account_key
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
     let key = rsa::RsaPrivateKey::from_pkcs1_pem(&b.service_account_key).unwrap();
     assert_eq!(key.size() * 8, 4096);
 }
@@ -156,7 +181,10 @@ fn talosconfig_carries_an_os_admin_ed25519_client_certificate_for_one_year() {
         let eku = c.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
         assert_eq!(c.validity().not_before.to_datetime(), NOW);
-        assert_eq!(c.validity().not_after.to_datetime(), NOW + Duration::days(365));
+        assert_eq!(
+            c.validity().not_after.to_datetime(),
+            NOW + Duration::days(365)
+        );
     });
     verify_against(&crt, &b.os_ca.crt);
     assert_eq!(tc.certificate.not_after, "2026-01-15T12:00:00Z");
@@ -173,7 +201,9 @@ fn admin_kubeconfig_is_a_system_masters_p256_certificate_kubectl_can_read() {
     let cluster = &doc["clusters"][0];
     assert_eq!(cluster["name"], "homelab");
     assert_eq!(cluster["cluster"]["server"], "https://10.0.0.10:6443");
-    let ca = cluster["cluster"]["certificate-authority-data"].as_str().unwrap();
+    let ca = cluster["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
     assert_eq!(STANDARD.decode(ca).unwrap(), b.kubernetes_ca.crt.as_bytes());
     let user = &doc["users"][0];
     assert_eq!(user["name"], "admin@homelab");
@@ -187,10 +217,21 @@ fn admin_kubeconfig_is_a_system_masters_p256_certificate_kubectl_can_read() {
     with_cert(&crt, |c| {
         assert_eq!(key_algorithm(c), "p256");
         assert_eq!(organizations(c), ["system:masters"]);
-        assert_eq!(c.subject().iter_common_name().next().unwrap().as_str().unwrap(), "admin");
+        assert_eq!(
+            c.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "admin"
+        );
         let eku = c.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth);
-        assert_eq!(c.validity().not_after.to_datetime(), NOW + Duration::days(365));
+        assert_eq!(
+            c.validity().not_after.to_datetime(),
+            NOW + Duration::days(365)
+        );
     });
     verify_against(&crt, &b.kubernetes_ca.crt);
 }
@@ -208,7 +249,8 @@ fn credentials_are_renewed_within_thirty_days_of_expiry() {
 #[test]
 fn a_tampered_ca_key_is_refused_with_the_item_named() {
     let mut b = bundle().clone();
-    b.kubernetes_ca.key = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n".into();
+    b.kubernetes_ca.key =
+        "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n".into();
     let err = issue_admin_kubeconfig(&b, "x", "https://h:6443", NOW).unwrap_err();
     assert!(err.to_string().contains("Kubernetes CA"), "{err}");
 }

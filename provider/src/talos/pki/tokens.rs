@@ -38,7 +38,9 @@ mod tests {
             let (id, secret) = t.split_once('.').unwrap();
             assert_eq!(id.len(), 6);
             assert_eq!(secret.len(), 16);
-            assert!(t.chars().all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+            assert!(t
+                .chars()
+                .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
         }
         assert_ne!(random_token(), random_token());
     }
