@@ -174,12 +174,12 @@ impl ClusterState {
                 .collect::<Option<_>>()?,
         };
         let disk_encryption = optional(&self.disk_encryption)?.map(|kind| DiskEncryption {
-                key: if kind == "tpm" {
-                    EncryptionKeyKind::Tpm
-                } else {
-                    EncryptionKeyKind::NodeId
-                },
-            });
+            key: if kind == "tpm" {
+                EncryptionKeyKind::Tpm
+            } else {
+                EncryptionKeyKind::NodeId
+            },
+        });
         let endpoint = optional(&self.endpoint)?.map(|url| endpoint_host(&url));
         Some(ClusterSpec {
             name: known(&self.name)?,
