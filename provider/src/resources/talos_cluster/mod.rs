@@ -321,12 +321,7 @@ impl Resource for TalosClusterResource {
                 .map_err(cluster::ClusterError::Credentials)?;
             cluster::apply_configs(&nodes, &access, deadline).await?;
             cluster::wait_configured(&nodes, &access, deadline).await?;
-            let first = nodes
-                .iter()
-                .find(|n| n.is_control_plane())
-                .expect("validated: one control plane at least");
-            cluster::bootstrap(first, &access, deadline).await?;
-            cluster::wait_healthy(&nodes, &access, deadline).await
+            cluster::bootstrap_and_wait_healthy(&nodes, &access, deadline).await
         }
         .await;
         if let Err(e) = result {
@@ -429,12 +424,7 @@ impl Resource for TalosClusterResource {
             }
             let touched: Vec<ClusterNode> = new.iter().chain(changed.iter()).cloned().collect();
             cluster::wait_configured(&touched, &access, deadline).await?;
-            let first = nodes
-                .iter()
-                .find(|n| n.is_control_plane())
-                .expect("validated: one control plane at least");
-            cluster::bootstrap(first, &access, deadline).await?;
-            cluster::wait_healthy(&nodes, &access, deadline).await
+            cluster::bootstrap_and_wait_healthy(&nodes, &access, deadline).await
         }
         .await;
         if let Err(e) = result {

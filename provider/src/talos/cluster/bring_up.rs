@@ -137,3 +137,19 @@ pub async fn bootstrap(
     })
     .await
 }
+
+/// Confirms etcd is bootstrapped on the first control plane (a no-op when it is already) and
+/// waits until the whole cluster is healthy: how every create and update ends.
+pub async fn bootstrap_and_wait_healthy(
+    nodes: &[ClusterNode],
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let Some(first) = nodes.iter().find(|n| n.is_control_plane()) else {
+        return Err(ClusterError::Credentials(
+            "the cluster has no control plane to bootstrap".into(),
+        ));
+    };
+    bootstrap(first, access, deadline).await?;
+    super::wait_healthy(nodes, access, deadline).await
+}

@@ -12,7 +12,7 @@ mod upgrade;
 
 use std::net::IpAddr;
 
-pub use bring_up::{apply_configs, bootstrap, wait_configured};
+pub use bring_up::{apply_configs, bootstrap, bootstrap_and_wait_healthy, wait_configured};
 pub use error::ClusterError;
 pub use health::{wait_healthy, HealthCheck};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
