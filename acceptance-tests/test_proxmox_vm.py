@@ -330,3 +330,15 @@ def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, 
     assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;talos'
     assert t.resources()['castle_proxmox_vm.solo']['tags'] == ['talos']
     t.assert_plan_empty()
+
+
+def test_a_flaky_network_still_converges(tf, pve):
+    # One request in five has its connection reset before PVE sees it.
+    pve.sync(pve.pve.flaky_network, drop_rate=0.2, seed=7)
+    t = tf()
+    t.write(provider_block(pve) + FIVE_NODES)
+    t.apply()
+    assert len(pve.vms()) == 5
+    t.assert_plan_empty()
+    t.destroy()
+    assert pve.vms() == []

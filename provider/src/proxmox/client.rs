@@ -79,6 +79,9 @@ impl fmt::Debug for Client {
     }
 }
 
+/// How often a read whose connection dropped is sent again before the error reaches the caller.
+const GET_RETRIES: u64 = 3;
+
 /// Parameters of one request, in PVE's form encoding.
 pub type Params = Vec<(String, String)>;
 
@@ -164,18 +167,32 @@ impl Client {
         params: Params,
     ) -> Result<T, Error> {
         let mut renewed = false;
+        let mut dropped = 0;
         loop {
-            let ticket = self.ticket_for_call().await?;
-            match self
-                .send(method.clone(), path, &params, ticket.as_ref())
-                .await
-            {
-                Err(Error::Auth { status: 401, .. }) if !renewed && ticket.is_some() => {
+            let attempt = match self.ticket_for_call().await {
+                Ok(ticket) => {
+                    let result = self
+                        .send(method.clone(), path, &params, ticket.as_ref())
+                        .await;
+                    (ticket, result)
+                }
+                Err(e) => (None, Err(e)),
+            };
+            match attempt {
+                (Some(ticket), Err(Error::Auth { status: 401, .. })) if !renewed => {
                     // Tickets live two hours: log in again once, then give up.
                     renewed = true;
-                    self.forget_ticket(ticket.map(|t| t.generation)).await;
+                    self.forget_ticket(Some(ticket.generation)).await;
                 }
-                other => return other,
+                // A read (or the login) whose connection dropped is safe to send again; writes
+                // are retried only by the callers' named policies, which know what is safe.
+                (_, Err(Error::Transport { .. }))
+                    if method == Method::GET && dropped < GET_RETRIES =>
+                {
+                    dropped += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * dropped)).await;
+                }
+                (_, other) => return other,
             }
         }
     }
