@@ -78,15 +78,49 @@ pub async fn probe(
     }
 }
 
-/// The error and all its sources on one line.
+/// The error and all its sources on one line. Layers that already quote their source's text
+/// (io errors wrapped by hyper and tonic do) are not repeated.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
+    let mut line = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        parts.push(e.to_string());
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         cur = e.source();
     }
-    parts.join(": ")
+    line
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::chain;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let err = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(chain(&err), "transport error: Connection refused");
+    }
 }
 
 fn source_mentions_tls(err: &(dyn std::error::Error + 'static)) -> bool {
