@@ -88,10 +88,12 @@ def main():
         step('The nodes')
         print(tf.run('output', '-no-color', 'nodes'), flush=True)
 
-        kubeconfig_path = os.path.join(work, 'kubeconfig')
-        with os.fdopen(os.open(kubeconfig_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
-            f.write(tf.run('output', '-raw', 'kubeconfig'))
-        step('kubectl get nodes -o wide, through the VIP (kubeconfig written to %s, mode 0600)' % kubeconfig_path)
+        kubeconfig_path = tf.run('output', '-raw', 'kubeconfig_path').strip()
+        mode = oct(os.stat(kubeconfig_path).st_mode & 0o777)
+        step('kubectl get nodes -o wide, through the VIP (castle wrote the kubeconfig to %s, mode %s)'
+             % (kubeconfig_path, mode))
+        if mode != '0o600':
+            raise SystemExit('the kubeconfig file is not private: mode %s' % mode)
         out = subprocess.run([KUBECTL, '--kubeconfig', kubeconfig_path, 'get', 'nodes', '-o', 'wide'],
                              capture_output=True, text=True, timeout=60)
         print(out.stdout + out.stderr, flush=True)

@@ -164,3 +164,25 @@ def test_talos_and_kubernetes_upgrade_in_place(tf, talos, tmp_path):
     assert out.stdout.count('v1.34.1') == 2, out.stdout
     assert t.resources()['castle_talos_cluster.home']['machine_configs']['cp-1'] != before
     t.assert_plan_empty()
+
+
+def test_the_kubeconfig_file_is_kept_private_and_current(tf, talos, tmp_path):
+    small = {'cp-1': 11, 'w-1': 21}
+    path = tmp_path / 'home.kubeconfig'
+    t = tf()
+    t.write(cluster_hcl(small, extra='kubeconfig_file = "%s"' % path))
+    t.apply()
+    assert oct(path.stat().st_mode & 0o777) == '0o600'
+    assert path.read_text() == t.output('kubeconfig')
+    out = subprocess.run(['/usr/bin/kubectl', '--kubeconfig', str(path), 'get', 'nodes'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and 'cp-1' in out.stdout, out.stderr
+    t.assert_plan_empty()
+    # Removed by hand: drift, written again.
+    path.unlink()
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    assert path.read_text() == t.output('kubeconfig')
+    t.assert_plan_empty()
+    t.destroy()
+    assert not path.exists()

@@ -77,6 +77,9 @@ resource "castle_talos_cluster" "this" {
   extensions      = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]
   disk_encryption = "nodeID"
 
+  # castle keeps the admin kubeconfig here, mode 0600, and rewrites it when it is renewed.
+  kubeconfig_file = abspath("${path.module}/kubeconfig")
+
   # One node block per VM; the addresses come from the VMs, so the cluster forms after them.
   dynamic "node" {
     for_each = local.nodes

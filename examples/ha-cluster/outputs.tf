@@ -14,8 +14,13 @@ output "endpoint" {
   value       = castle_talos_cluster.this.endpoint
 }
 
+output "kubeconfig_path" {
+  description = "The admin kubeconfig, written with mode 0600: kubectl --kubeconfig <path> get nodes"
+  value       = castle_talos_cluster.this.kubeconfig_file
+}
+
 output "kubeconfig" {
-  description = "Admin kubeconfig. Write it with: terraform output -raw kubeconfig > kubeconfig && chmod 600 kubeconfig"
+  description = "Admin kubeconfig (also in the file at kubeconfig_path)."
   value       = castle_talos_cluster.this.kubeconfig
   sensitive   = true
 }

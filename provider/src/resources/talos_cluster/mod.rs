@@ -5,6 +5,7 @@
 //! itself is [`crate::talos::cluster`]: this file only sequences it.
 
 mod credentials;
+mod kubeconfig_file;
 mod plan;
 mod schema;
 mod state;
@@ -119,6 +120,15 @@ impl Resource for TalosClusterResource {
         private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        // A kubeconfig file changed or removed outside Terraform: null in state, so the plan
+        // shows it and apply writes it again.
+        if let (Value::Value(path), Value::Value(kubeconfig)) =
+            (&state.kubeconfig_file, &state.kubeconfig)
+        {
+            if !kubeconfig_file::is_current(path, kubeconfig) {
+                state.kubeconfig_file = Value::Null;
+            }
+        }
         let (Some(secrets), Some(spec)) = (&private_state, state.to_spec()) else {
             return Some((state, private_state));
         };
@@ -331,6 +341,7 @@ impl Resource for TalosClusterResource {
             // those nodes back to maintenance mode and starts again: nothing to repair by hand.
             return Some((state, Some(secrets)));
         }
+        write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
 
@@ -431,6 +442,14 @@ impl Resource for TalosClusterResource {
             unable(diags, &format!("update cluster {}", spec.name), e);
             return None;
         }
+        if let Value::Value(old) = &prior_state.kubeconfig_file {
+            if prior_state.kubeconfig_file != state.kubeconfig_file {
+                if let Err(e) = kubeconfig_file::remove(old) {
+                    diags.root_warning("The old kubeconfig file was not removed", e);
+                }
+            }
+        }
+        write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
 
@@ -442,6 +461,11 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
+        if let Value::Value(path) = &prior_state.kubeconfig_file {
+            if let Err(e) = kubeconfig_file::remove(path) {
+                diags.root_warning("The kubeconfig file was not removed", e);
+            }
+        }
         let Some(spec) = prior_state.to_spec() else {
             return Some(());
         };
@@ -479,6 +503,22 @@ impl Resource for TalosClusterResource {
             }
         }
         (!failed).then_some(())
+    }
+}
+
+/// Writes `kubeconfig_file` when set. A failure is a warning, not an error: the cluster is up
+/// and its state must be kept; the next plan shows the file as drift and apply tries again.
+fn write_kubeconfig_file(diags: &mut Diagnostics, state: &ClusterState) {
+    if let (Value::Value(path), Value::Value(kubeconfig)) =
+        (&state.kubeconfig_file, &state.kubeconfig)
+    {
+        if let Err(e) = kubeconfig_file::write(path, kubeconfig) {
+            diags.warning(
+                "Unable to write the kubeconfig file",
+                e,
+                AttributePath::new("kubeconfig_file"),
+            );
+        }
     }
 }
 

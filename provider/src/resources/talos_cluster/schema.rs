@@ -69,6 +69,7 @@ pub fn schema() -> Schema {
                 "worker_patches" => attr(strings(), Optional, "YAML patches for workers."),
                 "inline_manifests" => attr(Map(String.into()), Optional, "Manifests applied at bootstrap, by name (e.g. Flux)."),
                 "extra_manifests" => attr(strings(), Optional, "Manifest URLs applied at bootstrap."),
+                "kubeconfig_file" => attr(String, Optional, "Path where castle keeps the admin kubeconfig, written with mode 0600 after every create, update and renewal and removed on destroy. A file changed or removed outside Terraform shows as drift."),
                 "cert_sans" => attr(strings(), Optional, "Extra certificate SANs for the API server and Talos API."),
                 "kubeconfig" => secret(String, "Admin kubeconfig (`system:masters`), renewed within 30 days of expiry."),
                 "talosconfig" => secret(String, "talosconfig with an `os:admin` certificate, renewed within 30 days of expiry."),

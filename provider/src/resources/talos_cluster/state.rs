@@ -70,6 +70,8 @@ pub struct ClusterState {
     pub extra_manifests: Strings,
     /// Extra SANs.
     pub cert_sans: Strings,
+    /// Where to keep a copy of the kubeconfig.
+    pub kubeconfig_file: Value<String>,
     /// Admin kubeconfig.
     pub kubeconfig: Value<String>,
     /// talosconfig.
