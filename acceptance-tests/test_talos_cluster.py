@@ -84,6 +84,7 @@ def test_five_nodes_become_a_healthy_ha_cluster_that_kubectl_sees(tf, talos, tmp
     assert state['endpoint'] == 'https://%s:6443' % VIP
     assert 'os:admin' not in state['talosconfig']  # the role lives in the certificate, not in clear text
     assert set(state['machine_configs']) == set(NODES)
+    assert state['node_versions'] == {name: 'v1.12.0' for name in NODES}
     t.assert_plan_empty()
 
     # Destroy puts every node back in maintenance mode, ready to be reused.
@@ -163,6 +164,7 @@ def test_talos_and_kubernetes_upgrade_in_place(tf, talos, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count('v1.34.1') == 2, out.stdout
     assert t.resources()['castle_talos_cluster.home']['machine_configs']['cp-1'] != before
+    assert t.resources()['castle_talos_cluster.home']['node_versions'] == {'cp-1': 'v1.13.0', 'w-1': 'v1.13.0'}
     t.assert_plan_empty()
 
 

@@ -63,6 +63,9 @@ pub struct MachineConfig {
     pub vip: Option<IpAddr>,
     /// Tag of the kubelet image, e.g. `v1.32.0`.
     pub kubelet_version: String,
+    /// Talos release of `machine.install.image` (its tag, when it names a supported release):
+    /// what a node in maintenance mode installs, whatever release it booted.
+    pub install_version: Option<String>,
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -223,6 +226,9 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
     let kubelet_version = str_at("/machine/kubelet/image")
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .unwrap_or_else(|| "v1.32.0".into());
+    let install_version = str_at("/machine/install/image")
+        .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+        .filter(|tag| version_line(tag).is_some());
     Ok(MachineConfig {
         machine_type,
         hostname,
@@ -235,6 +241,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         k8s_ca_key: b64_pem(main.pointer("/cluster/ca/key")),
         vip,
         kubelet_version,
+        install_version,
     })
 }
 

@@ -737,6 +737,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         k8s_ca_key: None,
         vip: None,
         kubelet_version: "v1.31.0".into(),
+        install_version: None,
     })
 }
 

@@ -139,6 +139,11 @@ impl MachineService for NodeApi {
         use machine::apply_configuration_request::Mode as M;
         match (self.mode, mode) {
             (Mode::Maintenance, _) => {
+                // Installing writes the installer image's release to disk: that is what the
+                // node runs after the reboot, whatever it booted from.
+                if let Some(version) = parsed.install_version.clone() {
+                    node.pending_version = Some(version);
+                }
                 node.config = Some(Arc::new(parsed));
                 self.fleet
                     .start_reboot(&mut state, self.address, true, After::Running);

@@ -151,6 +151,13 @@ impl Resource for TalosClusterResource {
         .await;
         // A node found back in maintenance mode (reset or reinstalled outside Terraform) has
         // lost its config: forget it in state so the plan shows it and apply re-applies it.
+        if let Value::Value(versions) = &mut state.node_versions {
+            for (node, node_state) in nodes.iter().zip(&states) {
+                if let NodeState::Configured { talos_version } = node_state {
+                    versions.insert(node.name.clone(), Value::Value(talos_version.clone()));
+                }
+            }
+        }
         if let Value::Value(configs) = &mut state.machine_configs {
             for (node, node_state) in nodes.iter().zip(states) {
                 match node_state {
@@ -187,6 +194,7 @@ impl Resource for TalosClusterResource {
         state.kubeconfig = Value::Unknown;
         state.talosconfig = Value::Unknown;
         state.machine_configs = Value::Unknown;
+        state.node_versions = Value::Unknown;
         state.client_certificate_expires_at = Value::Unknown;
         Some((state, None))
     }
@@ -206,6 +214,7 @@ impl Resource for TalosClusterResource {
             state.kubeconfig = Value::Unknown;
             state.talosconfig = Value::Unknown;
             state.machine_configs = Value::Unknown;
+            state.node_versions = Value::Unknown;
             state.client_certificate_expires_at = Value::Unknown;
             if state.endpoint == prior_state.endpoint {
                 state.endpoint = Value::Unknown;
@@ -238,6 +247,32 @@ impl Resource for TalosClusterResource {
                         ),
                     );
                 }
+                // Nodes on another release (upgraded or rolled back outside Terraform, or a new
+                // talos_version) are brought to the target release by apply.
+                let target = plan::target_version(&spec).unwrap_or_default();
+                let off = plan::nodes_off_version(&prior_state, &spec, &target);
+                if !off.is_empty() && prior_state.talos_version == state.talos_version {
+                    diags.root_warning(
+                        "Nodes run another Talos release",
+                        format!(
+                            "{} will be brought to {target} node by node.",
+                            off.iter()
+                                .map(|(n, v)| format!("{n} runs {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+                let same_nodes = prior_state
+                    .node_versions
+                    .as_ref_option()
+                    .map(|v| v.keys().collect::<Vec<_>>())
+                    == Some(spec.nodes.keys().collect::<Vec<_>>());
+                state.node_versions = if off.is_empty() && same_nodes {
+                    prior_state.node_versions.clone()
+                } else {
+                    Value::Unknown
+                };
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
                 let due = prior_private_state
@@ -252,6 +287,7 @@ impl Resource for TalosClusterResource {
             }
             _ => {
                 state.machine_configs = Value::Unknown;
+                state.node_versions = Value::Unknown;
                 state.kubeconfig = Value::Unknown;
                 state.talosconfig = Value::Unknown;
                 state.client_certificate_expires_at = Value::Unknown;
@@ -341,6 +377,7 @@ impl Resource for TalosClusterResource {
             // those nodes back to maintenance mode and starts again: nothing to repair by hand.
             return Some((state, Some(secrets)));
         }
+        state.node_versions = plan::all_on(&spec, &plan::target_version(&spec).unwrap_or_default());
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -409,8 +446,11 @@ impl Resource for TalosClusterResource {
             }
             // A new Talos release first: configs for a newer contract are refused by an older
             // node, so every node is upgraded (one at a time, healthy in between) before them.
-            if prior_state.talos_version.is_value()
-                && prior_state.talos_version != state.talos_version
+            let target = plan::target_version(&spec).unwrap_or_default();
+            let drifted = !plan::nodes_off_version(&prior_state, &spec, &target).is_empty();
+            if drifted
+                || (prior_state.talos_version.is_value()
+                    && prior_state.talos_version != state.talos_version)
             {
                 let image = installer_image(&spec)
                     .map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
@@ -449,6 +489,7 @@ impl Resource for TalosClusterResource {
                 }
             }
         }
+        state.node_versions = plan::all_on(&spec, &plan::target_version(&spec).unwrap_or_default());
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }

@@ -74,6 +74,7 @@ pub fn schema() -> Schema {
                 "kubeconfig" => secret(String, "Admin kubeconfig (`system:masters`), renewed within 30 days of expiry."),
                 "talosconfig" => secret(String, "talosconfig with an `os:admin` certificate, renewed within 30 days of expiry."),
                 "machine_configs" => secret(Map(String.into()), "The machine configuration applied to each node, by node name."),
+                "node_versions" => attr(Map(String.into()), Computed, "The Talos release each node ran when last read. A node found on another release than `talos_version` is upgraded (or brought back) by the next apply."),
                 "client_certificate_expires_at" => attr(String, Computed, "When the kubeconfig and talosconfig certificates expire (RFC 3339).")
             },
             blocks: map! {

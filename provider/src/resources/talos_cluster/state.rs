@@ -78,6 +78,8 @@ pub struct ClusterState {
     pub talosconfig: Value<String>,
     /// Node name to applied YAML.
     pub machine_configs: Value<BTreeMap<String, Value<String>>>,
+    /// Node name to the Talos release it runs.
+    pub node_versions: Value<BTreeMap<String, Value<String>>>,
     /// Expiry of the client certificates.
     pub client_certificate_expires_at: Value<String>,
     /// Timeouts.
