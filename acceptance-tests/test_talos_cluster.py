@@ -188,3 +188,34 @@ def test_the_kubeconfig_file_is_kept_private_and_current(tf, talos, tmp_path):
     t.assert_plan_empty()
     t.destroy()
     assert not path.exists()
+
+
+def test_new_extensions_are_installed_on_every_node_one_by_one(tf, talos):
+    small = {'cp-1': 11, 'w-1': 21}
+    t = tf()
+    t.write(cluster_hcl(small).replace(
+        'extensions         = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]', ''))
+    t.apply()
+    first = {a: n['installed_images'] for a, n in talos.nodes().items() if n['state'] == 'running'}
+    assert len(first) == 2 and all(len(images) == 1 for images in first.values())
+    t.write(cluster_hcl(small))
+    assert 'will be reinstalled one by one' in t.plan()
+    t.apply()
+    for address, images in first.items():
+        now = talos.nodes()[address]['installed_images']
+        assert len(now) == 2 and now[-1] != images[0], now
+        assert now[-1].endswith(':v1.12.0')
+    t.assert_plan_empty()
+
+
+def test_an_endpoint_url_wins_over_the_vip_and_keeps_its_port(tf, talos, tmp_path):
+    small = {'cp-1': 11, 'w-1': 21}
+    t = tf()
+    t.write(cluster_hcl(small, extra='endpoint = "https://%s11:6443/"' % PREFIX))
+    t.apply()
+    kubeconfig = t.output('kubeconfig')
+    assert 'server: https://%s11:6443' % PREFIX in kubeconfig
+    assert 'endpoint: https://%s11:6443' % PREFIX in t.resources()['castle_talos_cluster.home']['machine_configs']['w-1']
+    out = kubectl(tmp_path, kubeconfig, 'get', 'nodes')
+    assert out.returncode == 0, out.stderr
+    t.assert_plan_empty()

@@ -66,6 +66,8 @@ pub struct MachineConfig {
     /// Talos release of `machine.install.image` (its tag, when it names a supported release):
     /// what a node in maintenance mode installs, whatever release it booted.
     pub install_version: Option<String>,
+    /// `machine.install.image`.
+    pub install_image: Option<String>,
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -226,7 +228,9 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
     let kubelet_version = str_at("/machine/kubelet/image")
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .unwrap_or_else(|| "v1.32.0".into());
-    let install_version = str_at("/machine/install/image")
+    let install_image = str_at("/machine/install/image");
+    let install_version = install_image
+        .clone()
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .filter(|tag| version_line(tag).is_some());
     Ok(MachineConfig {
@@ -242,6 +246,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         vip,
         kubelet_version,
         install_version,
+        install_image,
     })
 }
 

@@ -151,6 +151,8 @@ pub(crate) struct Node {
     pub(crate) etcd_data: bool,
     /// Version to run after the pending reboot (upgrade).
     pub(crate) pending_version: Option<String>,
+    /// Installer images written to disk, oldest first (install, then each upgrade).
+    pub(crate) installed_images: Vec<String>,
     wake: watch::Sender<u64>,
     task: Option<JoinHandle<()>>,
 }
@@ -219,6 +221,8 @@ pub struct NodeSummary {
     pub etcd_members: Vec<Member>,
     /// Active faults.
     pub faults: Faults,
+    /// Installer images written to disk, oldest first (for tests: what was installed).
+    pub installed_images: Vec<String>,
 }
 
 impl Fleet {
@@ -306,6 +310,7 @@ impl Fleet {
                 faults: Faults::default(),
                 etcd_data: false,
                 pending_version: None,
+                installed_images: Vec::new(),
                 wake,
                 task: Some(task),
             },
@@ -409,6 +414,7 @@ impl Fleet {
                     cluster_id,
                     etcd_members,
                     faults: node.faults.clone(),
+                    installed_images: node.installed_images.clone(),
                 }
             })
             .collect()
@@ -738,6 +744,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         vip: None,
         kubelet_version: "v1.31.0".into(),
         install_version: None,
+        install_image: None,
     })
 }
 

@@ -144,6 +144,9 @@ impl MachineService for NodeApi {
                 if let Some(version) = parsed.install_version.clone() {
                     node.pending_version = Some(version);
                 }
+                if let Some(image) = parsed.install_image.clone() {
+                    node.installed_images.push(image);
+                }
                 node.config = Some(Arc::new(parsed));
                 self.fleet
                     .start_reboot(&mut state, self.address, true, After::Running);
@@ -460,6 +463,7 @@ impl MachineService for NodeApi {
         let mut state = self.fleet.lock().map_err(poisoned)?;
         if let Some(node) = state.nodes.get_mut(&self.address) {
             node.pending_version = Some(tag);
+            node.installed_images.push(image.clone());
         }
         self.fleet
             .start_reboot(&mut state, self.address, true, After::Running);

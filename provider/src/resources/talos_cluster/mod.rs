@@ -204,7 +204,7 @@ impl Resource for TalosClusterResource {
         diags: &mut Diagnostics,
         prior_state: Self::State<'a>,
         proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
+        config_state: Self::State<'a>,
         prior_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
@@ -216,16 +216,13 @@ impl Resource for TalosClusterResource {
             state.machine_configs = Value::Unknown;
             state.node_versions = Value::Unknown;
             state.client_certificate_expires_at = Value::Unknown;
-            if state.endpoint == prior_state.endpoint {
+            if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
             }
             return Some((state, prior_private_state, vec![AttributePath::new("name")]));
         }
-        if prior_state.endpoint.is_value()
-            && state.endpoint == prior_state.endpoint
-            && prior_state.vip != state.vip
-        {
-            // The endpoint followed the VIP: let it follow again.
+        if config_state.endpoint.is_null() {
+            // Not configured: it follows the VIP, or the first control plane, as they change.
             state.endpoint = Value::Null;
         }
         plan::fill_defaults(&mut state);
@@ -273,6 +270,18 @@ impl Resource for TalosClusterResource {
                 } else {
                     Value::Unknown
                 };
+                let reinstall = prior_state
+                    .to_spec()
+                    .and_then(|prior| installer_image(&prior).ok())
+                    .zip(installer_image(&spec).ok())
+                    .is_some_and(|(before, after)| before != after);
+                if reinstall && prior_state.talos_version == state.talos_version {
+                    diags.root_warning(
+                        "Nodes will be reinstalled one by one",
+                        "The installer image changed (system extensions or install_image): each node installs it \
+                         with an in-place upgrade, control planes first, the cluster healthy in between.",
+                    );
+                }
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
                 let due = prior_private_state
@@ -367,7 +376,7 @@ impl Resource for TalosClusterResource {
                 .map_err(cluster::ClusterError::Credentials)?;
             cluster::apply_configs(&nodes, &access, deadline).await?;
             cluster::wait_configured(&nodes, &access, deadline).await?;
-            cluster::bootstrap_and_wait_healthy(&nodes, &access, deadline).await
+            cluster::bootstrap_and_wait_healthy(&nodes, None, &access, deadline).await
         }
         .await;
         if let Err(e) = result {
@@ -446,21 +455,29 @@ impl Resource for TalosClusterResource {
             }
             // A new Talos release first: configs for a newer contract are refused by an older
             // node, so every node is upgraded (one at a time, healthy in between) before them.
+            // A new installer image of the same release (other extensions, another
+            // install_image) is installed the same way: Talos only reinstalls on an upgrade.
             let target = plan::target_version(&spec).unwrap_or_default();
             let drifted = !plan::nodes_off_version(&prior_state, &spec, &target).is_empty();
+            let image = installer_image(&spec)
+                .map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
+            let reinstall = prior_state
+                .to_spec()
+                .and_then(|prior| installer_image(&prior).ok())
+                .is_some_and(|prior_image| prior_image != image);
             if drifted
+                || reinstall
                 || (prior_state.talos_version.is_value()
                     && prior_state.talos_version != state.talos_version)
             {
-                let image = installer_image(&spec)
-                    .map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
                 let tag = image.rsplit(':').next().unwrap_or_default().to_string();
                 let running: Vec<ClusterNode> = nodes
                     .iter()
                     .filter(|n| applied_configs(&prior_state).contains_key(&n.name))
                     .cloned()
                     .collect();
-                cluster::upgrade_nodes(&running, &image, &tag, &access, deadline).await?;
+                cluster::upgrade_nodes(&running, &image, &tag, reinstall, &access, deadline)
+                    .await?;
             }
             let applied = applied_configs(&prior_state);
             let (new, changed): (Vec<ClusterNode>, Vec<ClusterNode>) = nodes
@@ -475,7 +492,13 @@ impl Resource for TalosClusterResource {
             }
             let touched: Vec<ClusterNode> = new.iter().chain(changed.iter()).cloned().collect();
             cluster::wait_configured(&touched, &access, deadline).await?;
-            cluster::bootstrap_and_wait_healthy(&nodes, &access, deadline).await
+            // Ask a control plane that was already a member: never one that just joined.
+            let established = nodes
+                .iter()
+                .find(|n| n.is_control_plane() && applied.contains_key(&n.name))
+                .map(|n| n.name.clone());
+            cluster::bootstrap_and_wait_healthy(&nodes, established.as_deref(), &access, deadline)
+                .await
         }
         .await;
         if let Err(e) = result {

@@ -184,7 +184,7 @@ impl ClusterState {
                 EncryptionKeyKind::NodeId
             },
         });
-        let endpoint = optional(&self.endpoint)?.map(|url| endpoint_host(&url));
+        let endpoint = optional(&self.endpoint)?;
         Some(ClusterSpec {
             name: known(&self.name)?,
             endpoint,
@@ -204,18 +204,4 @@ impl ClusterState {
             extra_cert_sans: strings(&self.cert_sans)?,
         })
     }
-}
-
-/// The host of an endpoint URL (`https://host:6443` → `host`).
-pub fn endpoint_host(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    if let Some(stripped) = host_port.strip_prefix('[') {
-        return stripped.split(']').next().unwrap_or(stripped).to_string();
-    }
-    host_port
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(host_port)
-        .to_string()
 }

@@ -138,18 +138,29 @@ pub async fn bootstrap(
     .await
 }
 
-/// Confirms etcd is bootstrapped on the first control plane (a no-op when it is already) and
-/// waits until the whole cluster is healthy: how every create and update ends.
+/// Confirms etcd is bootstrapped (a no-op when it is already) and waits until the whole
+/// cluster is healthy: how every create and update ends. `bootstrap_on` names the control
+/// plane to ask: on an update it must be one that was already in etcd, since Talos accepts a
+/// bootstrap on any control plane whose data directory is still empty, and a node that just
+/// joined may not have synced yet: that would start a second etcd cluster. Without a name, the
+/// first control plane is asked (a new cluster).
 pub async fn bootstrap_and_wait_healthy(
     nodes: &[ClusterNode],
+    bootstrap_on: Option<&str>,
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let Some(first) = nodes.iter().find(|n| n.is_control_plane()) else {
+    let target = match bootstrap_on {
+        Some(name) => nodes
+            .iter()
+            .find(|n| n.name == name && n.is_control_plane()),
+        None => nodes.iter().find(|n| n.is_control_plane()),
+    };
+    let Some(target) = target else {
         return Err(ClusterError::Credentials(
             "the cluster has no control plane to bootstrap".into(),
         ));
     };
-    bootstrap(first, access, deadline).await?;
+    bootstrap(target, access, deadline).await?;
     super::wait_healthy(nodes, access, deadline).await
 }

@@ -8,12 +8,14 @@ use super::poll::poll;
 use super::{wait_healthy, Access, ClusterError, ClusterNode};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
-/// Upgrades every node not yet on `target_tag` to the installer `image`. `nodes` is the whole
-/// cluster (for the health checks between nodes).
+/// Upgrades every node not yet on `target_tag` to the installer `image` (every node when
+/// `reinstall`: a new image of the same release, e.g. other system extensions). `nodes` is the
+/// whole cluster (for the health checks between nodes).
 pub async fn upgrade_nodes(
     nodes: &[ClusterNode],
     image: &str,
     target_tag: &str,
+    reinstall: bool,
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
@@ -23,7 +25,7 @@ pub async fn upgrade_nodes(
         if let NodeState::Configured { talos_version } =
             probe(node.ip, &access.talos, &access.connect).await
         {
-            if talos_version == target_tag {
+            if talos_version == target_tag && !reinstall {
                 continue;
             }
         }

@@ -19,11 +19,15 @@ use crate::talos::pki::SecretsBundle;
 /// The Kubernetes API port on control planes.
 const API_PORT: u16 = 6443;
 
-/// `https://<vip | endpoint | first control plane>:6443`.
+/// The Kubernetes API URL: `endpoint` as given when it is a URL (its port kept, e.g. a load
+/// balancer on 443), else `https://<endpoint host | vip | first control plane>:6443`.
 pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError> {
-    let host = match (&spec.vip, &spec.endpoint) {
-        (Some(vip), _) => vip.clone(),
-        (None, Some(endpoint)) => endpoint.clone(),
+    if let Some(url) = spec.endpoint.as_ref().filter(|e| e.contains("://")) {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let host = match (&spec.endpoint, &spec.vip) {
+        (Some(endpoint), _) => endpoint.clone(),
+        (None, Some(vip)) => vip.clone(),
         (None, None) => {
             let (_, first) = spec.control_planes().next().ok_or_else(|| invalid(spec))?;
             let net: IpNet = first.address.parse().map_err(|_| invalid(spec))?;
@@ -158,9 +162,16 @@ fn dedup(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Host part of the endpoint, for certificate SANs.
+/// Host part of the endpoint (a host or a URL), for certificate SANs.
 fn endpoint_host(spec: &ClusterSpec) -> Option<String> {
-    spec.endpoint.clone()
+    let endpoint = spec.endpoint.as_ref()?;
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    Some(host.to_string())
 }
 
 fn base_documents(

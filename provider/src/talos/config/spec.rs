@@ -88,7 +88,9 @@ pub struct NodeSpec {
 pub struct ClusterSpec {
     /// Cluster name (`cluster.clusterName`, kubeconfig and talosconfig context).
     pub name: String,
-    /// API endpoint host (DNS name or IP) when it is not the VIP.
+    /// Kubernetes API endpoint: a URL used as given (`https://k8s.example:443`), or a host
+    /// (DNS name or IP) reached on 6443. Takes precedence over the VIP for the API URL; the VIP
+    /// is still shared by the control planes.
     pub endpoint: Option<String>,
     /// Layer 2 virtual IP shared by the control planes, e.g. `10.0.0.10`.
     pub vip: Option<String>,

@@ -479,6 +479,30 @@ fn no_vip_and_no_endpoint_warns_and_uses_the_first_control_plane() {
 }
 
 #[test]
+fn an_endpoint_url_is_used_as_given_with_its_port_and_its_host_in_the_sans() {
+    let mut s = spec("v1.12.1");
+    s.endpoint = Some("https://k8s.home.arpa:443".into());
+    assert_eq!(
+        control_plane_endpoint(&s).unwrap(),
+        "https://k8s.home.arpa:443"
+    );
+    let config = generate_node_config(&s, bundle(), "cp-1").unwrap();
+    assert!(
+        config.contains("endpoint: https://k8s.home.arpa:443"),
+        "{config}"
+    );
+    assert!(
+        config.contains("- k8s.home.arpa"),
+        "the endpoint host is a certificate SAN"
+    );
+    s.endpoint = Some("k8s.home.arpa".into());
+    assert_eq!(
+        control_plane_endpoint(&s).unwrap(),
+        "https://k8s.home.arpa:6443"
+    );
+}
+
+#[test]
 fn bad_nameservers_manifests_and_conflicting_images_are_errors() {
     let mut s = spec("v1.12.1");
     s.nameservers.push("dns.example".into());
