@@ -94,6 +94,26 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+fn source_mentions_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    // A refused or timed-out TCP connect reads as an io error of those kinds; anything else
+    // got as far as TLS.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            );
+        }
+        cur = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod chain_tests {
     use super::chain;
@@ -121,24 +141,4 @@ mod chain_tests {
         ));
         assert_eq!(chain(&err), "transport error: Connection refused");
     }
-}
-
-fn source_mentions_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    // A refused or timed-out TCP connect reads as an io error of those kinds; anything else
-    // got as far as TLS.
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return !matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::AddrNotAvailable
-                    | std::io::ErrorKind::HostUnreachable
-                    | std::io::ErrorKind::NetworkUnreachable
-            );
-        }
-        cur = e.source();
-    }
-    false
 }
