@@ -56,20 +56,41 @@ pub struct ProviderConfig {
     pub infisical: Value<InfisicalBlock>,
 }
 
+/// Why a client is not available to a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The section's values come from other resources and are not known until apply: reads
+    /// keep what state has, plan-time checks are skipped, apply configures again with them.
+    NotYetKnown,
+    /// Not configured, or configured wrongly: the message says what to set.
+    Missing(String),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::NotYetKnown => f.write_str(
+                "the provider's settings are not known yet (they depend on resources not created yet)",
+            ),
+            Unavailable::Missing(message) => f.write_str(message),
+        }
+    }
+}
+
 /// What `configure` produced, shared by every resource.
 #[derive(Default)]
 pub struct ProviderData {
-    proxmox: OnceLock<Result<Arc<proxmox::Client>, String>>,
-    infisical: OnceLock<Result<Arc<infisical::Client>, String>>,
+    proxmox: OnceLock<Result<Arc<proxmox::Client>, Unavailable>>,
+    infisical: OnceLock<Result<Arc<infisical::Client>, Unavailable>>,
 }
 
 impl ProviderData {
-    /// The Proxmox client, or a message that says how to configure it.
-    pub fn proxmox(&self) -> Result<Arc<proxmox::Client>, String> {
+    /// The Proxmox client, or why there is none.
+    pub fn proxmox(&self) -> Result<Arc<proxmox::Client>, Unavailable> {
         self.proxmox
             .get()
             .cloned()
-            .unwrap_or_else(|| Err("the provider is not configured yet".into()))
+            .unwrap_or(Err(Unavailable::NotYetKnown))
     }
 
     /// Provider data holding only an Infisical client: lets tests drive resources directly.
@@ -79,12 +100,12 @@ impl ProviderData {
         data
     }
 
-    /// The Infisical client, or a message that says how to configure it.
-    pub fn infisical(&self) -> Result<Arc<infisical::Client>, String> {
+    /// The Infisical client, or why there is none.
+    pub fn infisical(&self) -> Result<Arc<infisical::Client>, Unavailable> {
         self.infisical
             .get()
             .cloned()
-            .unwrap_or_else(|| Err("the provider is not configured yet".into()))
+            .unwrap_or(Err(Unavailable::NotYetKnown))
     }
 }
 
@@ -259,18 +280,30 @@ impl Provider for CastleProvider {
         config: Self::Config<'a>,
     ) -> Option<()> {
         let proxmox_block = config.proxmox.as_ref_option().cloned().unwrap_or_default();
+        let proxmox_unknown = config.proxmox.is_unknown()
+            || [
+                &proxmox_block.endpoint,
+                &proxmox_block.api_token,
+                &proxmox_block.username,
+                &proxmox_block.password,
+                &proxmox_block.ca_cert_pem,
+            ]
+            .iter()
+            .any(|v| v.is_unknown())
+            || proxmox_block.insecure.is_unknown();
         let proxmox = match proxmox_settings(&proxmox_block) {
+            _ if proxmox_unknown => Err(Unavailable::NotYetKnown),
             Ok(Some(settings)) => proxmox::Client::new(settings).map(Arc::new).map_err(|e| {
                 diags.root_error("Unable to configure the Proxmox client", e.to_string());
-                e.to_string()
+                Unavailable::Missing(e.to_string())
             }),
-            Ok(None) => Err("castle_proxmox_vm needs Proxmox access: set the provider's \
+            Ok(None) => Err(Unavailable::Missing("castle_proxmox_vm needs Proxmox access: set the provider's \
                 proxmox { endpoint, api_token } block or PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN \
                 (or PROXMOX_VE_USERNAME / PROXMOX_VE_PASSWORD)."
-                .to_string()),
+                .to_string())),
             Err((path, message)) => {
                 diags.error("Incomplete Proxmox configuration", message.clone(), path);
-                Err(message)
+                Err(Unavailable::Missing(message))
             }
         };
         let infisical_block = config
@@ -278,18 +311,27 @@ impl Provider for CastleProvider {
             .as_ref_option()
             .cloned()
             .unwrap_or_default();
+        let infisical_unknown = config.infisical.is_unknown()
+            || [
+                &infisical_block.host,
+                &infisical_block.client_id,
+                &infisical_block.client_secret,
+            ]
+            .iter()
+            .any(|v| v.is_unknown());
         let infisical = match infisical_settings(&infisical_block) {
+            _ if infisical_unknown => Err(Unavailable::NotYetKnown),
             Ok(Some(settings)) => infisical::Client::new(settings).map(Arc::new).map_err(|e| {
                 diags.root_error("Unable to configure the Infisical client", e.to_string());
-                e.to_string()
+                Unavailable::Missing(e.to_string())
             }),
-            Ok(None) => Err("castle_kubeconfig_secret needs Infisical access: set the provider's \
+            Ok(None) => Err(Unavailable::Missing("castle_kubeconfig_secret needs Infisical access: set the provider's \
                 infisical { client_id, client_secret } block or INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and \
                 INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET."
-                .to_string()),
+                .to_string())),
             Err((path, message)) => {
                 diags.error("Incomplete Infisical configuration", message.clone(), path);
-                Err(message)
+                Err(Unavailable::Missing(message))
             }
         };
         let _ = self.data.proxmox.set(proxmox);

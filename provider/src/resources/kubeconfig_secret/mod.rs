@@ -44,8 +44,8 @@ impl KubeconfigSecretResource {
     fn client(&self, diags: &mut Diagnostics, action: &str) -> Option<Arc<infisical::Client>> {
         match self.data.infisical() {
             Ok(client) => Some(client),
-            Err(message) => {
-                unable(diags, action, message);
+            Err(why) => {
+                unable(diags, action, why);
                 None
             }
         }
@@ -194,6 +194,13 @@ impl Resource for KubeconfigSecretResource {
         let Value::Value(mut state) = state else {
             return Some((state, private_state));
         };
+        if matches!(
+            self.data.infisical(),
+            Err(crate::provider::Unavailable::NotYetKnown)
+        ) {
+            // The provider's settings come from resources not created yet: keep what state has.
+            return Some((Value::Value(state), private_state));
+        }
         let client = self.client(diags, "read the Infisical secret")?;
         let deadline = Instant::now() + READ_TIMEOUT;
         let at = state.kubeconfig_ref();

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 pub use state::VmState;
 use state::{bare_ip, format_id, parse_id, CloneBlock};
 
-use crate::provider::ProviderData;
+use crate::provider::{ProviderData, Unavailable};
 use crate::proxmox::{self, provision};
 use crate::resources::diag::{path, unable};
 use crate::resources::timeouts::Operation;
@@ -47,7 +47,7 @@ impl ProxmoxVmResource {
         match self.data.proxmox() {
             Ok(client) => Some(client),
             Err(message) => {
-                diags.root_error("Proxmox is not configured", message);
+                diags.root_error("Proxmox is not configured", message.to_string());
                 None
             }
         }
@@ -207,6 +207,10 @@ impl Resource for ProxmoxVmResource {
         private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        if matches!(self.data.proxmox(), Err(Unavailable::NotYetKnown)) {
+            // The provider's settings come from resources not created yet: keep what state has.
+            return Some((state, private_state));
+        }
         let client = self.client(diags)?;
         let Some((node, vmid)) = state.node_vmid() else {
             diags.root_error(

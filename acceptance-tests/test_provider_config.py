@@ -1,0 +1,42 @@
+"""The provider block: settings that are only known at apply time."""
+
+import pytest
+
+pytestmark = pytest.mark.acceptance
+
+
+def test_credentials_from_another_resource_are_waited_for_not_refused(tf, infisical_lab):
+    t = tf()
+    t.write('''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+# Built into Terraform: its output is unknown until it is applied, like a secret read from
+# another system in the same configuration.
+resource "terraform_data" "credentials" {
+  input = "%(secret)s"
+}
+
+provider "castle" {
+  infisical {
+    host          = "%(url)s"
+    client_id     = "%(id)s"
+    client_secret = terraform_data.credentials.output
+  }
+}
+
+resource "castle_kubeconfig_secret" "k" {
+  project_id  = "%(project)s"
+  environment = "dev"
+  kubeconfig  = "apiVersion: v1\\nkind: Config\\n"
+}
+''' % dict(secret=infisical_lab.client_secret, url=infisical_lab.url, id=infisical_lab.client_id,
+           project=infisical_lab.project_id))
+    out = t.plan()
+    assert 'Error' not in out, out
+    t.apply()
+    assert [s['key'] for s in infisical_lab.secrets()] == ['KUBECONFIG']
+    t.assert_plan_empty()
