@@ -189,3 +189,16 @@ def test_path_without_leading_slash_is_a_plan_time_error(tf, infisical_lab):
     result = work.apply(expect_fail=True)
     assert "path" in str(result)
     assert infisical_lab.secrets() == []
+
+
+def test_a_new_comment_alone_is_written_with_a_new_version(tf, infisical_lab):
+    work = tf("comment")
+    work.write(main_tf(infisical_lab, extra='  comment = "first"\n'))
+    work.apply()
+    before = stored(infisical_lab)
+    work.write(main_tf(infisical_lab, extra='  comment = "second"\n'))
+    work.apply()
+    after = stored(infisical_lab)
+    assert after["comment"] == "second"
+    assert after["value"] == before["value"]
+    assert work.plan_is_empty()

@@ -143,6 +143,9 @@ fn changed(prior: &Value<String>, planned: &Value<String>) -> bool {
 }
 
 fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut KubeconfigSecretState) {
+    // A new comment is written with the value, and every write makes a new version.
+    let comment_changed = prior.is_some_and(|p| p.comment != planned.comment);
+    let prior = prior.filter(|_| !comment_changed);
     let prior_kube = prior.map(|p| (&p.kubeconfig, p.kubeconfig_version));
     planned.kubeconfig_version = match prior_kube {
         Some((value, version)) if !changed(value, &planned.kubeconfig) && version.is_value() => {
