@@ -356,3 +356,17 @@ def test_a_bad_gateway_on_clone_and_start_still_gives_exactly_the_wanted_vms(tf,
     assert sorted(vms) == ['cp-1', 'cp-2', 'cp-3', 'w-1', 'w-2']
     assert all(status == 'running' for _, _, status, _ in vms.values())
     t.assert_plan_empty()
+
+
+def test_a_vm_with_a_fixed_vm_id_is_replaced_under_the_same_id(tf, pve):
+    from harness.pve import add_talos_template
+    pve.sync(add_talos_template, pve.pve, vmid=9001, name='talos-next')
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='vm_id = 150'))
+    t.apply()
+    t.write(provider_block(pve) + one_vm(template='template_id = 9001', extra='vm_id = 150'))
+    assert 'must be replaced' in t.plan()
+    t.apply()
+    assert [(vmid, name) for vmid, name, *_ in pve.vms()] == [(150, 'solo')]
+    assert t.resources()['castle_proxmox_vm.solo']['vm_id'] == 150
+    t.assert_plan_empty()

@@ -259,7 +259,7 @@ impl Resource for ProxmoxVmResource {
         diags: &mut Diagnostics,
         prior_state: Self::State<'a>,
         proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
+        config_state: Self::State<'a>,
         prior_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
@@ -284,7 +284,8 @@ impl Resource for ProxmoxVmResource {
         if !replace.is_empty() {
             state.id = Value::Unknown;
             state.mac_address = Value::Unknown;
-            if state.vm_id == prior_state.vm_id {
+            // A VMID the configuration sets is kept; only a picked one is picked again.
+            if config_state.vm_id.is_null() {
                 state.vm_id = Value::Unknown;
             }
             return Some((state, prior_private_state, replace));
