@@ -370,3 +370,13 @@ def test_a_vm_with_a_fixed_vm_id_is_replaced_under_the_same_id(tf, pve):
     assert [(vmid, name) for vmid, name, *_ in pve.vms()] == [(150, 'solo')]
     assert t.resources()['castle_proxmox_vm.solo']['vm_id'] == 150
     t.assert_plan_empty()
+
+
+def test_a_lowercase_mac_is_kept_as_written_and_the_second_plan_is_empty(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='network {\n    mac = "bc:24:11:aa:bb:01"\n  }'))
+    t.apply()
+    assert vms_by_name(pve)['solo'][3]['net0'].startswith('virtio=BC:24:11:AA:BB:01,')
+    state = t.resources()['castle_proxmox_vm.solo']
+    assert state['mac_address'] == 'bc:24:11:aa:bb:01'
+    t.assert_plan_empty()
