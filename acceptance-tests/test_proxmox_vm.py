@@ -380,3 +380,16 @@ def test_a_lowercase_mac_is_kept_as_written_and_the_second_plan_is_empty(tf, pve
     state = t.resources()['castle_proxmox_vm.solo']
     assert state['mac_address'] == 'bc:24:11:aa:bb:01'
     t.assert_plan_empty()
+
+
+def test_a_heredoc_description_is_kept_as_written_and_the_second_plan_is_empty(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='description = <<-EOT\n    Talos node.\n    Managed by castle.\n  EOT'))
+    t.apply()
+    assert vms_by_name(pve)['solo'][3]['description'].startswith('Talos node.\nManaged by castle.')
+    assert t.resources()['castle_proxmox_vm.solo']['description'] == 'Talos node.\nManaged by castle.\n'
+    t.assert_plan_empty()
+    t.write(provider_block(pve) + one_vm(extra='description = ""'))
+    t.apply()
+    assert t.resources()['castle_proxmox_vm.solo']['description'] == ''
+    t.assert_plan_empty()

@@ -141,6 +141,11 @@ fn keep_spelling(
     }
 }
 
+/// Proxmox keeps no trailing newline (a heredoc ends with one) and drops an empty description.
+fn same_text(a: &str, b: &str) -> bool {
+    a.trim_end() == b.trim_end()
+}
+
 /// Proxmox writes MACs in capitals; `bc:24:...` is the same address.
 fn same_mac(a: &str, b: &str) -> bool {
     !a.is_empty() && a.eq_ignore_ascii_case(b)
@@ -308,11 +313,8 @@ impl VmState {
             self.tags = Value::Value(facts.tags.iter().cloned().map(Value::Value).collect());
         }
         if self.description.is_value() || (importing && facts.description.is_some()) {
-            self.description = facts
-                .description
-                .clone()
-                .map(Value::Value)
-                .unwrap_or(Value::Null);
+            self.description =
+                keep_spelling(&self.description, facts.description.clone(), same_text);
         }
         if self.on_boot.is_value() || (importing && facts.on_boot) {
             self.on_boot = Value::Value(facts.on_boot);
@@ -358,6 +360,20 @@ mod tests {
         assert_eq!(state.mac_address, Value::Value("bc:24:11:00:00:01".into()));
         let net = state.network.as_ref_option().unwrap();
         assert_eq!(net.mac, Value::Value("bc:24:11:00:00:01".into()));
+    }
+
+    #[test]
+    fn a_heredoc_or_empty_description_stays_as_written_in_state() {
+        for written in ["Talos node\n", ""] {
+            let mut state = planned_with_mac("BC:24:11:00:00:01");
+            state.description = Value::Value(written.into());
+            let facts = VmFacts {
+                description: Some(written.trim_end().to_string()).filter(|d| !d.is_empty()),
+                ..facts_with_mac("BC:24:11:00:00:01")
+            };
+            state.refresh_from("pve1", 105, &facts, true);
+            assert_eq!(state.description, Value::Value(written.into()));
+        }
     }
 
     #[test]
