@@ -393,3 +393,14 @@ def test_a_heredoc_description_is_kept_as_written_and_the_second_plan_is_empty(t
     t.apply()
     assert t.resources()['castle_proxmox_vm.solo']['description'] == ''
     t.assert_plan_empty()
+
+
+def test_removing_the_ipv4_block_leaves_the_address_in_place_and_the_second_plan_is_empty(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    t.write(provider_block(pve) + re.sub(r'ipv4 \{[^}]*\}', '', one_vm()))
+    t.apply()
+    assert vms_by_name(pve)['solo'][3]['ipconfig0'] == 'ip=10.5.0.31/24,gw=10.5.0.1'
+    assert t.resources()['castle_proxmox_vm.solo']['ipv4_address'] == '10.5.0.31'
+    t.assert_plan_empty()

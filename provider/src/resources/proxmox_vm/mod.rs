@@ -91,10 +91,12 @@ fn plan_computed(state: &mut VmState, prior: Option<&VmState>) {
         (Value::Null, Some(prior)) => prior.mac_address.clone(),
         _ => Value::Unknown,
     };
-    state.ipv4_address = match &state.ipv4 {
-        Value::Value(ipv4) => ipv4.address.as_ref().map(|a| bare_ip(a)),
-        Value::Null => Value::Null,
-        Value::Unknown => Value::Unknown,
+    state.ipv4_address = match (&state.ipv4, prior) {
+        (Value::Value(ipv4), _) => ipv4.address.as_ref().map(|a| bare_ip(a)),
+        // Without an ipv4 block castle leaves ipconfig0 as it is (the template's, or the one
+        // an earlier block wrote), so the address stays what it was.
+        (Value::Null, Some(prior)) => prior.ipv4_address.clone(),
+        (Value::Null, None) | (Value::Unknown, _) => Value::Unknown,
     };
     match prior {
         Some(prior) => {
@@ -284,6 +286,10 @@ impl Resource for ProxmoxVmResource {
         if !replace.is_empty() {
             state.id = Value::Unknown;
             state.mac_address = Value::Unknown;
+            if state.ipv4.is_null() {
+                // The new clone gets the template's ipconfig0.
+                state.ipv4_address = Value::Unknown;
+            }
             // A VMID the configuration sets is kept; only a picked one is picked again.
             if config_state.vm_id.is_null() {
                 state.vm_id = Value::Unknown;
