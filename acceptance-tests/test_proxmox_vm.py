@@ -404,3 +404,18 @@ def test_removing_the_ipv4_block_leaves_the_address_in_place_and_the_second_plan
     assert vms_by_name(pve)['solo'][3]['ipconfig0'] == 'ip=10.5.0.31/24,gw=10.5.0.1'
     assert t.resources()['castle_proxmox_vm.solo']['ipv4_address'] == '10.5.0.31'
     t.assert_plan_empty()
+
+
+def test_a_vm_whose_read_back_failed_stays_in_state_and_is_replaced_not_duplicated(tf, pve):
+    # The create's first config read passes; the read-back after the start fails.
+    pve.sync(pve.pve.fail_after, 1, 'GET', '/config', status=500, message='boom', times=1)
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    out = t.apply(expect_fail=True)
+    assert 'Unable to read back VM' in out and 'boom' in out
+    created = vms_by_name(pve)['solo'][0]
+    assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve1/%d' % created
+    assert 'tainted' in t.run('state', 'show', 'castle_proxmox_vm.solo')
+    t.apply()
+    assert list(vms_by_name(pve)) == ['solo']
+    t.assert_plan_empty()

@@ -388,12 +388,22 @@ impl Resource for ProxmoxVmResource {
                 {
                     state.refresh_from(&node, vmid, &facts, running);
                 }
+                state.fill_unknowns();
                 return Some((state, planned_private_state));
             }
         };
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid)
-            .await?;
+        if self
+            .read_back(diags, &client, &mut state, &node, vmid)
+            .await
+            .is_none()
+        {
+            // The VM exists: keep it in state with what is known, so Terraform taints it and
+            // replaces it next time instead of cloning a second one beside it.
+            state.id = Value::Value(format_id(&node, vmid));
+            state.vm_id = Value::Value(vmid as i64);
+            state.fill_unknowns();
+        }
         Some((state, planned_private_state))
     }
 
@@ -423,11 +433,17 @@ impl Resource for ProxmoxVmResource {
         .await
         {
             unable(diags, &format!("update VM {vmid} on {node}"), e);
-            return None;
+            return Some((prior_state, planned_private_state));
         }
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid)
-            .await?;
+        if self
+            .read_back(diags, &client, &mut state, &node, vmid)
+            .await
+            .is_none()
+        {
+            // Keep the prior state: the next refresh shows what the update left.
+            return Some((prior_state, planned_private_state));
+        }
         Some((state, planned_private_state))
     }
 

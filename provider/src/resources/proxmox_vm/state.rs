@@ -206,6 +206,26 @@ impl VmState {
         }
     }
 
+    /// Replaces the computed values still unknown with null: a state Terraform keeps after a
+    /// failed apply may hold no unknowns.
+    pub fn fill_unknowns(&mut self) {
+        for value in [&mut self.cores, &mut self.sockets, &mut self.memory] {
+            if value.is_unknown() {
+                *value = Value::Null;
+            }
+        }
+        for value in [&mut self.mac_address, &mut self.ipv4_address] {
+            if value.is_unknown() {
+                *value = Value::Null;
+            }
+        }
+        if let Value::Value(net) = &mut self.network {
+            if net.mac.is_unknown() {
+                net.mac = Value::Null;
+            }
+        }
+    }
+
     /// The clone source.
     pub fn clone_source(&self) -> CloneSource {
         let block = self.clone.as_ref_option().cloned().unwrap_or_default();
