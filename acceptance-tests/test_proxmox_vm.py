@@ -419,3 +419,19 @@ def test_a_vm_whose_read_back_failed_stays_in_state_and_is_replaced_not_duplicat
     t.apply()
     assert list(vms_by_name(pve)) == ['solo']
     t.assert_plan_empty()
+
+
+def test_a_vm_stopped_outside_terraform_is_started_again(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def stop():
+        vm = pve.pve.vm(vmid)
+        vm.status = vm.qmpstatus = 'stopped'
+    pve.sync(stop)
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    assert vms_by_name(pve)['solo'][2] == 'running'
+    t.assert_plan_empty()

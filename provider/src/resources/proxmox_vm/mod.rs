@@ -282,6 +282,11 @@ impl Resource for ProxmoxVmResource {
                 replace.push(AttributePath::new("clone").index(0).attribute(attribute));
             }
         }
+        // `started` left out means running: the proposed value is the prior one, which a VM
+        // stopped outside Terraform turned to false, so plan the default again.
+        if config_state.started.is_null() {
+            state.started = Value::Null;
+        }
         plan_computed(&mut state, Some(&prior_state));
         if !replace.is_empty() {
             state.id = Value::Unknown;
