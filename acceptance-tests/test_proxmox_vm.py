@@ -435,3 +435,24 @@ def test_a_vm_stopped_outside_terraform_is_started_again(tf, pve):
     t.apply()
     assert vms_by_name(pve)['solo'][2] == 'running'
     t.assert_plan_empty()
+
+
+def test_a_vm_migrated_to_another_node_is_followed_not_duplicated(tf, pve):
+    pve.sync(pve.pve.add_node, 'pve2')
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def migrate():
+        pve.pve.vm(vmid).node = 'pve2'
+    pve.sync(migrate)
+    plan = t.plan()
+    assert 'moved to node pve2' in plan and 'node = "pve2"' in plan
+    # Keeping node = "pve1" would put a new VM there, in place of the migrated one.
+    assert 'must be replaced' in plan and 'Plan: 1 to add, 0 to change, 1 to destroy' in plan
+    t.write(provider_block(pve) + one_vm().replace('node = "pve1"', 'node = "pve2"'))
+    t.assert_plan_empty()
+    t.apply()
+    assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve2/%d' % vmid
+    assert [(vmid_, node) for vmid_, _, node, *_ in pve.vms()] == [(vmid, 'pve2')]

@@ -400,6 +400,34 @@ pub async fn read(
     }
 }
 
+/// Reads a VM that may have migrated: where `node` no longer has it, the cluster list is asked
+/// for a VM with this VMID and `name` on another node. Returns the node it was found on.
+pub async fn read_following(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<(String, VmFacts, bool)>, Error> {
+    if let Some((facts, running)) = read(client, node, vmid, deadline).await? {
+        return Ok(Some((node.to_string(), facts, running)));
+    }
+    let vms = with_policy(API_CALL, deadline, "list VMs", || client.cluster_vms()).await?;
+    let Some(moved) = moved_to(&vms, vmid, name, node) else {
+        return Ok(None);
+    };
+    Ok(read(client, &moved, vmid, deadline)
+        .await?
+        .map(|(facts, running)| (moved, facts, running)))
+}
+
+/// The other node that lists this VMID under the same name: the VM was migrated there.
+fn moved_to(vms: &[ClusterVm], vmid: u32, name: &str, node: &str) -> Option<String> {
+    vms.iter()
+        .find(|vm| vm.vmid == vmid && vm.node != node && vm.name.as_deref() == Some(name))
+        .map(|vm| vm.node.clone())
+}
+
 /// Brings an existing VM to `spec`, rebooting it if a changed key only applies at boot, and
 /// starting or stopping it as `started` says. Returns whether it was rebooted.
 pub async fn update(
@@ -515,6 +543,18 @@ mod tests {
         // PVE names the new VM only when the clone writes its config; the lock shows it first.
         let vms = [listed(105, "", Some("clone"))];
         assert!(lost_clone_started(&vms, 105, "cp-1"));
+    }
+
+    #[test]
+    fn a_migrated_vm_is_found_on_its_new_node_by_id_and_name() {
+        let mut moved = listed(105, "cp-1", None);
+        moved.node = "pve2".into();
+        assert_eq!(
+            moved_to(&[moved.clone()], 105, "cp-1", "pve1"),
+            Some("pve2".into())
+        );
+        // Another VM that got the id after ours was deleted is not ours.
+        assert_eq!(moved_to(&[moved], 105, "w-1", "pve1"), None);
     }
 
     #[test]

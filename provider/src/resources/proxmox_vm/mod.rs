@@ -217,9 +217,22 @@ impl Resource for ProxmoxVmResource {
             );
             return None;
         };
-        match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
-            Ok(Some((facts, running))) => {
-                state.refresh_from(&node, vmid, &facts, running);
+        let name = state.name.as_ref_option().cloned().unwrap_or_default();
+        let deadline = Instant::now() + READ_TIMEOUT;
+        match provision::read_following(&client, &node, vmid, &name, deadline).await {
+            Ok(Some((found_on, facts, running))) => {
+                if found_on != node {
+                    // Migrated: state follows the VM, so the plan shows `node` drift.
+                    diags.root_warning(
+                        format!("VM {name} moved to node {found_on}"),
+                        format!(
+                            "VM {vmid} was migrated from {node} to {found_on} outside Terraform. \
+                             Set node = \"{found_on}\" to keep it there; with node = \"{node}\" \
+                             the next apply replaces it with a new VM on {node}."
+                        ),
+                    );
+                }
+                state.refresh_from(&found_on, vmid, &facts, running);
                 Some((state, private_state))
             }
             Ok(None) => {
