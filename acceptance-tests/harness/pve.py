@@ -23,7 +23,26 @@ TEMPLATE_NAME = 'talos-nocloud'
 
 
 class LabPve(FakePve):
-    """FakePve plus a modelled `PUT /nodes/{node}/qemu/{vmid}/resize`."""
+    """FakePve plus a modelled `PUT /nodes/{node}/qemu/{vmid}/resize`, and `fail_after`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delayed_failures = {}
+
+    def fail_after(self, passes, method, suffix, **rule):
+        """fail(method, suffix, **rule) once `passes` matching requests went through unharmed:
+        a fault for the second read of a config, not the first."""
+        self.delayed_failures[(method, suffix)] = [passes, rule]
+
+    async def _answer(self, request, handler, generic, path_node):
+        for key, delayed in list(self.delayed_failures.items()):
+            if request.method == key[0] and self._failure_matches(request, generic, key[1]):
+                if delayed[0] <= 0:
+                    del self.delayed_failures[key]
+                    self.fail(key[0], key[1], **delayed[1])
+                else:
+                    delayed[0] -= 1
+        return await super()._answer(request, handler, generic, path_node)
 
     def _routes_qemu(self):
         return super()._routes_qemu() + [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._qm_resize)]

@@ -117,12 +117,27 @@ impl Error {
         text.contains("already exists") || text.contains("config file already exists")
     }
 
+    /// A start found the VM running already.
+    pub fn is_already_running(&self) -> bool {
+        self.text().contains("already running")
+    }
+
     /// Worth retrying the same request: connection trouble and 5xx that are not PVE's
     /// verdicts on the request itself.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
             Error::Api { status, .. } => matches!(status, 502..=504) || self.is_lock_timeout(),
+            _ => false,
+        }
+    }
+
+    /// The request may or may not have reached PVE: the connection failed, or a proxy in
+    /// front of PVE answered 502-504. Resending is only safe for idempotent requests.
+    pub fn is_answer_lost(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, .. } => matches!(status, 502..=504) && !self.is_lock_timeout(),
             _ => false,
         }
     }

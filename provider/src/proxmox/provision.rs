@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::retry::{with_policy, API_CALL, LOCKED};
+use super::cluster::ClusterVm;
+use super::retry::{unless_done, with_policy, API_CALL, LOCKED};
 use super::vm_config::{
     config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG,
 };
@@ -202,9 +203,21 @@ async fn clone_with_free_id(
             target: (template.node != vm.node).then(|| vm.node.clone()),
             description: vm.spec.description.clone(),
         };
-        let started = with_policy(LOCKED, deadline, "clone", || client.clone_vm(&request)).await;
+        let started = unless_done(
+            deadline,
+            "clone",
+            || async { client.clone_vm(&request).await.map(Some) },
+            || async {
+                let vms = client.cluster_vms().await?;
+                Ok(lost_clone_started(&vms, vmid, &request.name).then_some(None))
+            },
+        )
+        .await;
         let upid = match started {
-            Ok(upid) => upid,
+            Ok(Some(upid)) => upid,
+            // A clone whose answer was lost is running: its lock shows when it ends, and
+            // `configure_new` waits for that.
+            Ok(None) => return Ok((vmid, Vec::new())),
             Err(e) if e.is_vmid_taken() && vm.vm_id.is_none() => {
                 // Another client took this id between our look and our clone: try the next.
                 tracing::info!(vmid, "VMID taken by someone else; picking another");
@@ -231,6 +244,15 @@ async fn clone_with_free_id(
     }
 }
 
+/// Whether a clone whose answer was lost started after all: the cluster lists a VM with the
+/// id we asked for, with our name or still locked by the clone. Anything else with that id is
+/// someone else's; sending the clone again then reports the clash.
+fn lost_clone_started(vms: &[ClusterVm], vmid: u32, name: &str) -> bool {
+    vms.iter().any(|vm| {
+        vm.vmid == vmid && (vm.name.as_deref() == Some(name) || vm.lock.as_deref() == Some("clone"))
+    })
+}
+
 async fn configure_new(
     client: &Client,
     vm: &NewVm,
@@ -241,13 +263,37 @@ async fn configure_new(
     apply_spec(client, &vm.node, vmid, &vm.spec, deadline).await?;
     let mut warnings = Vec::new();
     if vm.started {
-        let upid = with_policy(LOCKED, deadline, "start", || {
-            client.start_vm(&vm.node, vmid)
-        })
-        .await?;
-        warnings.extend(client.wait_task(&upid, deadline).await?.warnings);
+        warnings.extend(start(client, &vm.node, vmid, deadline).await?);
     }
     Ok(warnings)
+}
+
+/// Starts the VM and returns the task's warnings. A start whose answer was lost is not sent
+/// again once the VM runs, and a VM that already runs is what was asked for.
+async fn start(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<Vec<String>, Error> {
+    let upid = unless_done(
+        deadline,
+        "start",
+        || async { client.start_vm(node, vmid).await.map(Some) },
+        || async {
+            let status = client.vm_status(node, vmid).await?;
+            Ok((status.status == "running").then_some(None))
+        },
+    )
+    .await?;
+    let Some(upid) = upid else {
+        return Ok(Vec::new());
+    };
+    match client.wait_task(&upid, deadline).await {
+        Ok(outcome) => Ok(outcome.warnings),
+        Err(e) if e.is_already_running() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Waits until no task holds the VM's config lock (a clone holds it to the end).
@@ -354,6 +400,34 @@ pub async fn read(
     }
 }
 
+/// Reads a VM that may have migrated: where `node` no longer has it, the cluster list is asked
+/// for a VM with this VMID and `name` on another node. Returns the node it was found on.
+pub async fn read_following(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<(String, VmFacts, bool)>, Error> {
+    if let Some((facts, running)) = read(client, node, vmid, deadline).await? {
+        return Ok(Some((node.to_string(), facts, running)));
+    }
+    let vms = with_policy(API_CALL, deadline, "list VMs", || client.cluster_vms()).await?;
+    let Some(moved) = moved_to(&vms, vmid, name, node) else {
+        return Ok(None);
+    };
+    Ok(read(client, &moved, vmid, deadline)
+        .await?
+        .map(|(facts, running)| (moved, facts, running)))
+}
+
+/// The other node that lists this VMID under the same name: the VM was migrated there.
+fn moved_to(vms: &[ClusterVm], vmid: u32, name: &str, node: &str) -> Option<String> {
+    vms.iter()
+        .find(|vm| vm.vmid == vmid && vm.node != node && vm.name.as_deref() == Some(name))
+        .map(|vm| vm.node.clone())
+}
+
 /// Brings an existing VM to `spec`, rebooting it if a changed key only applies at boot, and
 /// starting or stopping it as `started` says. Returns whether it was rebooted.
 pub async fn update(
@@ -375,8 +449,7 @@ pub async fn update(
     if running && !started {
         power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
     } else if !running && started {
-        let upid = with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
-        client.wait_task(&upid, deadline).await?;
+        start(client, node, vmid, deadline).await?;
     } else if running && needs_reboot(&keys) {
         let pending = client
             .vm_pending_keys(node, vmid)
@@ -389,9 +462,7 @@ pub async fn update(
         {
             // Cloud-init and hardware changes only reach the guest at the next boot.
             power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
-            let upid =
-                with_policy(LOCKED, deadline, "start", || client.start_vm(node, vmid)).await?;
-            client.wait_task(&upid, deadline).await?;
+            start(client, node, vmid, deadline).await?;
             rebooted = true;
         }
     }
@@ -445,5 +516,53 @@ pub async fn delete(
     match result {
         Err(e) if e.is_not_found() => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(vmid: u32, name: &str, lock: Option<&str>) -> ClusterVm {
+        ClusterVm {
+            vmid,
+            node: "pve1".into(),
+            name: Some(name.into()),
+            status: Some("stopped".into()),
+            template: None,
+            lock: lock.map(str::to_string),
+            tags: None,
+            kind: Some("qemu".into()),
+        }
+    }
+
+    #[test]
+    fn a_clone_whose_answer_was_lost_is_not_cloned_twice() {
+        let vms = [listed(9000, "talos", None), listed(105, "cp-1", None)];
+        assert!(lost_clone_started(&vms, 105, "cp-1"));
+        // PVE names the new VM only when the clone writes its config; the lock shows it first.
+        let vms = [listed(105, "", Some("clone"))];
+        assert!(lost_clone_started(&vms, 105, "cp-1"));
+    }
+
+    #[test]
+    fn a_migrated_vm_is_found_on_its_new_node_by_id_and_name() {
+        let mut moved = listed(105, "cp-1", None);
+        moved.node = "pve2".into();
+        assert_eq!(
+            moved_to(&[moved.clone()], 105, "cp-1", "pve1"),
+            Some("pve2".into())
+        );
+        // Another VM that got the id after ours was deleted is not ours.
+        assert_eq!(moved_to(&[moved], 105, "w-1", "pve1"), None);
+    }
+
+    #[test]
+    fn a_clone_that_never_arrived_is_sent_again() {
+        let vms = [listed(9000, "talos", None)];
+        assert!(!lost_clone_started(&vms, 105, "cp-1"));
+        // Someone else's VM with our id: the resend reports the clash and a new id is picked.
+        let vms = [listed(105, "other", None)];
+        assert!(!lost_clone_started(&vms, 105, "cp-1"));
     }
 }

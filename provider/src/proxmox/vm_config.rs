@@ -357,8 +357,14 @@ pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>
         }
     }
     if let Some(description) = &spec.description {
-        if Some(description) != now.description.as_ref() {
-            set("description", description.clone());
+        // `facts` trims the trailing newline PVE does not keep; compare the same way.
+        if description.trim_end() != now.description.as_deref().unwrap_or("").trim_end() {
+            if description.trim_end().is_empty() {
+                // PVE ignores an empty value; an empty description is a deleted one.
+                delete.push("description".to_string());
+            } else {
+                set("description", description.clone());
+            }
         }
     }
     if let Some(on_boot) = spec.on_boot {
@@ -505,6 +511,24 @@ mod tests {
             &made,
         );
         assert!(params.is_empty());
+    }
+
+    #[test]
+    fn a_heredoc_description_is_not_rewritten_and_an_empty_one_deletes_it() {
+        let current = config(&[("name", "solo"), ("description", "Talos node.")]);
+        let spec = |description: &str| VmSpec {
+            name: "solo".into(),
+            description: Some(description.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            config_changes(&spec("Talos node.\n"), &current),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            config_changes(&spec(""), &current),
+            (vec![], vec!["description".to_string()])
+        );
     }
 
     #[test]

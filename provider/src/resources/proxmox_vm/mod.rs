@@ -91,10 +91,12 @@ fn plan_computed(state: &mut VmState, prior: Option<&VmState>) {
         (Value::Null, Some(prior)) => prior.mac_address.clone(),
         _ => Value::Unknown,
     };
-    state.ipv4_address = match &state.ipv4 {
-        Value::Value(ipv4) => ipv4.address.as_ref().map(|a| bare_ip(a)),
-        Value::Null => Value::Null,
-        Value::Unknown => Value::Unknown,
+    state.ipv4_address = match (&state.ipv4, prior) {
+        (Value::Value(ipv4), _) => ipv4.address.as_ref().map(|a| bare_ip(a)),
+        // Without an ipv4 block castle leaves ipconfig0 as it is (the template's, or the one
+        // an earlier block wrote), so the address stays what it was.
+        (Value::Null, Some(prior)) => prior.ipv4_address.clone(),
+        (Value::Null, None) | (Value::Unknown, _) => Value::Unknown,
     };
     match prior {
         Some(prior) => {
@@ -219,9 +221,22 @@ impl Resource for ProxmoxVmResource {
             );
             return None;
         };
-        match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
-            Ok(Some((facts, running))) => {
-                state.refresh_from(&node, vmid, &facts, running);
+        let name = state.name.as_ref_option().cloned().unwrap_or_default();
+        let deadline = Instant::now() + READ_TIMEOUT;
+        match provision::read_following(&client, &node, vmid, &name, deadline).await {
+            Ok(Some((found_on, facts, running))) => {
+                if found_on != node {
+                    // Migrated: state follows the VM, so the plan shows `node` drift.
+                    diags.root_warning(
+                        format!("VM {name} moved to node {found_on}"),
+                        format!(
+                            "VM {vmid} was migrated from {node} to {found_on} outside Terraform. \
+                             Set node = \"{found_on}\" to keep it there; with node = \"{node}\" \
+                             the next apply replaces it with a new VM on {node}."
+                        ),
+                    );
+                }
+                state.refresh_from(&found_on, vmid, &facts, running);
                 Some((state, private_state))
             }
             Ok(None) => {
@@ -284,10 +299,19 @@ impl Resource for ProxmoxVmResource {
                 replace.push(AttributePath::new("clone").index(0).attribute(attribute));
             }
         }
+        // `started` left out means running: the proposed value is the prior one, which a VM
+        // stopped outside Terraform turned to false, so plan the default again.
+        if config_state.started.is_null() {
+            state.started = Value::Null;
+        }
         plan_computed(&mut state, Some(&prior_state));
         if !replace.is_empty() {
             state.id = Value::Unknown;
             state.mac_address = Value::Unknown;
+            if state.ipv4.is_null() {
+                // The new clone gets the template's ipconfig0.
+                state.ipv4_address = Value::Unknown;
+            }
             // A VMID the configuration sets is kept; only a picked one is picked again.
             if config_state.vm_id.is_null() {
                 state.vm_id = Value::Unknown;
@@ -386,12 +410,22 @@ impl Resource for ProxmoxVmResource {
                 {
                     state.refresh_from(&node, vmid, &facts, running);
                 }
+                state.fill_unknowns();
                 return Some((state, planned_private_state));
             }
         };
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid)
-            .await?;
+        if self
+            .read_back(diags, &client, &mut state, &node, vmid)
+            .await
+            .is_none()
+        {
+            // The VM exists: keep it in state with what is known, so Terraform taints it and
+            // replaces it next time instead of cloning a second one beside it.
+            state.id = Value::Value(format_id(&node, vmid));
+            state.vm_id = Value::Value(vmid as i64);
+            state.fill_unknowns();
+        }
         Some((state, planned_private_state))
     }
 
@@ -421,11 +455,17 @@ impl Resource for ProxmoxVmResource {
         .await
         {
             unable(diags, &format!("update VM {vmid} on {node}"), e);
-            return None;
+            return Some((prior_state, planned_private_state));
         }
         let mut state = planned_state;
-        self.read_back(diags, &client, &mut state, &node, vmid)
-            .await?;
+        if self
+            .read_back(diags, &client, &mut state, &node, vmid)
+            .await
+            .is_none()
+        {
+            // Keep the prior state: the next refresh shows what the update left.
+            return Some((prior_state, planned_private_state));
+        }
         Some((state, planned_private_state))
     }
 

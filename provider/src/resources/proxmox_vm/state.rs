@@ -125,6 +125,32 @@ fn known<T: Clone>(value: &Value<T>) -> Option<T> {
     value.as_ref_option().cloned()
 }
 
+/// What Proxmox reports, unless the value held (the configuration's, through the plan or the
+/// prior state) says the same in another spelling: Terraform wants back what was planned.
+fn keep_spelling(
+    held: &Value<String>,
+    read: Option<String>,
+    same: fn(&str, &str) -> bool,
+) -> Value<String> {
+    match (held, read) {
+        (Value::Value(held_text), read) if same(held_text, read.as_deref().unwrap_or("")) => {
+            held.clone()
+        }
+        (_, Some(read)) => Value::Value(read),
+        (_, None) => Value::Null,
+    }
+}
+
+/// Proxmox keeps no trailing newline (a heredoc ends with one) and drops an empty description.
+fn same_text(a: &str, b: &str) -> bool {
+    a.trim_end() == b.trim_end()
+}
+
+/// Proxmox writes MACs in capitals; `bc:24:...` is the same address.
+fn same_mac(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.eq_ignore_ascii_case(b)
+}
+
 impl VmState {
     /// Node and VMID from `id`.
     pub fn node_vmid(&self) -> Option<(String, u32)> {
@@ -180,6 +206,26 @@ impl VmState {
         }
     }
 
+    /// Replaces the computed values still unknown with null: a state Terraform keeps after a
+    /// failed apply may hold no unknowns.
+    pub fn fill_unknowns(&mut self) {
+        for value in [&mut self.cores, &mut self.sockets, &mut self.memory] {
+            if value.is_unknown() {
+                *value = Value::Null;
+            }
+        }
+        for value in [&mut self.mac_address, &mut self.ipv4_address] {
+            if value.is_unknown() {
+                *value = Value::Null;
+            }
+        }
+        if let Value::Value(net) = &mut self.network {
+            if net.mac.is_unknown() {
+                net.mac = Value::Null;
+            }
+        }
+    }
+
     /// The clone source.
     pub fn clone_source(&self) -> CloneSource {
         let block = self.clone.as_ref_option().cloned().unwrap_or_default();
@@ -228,6 +274,11 @@ impl VmState {
         };
         self.disk = Value::Value(managed);
         let importing = self.clone.is_null();
+        let held_mac = self
+            .network
+            .as_ref_option()
+            .map(|n| n.mac.clone())
+            .unwrap_or_default();
         if self.network.is_value() || (importing && facts.network.is_some()) {
             self.network = match &facts.network {
                 Some(net) => Value::Value(NetworkBlock {
@@ -236,18 +287,17 @@ impl VmState {
                         .vlan
                         .map(|v| Value::Value(v as i64))
                         .unwrap_or(Value::Null),
-                    mac: net.mac.clone().map(Value::Value).unwrap_or(Value::Null),
+                    mac: keep_spelling(&held_mac, net.mac.clone(), same_mac),
                     model: Value::Value(net.model.clone()),
                 }),
                 None => Value::Null,
             };
         }
-        self.mac_address = facts
-            .network
-            .as_ref()
-            .and_then(|n| n.mac.clone())
-            .map(Value::Value)
-            .unwrap_or(Value::Null);
+        self.mac_address = keep_spelling(
+            &self.mac_address,
+            facts.network.as_ref().and_then(|n| n.mac.clone()),
+            same_mac,
+        );
         if self.ipv4.is_value() || (importing && facts.ipv4.is_some()) {
             self.ipv4 = match &facts.ipv4 {
                 Some(ip) => Value::Value(Ipv4Block {
@@ -283,15 +333,73 @@ impl VmState {
             self.tags = Value::Value(facts.tags.iter().cloned().map(Value::Value).collect());
         }
         if self.description.is_value() || (importing && facts.description.is_some()) {
-            self.description = facts
-                .description
-                .clone()
-                .map(Value::Value)
-                .unwrap_or(Value::Null);
+            self.description =
+                keep_spelling(&self.description, facts.description.clone(), same_text);
         }
         if self.on_boot.is_value() || (importing && facts.on_boot) {
             self.on_boot = Value::Value(facts.on_boot);
         }
         self.started = Value::Value(running);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxmox::vm_config::NetworkSpec;
+
+    fn facts_with_mac(mac: &str) -> VmFacts {
+        VmFacts {
+            name: "solo".into(),
+            network: Some(NetworkSpec {
+                bridge: "vmbr0".into(),
+                vlan: None,
+                mac: Some(mac.into()),
+                model: "virtio".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn planned_with_mac(mac: &str) -> VmState {
+        VmState {
+            clone: Value::Value(CloneBlock::default()),
+            network: Value::Value(NetworkBlock {
+                mac: Value::Value(mac.into()),
+                ..Default::default()
+            }),
+            mac_address: Value::Value(mac.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lowercase_mac_in_the_configuration_stays_lowercase_in_state() {
+        let mut state = planned_with_mac("bc:24:11:00:00:01");
+        state.refresh_from("pve1", 105, &facts_with_mac("BC:24:11:00:00:01"), true);
+        assert_eq!(state.mac_address, Value::Value("bc:24:11:00:00:01".into()));
+        let net = state.network.as_ref_option().unwrap();
+        assert_eq!(net.mac, Value::Value("bc:24:11:00:00:01".into()));
+    }
+
+    #[test]
+    fn a_heredoc_or_empty_description_stays_as_written_in_state() {
+        for written in ["Talos node\n", ""] {
+            let mut state = planned_with_mac("BC:24:11:00:00:01");
+            state.description = Value::Value(written.into());
+            let facts = VmFacts {
+                description: Some(written.trim_end().to_string()).filter(|d| !d.is_empty()),
+                ..facts_with_mac("BC:24:11:00:00:01")
+            };
+            state.refresh_from("pve1", 105, &facts, true);
+            assert_eq!(state.description, Value::Value(written.into()));
+        }
+    }
+
+    #[test]
+    fn a_mac_changed_in_proxmox_shows_as_drift() {
+        let mut state = planned_with_mac("bc:24:11:00:00:01");
+        state.refresh_from("pve1", 105, &facts_with_mac("BC:24:11:00:00:02"), true);
+        assert_eq!(state.mac_address, Value::Value("BC:24:11:00:00:02".into()));
     }
 }
