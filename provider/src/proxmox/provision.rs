@@ -477,19 +477,42 @@ async fn power_off(
     timeout_secs: u64,
     deadline: Instant,
 ) -> Result<(), Error> {
-    let upid = with_policy(LOCKED, deadline, "shutdown", || {
-        client.shutdown_vm(node, vmid, timeout_secs)
-    })
-    .await?;
-    if let Err(e) = client.wait_task(&upid, deadline).await {
-        if e.is_not_found() {
-            return Err(e);
-        }
-        tracing::warn!(vmid, %e, "shutdown did not finish; stopping");
-        let upid = with_policy(LOCKED, deadline, "stop", || client.stop_vm(node, vmid)).await?;
-        client.wait_task(&upid, deadline).await?;
+    let shutdown = async {
+        let upid = with_policy(LOCKED, deadline, "shutdown", || {
+            client.shutdown_vm(node, vmid, timeout_secs)
+        })
+        .await?;
+        client.wait_task(&upid, deadline).await.map(|_| ())
     }
-    Ok(())
+    .await;
+    let Err(e) = shutdown else {
+        return Ok(());
+    };
+    if e.is_not_found() {
+        return Err(e);
+    }
+    // What counts is that the VM is off: a shutdown sent again after a lost answer fails on a
+    // VM the first one already stopped.
+    if is_stopped(client, node, vmid).await {
+        return Ok(());
+    }
+    tracing::warn!(vmid, %e, "shutdown did not finish; stopping");
+    let stop = async {
+        let upid = with_policy(LOCKED, deadline, "stop", || client.stop_vm(node, vmid)).await?;
+        client.wait_task(&upid, deadline).await.map(|_| ())
+    }
+    .await;
+    match stop {
+        Err(_) if is_stopped(client, node, vmid).await => Ok(()),
+        other => other,
+    }
+}
+
+async fn is_stopped(client: &Client, node: &str, vmid: u32) -> bool {
+    client
+        .vm_status(node, vmid)
+        .await
+        .is_ok_and(|status| status.status == "stopped")
 }
 
 /// Stops and destroys the VM with its disks. A VM that is already gone is success.
