@@ -57,7 +57,7 @@ fn attribute_path(steps: &[PathStep]) -> AttributePath {
 fn check_bundle() -> Option<&'static SecretsBundle> {
     static BUNDLE: OnceLock<Option<SecretsBundle>> = OnceLock::new();
     BUNDLE
-        .get_or_init(|| SecretsBundle::generate(OffsetDateTime::now_utc()).ok())
+        .get_or_init(|| SecretsBundle::for_checks(OffsetDateTime::now_utc()).ok())
         .as_ref()
 }
 

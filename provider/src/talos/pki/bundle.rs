@@ -44,6 +44,17 @@ impl SecretsBundle {
     ///
     /// Slow-ish: the RSA 4096 key takes a moment even optimised.
     pub fn generate(now: OffsetDateTime) -> Result<Self> {
+        Self::generate_with(now, SERVICE_ACCOUNT_KEY_BITS)
+    }
+
+    /// A bundle of the same shape with a small service-account key, generated in a few
+    /// milliseconds, for checking at plan time that configs generate and pass the schema. It
+    /// must never be applied to a node.
+    pub fn for_checks(now: OffsetDateTime) -> Result<Self> {
+        Self::generate_with(now, 1024)
+    }
+
+    fn generate_with(now: OffsetDateTime, service_account_bits: usize) -> Result<Self> {
         let os_ca = CertificateAuthority::generate(CaKind::Ed25519, "talos", Some("talos"), now)?;
         let kubernetes_ca = CertificateAuthority::generate(
             CaKind::EcdsaP256,
@@ -54,7 +65,7 @@ impl SecretsBundle {
         let aggregator_ca =
             CertificateAuthority::generate(CaKind::EcdsaP256, "front-proxy", None, now)?;
         let etcd_ca = CertificateAuthority::generate(CaKind::EcdsaP256, "etcd", Some("etcd"), now)?;
-        let sa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, SERVICE_ACCOUNT_KEY_BITS)
+        let sa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, service_account_bits)
             .map_err(PkiError::Rsa)?;
         let service_account_key = sa
             .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
