@@ -10,6 +10,7 @@ use tf_provider::DynamicResource;
 
 use crate::provider::ProviderData;
 
+pub mod attributes;
 pub mod diag;
 pub mod kubeconfig_secret;
 pub mod proxmox_vm;

@@ -2,19 +2,11 @@
 
 use tf_provider::map;
 use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
+    AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
 };
 
+use crate::resources::attributes::attr;
 use crate::resources::timeouts;
-
-fn attr(attr_type: AttributeType, constraint: AttributeConstraint, description: &str) -> Attribute {
-    Attribute {
-        attr_type,
-        description: Description::markdown(description),
-        constraint,
-        ..Default::default()
-    }
-}
 
 /// The resource schema.
 pub fn schema() -> Schema {

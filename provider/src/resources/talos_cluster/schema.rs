@@ -5,22 +5,11 @@ use tf_provider::schema::{
     Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
 };
 
+use crate::resources::attributes::{attr, sensitive};
 use crate::resources::timeouts;
 
-fn attr(attr_type: AttributeType, constraint: AttributeConstraint, description: &str) -> Attribute {
-    Attribute {
-        attr_type,
-        description: Description::markdown(description),
-        constraint,
-        ..Default::default()
-    }
-}
-
 fn secret(attr_type: AttributeType, description: &str) -> Attribute {
-    Attribute {
-        sensitive: true,
-        ..attr(attr_type, AttributeConstraint::Computed, description)
-    }
+    sensitive(attr(attr_type, AttributeConstraint::Computed, description))
 }
 
 /// The resource schema.
