@@ -9,6 +9,7 @@
 //! Faults ([`Fault`]) are injected through the Rust API or the admin HTTP API ([`admin`]).
 
 pub mod admin;
+mod boot;
 pub mod config;
 mod fleet;
 pub mod sample;

@@ -354,6 +354,27 @@ impl MachineService for NodeApi {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    type ReadStream = Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
+
+    async fn read(&self, request: Request<machine::ReadRequest>) -> Result<Self::ReadStream> {
+        self.configured_only("Read")?;
+        self.admin(&request)?;
+        let path = request.into_inner().path;
+        let bytes = {
+            let state = self.fleet.lock().map_err(poisoned)?;
+            let node = state
+                .nodes
+                .get(&self.address)
+                .ok_or_else(|| Status::unavailable("node is gone"))?;
+            super::boot::read(node, &path)?
+        };
+        let data = common::Data {
+            metadata: self.metadata(),
+            bytes,
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(data)]))))
+    }
+
     async fn reboot(
         &self,
         request: Request<machine::RebootRequest>,
