@@ -9,9 +9,9 @@
 //! Faults ([`Fault`]) are injected through the Rust API or the admin HTTP API ([`admin`]).
 
 pub mod admin;
-mod boot;
 pub mod config;
 mod fleet;
+mod immediate;
 pub mod sample;
 mod server;
 mod service;

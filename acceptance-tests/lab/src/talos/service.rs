@@ -116,7 +116,7 @@ impl MachineService for NodeApi {
             messages: vec![machine::ApplyConfiguration {
                 metadata: self.metadata(),
                 warnings: vec![],
-                mode: request.mode,
+                mode: applied.mode(mode) as i32,
                 mode_details: applied.details().to_string(),
             }],
         }))
@@ -217,14 +217,7 @@ impl MachineService for NodeApi {
         self.configured_only("Read")?;
         self.admin(&request)?;
         let path = request.into_inner().path;
-        let bytes = {
-            let state = self.fleet.lock().map_err(poisoned)?;
-            let node = state
-                .nodes
-                .get(&self.address)
-                .ok_or_else(|| Status::unavailable("node is gone"))?;
-            super::boot::read(node, &path)?
-        };
+        let bytes = self.fleet.read_file(self.address, &path)?;
         let data = common::Data {
             metadata: self.metadata(),
             bytes,
@@ -300,7 +293,8 @@ impl MachineService for NodeApi {
         self.configured_only("Upgrade")?;
         self.admin(&request)?;
         self.fleet
-            .upgrade(self.address, &request.into_inner().image)?;
+            .upgrade(self.address, &request.into_inner().image)
+            .await?;
         Ok(Response::new(machine::UpgradeResponse {
             messages: vec![machine::Upgrade {
                 metadata: self.metadata(),
