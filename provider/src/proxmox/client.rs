@@ -127,6 +127,14 @@ impl Client {
         })
     }
 
+    /// The provider setting that holds the secret: `api_token` or `password`.
+    pub fn secret_setting(&self) -> &'static str {
+        match self.auth {
+            Auth::Token(_) => "api_token",
+            Auth::Password { .. } => "password",
+        }
+    }
+
     /// The API base URL (`.../api2/json`).
     pub fn base_url(&self) -> &str {
         &self.base

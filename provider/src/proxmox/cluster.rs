@@ -115,6 +115,29 @@ impl Client {
             .unwrap_or(DEFAULT_UPPER)
     }
 
+    /// Storages every node sees: `shared=1` in storage.cfg, or a type that is shared by nature
+    /// (pve-storage `src/PVE/Storage/*Plugin.pm`: rbd, cephfs, nfs, cifs, glusterfs, pbs,
+    /// iscsi).
+    pub async fn shared_storages(&self) -> Result<std::collections::BTreeSet<String>, Error> {
+        let storages: Vec<serde_json::Value> = self.get("/storage", &[]).await?;
+        Ok(storages
+            .iter()
+            .filter(|s| {
+                let kind = s.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                let flagged = s
+                    .get("shared")
+                    .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                    == Some(1);
+                flagged
+                    || matches!(
+                        kind,
+                        "rbd" | "cephfs" | "nfs" | "cifs" | "glusterfs" | "pbs" | "iscsi" | "iscsidirect"
+                    )
+            })
+            .filter_map(|s| s.get("storage").and_then(|n| n.as_str()).map(str::to_string))
+            .collect())
+    }
+
     /// Gives a reservation back once the VM exists (or its create gave up).
     pub fn release_vmid(&self, id: u32) {
         self.reserved_ids

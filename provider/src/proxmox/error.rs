@@ -56,6 +56,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// What the configuration asks cannot be done on this cluster; says why and what to do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The operation ran out of time; says what it was waiting for.
     #[error("timed out while {0}")]
     Timeout(String),
@@ -94,6 +97,12 @@ impl Error {
             Error::NotFound(message) => message.clone(),
             other => other.to_string(),
         }
+    }
+
+    /// True when the configuration asks what this cluster cannot do (a template on another
+    /// node whose disks are on local storage).
+    pub fn is_template_elsewhere(&self) -> bool {
+        matches!(self, Error::Unsupported(_))
     }
 
     /// True when the object does not exist.

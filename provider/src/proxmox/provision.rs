@@ -68,14 +68,26 @@ pub struct Template {
     pub node: String,
 }
 
-/// Finds the template by id or name; says clearly when it is missing or not a template.
-pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Template, Error> {
+/// Finds the template by id or name; says clearly when it is missing or not a template. By
+/// name, the template on `node` comes first: people keep one template per node under one name.
+/// A template only another node has is refused when any of its volumes is on local storage:
+/// PVE clones across nodes only from shared storage (qemu-server `src/PVE/API2/Qemu.pm`
+/// clone_vm: `can't clone VM to node 'X' (VM uses local storage)`).
+pub async fn find_template(
+    client: &Client,
+    source: &CloneSource,
+    node: &str,
+) -> Result<Template, Error> {
     let vms = client.cluster_vms().await?;
     let found = match (&source.template_id, &source.template_name) {
         (Some(id), _) => vms.iter().find(|vm| vm.vmid == *id),
-        (None, Some(name)) => vms
-            .iter()
-            .find(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template()),
+        (None, Some(name)) => {
+            let named = || {
+                vms.iter()
+                    .filter(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template())
+            };
+            named().find(|vm| vm.node == node).or_else(|| named().next())
+        }
         (None, None) => None,
     };
     let what = match (&source.template_id, &source.template_name) {
@@ -85,10 +97,58 @@ pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Temp
     };
     let vm =
         found.ok_or_else(|| Error::NotFound(format!("{what} does not exist in the cluster")))?;
-    Ok(Template {
+    let template = Template {
         vmid: vm.vmid,
         node: vm.node.clone(),
-    })
+    };
+    if !node.is_empty() && template.node != node {
+        let local = local_volumes(client, &template).await?;
+        if !local.is_empty() {
+            return Err(Error::Unsupported(format!(
+                "{what} (VM {}) is on node {} and its volumes {} are on storage that node {node} cannot \
+                 see, so Proxmox cannot clone it to {node}. Make a template with the same name on \
+                 {node} (castle picks the one on the VM's node first), or keep the template on shared storage.",
+                template.vmid,
+                template.node,
+                local.join(", ")
+            )));
+        }
+    }
+    Ok(template)
+}
+
+/// The template's volumes (disks, cloud-init drive, ISOs) on storage that is not shared.
+async fn local_volumes(client: &Client, template: &Template) -> Result<Vec<String>, Error> {
+    let config = client.vm_config(&template.node, template.vmid).await?;
+    let shared = client.shared_storages().await?;
+    Ok(config
+        .0
+        .iter()
+        .filter(|(key, _)| is_volume_key(key))
+        .filter_map(|(key, value)| {
+            let volume = value.split(',').next()?;
+            let (storage, _) = volume.split_once(':')?;
+            (!shared.contains(storage)).then(|| format!("{key} ({storage})"))
+        })
+        .collect())
+}
+
+/// A `*cloudinit*` volume on any drive of the config.
+fn has_cloud_init_drive(config: &VmConfig) -> bool {
+    config
+        .0
+        .iter()
+        .any(|(key, value)| is_volume_key(key) && value.contains("cloudinit"))
+}
+
+/// Config keys that hold volumes: `scsi0`, `virtio1`, `ide2`, `efidisk0`, `unused0`, ...
+fn is_volume_key(key: &str) -> bool {
+    let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    bus.len() < key.len()
+        && matches!(
+            bus,
+            "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused"
+        )
 }
 
 /// The cluster's node names.
@@ -110,7 +170,9 @@ pub async fn create(
         error,
         left_behind: None,
     };
-    let template = find_template(client, &vm.clone).await.map_err(fail)?;
+    let template = find_template(client, &vm.clone, &vm.node)
+        .await
+        .map_err(fail)?;
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
     let vm = &vm;
@@ -498,6 +560,16 @@ async fn apply_spec(
         client.vm_config(node, vmid)
     })
     .await?;
+    let wants_cloud_init =
+        spec.ipv4.is_some() || spec.nameservers.is_some() || spec.search_domain.is_some();
+    if wants_cloud_init && !has_cloud_init_drive(&current) {
+        // PVE accepts ipconfig0 without a cloud-init drive, and then nothing reaches the guest.
+        return Err(Error::Unsupported(format!(
+            "VM {vmid} has no cloud-init drive, so ipv4, nameservers and search_domain would never \
+             reach it. Add one to the template (qm set <template> --ide2 <storage>:cloudinit) or \
+             remove those settings."
+        )));
+    }
     let (params, delete) = config_changes(spec, &current);
     let mut keys: Vec<String> = params
         .iter()
@@ -563,6 +635,9 @@ pub async fn read(
     }
 }
 
+/// How long a read keeps asking a node that does not answer before the cluster list is asked.
+const NODE_DOWN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Reads a VM that may have migrated: where `node` no longer has it, the cluster list is asked
 /// for a VM with this VMID and `name` on another node. Returns the node it was found on.
 pub async fn read_following(
@@ -572,12 +647,22 @@ pub async fn read_following(
     name: &str,
     deadline: Instant,
 ) -> Result<Option<(String, VmFacts, bool)>, Error> {
-    if let Some((facts, running)) = read(client, node, vmid, deadline).await? {
-        return Ok(Some((node.to_string(), facts, running)));
-    }
+    // A node that is down answers 595/596 through pveproxy; HA may have moved the VM, so after
+    // a short try the cluster list says where it is now.
+    let first_try = deadline.min(Instant::now() + NODE_DOWN_PATIENCE);
+    let unreachable = match read(client, node, vmid, first_try).await {
+        Ok(Some((facts, running))) => return Ok(Some((node.to_string(), facts, running))),
+        Ok(None) => None,
+        Err(e) if e.is_node_unreachable() => {
+            tracing::warn!(node, vmid, error = %e, "node unreachable; looking for the VM elsewhere");
+            Some(e)
+        }
+        Err(e) => return Err(e),
+    };
     let vms = with_policy(API_CALL, deadline, "list VMs", || client.cluster_vms()).await?;
     let Some(moved) = moved_to(&vms, vmid, name, node) else {
-        return Ok(None);
+        // Still on the node that is down: not gone, just out of reach.
+        return unreachable.map_or(Ok(None), Err);
     };
     Ok(read(client, &moved, vmid, deadline)
         .await?
