@@ -80,3 +80,21 @@ def test_a_vip_cluster_with_workers_comes_up_and_reboots_one_control_plane_at_a_
     assert watch.seen_down == set(CONTROL_PLANES), watch.seen_down
     assert watch.most_down == 1, watch.most_down
     t.assert_plan_empty()
+
+
+def test_a_cluster_destroyed_and_applied_again_on_the_same_lab_comes_up(tf, talos):
+    # The destroyed cluster's API server leaves the VIP with its last control plane, and
+    # castle waits until each reset node is back in maintenance before reusing it.
+    small = {'cp-1': 11, 'w-1': 21}
+    t = tf()
+    t.write(cluster_hcl(small))
+    t.apply()
+    first = talos.nodes()[PREFIX + '11']['cluster_id']
+    t.destroy()
+    nodes = talos.nodes()
+    assert {nodes[PREFIX + str(h)]['state'] for h in small.values()} == {'maintenance'}, nodes
+    t.apply()
+    nodes = talos.nodes()
+    assert nodes[PREFIX + '11']['cluster_id'] not in (None, first), nodes
+    assert {nodes[PREFIX + str(h)]['state'] for h in small.values()} == {'running'}, nodes
+    t.assert_plan_empty()
