@@ -110,9 +110,17 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let everyone = names(&desired.nodes);
     let first_control_plane = desired.nodes.iter().find(|n| n.is_control_plane());
     let Some(current) = current else {
-        // A new cluster: configs everywhere, etcd on the first control plane, then the wait.
-        let mut steps = vec![Step::ApplyNew(everyone.clone())];
+        // A new cluster: the control planes' configs, etcd on the first of them, then the
+        // workers' and the wait. Workers come after the bootstrap so that a create that fails
+        // before it leaves no worker configured for a VIP that never answers: such a worker
+        // serves no API at all, so nothing could reset it.
+        let (control_planes, workers): (Vec<&ClusterNode>, Vec<&ClusterNode>) =
+            desired.nodes.iter().partition(|n| n.is_control_plane());
+        let mut steps = vec![Step::ApplyNew(names(control_planes))];
         steps.extend(first_control_plane.map(|n| Step::Bootstrap(n.name.clone())));
+        if !workers.is_empty() {
+            steps.push(Step::ApplyNew(names(workers)));
+        }
         steps.push(Step::WaitConfigured(everyone.clone()));
         steps.push(Step::WaitHealthy);
         steps.push(Step::Upgrade {
@@ -232,8 +240,9 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                Step::ApplyNew(strings(&["cp-1", "cp-2", "w-1"])),
+                Step::ApplyNew(strings(&["cp-1", "cp-2"])),
                 Step::Bootstrap("cp-1".into()),
+                Step::ApplyNew(strings(&["w-1"])),
                 Step::WaitConfigured(strings(&["cp-1", "cp-2", "w-1"])),
                 Step::WaitHealthy,
                 Step::Upgrade {
