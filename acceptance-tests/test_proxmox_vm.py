@@ -404,7 +404,8 @@ def test_unknown_node_and_missing_template_are_named_at_plan_time(tf, pve):
 def test_a_vm_left_by_an_interrupted_create_is_adopted_not_orphaned(tf, pve):
     # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
     pve.sync(pve.pve.add_vm, 123, 'solo', node='pve1', status='stopped', config={
-        'scsi0': 'local-lvm:vm-123-disk-0,size=4G', 'net0': 'virtio=BC:24:11:00:01:23,bridge=vmbr0',
+        'scsi0': 'local-lvm:vm-123-disk-0,size=4G', 'ide2': 'local-lvm:vm-123-cloudinit,media=cdrom',
+        'net0': 'virtio=BC:24:11:00:01:23,bridge=vmbr0',
         'tags': 'castle-managed', 'cores': 1, 'memory': 2048})
     # Someone else's stopped VM with another name is left alone.
     pve.sync(pve.pve.add_vm, 124, 'other', node='pve1', status='stopped', config={'tags': 'castle-managed'})

@@ -65,7 +65,7 @@ class LabPve(FakePve):
         self.task_failures[(method, suffix)] = [times, message]
 
     def revoke_tickets_after(self, writes):
-        """Forget every login ticket once `writes` more non-GET requests were answered: a ticket
+        """Forget every login ticket once `writes` more writes (logins aside) were answered: a ticket
         that expires in the middle of one `terraform apply` (PVE tickets live two hours)."""
         self.revoke_after_writes = writes
 
@@ -81,7 +81,8 @@ class LabPve(FakePve):
         self.answers.append((request.method, request.path, response.status))
         if request.path.endswith('/access/ticket') and response.status == 200:
             self.logins += 1
-        if request.method != 'GET' and self.revoke_after_writes is not None:
+        if request.method != 'GET' and self.revoke_after_writes is not None \
+                and not request.path.endswith('/access/ticket'):
             self.revoke_after_writes -= 1
             if self.revoke_after_writes <= 0:
                 self.revoke_after_writes = None

@@ -170,13 +170,20 @@ pub async fn create(
         error,
         left_behind: None,
     };
-    let template = find_template(client, &vm.clone, &vm.node)
-        .await
-        .map_err(fail)?;
+    let template = with_policy(API_CALL, deadline, "find the template", || {
+        find_template(client, &vm.clone, &vm.node)
+    })
+    .await
+    .map_err(fail)?;
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
     let vm = &vm;
-    let (vmid, mut warnings) = match find_leftover(client, vm).await.map_err(fail)? {
+    let leftover = with_policy(API_CALL, deadline, "look for a leftover VM", || {
+        find_leftover(client, vm)
+    })
+    .await
+    .map_err(fail)?;
+    let (vmid, mut warnings) = match leftover {
         Some(vmid) => {
             tracing::warn!(vmid, name = %vm.spec.name, "adopting the VM an interrupted create left behind");
             (vmid, vec![format!(
@@ -260,7 +267,11 @@ async fn clone_with_free_id(
     loop {
         let id = match (vm.vm_id, vmid) {
             (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => client.reserve_vmid(&clashed).await.map_err(fail)?,
+            (None, None) => with_policy(API_CALL, deadline, "pick a VMID", || {
+                client.reserve_vmid(&clashed)
+            })
+            .await
+            .map_err(fail)?,
         };
         vmid = Some(id);
         let request = CloneRequest {
@@ -317,7 +328,11 @@ async fn clone_with_free_id(
             // failure path has freed the volumes and unlinked the new config. Check that, then
             // send the clone again.
             Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
-                match client.vm_config(&template.node, id).await {
+                let left = with_policy(API_CALL, deadline, "read the failed clone's config", || {
+                    client.vm_config(&template.node, id)
+                })
+                .await;
+                match left {
                     Err(gone) if gone.is_not_found() => {}
                     Ok(_) => {
                         client.release_vmid(id);
