@@ -555,3 +555,51 @@ def test_a_vm_migrated_to_another_node_is_followed_not_duplicated(tf, pve):
     t.apply()
     assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve2/%d' % vmid
     assert [(vmid_, node) for vmid_, _, node, *_ in pve.vms()] == [(vmid, 'pve2')]
+
+
+def test_an_ha_managed_vm_is_restarted_and_destroyed_through_the_ha_manager(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 1'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def put_under_ha():
+        pve.pve.vm(vmid).ha_state = 'started'
+        # The HA manager acts a while after the power task ends (qemu-server
+        # src/PVE/API2/Qemu.pm: start/stop/shutdown only queue `ha-manager set --state`).
+        pve.pve.ha_delay = 30
+    pve.sync(put_under_ha)
+    t.write(provider_block(pve) + one_vm(extra='cores = 2'))
+    t.apply()
+    vmid_after, _, status, config = vms_by_name(pve)['solo']
+    assert (vmid_after, status, str(config['cores'])) == (vmid, 'running', '2')
+    assert [task['type'] for task in pve.sync(lambda: list(pve.pve.tasklog))][-2:] == ['hastop', 'hastart']
+    t.assert_plan_empty()
+    t.destroy()
+    assert pve.vms() == []
+
+
+def test_a_change_left_pending_by_an_interrupted_apply_is_applied_and_a_destroy_survives_an_offline_storage(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 2'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def interrupted():
+        # An apply wrote cores = 4 to the running VM and died before the reboot: PVE keeps it
+        # pending, and GET /config without current=1 would show it as if it ran.
+        pve.pve.vm(vmid).pending['cores'] = 4
+    pve.sync(interrupted)
+    t.write(provider_block(pve) + one_vm(extra='cores = 4'))
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    vm = pve.sync(pve.pve.vm, vmid)
+    assert (str(vm.config['cores']), vm.pending, vm.status) == ('4', {}, 'running')
+    t.assert_plan_empty()
+    # An NFS storage of the node is down: destroying with the unreferenced-disk scan fails, so
+    # castle destroys without it.
+    pve.pve.offline_storages.add('nfs-images')
+    t.destroy()
+    assert pve.vms() == []
+    destroys = [task.get('exitstatus') for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmdestroy']
+    assert destroys == ["storage 'nfs-images' is not online", 'OK']

@@ -50,6 +50,8 @@ class LabPve(FakePve):
         self.revoke_after_writes = None
         # datacenter.cfg `next-id: lower=,upper=` (pve-manager PVE/API2/Cluster.pm nextid).
         self.next_id = (100, 1000 * 1000)
+        # Enabled image storages that are offline (an NFS server that is down).
+        self.offline_storages = set()
 
     def fail_after(self, passes, method, suffix, **rule):
         """fail(method, suffix, **rule) once `passes` matching requests went through unharmed:
@@ -139,6 +141,19 @@ class LabPve(FakePve):
         body = json.loads(response.text)
         body['total'] = len(self._get_task(request)['log'])
         return web.json_response(body)
+
+    async def _qm_destroy(self, v, user):
+        """qemu-server src/PVE/QemuServer.pm destroy_vm: with destroy-unreferenced-disks it
+        activates every enabled images storage after freeing the referenced disks, and pve-storage
+        src/PVE/Storage.pm activate_storage dies on one that is offline; the config stays."""
+        if self.offline_storages and str(v.get('destroy-unreferenced-disks', '0')) in ('1', 'true', 'True'):
+            vm = self.find(v['node'], v['vmid'])
+            offline = sorted(self.offline_storages)[0]
+
+            async def body():
+                raise TaskError("storage '{0}' is not online".format(offline))
+            return await self.task(vm.node, 'qmdestroy', vm.vmid, user, body, vm=vm)
+        return await super()._qm_destroy(v, user)
 
     def _routes_cluster(self):
         return [('GET', '/cluster/nextid', self._nextid), ('GET', '/cluster/options', self._options)]
