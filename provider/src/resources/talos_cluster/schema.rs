@@ -44,10 +44,10 @@ pub fn schema() -> Schema {
             attributes: map! {
                 "id" => attr(String, Computed, "The cluster name."),
                 "name" => attr(String, Required, "Cluster name. Changing it builds a new cluster."),
-                "endpoint" => attr(String, OptionalComputed, "Kubernetes API URL (default `https://<vip>:6443`)."),
+                "endpoint" => attr(String, OptionalComputed, "Kubernetes API as an `https://` URL or a host; port 6443 is added when none is given (`k8s.lan` and `https://k8s.lan` mean `https://k8s.lan:6443`). Default `https://<vip>:6443`."),
                 "vip" => attr(String, Optional, "Layer 2 virtual IP shared by the control planes, in their subnet."),
                 "talos_version" => attr(String, Required, "Talos release the nodes run, e.g. `v1.12.0` (v1.10 to v1.13)."),
-                "kubernetes_version" => attr(String, Required, "Kubernetes version, e.g. `v1.33.2`."),
+                "kubernetes_version" => attr(String, OptionalComputed, "Kubernetes version, e.g. `v1.35.2`, inside the Talos release's window (v1.10: 1.28-1.33, v1.11: 1.29-1.34, v1.12: 1.30-1.35, v1.13: 1.31-1.36). Default: the release's own (v1.10: `v1.33.0`, v1.11: `v1.34.0`, v1.12: `v1.35.0`, v1.13: `v1.36.0`), following `talos_version` when that changes."),
                 "gateway" => attr(String, Required, "Default gateway of the nodes."),
                 "nameservers" => attr(strings(), Optional, "DNS servers of the nodes."),
                 "install_image" => attr(String, Optional, "Installer image; by default the Image Factory image for `extensions`."),
