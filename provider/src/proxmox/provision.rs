@@ -86,7 +86,9 @@ pub async fn find_template(
                 vms.iter()
                     .filter(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template())
             };
-            named().find(|vm| vm.node == node).or_else(|| named().next())
+            named()
+                .find(|vm| vm.node == node)
+                .or_else(|| named().next())
         }
         (None, None) => None,
     };
@@ -328,10 +330,11 @@ async fn clone_with_free_id(
             // failure path has freed the volumes and unlinked the new config. Check that, then
             // send the clone again.
             Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
-                let left = with_policy(API_CALL, deadline, "read the failed clone's config", || {
-                    client.vm_config(&template.node, id)
-                })
-                .await;
+                let left =
+                    with_policy(API_CALL, deadline, "read the failed clone's config", || {
+                        client.vm_config(&template.node, id)
+                    })
+                    .await;
                 match left {
                     Err(gone) if gone.is_not_found() => {}
                     Ok(_) => {
