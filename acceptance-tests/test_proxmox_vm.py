@@ -603,3 +603,43 @@ def test_a_change_left_pending_by_an_interrupted_apply_is_applied_and_a_destroy_
     assert pve.vms() == []
     destroys = [task.get('exitstatus') for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmdestroy']
     assert destroys == ["storage 'nfs-images' is not online", 'OK']
+
+
+def readme_role():
+    """The privileges of the Castle role the README tells users to create."""
+    import os
+    with open(os.path.join(os.path.dirname(__file__), '..', 'README.md')) as f:
+        text = f.read()
+    match = re.search(r'pveum role add Castle -privs "([^"]*)"', text)
+    return match.group(1).replace('\\', ' ').split()
+
+
+def token_provider_block(pve):
+    return provider_block(pve).replace('username    = "root@pam"\n    password    = "secret"',
+                                       'api_token   = "terraform@pve!castle=tokensecret"')
+
+
+def test_the_readme_token_role_is_enough_for_the_whole_lifecycle_and_sdn_use_is_needed(tf, pve):
+    # A token of a non-root user (privilege separation off), given the README's role on /.
+    def token(privs):
+        pve.pve.acl = {}
+        pve.pve.apitokens['terraform@pve!castle'] = 'tokensecret'
+        pve.pve.grant('terraform@pve', '/', *privs)
+    role = readme_role()
+    assert 'SDN.Use' in role and 'Pool.Allocate' not in role and 'VM.Config.CDROM' not in role
+    pve.sync(token, [p for p in role if p != 'SDN.Use'])
+    t = tf()
+    t.write(token_provider_block(pve) + one_vm())
+    out = t.apply(expect_fail=True)
+    # Since PVE 8.0 a clone checks the template's bridge.
+    assert 'Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)' in out, out
+    assert pve.vms() == []
+    pve.sync(token, role)
+    t.apply()
+    t.write(token_provider_block(pve) + one_vm(extra='cores = 2\n  network {\n    bridge = "vmbr1"\n  }'))
+    t.apply()
+    vmid, _, status, config = vms_by_name(pve)['solo']
+    assert status == 'running' and 'bridge=vmbr1' in config['net0'].split(',')
+    t.assert_plan_empty()
+    t.destroy()
+    assert pve.vms() == []

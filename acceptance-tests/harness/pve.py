@@ -29,7 +29,7 @@ from fakepve.certs import make_cert
 from fakepve.lxc import format_size, parse_size
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import is_cdrom, join_drive, split_drive
-from fakepve.server import ok, params
+from fakepve.server import USER, ok, params
 
 TEMPLATE_ID = 9000
 TEMPLATE_NAME = 'talos-nocloud'
@@ -154,6 +154,46 @@ class LabPve(FakePve):
                 raise TaskError("storage '{0}' is not online".format(offline))
             return await self.task(vm.node, 'qmdestroy', vm.vmid, user, body, vm=vm)
         return await super()._qm_destroy(v, user)
+
+    def _require_bridge(self, user, net):
+        """SDN.Use on the NIC's bridge (and VLAN): pve-guest-common src/PVE/GuestHelpers.pm
+        check_vnet_access / qemu-server src/PVE/QemuServer.pm check_bridge_access, checked by
+        clone (for the template's NICs) and by PUT config (the old and the new NIC) since
+        qemu-server 9cfd06d9 (PVE 8.0)."""
+        _, props = split_drive(str(net))
+        bridge = props.get('bridge')
+        if not bridge:
+            return
+        path = '/sdn/zones/localnetwork/' + bridge
+        if props.get('tag'):
+            path += '/' + str(props['tag'])
+        self.require(user, path, 'SDN.Use')
+
+    def _config_priv(self, key):
+        """qemu-server src/PVE/API2/Qemu.pm check_vm_modify_config_perm: the cloud-init options
+        (ipconfigN, nameserver, searchdomain, ciuser, ...) need VM.Config.Cloudinit (or
+        VM.Config.Network), not VM.Config.HWType as fakepve has them."""
+        if key in ('nameserver', 'searchdomain', 'ciuser', 'cipassword', 'citype', 'ciupgrade',
+                   'sshkeys', 'cicustom') or (key.startswith('ipconfig') and key[8:].isdigit()):
+            return 'VM.Config.Cloudinit'
+        return super()._config_priv(key)
+
+    async def _qm_clone(self, v, user):
+        template = self.find(v['node'], v['vmid'])
+        for key, value in sorted(template.config.items()):
+            if key.startswith('net') and key[3:].isdigit():
+                self._require_bridge(user, value)
+        return await super()._qm_clone(v, user)
+
+    async def _config_put(self, request):
+        changed = [(k, v) for k, v in (await params(request)).items() if k.startswith('net') and k[3:].isdigit()]
+        if changed:
+            vm = self._vm(request)
+            for key, value in changed:
+                self._require_bridge(request[USER], value)
+                if key in vm.config:
+                    self._require_bridge(request[USER], vm.config[key])
+        return await super()._config_put(request)
 
     def _routes_cluster(self):
         return [('GET', '/cluster/nextid', self._nextid), ('GET', '/cluster/options', self._options)]
