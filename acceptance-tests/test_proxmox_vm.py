@@ -643,3 +643,48 @@ def test_the_readme_token_role_is_enough_for_the_whole_lifecycle_and_sdn_use_is_
     t.assert_plan_empty()
     t.destroy()
     assert pve.vms() == []
+
+
+def test_names_tags_and_descriptions_proxmox_would_refuse_are_plan_time_errors(tf, pve):
+    t = tf()
+    for name, extra, attribute, words in [
+        ('cp-1-', '', 'name', 'must be a DNS name'),
+        ('solo', 'tags = ["Talos"]', 'tags', '"Talos" is not a Proxmox tag'),
+        ('solo', 'description = "%s"' % ('x' * 8193), 'description', 'Proxmox accepts at most 8192'),
+    ]:
+        hcl = provider_block(pve) + one_vm(name=name, extra=extra)
+        t.write(hcl)
+        out = t.plan(expect_fail=True)
+        assert words in out, out
+        assert 'on main.tf line %d' % offending_line(hcl, attribute) in out, out
+    assert pve.vms() == []
+
+
+def test_a_wrong_password_is_a_plan_error_and_an_unreachable_endpoint_a_warning(tf, pve):
+    t = tf()
+    t.write(provider_block(pve).replace('password    = "secret"', 'password    = "wrong"') + one_vm())
+    out = ' '.join(t.plan(expect_fail=True).split())
+    assert 'Proxmox refused the credentials' in out and 'proxmox { password }' in out, out
+    t.write(provider_block(pve).replace(pve.url, 'https://127.0.0.1:9') + one_vm())
+    out = ' '.join(t.plan().split())
+    assert 'Warning: Proxmox does not answer' in out and 'proxmox { endpoint }' in out, out
+
+
+def test_a_vm_on_another_node_uses_that_nodes_template_or_is_refused_at_plan_time(tf, pve):
+    # The template named talos-nocloud lives on pve1, its disks on local-lvm: PVE cannot clone it
+    # to pve2.
+    t = tf()
+    hcl = provider_block(pve) + one_vm(template='template_name = "%s"' % TEMPLATE_NAME).replace(
+        'node = "pve1"', 'node = "pve2"')
+    t.write(hcl)
+    out = t.plan(expect_fail=True)
+    assert 'Template cannot be cloned to this node' in out and 'scsi0 (local-lvm)' in out, out
+    # People keep one template per node under one name: the one on the VM's node is used.
+    from harness.pve import add_talos_template
+    pve.sync(add_talos_template, pve.pve, node='pve2', vmid=9002)
+    t.apply()
+    vmid, _, node, status, _ = [vm for vm in pve.vms() if vm[1] == 'solo'][0]
+    assert (node, status) == ('pve2', 'running')
+    clones = [(task['node'], task['id']) for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmclone']
+    assert clones == [('pve2', '9002')]
+    t.assert_plan_empty()

@@ -28,7 +28,7 @@ from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 from fakepve.lxc import format_size, parse_size
 from fakepve.model import PveError, TaskError
-from fakepve.qemu import is_cdrom, join_drive, split_drive
+from fakepve.qemu import drives_of, is_cdrom, join_drive, split_drive
 from fakepve.server import USER, ok, params
 
 TEMPLATE_ID = 9000
@@ -183,6 +183,15 @@ class LabPve(FakePve):
         for key, value in sorted(template.config.items()):
             if key.startswith('net') and key[3:].isdigit():
                 self._require_bridge(user, value)
+        target = v.get('target')
+        if target and target != template.node:
+            # qemu-server src/PVE/API2/Qemu.pm clone_vm ($check_storage_access_clone): `target`
+            # needs every volume of the source, cloud-init drive and ISOs included, on shared
+            # storage. local and local-lvm are local to each node, as in PVE.
+            for _key, volume, _props in drives_of(template.config):
+                storage = volume.split(':')[0]
+                if ':' in volume and not self.storages.get(storage, {}).get('shared'):
+                    raise PveError(500, "can't clone VM to node '{0}' (VM uses local storage)".format(target))
         return await super()._qm_clone(v, user)
 
     async def _config_put(self, request):

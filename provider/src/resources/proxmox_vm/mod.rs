@@ -31,7 +31,7 @@ const UPDATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// How long the plan-time checks keep asking a Proxmox that answers with gateway errors.
-const PLAN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const PLAN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an ACPI shutdown may take before Proxmox stops the VM hard.
 const SHUTDOWN_SECS: u64 = 60;
 
@@ -615,16 +615,17 @@ impl ProxmoxVmResource {
             .await;
             if let Err(e) = found {
                 if e.is_not_found() || e.is_template_elsewhere() {
+                    let title = if e.is_not_found() {
+                        "Template not found"
+                    } else {
+                        "Template cannot be cloned to this node"
+                    };
                     let attribute = if clone.template_id.is_value() {
                         "template_id"
                     } else {
                         "template_name"
                     };
-                    diags.error(
-                        "Template not found",
-                        e.to_string(),
-                        path(&["clone", "0", attribute]),
-                    );
+                    diags.error(title, e.to_string(), path(&["clone", "0", attribute]));
                 }
             }
         }
