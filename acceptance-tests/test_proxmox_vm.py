@@ -108,7 +108,7 @@ def test_update_in_place_restarts_only_when_a_change_needs_it(tf, pve):
     t.write(provider_block(pve) + one_vm(extra='cores = 1\n  tags = ["b", "a"]'))
     assert 'will be restarted' not in t.plan()
     t.apply()
-    assert vms_by_name(pve)['solo'][3]['tags'] == 'a;b;castle-managed'
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'a;b;castle-managed;' + workspace_tag(t)
 
     # Cores need a reboot: the plan says so, the apply does it, the VM keeps its id.
     t.write(provider_block(pve) + one_vm(extra='cores = 4\n  memory = 3072\n  tags = ["b", "a"]'))
@@ -401,24 +401,39 @@ def test_unknown_node_and_missing_template_are_named_at_plan_time(tf, pve):
     assert pve.vms() == []
 
 
-def test_a_vm_left_by_an_interrupted_create_is_adopted_not_orphaned(tf, pve):
-    # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
-    pve.sync(pve.pve.add_vm, 123, 'solo', node='pve1', status='stopped', config={
-        'scsi0': 'local-lvm:vm-123-disk-0,size=4G', 'ide2': 'local-lvm:vm-123-cloudinit,media=cdrom',
-        'net0': 'virtio=BC:24:11:00:01:23,bridge=vmbr0',
-        'tags': 'castle-managed', 'cores': 1, 'memory': 2048})
+def workspace_tag(t, workspace='default'):
+    """The marker castle tags a workspace's VMs with: castle-ws- and 8 hex digits of SHA-256 over
+    the Terraform working directory and the workspace name."""
+    import hashlib
+    import os
+    digest = hashlib.sha256((os.path.realpath(str(t.workdir)) + '\n' + workspace).encode()).hexdigest()
+    return 'castle-ws-' + digest[:8]
+
+
+def test_a_vm_left_by_an_interrupted_create_is_adopted_but_never_another_workspaces(tf, pve):
+    t = tf()
+    other = tf('other-workspace')
+
+    def leftover(vmid, marker):
+        # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
+        pve.pve.add_vm(vmid, 'solo', node='pve1', status='stopped', config={
+            'scsi0': 'local-lvm:vm-%d-disk-0,size=4G' % vmid, 'ide2': 'local-lvm:vm-%d-cloudinit,media=cdrom' % vmid,
+            'net0': 'virtio=BC:24:11:00:01:%d,bridge=vmbr0' % (vmid - 100),
+            'tags': 'castle-managed;' + marker, 'cores': 1, 'memory': 2048})
+    # Another workspace's leftover with the same name comes first and is left alone.
+    pve.sync(leftover, 122, workspace_tag(other))
+    pve.sync(leftover, 123, workspace_tag(t))
     # Someone else's stopped VM with another name is left alone.
     pve.sync(pve.pve.add_vm, 124, 'other', node='pve1', status='stopped', config={'tags': 'castle-managed'})
-    t = tf()
     t.write(provider_block(pve) + one_vm())
     out = t.apply()
     assert 'adopted' in out
-    vms = vms_by_name(pve)
-    assert sorted(vms) == ['other', 'solo']
-    vmid, _, status, config = vms['solo']
-    assert vmid == 123 and status == 'running'
+    assert sorted((vmid, name, status) for vmid, name, _, status, _ in pve.vms()) == [
+        (122, 'solo', 'stopped'), (123, 'solo', 'running'), (124, 'other', 'stopped')]
+    config = pve.sync(pve.pve.vm, 123).config
     assert config['ipconfig0'] == 'ip=10.5.0.31/24,gw=10.5.0.1'
-    assert 'tags' not in t.resources()['castle_proxmox_vm.solo'] or not t.resources()['castle_proxmox_vm.solo']['tags']
+    assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve1/123'
+    assert t.resources()['castle_proxmox_vm.solo'].get('tags') in (None, [])
     t.assert_plan_empty()
 
 
@@ -426,7 +441,7 @@ def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, 
     t = tf()
     t.write(provider_block(pve) + one_vm(extra='tags = ["talos"]'))
     t.apply()
-    assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;talos'
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;%s;talos' % workspace_tag(t)
     assert t.resources()['castle_proxmox_vm.solo']['tags'] == ['talos']
     t.assert_plan_empty()
 
