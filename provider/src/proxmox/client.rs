@@ -443,7 +443,11 @@ mod tests {
         assert_eq!(body.to_string(), "VM 105 already running");
         let bare = pve83(502, "Bad Gateway", r#"{"data":null}"#);
         assert_eq!(bare.to_string(), "Bad Gateway");
-        let html = pve83(502, "Bad Gateway", "<html>\n<h1>proxy</h1>\nupstream down\n</html>");
+        let html = pve83(
+            502,
+            "Bad Gateway",
+            "<html>\n<h1>proxy</h1>\nupstream down\n</html>",
+        );
         assert_eq!(html.to_string(), "upstream down");
     }
 }
