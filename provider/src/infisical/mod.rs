@@ -63,10 +63,7 @@ impl Client {
             .trim_end_matches("/api")
             .to_string();
         let http = reqwest::Client::builder()
-            .user_agent(concat!(
-                "terraform-provider-castle/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Settings(e.to_string()))?;
