@@ -188,8 +188,9 @@ impl Resource for TalosClusterResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut state = proposed_state;
         plan::fill_defaults(&mut state);
-        if let Some(spec) = state.to_spec() {
-            plan::check_spec(&spec, None, diags)?;
+        match state.to_spec() {
+            Some(spec) => plan::check_spec(&spec, None, diags).map(drop)?,
+            None => plan::check_known(&state, diags)?,
         }
         state.kubeconfig = Value::Unknown;
         state.talosconfig = Value::Unknown;
@@ -224,6 +225,10 @@ impl Resource for TalosClusterResource {
         if config_state.endpoint.is_null() {
             // Not configured: it follows the VIP, or the first control plane, as they change.
             state.endpoint = Value::Null;
+        }
+        if config_state.kubernetes_version.is_null() {
+            // Not configured: it follows the Talos release's default.
+            state.kubernetes_version = Value::Null;
         }
         plan::fill_defaults(&mut state);
         let bundle = prior_private_state.as_ref().and_then(|s| s.bundle().ok());
@@ -294,7 +299,10 @@ impl Resource for TalosClusterResource {
                     state.client_certificate_expires_at = Value::Unknown;
                 }
             }
-            _ => {
+            (spec, _) => {
+                if spec.is_none() {
+                    plan::check_known(&state, diags)?;
+                }
                 state.machine_configs = Value::Unknown;
                 state.node_versions = Value::Unknown;
                 state.kubeconfig = Value::Unknown;

@@ -44,10 +44,10 @@ pub fn schema() -> Schema {
             attributes: map! {
                 "id" => attr(String, Computed, "The cluster name."),
                 "name" => attr(String, Required, "Cluster name (`cluster.clusterName`, the kubeconfig and talosconfig context). Changing it builds a new cluster: the old one is reset first."),
-                "endpoint" => attr(String, OptionalComputed, "Kubernetes API URL, known at plan time. Default `https://<vip>:6443`, else the first control plane."),
+                "endpoint" => attr(String, OptionalComputed, "Kubernetes API as an `https://` URL or a host, known at plan time; port 6443 is added when none is given (`k8s.lan` and `https://k8s.lan` mean `https://k8s.lan:6443`). Default `https://<vip>:6443`, else the first control plane."),
                 "vip" => attr(String, Optional, "Layer 2 virtual IP the control planes share for the Kubernetes API, in their subnet, neither a node address nor the gateway. Without it (and without `endpoint`) the API is reached through the first control plane only, and the plan warns about it."),
                 "talos_version" => attr(String, Required, "The Talos release the nodes run, with its patch release, e.g. `v1.12.0`; v1.10 to v1.13 are supported. Configs follow this release's config contract: set it to what the machines booted. Changing it upgrades every node in place, control planes first."),
-                "kubernetes_version" => attr(String, Required, "Kubernetes version, e.g. `v1.33.2`. Changing it re-applies the configs node by node."),
+                "kubernetes_version" => attr(String, OptionalComputed, "Kubernetes version, e.g. `v1.35.2`, inside the Talos release's window (v1.10: 1.28-1.33, v1.11: 1.29-1.34, v1.12: 1.30-1.35, v1.13: 1.31-1.36). Default: the release's own (v1.10: `v1.33.0`, v1.11: `v1.34.0`, v1.12: `v1.35.0`, v1.13: `v1.36.0`), following `talos_version` when that changes. Changing it re-applies the configs node by node."),
                 "gateway" => attr(String, Required, "Default gateway of the nodes; it must lie in their subnet and must not be a node address."),
                 "nameservers" => attr(strings(), Optional, "DNS servers of the nodes."),
                 "install_image" => attr(String, Optional, "Installer image. Default: the Image Factory installer for `extensions` and `talos_version`; do not combine with `extensions`."),
