@@ -3,8 +3,9 @@
 
 For each target the Rust toolchain here can build: terraform-provider-castle_<v>_<os>_<arch>.zip
 holding the stripped binary terraform-provider-castle_v<v>; then <name>_<v>_manifest.json
-(a copy of terraform-registry-manifest.json: protocol 6.0), <name>_<v>_SHA256SUMS over the zips and the manifest, and its detached GPG
-signature <name>_<v>_SHA256SUMS.sig made with the caller's key (GPG_KEY_ID, GNUPGHOME).
+(a copy of terraform-registry-manifest.json: protocol 6.0), <name>_<v>_SHA256SUMS over the
+zips and the manifest, and its detached GPG signature <name>_<v>_SHA256SUMS.sig made with the
+caller's key (GPG_KEY_ID, GNUPGHOME).
 
 The same commit gives the same checksums: paths are remapped out of the binary, and each zip
 has one entry with a fixed timestamp and mode. Only the signature differs between runs (GPG
@@ -77,10 +78,13 @@ def target_dir():
 
 
 def remap_flags():
-    """Absolute build paths become fixed ones, so a checkout anywhere builds the same bytes."""
+    """The absolute paths rustc would embed (dependencies' sources under CARGO_HOME, generated
+    code under the target directory) become fixed ones. castle's own sources reach rustc as
+    paths relative to the workspace, so the checkout's location appears nowhere, and these
+    flags do not depend on it either: two checkouts sharing a target directory share its
+    dependency builds."""
     cargo_home = os.environ.get('CARGO_HOME', os.path.expanduser('~/.cargo'))
-    pairs = [(ROOT, '/castle'), (cargo_home, '/cargo'), (os.path.abspath(target_dir()), '/castle/target')]
-    # rustc applies the last matching prefix: the more specific ones go last.
+    pairs = [(cargo_home, '/cargo'), (os.path.abspath(target_dir()), '/target')]
     return ' '.join('--remap-path-prefix=%s=%s' % pair for pair in pairs)
 
 
