@@ -2,13 +2,14 @@
 #   make demo   start the lab, apply the example with real Terraform, show it, destroy it
 #   make test   everything CI checks (.ci/run calls it)
 #   make bench  speed targets
+#   make crash  kill -9 at random instants of every operation; the next run must converge
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CARGO   ?= cargo
 PYTEST_ARGS ?= -q
 
-.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean lab-up lab-down lab-status
+.PHONY: all deps venv build unit acceptance test demo bench crash lint fmt clean lab-up lab-down lab-status
 
 all: build
 
@@ -53,6 +54,13 @@ lab-status:
 
 bench: build venv
 	$(PY) acceptance-tests/bench.py
+
+# Not part of `make test` (about a minute per run): SEEDS runs per operation, each on its own lab.
+# OPS narrows it (e.g. OPS=create,destroy); results in .lab/crash/results.json.
+SEEDS ?= 20
+OPS   ?= create,vm-create,scale-out,scale-in,upgrade,destroy
+crash: build venv
+	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS)
 
 lint: deps
 	$(CARGO) fmt --all --check

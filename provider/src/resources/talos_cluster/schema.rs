@@ -44,6 +44,7 @@ pub fn schema() -> Schema {
             attributes: map! {
                 "id" => attr(String, Computed, "The cluster name."),
                 "name" => attr(String, Required, "Cluster name. Changing it builds a new cluster."),
+                "secrets" => sensitive(attr(String, Optional, "The cluster's identity, from `castle_talos_secrets.x.secrets` (Talos `secrets.yaml` format). Stored in state before any node sees it, so an apply killed midway is finished by the next one. Without it the cluster keeps its own secrets in private state (deprecated: a run killed during create loses them). Other secrets than the cluster's replace the cluster.")),
                 "endpoint" => attr(String, OptionalComputed, "Kubernetes API URL (default `https://<vip>:6443`)."),
                 "vip" => attr(String, Optional, "Layer 2 virtual IP shared by the control planes, in their subnet."),
                 "talos_version" => attr(String, Required, "Talos release the nodes run, e.g. `v1.12.0` (v1.10 to v1.13)."),
