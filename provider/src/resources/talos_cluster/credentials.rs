@@ -68,8 +68,14 @@ pub fn issue(
 /// secrets but no stored client certificate (a tainted cluster being replaced).
 pub fn talos_access(spec: &ClusterSpec, bundle: &SecretsBundle) -> Result<Credentials, String> {
     let (endpoints, nodes) = talos_addresses(spec);
-    let issued = issue_talosconfig(bundle, &spec.name, &endpoints, &nodes, OffsetDateTime::now_utc())
-        .map_err(|e| e.to_string())?;
+    let issued = issue_talosconfig(
+        bundle,
+        &spec.name,
+        &endpoints,
+        &nodes,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(Credentials {
         ca_pem: bundle.os_ca.crt.clone(),
         cert_pem: issued.certificate.crt,

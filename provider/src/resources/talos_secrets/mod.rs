@@ -44,7 +44,11 @@ fn parse_input(diags: &mut Diagnostics, text: &str) -> Option<SecretsBundle> {
 }
 
 /// The state for `bundle`, its YAML written once.
-fn stored(diags: &mut Diagnostics, bundle: &SecretsBundle, input: Value<String>) -> Option<SecretsState> {
+fn stored(
+    diags: &mut Diagnostics,
+    bundle: &SecretsBundle,
+    input: Value<String>,
+) -> Option<SecretsState> {
     match bundle.to_talos_yaml() {
         Ok(yaml) => Some(SecretsState {
             id: Value::Value(bundle.cluster_id.clone()),
@@ -63,7 +67,9 @@ fn same_bundle(text: &str, secrets: &Value<String>) -> bool {
     let stored = secrets
         .as_ref_option()
         .and_then(|s| SecretsBundle::from_talos_yaml(s).ok());
-    SecretsBundle::from_talos_yaml(text).ok().is_some_and(|b| Some(b) == stored)
+    SecretsBundle::from_talos_yaml(text)
+        .ok()
+        .is_some_and(|b| Some(b) == stored)
 }
 
 #[async_trait]
@@ -138,7 +144,11 @@ impl Resource for TalosSecretsResource {
         if replace {
             state.id = Value::Unknown;
             state.secrets = Value::Unknown;
-            return Some((state, prior_private_state, vec![AttributePath::new("secrets_yaml")]));
+            return Some((
+                state,
+                prior_private_state,
+                vec![AttributePath::new("secrets_yaml")],
+            ));
         }
         Some((state, prior_private_state, vec![]))
     }

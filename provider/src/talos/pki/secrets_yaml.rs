@@ -71,9 +71,12 @@ fn bad(what: &str, reason: impl Into<String>) -> PkiError {
 }
 
 fn unwrap_pem(what: &str, encoded: &str) -> Result<String> {
-    let bytes = STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| bad(what, "not base64 (talosctl gen secrets writes base64 of the PEM)"))?;
+    let bytes = STANDARD.decode(encoded.trim()).map_err(|_| {
+        bad(
+            what,
+            "not base64 (talosctl gen secrets writes base64 of the PEM)",
+        )
+    })?;
     let pem = String::from_utf8(bytes).map_err(|_| bad(what, "not PEM text"))?;
     if !pem.contains("-----BEGIN ") {
         return Err(bad(what, "not a PEM block"));
@@ -114,14 +117,21 @@ impl SecretsBundle {
             // position are repeated, never the contents.
             let message = e.to_string();
             let what = match message.find("missing field") {
-                Some(at) => message[at..].split(" at ").next().unwrap_or_default().to_string(),
+                Some(at) => message[at..]
+                    .split(" at ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
                 None => "unexpected content".to_string(),
             };
             let place = e
                 .location()
                 .map(|l| format!(" at line {}", l.line()))
                 .unwrap_or_default();
-            bad("secrets YAML", format!("not a talosctl gen secrets file: {what}{place}"))
+            bad(
+                "secrets YAML",
+                format!("not a talosctl gen secrets file: {what}{place}"),
+            )
         })?;
         let secretbox = match (
             &file.secrets.secretboxencryptionsecret,
@@ -144,7 +154,11 @@ impl SecretsBundle {
         Ok(SecretsBundle {
             os_ca: ca("os", &file.certs.os, CaKind::Ed25519)?,
             kubernetes_ca: ca("k8s", &file.certs.k8s, CaKind::EcdsaP256)?,
-            aggregator_ca: ca("k8saggregator", &file.certs.k8saggregator, CaKind::EcdsaP256)?,
+            aggregator_ca: ca(
+                "k8saggregator",
+                &file.certs.k8saggregator,
+                CaKind::EcdsaP256,
+            )?,
             etcd_ca: ca("etcd", &file.certs.etcd, CaKind::EcdsaP256)?,
             service_account_key,
             bootstrap_token: required("secrets.bootstraptoken", &file.secrets.bootstraptoken)?,
@@ -205,7 +219,14 @@ mod tests {
     fn a_bundle_written_as_talos_secrets_yaml_reads_back_identical() {
         let b = bundle();
         let text = b.to_talos_yaml().unwrap();
-        for key in ["cluster:", "bootstraptoken:", "secretboxencryptionsecret:", "trustdinfo:", "k8sserviceaccount:", "k8saggregator:"] {
+        for key in [
+            "cluster:",
+            "bootstraptoken:",
+            "secretboxencryptionsecret:",
+            "trustdinfo:",
+            "k8sserviceaccount:",
+            "k8saggregator:",
+        ] {
             assert!(text.contains(key), "{key} missing from\n{text}");
         }
         assert_eq!(SecretsBundle::from_talos_yaml(&text).unwrap(), b);
@@ -217,15 +238,18 @@ mod tests {
         let mut swapped = b.clone();
         swapped.os_ca.key = b.etcd_ca.key.clone();
         let text = swapped.to_talos_yaml().unwrap();
-        let error = SecretsBundle::from_talos_yaml(&text).unwrap_err().to_string();
+        let error = SecretsBundle::from_talos_yaml(&text)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("certs.os.key"), "{error}");
     }
 
     #[test]
     fn a_file_that_is_not_talos_secrets_is_refused_without_echoing_it() {
-        let error = SecretsBundle::from_talos_yaml("cluster:\n  id: x\n  secret: hunter2-very-secret\n")
-            .unwrap_err()
-            .to_string();
+        let error =
+            SecretsBundle::from_talos_yaml("cluster:\n  id: x\n  secret: hunter2-very-secret\n")
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("not a talosctl gen secrets file"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
@@ -236,7 +260,9 @@ mod tests {
             .to_talos_yaml()
             .unwrap()
             .replace("secretboxencryptionsecret", "aescbcencryptionsecret");
-        let error = SecretsBundle::from_talos_yaml(&text).unwrap_err().to_string();
+        let error = SecretsBundle::from_talos_yaml(&text)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("secretboxencryptionsecret"), "{error}");
     }
 }
