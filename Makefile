@@ -58,7 +58,7 @@ bench: build venv
 # Not part of `make test` (about a minute per run): SEEDS runs per operation, each on its own lab.
 # OPS narrows it (e.g. OPS=create,destroy); results in .lab/crash/results.json.
 SEEDS ?= 20
-OPS   ?= create,vm-create,scale-out,scale-in,upgrade,destroy
+OPS   ?= create,cluster-create,vm-create,scale-out,scale-in,upgrade,destroy
 crash: build venv
 	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS)
 

@@ -74,3 +74,78 @@ pub fn replaced(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn bundle() -> SecretsBundle {
+        SecretsBundle::for_checks(OffsetDateTime::now_utc()).unwrap()
+    }
+
+    fn with_secrets(bundle: Option<&SecretsBundle>) -> ClusterState {
+        ClusterState {
+            secrets: match bundle {
+                Some(b) => Value::Value(b.to_talos_yaml().unwrap()),
+                None => Value::Null,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn own(bundle: &SecretsBundle) -> ClusterSecrets {
+        ClusterSecrets {
+            bundle: serde_json::to_string(bundle).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_given_its_own_secrets_back_changes_nothing() {
+        let b = bundle();
+        let mut diags = Diagnostics::default();
+        let replace = replaced(
+            &mut diags,
+            &with_secrets(None),
+            &with_secrets(Some(&b)),
+            Some(&own(&b)),
+        );
+        assert_eq!(replace, Some(false));
+        assert!(diags.errors.is_empty());
+    }
+
+    #[test]
+    fn a_cluster_that_keeps_its_own_secrets_refuses_others_instead_of_wiping_its_nodes() {
+        let mut diags = Diagnostics::default();
+        let replace = replaced(
+            &mut diags,
+            &with_secrets(None),
+            &with_secrets(Some(&bundle())),
+            Some(&own(&bundle())),
+        );
+        assert_eq!(replace, None);
+        assert!(diags.errors[0].summary.contains("not the cluster's"));
+    }
+
+    #[test]
+    fn other_secrets_replace_a_cluster_that_was_given_secrets() {
+        let mut diags = Diagnostics::default();
+        let (before, after) = (bundle(), bundle());
+        let prior = with_secrets(Some(&before));
+        assert_eq!(
+            replaced(&mut diags, &prior, &with_secrets(Some(&before)), None),
+            Some(false)
+        );
+        assert_eq!(
+            replaced(&mut diags, &prior, &with_secrets(Some(&after)), None),
+            Some(true)
+        );
+        let unknown = ClusterState {
+            secrets: Value::Unknown,
+            ..Default::default()
+        };
+        assert_eq!(replaced(&mut diags, &prior, &unknown, None), Some(true));
+        assert!(diags.errors.is_empty());
+    }
+}
