@@ -4,13 +4,14 @@
 #   make bench  speed targets
 #   make docs   the Registry docs from the provider's schema (docs/index.md, docs/resources/)
 #   make release VERSION=x.y.z GPG_KEY_ID=<key>   signed Registry assets in dist/
+#   make crash  kill -9 at random instants of every operation; the next run must converge
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CARGO   ?= cargo
 PYTEST_ARGS ?= -q
 
-.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean lab-up lab-down lab-status docs release
+.PHONY: all deps venv build unit acceptance test demo bench crash lint fmt clean lab-up lab-down lab-status docs release
 
 all: build
 
@@ -72,6 +73,13 @@ docs: build venv
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 release: deps
 	python3 acceptance-tests/release.py --version $(VERSION) --out dist
+
+# Not part of `make test` (about a minute per run): SEEDS runs per operation, each on its own lab.
+# OPS narrows it (e.g. OPS=create,destroy); results in .lab/crash/results.json.
+SEEDS ?= 20
+OPS   ?= create,cluster-create,vm-create,scale-out,scale-in,upgrade,destroy
+crash: build venv
+	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS)
 
 lint: deps
 	$(CARGO) fmt --all --check

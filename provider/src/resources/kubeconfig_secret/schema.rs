@@ -21,7 +21,7 @@ pub fn schema() -> Schema {
                 "id" => attr(String, Computed, "`project_id:environment:path:kubeconfig_key`."),
                 "project_id" => attr(String, Required, "Infisical project (workspace) id. Changing it moves the secret (replace)."),
                 "environment" => attr(String, Required, "Environment slug, e.g. `prod`. Changing it moves the secret (replace)."),
-                "path" => attr(String, OptionalComputed, "Folder path starting with `/` (default `/`). Changing it moves the secret (replace)."),
+                "path" => attr(String, OptionalComputed, "Folder path starting with `/` (default `/`); folder names hold only letters, digits, `-` and `_`. Changing it moves the secret (replace)."),
                 "kubeconfig_key" => attr(String, OptionalComputed, "Secret name of the kubeconfig (default `KUBECONFIG`): no blanks, whitespace, `:` or `/`. Changing it moves the secret (replace)."),
                 "kubeconfig" => sensitive(attr(String, Required, "The kubeconfig. Infisical trims surrounding whitespace (keeping one trailing newline); values equal after trimming are the same.")),
                 "talosconfig_key" => attr(String, Optional, "Secret name of the talosconfig; set together with `talosconfig`. Changing it moves the talosconfig secret in place."),

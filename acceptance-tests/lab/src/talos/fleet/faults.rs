@@ -106,5 +106,6 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         kubelet_version: "v1.31.0".into(),
         install_version: None,
         install_image: None,
+        reboot_part: serde_json::Value::Null,
     })
 }
