@@ -79,10 +79,7 @@ impl Client {
             .trim_end_matches("/api")
             .to_string();
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!(
-                "terraform-provider-castle/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(10));
         if let Some(pem) = &config.ca_cert_pem {
             let bundle = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
