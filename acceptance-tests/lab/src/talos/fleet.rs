@@ -702,7 +702,13 @@ impl Fleet {
                 fleet: self.clone(),
                 cluster_id: cluster_id.to_string(),
             });
-            let router = kubernetes::router(source, kubelet_version.clone());
+            let timings =
+                kubernetes::KubeTimings::scaled(self.inner.options.time_scale, &kubelet_version);
+            let router = kubernetes::router(kubernetes::KubeCluster::new(
+                source,
+                kubelet_version.clone(),
+                timings,
+            ));
             let mut stop = self.inner.shutdown.subscribe();
             let task = tokio::spawn(kubernetes::run(
                 listener,
