@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
+use castle::kubernetes::drain::{DrainError, DrainOptions};
+use castle::kubernetes::{KubeAccess, KubeClient};
 use castle::talos::client::{ApplyMode, NodeClient};
+use castle_lab::kubernetes::WorkloadSpec;
 use castle_lab::talos::sample::SampleCluster;
 use castle_lab::talos::Fleet;
 use common::{fleet, ip, options, wait_configured, wait_for};
@@ -66,6 +70,17 @@ async fn cluster(
     vip: IpAddr,
     nodes: &[(IpAddr, bool, &str)],
 ) -> Kubectl {
+    patched_cluster(fleet, name, vip, nodes, |c| c).await
+}
+
+/// [`cluster`] with each config passed through `patch` first.
+async fn patched_cluster(
+    fleet: &Fleet,
+    name: &str,
+    vip: IpAddr,
+    nodes: &[(IpAddr, bool, &str)],
+    patch: impl Fn(String) -> String,
+) -> Kubectl {
     assert!(
         Path::new(KUBECTL).exists(),
         "{KUBECTL} is required by this test"
@@ -82,7 +97,7 @@ async fn cluster(
         .await;
         client
             .apply_configuration(
-                cluster.config(*controlplane, hostname).as_bytes(),
+                patch(cluster.config(*controlplane, hostname)).as_bytes(),
                 ApplyMode::Auto,
                 false,
             )
@@ -272,8 +287,37 @@ async fn kubectl_shows_the_system_pods_namespaces_services_and_api_server_endpoi
     fleet.shutdown();
 }
 
+/// The admin API's workload placement, as the Python harness calls it.
+fn place(fleet: &Fleet, address: IpAddr, spec: serde_json::Value) {
+    let spec: WorkloadSpec = serde_json::from_value(spec).unwrap();
+    fleet.place_workload(address, &spec).unwrap();
+}
+
+/// castle's access to the API from the kubeconfig kubectl uses.
+fn access(kubeconfig: &Path) -> KubeAccess {
+    let config: serde_yaml::Value =
+        serde_yaml::from_slice(&std::fs::read(kubeconfig).unwrap()).unwrap();
+    let b64 = |v: &serde_yaml::Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    KubeAccess {
+        server: config["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .unwrap()
+            .into(),
+        ca_pem: b64(&config["clusters"][0]["cluster"]["certificate-authority-data"]),
+        cert_pem: b64(&config["users"][0]["user"]["client-certificate-data"]),
+        key_pem: b64(&config["users"][0]["user"]["client-key-data"]),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_cordons_uncordons_and_drains_a_worker() {
+async fn kubectl_drain_waits_for_disruption_budgets_and_castle_drain_names_the_blocking_pod() {
     let fleet = fleet();
     let vip = ip("127.0.4.10");
     let nodes = [
@@ -286,6 +330,36 @@ async fn kubectl_cordons_uncordons_and_drains_a_worker() {
         t.lines().filter(|l| l.contains(" Ready ")).count() == 3
     })
     .await;
+    // web: one replica that its budget keeps, with a ReadWriteOnce volume; cache: an emptyDir;
+    // api: two replicas of which the budget lets one go at a time.
+    let cp = ip("127.0.4.11");
+    place(
+        &fleet,
+        cp,
+        serde_json::json!({ "name": "web", "node": "worker-1", "min_available": 1, "volume": true }),
+    );
+    place(
+        &fleet,
+        cp,
+        serde_json::json!({ "name": "cache", "node": "worker-1", "empty_dir": true }),
+    );
+    place(
+        &fleet,
+        cp,
+        serde_json::json!({ "name": "api", "node": "worker-2", "replicas": 2, "min_available": 1 }),
+    );
+    let (ok, text) = k.run(&["get", "volumeattachments"]);
+    assert!(
+        ok && rows(&text, 0, "csi-")
+            .first()
+            .is_some_and(|r| r[3] == "worker-1" && r[4] == "true"),
+        "{text}"
+    );
+    let (ok, text) = k.run(&["get", "pdb"]);
+    assert!(
+        ok && rows(&text, 0, "api")[0][3] == "1" && rows(&text, 0, "web")[0][3] == "0",
+        "{text}"
+    );
 
     let (ok, text) = k.run(&["cordon", "worker-1"]);
     assert!(ok && text.contains("node/worker-1 cordoned"), "{text}");
@@ -299,32 +373,130 @@ async fn kubectl_cordons_uncordons_and_drains_a_worker() {
     let (ok, text) = k.run(&["get", "nodes"]);
     assert!(ok && rows(&text, 0, "worker-1")[0][1] == "Ready", "{text}");
 
-    // Drain: DaemonSet pods stay (ignored), the rest is evicted and goes elsewhere.
+    // Draining worker-2: the first api pod goes, the second waits for its budget until the
+    // replacement runs on worker-1, then goes too.
+    let (ok, text) = k.run(&[
+        "drain",
+        "worker-2",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=30s",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Warning: ignoring DaemonSet-managed Pods: kube-system/kube-flannel-"),
+        "{text}"
+    );
+    assert!(text.contains("(will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."), "{text}");
+    assert!(text.contains("node/worker-2 drained"), "{text}");
+    let (ok, pods) = k.run(&["get", "pods", "-o", "wide"]);
+    assert!(
+        ok && rows(&pods, 0, "api-").iter().all(|r| r[6] == "worker-1"),
+        "{pods}"
+    );
+
+    // Draining worker-1, where nothing can take web: kubectl retries until its timeout.
     let (ok, text) = k.run(&[
         "drain",
         "worker-1",
         "--ignore-daemonsets",
         "--delete-emptydir-data",
-        "--timeout=20s",
+        "--timeout=6s",
     ]);
-    assert!(ok, "{text}");
-    assert!(text.contains("node/worker-1 cordoned"), "{text}");
+    assert!(!ok, "{text}");
+    assert!(text.contains("error when evicting pods/\"web-"), "{text}");
     assert!(
-        text.contains("Warning: ignoring DaemonSet-managed Pods: kube-system/kube-flannel-"),
+        text.contains("Cannot evict pod as it would violate the pod's disruption budget."),
         "{text}"
     );
-    assert!(text.contains("node/worker-1 drained"), "{text}");
-    let (ok, pods) = k.run(&[
-        "get",
-        "pods",
-        "-A",
-        "-o",
-        "wide",
-        "--field-selector",
-        "spec.nodeName=worker-1",
-    ]);
-    assert!(ok && !pods.contains("coredns"), "{pods}");
-    assert_eq!(rows(&pods, 1, "kube-proxy-").len(), 1, "{pods}");
+    let (ok, pods) = k.run(&["get", "pods"]);
+    assert!(
+        ok && rows(&pods, 0, "cache-").iter().all(|r| r[2] == "Pending"),
+        "the cache pod was evicted and waits for a node\n{pods}"
+    );
+
+    // castle's drain does the same and names the pod whose budget blocks.
+    let client = KubeClient::new(&access(&k.kubeconfig)).unwrap();
+    let options = DrainOptions {
+        timeout: Duration::from_secs(2),
+        budget_retry: Duration::from_millis(300),
+        poll: Duration::from_millis(100),
+    };
+    match client.drain("worker-1", &options).await {
+        Err(DrainError::Blocked { pod, message, .. }) => {
+            assert!(
+                pod.starts_with("default/web-") || pod.starts_with("default/api-"),
+                "{pod}"
+            );
+            assert!(message.contains("The disruption budget"), "{message}");
+        }
+        other => panic!("expected a blocked drain, got {other:?}"),
+    }
+    // A node without budgets drains: its DaemonSet pods stay, the rest goes.
+    let drained = client.drain("cp-1", &options).await.unwrap();
+    assert!(
+        drained
+            .ignored
+            .iter()
+            .any(|p| p.starts_with("kube-system/kube-proxy-")),
+        "{drained:?}"
+    );
+    assert!(
+        !drained.ignored.iter().any(|p| p.contains("kube-apiserver")),
+        "{drained:?}"
+    );
+
+    fleet.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cni_none_cluster_stays_not_ready_and_its_inline_manifests_appear() {
+    let fleet = fleet();
+    let vip = ip("127.0.5.10");
+    let nodes = [(ip("127.0.5.11"), true, "cp-1")];
+    let k = patched_cluster(&fleet, "lab-cni", vip, &nodes, |config| {
+        let mut docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&config)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let main = docs.iter_mut().find(|d| d.get("cluster").is_some()).unwrap();
+        let patch: serde_yaml::Value = serde_yaml::from_str(
+            "network: { cni: { name: none } }\ninlineManifests:\n  - name: flux\n    contents: |\n      apiVersion: v1\n      kind: Namespace\n      metadata:\n        name: flux-system\n",
+        )
+        .unwrap();
+        let cluster = main.get_mut("cluster").unwrap().as_mapping_mut().unwrap();
+        for (key, value) in patch.as_mapping().unwrap() {
+            match (cluster.get_mut(key), value) {
+                (Some(serde_yaml::Value::Mapping(existing)), serde_yaml::Value::Mapping(v)) => {
+                    for (k2, v2) in v {
+                        existing.insert(k2.clone(), v2.clone());
+                    }
+                }
+                _ => {
+                    cluster.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        docs.iter().map(|d| serde_yaml::to_string(d).unwrap()).collect::<Vec<_>>().join("---\n")
+    })
+    .await;
+    let ns = k
+        .until(
+            "the manifest's namespace",
+            &["get", "ns", "flux-system"],
+            |t| t.contains("flux-system"),
+        )
+        .await;
+    assert!(rows(&ns, 0, "flux-system")[0][1] == "Active", "{ns}");
+    // The kubelet registers, but without a CNI the node never turns Ready, and no flannel runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, nodes) = k.run(&["get", "nodes"]);
+    assert!(ok && rows(&nodes, 0, "cp-1")[0][1] == "NotReady", "{nodes}");
+    let (ok, pods) = k.run(&["get", "pods", "-A"]);
+    assert!(ok && rows(&pods, 1, "kube-flannel-").is_empty(), "{pods}");
+    assert!(
+        rows(&pods, 1, "coredns-").iter().all(|r| r[3] == "Pending"),
+        "{pods}"
+    );
 
     fleet.shutdown();
 }

@@ -189,7 +189,11 @@ const STATIC_PODS: [&str; 3] = [
 ];
 
 /// `replicas` pods matching a selector are Ready (Talos: `K8sPodReadyAssertion`).
-pub(crate) fn check_pods_ready(pods: &[Pod], replicas: usize, selector: &str) -> Result<(), String> {
+pub(crate) fn check_pods_ready(
+    pods: &[Pod],
+    replicas: usize,
+    selector: &str,
+) -> Result<(), String> {
     if pods.is_empty() {
         return Err(format!(
             "no pods found for namespace \"kube-system\" and label selector \"{selector}\""

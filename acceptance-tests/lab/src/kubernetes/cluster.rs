@@ -30,6 +30,8 @@ pub struct KubeTimings {
     /// pkg/controlplane/reconcilers/lease.go with `--endpoint-reconciler-type=lease`, TTL 15 s
     /// (pkg/controlplane/instance.go `DefaultEndpointReconcilerTTL`).
     pub lease_ttl: Duration,
+    /// How long a scheduled pod takes to be Ready (image pull, start, readiness probe).
+    pub container_start: Duration,
     /// How long an emulated container takes to exit on SIGTERM (a deleted pod on a live node
     /// is gone after this or its grace period, whichever comes first).
     pub container_stop: Duration,
@@ -53,6 +55,7 @@ impl KubeTimings {
             node_monitor_grace: s(grace as f64),
             unreachable_toleration: s(300.0),
             lease_ttl: s(15.0),
+            container_start: s(3.0),
             container_stop: s(1.0),
         }
     }
@@ -75,6 +78,60 @@ impl Default for KubeSettings {
             cni: "flannel".into(),
             kube_proxy: true,
             schedule_on_control_planes: false,
+        }
+    }
+}
+
+/// The Kubernetes add-ons one machine config asks for.
+#[derive(Debug, Clone, Default)]
+pub struct KubeAddons {
+    /// Network add-ons and scheduling on control planes.
+    pub settings: KubeSettings,
+    /// The documents of `cluster.inlineManifests[].contents`, in order.
+    pub manifests: Vec<Value>,
+}
+
+impl KubeAddons {
+    /// Reads `cluster.network.cni.name`, `cluster.proxy.disabled`,
+    /// `cluster.allowSchedulingOnControlPlanes` and `cluster.inlineManifests` of a v1alpha1
+    /// document (Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_types.go).
+    pub fn from_config(main: &Value) -> Self {
+        let settings = KubeSettings {
+            cni: main
+                .pointer("/cluster/network/cni/name")
+                .and_then(Value::as_str)
+                .unwrap_or("flannel")
+                .to_string(),
+            kube_proxy: main
+                .pointer("/cluster/proxy/disabled")
+                .and_then(Value::as_bool)
+                != Some(true),
+            schedule_on_control_planes: main
+                .pointer("/cluster/allowSchedulingOnControlPlanes")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        let mut manifests = Vec::new();
+        for inline in main
+            .pointer("/cluster/inlineManifests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(text) = inline.get("contents").and_then(Value::as_str) else {
+                continue;
+            };
+            for de in serde_yaml::Deserializer::from_str(text) {
+                if let Ok(doc) = <Value as serde::Deserialize>::deserialize(de) {
+                    if doc.is_object() {
+                        manifests.push(doc);
+                    }
+                }
+            }
+        }
+        KubeAddons {
+            settings,
+            manifests,
         }
     }
 }
@@ -149,6 +206,8 @@ pub(crate) struct Pod {
     pub(crate) claim: Option<String>,
     pub(crate) priority_class: Option<&'static str>,
     pub(crate) deletion: Option<Deletion>,
+    /// When its containers are up (Ready), once scheduled.
+    pub(crate) ready_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +436,15 @@ impl KubeCluster {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The add-ons of a control plane's config: network settings, then the manifests (create
+    /// only before Talos 1.13, server-side apply from 1.13).
+    pub fn apply_addons(&self, addons: &KubeAddons, server_side_apply: bool) {
+        if self.lock().settings != addons.settings {
+            self.configure(addons.settings.clone());
+        }
+        self.apply_manifests(&addons.manifests, server_side_apply);
+    }
+
     /// The network add-ons the machine config asks for; kube-proxy's and flannel's DaemonSets
     /// follow them.
     pub fn configure(&self, settings: KubeSettings) {
@@ -402,8 +470,10 @@ impl KubeCluster {
             };
             let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("");
             let key = (kind.to_string(), namespace.to_string(), name.to_string());
-            if store.manifests.contains_key(&key) && !server_side_apply {
-                continue;
+            match store.manifests.get(&key) {
+                Some(_) if !server_side_apply => continue,
+                Some(current) if current == doc => continue,
+                _ => {}
             }
             if kind == "Namespace" && !store.namespaces.contains_key(name) {
                 store.namespaces.insert(
@@ -513,7 +583,7 @@ impl Store {
     ) {
         self.sync_nodes(views, now);
         self.sync_leases(timings, api_servers, now);
-        self.sync_static_and_daemon_pods();
+        self.sync_static_and_daemon_pods(now + timings.container_start);
         self.evict_from_lost_nodes(timings, now);
         self.finish_deletions(views, now);
         self.sync_deployments(timings, now);
@@ -566,7 +636,7 @@ impl Store {
     /// Mirror pods of the static pods on control planes, one pod per DaemonSet per node, and
     /// the pod garbage collector for pods of deleted nodes
     /// (Kubernetes: pkg/controller/daemon/daemon_controller.go, pkg/controller/podgc/gc_controller.go).
-    fn sync_static_and_daemon_pods(&mut self) {
+    fn sync_static_and_daemon_pods(&mut self, ready_at: Instant) {
         let before = self.pods.len();
         let nodes = &self.nodes;
         self.pods
@@ -604,6 +674,7 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        ready_at: Some(ready_at),
                     });
                 }
             }
@@ -628,15 +699,16 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        ready_at: Some(ready_at),
                     });
                 }
             }
         }
         for mut pod in wanted {
             let key = (pod.namespace.clone(), pod.name.clone());
-            if !self.pods.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.pods.entry(key) {
                 pod.uid = uid();
-                self.pods.insert(key, pod);
+                slot.insert(pod);
             }
         }
         if self.pods.len() != before {
@@ -732,8 +804,9 @@ impl Store {
     }
 
     /// The ReplicaSet controller keeps `replicas` pods that are not being deleted; the scheduler
-    /// places each on a fitting node with the fewest pods of the workload (the preferred node
-    /// first). Kubernetes: pkg/controller/replicaset/replica_set.go.
+    /// places each on the workload's preferred node while it fits (the admin API's placement,
+    /// a stand-in for node affinity), else on a fitting node with the fewest pods of the
+    /// workload. Kubernetes: pkg/controller/replicaset/replica_set.go.
     fn sync_deployments(&mut self, timings: &KubeTimings, now: Instant) {
         let workloads: Vec<Workload> = self.workloads.values().cloned().collect();
         for workload in workloads {
@@ -752,6 +825,7 @@ impl Store {
                     if let Some(pod) = self.pods.get_mut(&key) {
                         pod.node = Some(node);
                         pod.ip = ip;
+                        pod.ready_at = Some(now + timings.container_start);
                         self.revision += 1;
                     }
                 }
@@ -764,6 +838,7 @@ impl Store {
             for _ in active..workload.replicas {
                 let node = self.schedule(&workload, timings, now);
                 let ip = node.as_ref().and_then(|n| self.pod_ip(n));
+                let ready_at = node.as_ref().map(|_| now + timings.container_start);
                 let mut pod_labels = workload.labels.clone();
                 pod_labels.insert("pod-template-hash".into(), workload.hash.clone());
                 let pod = Pod {
@@ -781,6 +856,7 @@ impl Store {
                     claim: workload.claim.clone(),
                     priority_class: workload.priority_class,
                     deletion: None,
+                    ready_at,
                 };
                 self.pods
                     .insert((pod.namespace.clone(), pod.name.clone()), pod);
@@ -804,7 +880,7 @@ impl Store {
             .filter(|r| self.fits(workload, r, timings, now))
             .collect();
         if let Some(preferred) = &workload.preferred_node {
-            if fitting.iter().any(|r| &r.view.name == preferred) && count(preferred) == 0 {
+            if fitting.iter().any(|r| &r.view.name == preferred) {
                 return Some(preferred.clone());
             }
         }
@@ -878,6 +954,7 @@ impl Store {
             return false;
         };
         pod.deletion.is_none()
+            && pod.ready_at.is_some_and(|t| now >= t)
             && self.volume_ready(pod)
             && self.readiness(node, timings, now) != Readiness::Unknown
             && (pod.host_network || self.network_ready())

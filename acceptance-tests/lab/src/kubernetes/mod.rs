@@ -32,7 +32,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
-pub use cluster::{KubeCluster, KubeSettings, KubeTimings, WorkloadSpec};
+pub use cluster::{KubeAddons, KubeCluster, KubeSettings, KubeTimings, WorkloadSpec};
 pub use tls::{run, KubeTls};
 
 /// What the kubelet of one running node reports.

@@ -68,6 +68,8 @@ pub struct MachineConfig {
     pub install_version: Option<String>,
     /// `machine.install.image`.
     pub install_image: Option<String>,
+    /// CNI, kube-proxy, scheduling on control planes and inline manifests.
+    pub kube_addons: crate::kubernetes::KubeAddons,
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -247,6 +249,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         kubelet_version,
         install_version,
         install_image,
+        kube_addons: crate::kubernetes::KubeAddons::from_config(main),
     })
 }
 
