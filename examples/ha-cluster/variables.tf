@@ -130,8 +130,9 @@ variable "talos_version" {
 }
 
 variable "kubernetes_version" {
-  type    = string
-  default = "v1.33.2"
+  description = "Kubernetes release, inside talos_version's window; null means the release's default (v1.35.0 for v1.12)."
+  type        = string
+  default     = null
 }
 
 # --- Infisical -----------------------------------------------------------------------------

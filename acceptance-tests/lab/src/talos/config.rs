@@ -70,6 +70,9 @@ pub struct MachineConfig {
     pub install_image: Option<String>,
     /// CNI, kube-proxy, scheduling on control planes and inline manifests.
     pub kube_addons: crate::kubernetes::KubeAddons,
+    /// The v1alpha1 document less what a running node changes in place: a new config that
+    /// differs here reboots the node (see `immediate.rs`).
+    pub reboot_part: Value,
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -161,16 +164,31 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         }
     }
     for (i, doc) in docs.iter().enumerate() {
-        let def = definition_for(line, doc)?;
+        let def = definition_for(line, doc).map_err(|e| format!("failed to parse config: {e}"))?;
         let validator = validator(line, &def)?;
-        let errors: Vec<String> = validator
-            .iter_errors(doc)
-            .map(|e| format!("{} at {:?}", e, e.instance_path.to_string()))
-            .collect();
+        let errors: Vec<_> = validator.iter_errors(doc).collect();
         if !errors.is_empty() {
+            // Talos decodes strictly (configloader/internal/decoder/decoder.go `KnownFields`):
+            // an unknown field or a wrong type fails the decoding; anything else is validation.
+            let undecodable = errors.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
+                        | jsonschema::error::ValidationErrorKind::Type { .. }
+                )
+            });
+            let text: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} at {:?}", e, e.instance_path.to_string()))
+                .collect();
             return Err(format!(
-                "document {i} ({def}) is invalid for Talos {line}: {}",
-                errors.join("; ")
+                "{}document {i} ({def}) is invalid for Talos {line}: {}",
+                if undecodable {
+                    "failed to parse config: "
+                } else {
+                    ""
+                },
+                text.join("; ")
             ));
         }
     }
@@ -250,6 +268,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         install_version,
         install_image,
         kube_addons: crate::kubernetes::KubeAddons::from_config(main),
+        reboot_part: super::immediate::reboot_part(main),
     })
 }
 

@@ -116,7 +116,7 @@ impl MachineService for NodeApi {
             messages: vec![machine::ApplyConfiguration {
                 metadata: self.metadata(),
                 warnings: vec![],
-                mode: request.mode,
+                mode: applied.mode(mode) as i32,
                 mode_details: applied.details().to_string(),
             }],
         }))
@@ -211,6 +211,20 @@ impl MachineService for NodeApi {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    type ReadStream = Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
+
+    async fn read(&self, request: Request<machine::ReadRequest>) -> Result<Self::ReadStream> {
+        self.configured_only("Read")?;
+        self.admin(&request)?;
+        let path = request.into_inner().path;
+        let bytes = self.fleet.read_file(self.address, &path)?;
+        let data = common::Data {
+            metadata: self.metadata(),
+            bytes,
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(data)]))))
+    }
+
     async fn reboot(
         &self,
         request: Request<machine::RebootRequest>,
@@ -279,7 +293,8 @@ impl MachineService for NodeApi {
         self.configured_only("Upgrade")?;
         self.admin(&request)?;
         self.fleet
-            .upgrade(self.address, &request.into_inner().image)?;
+            .upgrade(self.address, &request.into_inner().image)
+            .await?;
         Ok(Response::new(machine::UpgradeResponse {
             messages: vec![machine::Upgrade {
                 metadata: self.metadata(),

@@ -21,6 +21,7 @@ pub use state::VmState;
 use state::{bare_ip, format_id, parse_id, CloneBlock};
 
 use crate::provider::{ProviderData, Unavailable};
+use crate::proxmox::retry::{with_policy, API_CALL};
 use crate::proxmox::{self, provision};
 use crate::resources::diag::{path, unable};
 use crate::resources::timeouts::Operation;
@@ -29,6 +30,8 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+/// How long the plan-time checks keep asking a Proxmox that answers with gateway errors.
+const PLAN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an ACPI shutdown may take before Proxmox stops the VM hard.
 const SHUTDOWN_SECS: u64 = 60;
 
@@ -551,14 +554,43 @@ impl ProxmoxVmResource {
         }
     }
 
-    /// Plan-time checks that need the API: the node and the template exist. Skipped when the
-    /// provider cannot reach Proxmox yet (apply will say why).
+    /// Plan-time checks that need the API: the credentials work, the node and the template
+    /// exist. Refused credentials are an error naming the provider setting; an endpoint that
+    /// does not answer is a warning (apply retries and says why).
     async fn check_against_cluster(&self, diags: &mut Diagnostics, state: &VmState) {
         let Ok(client) = self.data.proxmox() else {
             return;
         };
+        let deadline = Instant::now() + PLAN_CHECK_TIMEOUT;
+        let nodes = with_policy(API_CALL, deadline, "list the nodes", || {
+            provision::node_names(&client)
+        })
+        .await;
+        let nodes = match nodes {
+            Ok(nodes) => Some(nodes),
+            Err(e @ proxmox::Error::Auth { .. }) => {
+                let setting = client.secret_setting();
+                diags.root_error(
+                    "Proxmox refused the credentials",
+                    format!(
+                        "{e}. Check the provider's proxmox {{ {setting} }} setting (and username for a password login)."
+                    ),
+                );
+                return;
+            }
+            Err(e @ proxmox::Error::Transport { .. }) => {
+                diags.root_warning(
+                    "Proxmox does not answer",
+                    format!(
+                        "{e}. The plan could not check the node and the template; check the provider's proxmox {{ endpoint }} setting."
+                    ),
+                );
+                return;
+            }
+            Err(_) => None,
+        };
         if let Value::Value(node) = &state.node {
-            if let Ok(nodes) = provision::node_names(&client).await {
+            if let Some(nodes) = nodes {
                 if !nodes.contains(node) {
                     diags.error(
                         "Unknown Proxmox node",
@@ -575,18 +607,25 @@ impl ProxmoxVmResource {
             if clone.template_id.is_unknown() || clone.template_name.is_unknown() {
                 return;
             }
-            if let Err(e) = provision::find_template(&client, &state.clone_source()).await {
-                if e.is_not_found() {
+            let node = state.node.as_ref_option().cloned().unwrap_or_default();
+            let source = state.clone_source();
+            let found = with_policy(API_CALL, deadline, "find the template", || {
+                provision::find_template(&client, &source, &node)
+            })
+            .await;
+            if let Err(e) = found {
+                if e.is_not_found() || e.is_template_elsewhere() {
+                    let title = if e.is_not_found() {
+                        "Template not found"
+                    } else {
+                        "Template cannot be cloned to this node"
+                    };
                     let attribute = if clone.template_id.is_value() {
                         "template_id"
                     } else {
                         "template_name"
                     };
-                    diags.error(
-                        "Template not found",
-                        e.to_string(),
-                        path(&["clone", "0", attribute]),
-                    );
+                    diags.error(title, e.to_string(), path(&["clone", "0", attribute]));
                 }
             }
         }

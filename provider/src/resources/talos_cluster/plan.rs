@@ -15,14 +15,27 @@ use crate::talos::pki::{needs_renewal, SecretsBundle};
 /// Fills defaults the configuration may leave out.
 pub fn fill_defaults(state: &mut ClusterState) {
     state.id = state.name.clone();
+    if state.kubernetes_version.is_null() {
+        // The release's own default, as `talosctl gen config` writes it; unknown while the
+        // release is.
+        state.kubernetes_version = match &state.talos_version {
+            Value::Value(talos) => config::TalosVersion::parse(talos)
+                .map(|v| Value::Value(v.minor.default_kubernetes_version().to_string()))
+                .unwrap_or(Value::Null),
+            _ => Value::Unknown,
+        };
+    }
     if state.endpoint.is_null() {
         state.endpoint = match state.to_spec() {
             Some(spec) => config::control_plane_endpoint(&spec)
                 .map(Value::Value)
                 .unwrap_or(Value::Unknown),
-            None if state.vip.is_value() => {
-                state.vip.as_ref().map(|vip| format!("https://{vip}:6443"))
-            }
+            None if state.vip.is_value() => state
+                .vip
+                .as_ref_option()
+                .and_then(|vip| config::endpoint_url(vip).ok())
+                .map(Value::Value)
+                .unwrap_or(Value::Unknown),
             None => Value::Unknown,
         };
     }
@@ -61,15 +74,15 @@ fn check_bundle() -> Option<&'static SecretsBundle> {
         .as_ref()
 }
 
-/// Validates the spec and, when `bundle` is given, generates every node's config. Returns the
-/// configs, or `None` when there were errors.
-pub fn check_spec(
-    spec: &ClusterSpec,
-    bundle: Option<&SecretsBundle>,
-    diags: &mut Diagnostics,
-) -> Option<BTreeMap<String, String>> {
+/// Runs every check whose inputs are known, while other values are still unknown (e.g. node
+/// addresses or MACs from VMs created in the same apply). `None` when there were errors.
+pub fn check_known(state: &ClusterState, diags: &mut Diagnostics) -> Option<()> {
+    report(config::validate_known(&state.to_known_spec()), diags)
+}
+
+fn report(issues: Vec<config::Issue>, diags: &mut Diagnostics) -> Option<()> {
     let mut failed = false;
-    for issue in config::validate(spec) {
+    for issue in issues {
         let path = attribute_path(&issue.path);
         match issue.severity {
             Severity::Error => {
@@ -79,9 +92,17 @@ pub fn check_spec(
             Severity::Warning => diags.warning(issue.summary, issue.detail, path),
         }
     }
-    if failed {
-        return None;
-    }
+    (!failed).then_some(())
+}
+
+/// Validates the spec and, when `bundle` is given, generates every node's config. Returns the
+/// configs, or `None` when there were errors.
+pub fn check_spec(
+    spec: &ClusterSpec,
+    bundle: Option<&SecretsBundle>,
+    diags: &mut Diagnostics,
+) -> Option<BTreeMap<String, String>> {
+    report(config::validate(spec), diags)?;
     let bundle = match bundle {
         Some(bundle) => bundle,
         None => check_bundle()?,
@@ -141,31 +162,4 @@ pub fn target_version(spec: &ClusterSpec) -> Option<String> {
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .filter(|tag| tag.starts_with('v'))
         .or_else(|| config::TalosVersion::parse(&spec.talos_version).ok()?.tag())
-}
-
-/// Nodes that ran another release than `target` when last read, by name.
-pub fn nodes_off_version(
-    state: &ClusterState,
-    spec: &ClusterSpec,
-    target: &str,
-) -> Vec<(String, String)> {
-    match &state.node_versions {
-        Value::Value(versions) => versions
-            .iter()
-            .filter(|(name, _)| spec.nodes.contains_key(*name))
-            .filter_map(|(name, v)| v.as_ref_option().map(|v| (name.clone(), v.clone())))
-            .filter(|(_, v)| v != target)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `node_versions` after an apply that brought every node to `target`.
-pub fn all_on(spec: &ClusterSpec, target: &str) -> Value<BTreeMap<String, Value<String>>> {
-    Value::Value(
-        spec.nodes
-            .keys()
-            .map(|n| (n.clone(), Value::Value(target.to_string())))
-            .collect(),
-    )
 }

@@ -7,7 +7,8 @@ use tf_provider::value::{self, Value};
 
 use crate::resources::timeouts::TimeoutsBlock;
 use crate::talos::config::{
-    ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role,
+    ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, KnownNode, KnownSpec,
+    NetworkLink, NodeSpec, Role,
 };
 use crate::talos::pki::{IssuedCertificate, SecretsBundle};
 
@@ -38,6 +39,9 @@ pub struct ClusterState {
     pub id: Value<String>,
     /// Cluster name.
     pub name: Value<String>,
+    /// The identity (Talos secrets YAML from `castle_talos_secrets`); null for a cluster that
+    /// keeps its own in private state.
+    pub secrets: Value<String>,
     /// API URL.
     pub endpoint: Value<String>,
     /// VIP.
@@ -134,17 +138,76 @@ pub fn bare_ip(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)
 }
 
+fn role(value: &str) -> Role {
+    match value {
+        "controlplane" => Role::ControlPlane,
+        _ => Role::Worker,
+    }
+}
+
+fn encryption(kind: &str) -> DiskEncryption {
+    DiskEncryption {
+        key: if kind == "tpm" {
+            EncryptionKeyKind::Tpm
+        } else {
+            EncryptionKeyKind::NodeId
+        },
+    }
+}
+
+fn link(mac: Option<String>) -> NetworkLink {
+    match mac {
+        Some(mac) => NetworkLink::Mac(mac.to_ascii_lowercase()),
+        None => NetworkLink::default(),
+    }
+}
+
 impl ClusterState {
+    /// What is known at plan time, for the checks that need only part of the description.
+    pub fn to_known_spec(&self) -> KnownSpec {
+        let nodes = self.node.as_ref_option().and_then(|entries| {
+            entries
+                .iter()
+                .map(|entry| {
+                    let entry = entry.as_ref_option()?;
+                    Some(KnownNode {
+                        name: known(&entry.name),
+                        address: known(&entry.address),
+                        role: entry.role.as_ref_option().map(|r| role(r)),
+                        install_disk: optional(&entry.install_disk)
+                            .map(|d| d.unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string())),
+                        hostname: Some(None),
+                        link: optional(&entry.mac_address).map(link),
+                    })
+                })
+                .collect()
+        });
+        KnownSpec {
+            name: known(&self.name),
+            endpoint: optional(&self.endpoint),
+            vip: optional(&self.vip),
+            talos_version: known(&self.talos_version),
+            kubernetes_version: known(&self.kubernetes_version),
+            nodes,
+            gateway: known(&self.gateway),
+            nameservers: match &self.nameservers {
+                Value::Null => Some(Vec::new()),
+                Value::Unknown => None,
+                Value::Value(list) => Some(list.iter().map(known).collect()),
+            },
+            install_image: optional(&self.install_image),
+            extensions: strings(&self.extensions),
+            disk_encryption: optional(&self.disk_encryption).map(|k| k.as_deref().map(encryption)),
+        }
+    }
+
     /// The spec for the config library, or `None` while any input is still unknown.
     pub fn to_spec(&self) -> Option<ClusterSpec> {
         let mut nodes = BTreeMap::new();
         for entry in known(&self.node)? {
             let entry = known(&entry)?;
             let name = known(&entry.name)?;
-            let role = match known(&entry.role)?.as_str() {
-                "controlplane" => Role::ControlPlane,
-                _ => Role::Worker,
-            };
+            let role = role(&known(&entry.role)?);
             nodes.insert(
                 name,
                 NodeSpec {
@@ -153,10 +216,7 @@ impl ClusterState {
                     install_disk: optional(&entry.install_disk)?
                         .unwrap_or_else(|| DEFAULT_INSTALL_DISK.to_string()),
                     hostname: None,
-                    link: match optional(&entry.mac_address)? {
-                        Some(mac) => NetworkLink::Mac(mac.to_ascii_lowercase()),
-                        None => NetworkLink::default(),
-                    },
+                    link: link(optional(&entry.mac_address)?),
                     patches: strings(&entry.patches)?,
                 },
             );
@@ -177,13 +237,7 @@ impl ClusterState {
                 })
                 .collect::<Option<_>>()?,
         };
-        let disk_encryption = optional(&self.disk_encryption)?.map(|kind| DiskEncryption {
-            key: if kind == "tpm" {
-                EncryptionKeyKind::Tpm
-            } else {
-                EncryptionKeyKind::NodeId
-            },
-        });
+        let disk_encryption = optional(&self.disk_encryption)?.as_deref().map(encryption);
         let endpoint = optional(&self.endpoint)?;
         Some(ClusterSpec {
             name: known(&self.name)?,

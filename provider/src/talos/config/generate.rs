@@ -2,10 +2,12 @@
 //! documents, checked against the Talos schema before and after every user patch.
 
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
+use super::endpoint::{endpoint_url, url_host};
 use super::network::{machine_network, network_documents, NodeNetwork};
 use super::patch;
 use super::schema::validate_document;
@@ -16,17 +18,11 @@ use super::version::{KubernetesVersion, TalosMinor, TalosVersion};
 use super::ConfigError;
 use crate::talos::pki::SecretsBundle;
 
-/// The Kubernetes API port on control planes.
-const API_PORT: u16 = 6443;
-
-/// The Kubernetes API URL: `endpoint` as given when it is a URL (its port kept, e.g. a load
-/// balancer on 443), else `https://<endpoint host | vip | first control plane>:6443`.
+/// The Kubernetes API URL: `endpoint` made a URL as `talosctl gen config` does (see
+/// [`endpoint_url`]), else `https://<vip | first control plane>:6443`.
 pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError> {
-    if let Some(url) = spec.endpoint.as_ref().filter(|e| e.contains("://")) {
-        return Ok(url.trim_end_matches('/').to_string());
-    }
     let host = match (&spec.endpoint, &spec.vip) {
-        (Some(endpoint), _) => endpoint.clone(),
+        (Some(endpoint), _) => return endpoint_url(endpoint).map_err(|_| invalid(spec)),
         (None, Some(vip)) => vip.clone(),
         (None, None) => {
             let (_, first) = spec.control_planes().next().ok_or_else(|| invalid(spec))?;
@@ -34,13 +30,7 @@ pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError>
             net.addr().to_string()
         }
     };
-    // An IPv6 literal needs brackets in a URL.
-    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    Ok(format!("https://{host}:{API_PORT}"))
+    endpoint_url(&host).map_err(|_| invalid(spec))
 }
 
 /// The installer image: `install_image` if set, else the Image Factory installer of the
@@ -162,16 +152,10 @@ fn dedup(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Host part of the endpoint (a host or a URL), for certificate SANs.
+/// Host of the configured endpoint, for certificate SANs.
 fn endpoint_host(spec: &ClusterSpec) -> Option<String> {
-    let endpoint = spec.endpoint.as_ref()?;
-    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    Some(host.to_string())
+    let url = endpoint_url(spec.endpoint.as_ref()?).ok()?;
+    Some(url_host(&url).to_string())
 }
 
 fn base_documents(
@@ -223,6 +207,7 @@ fn base_documents(
         json!({
             "image": format!("ghcr.io/siderolabs/kubelet:{}", k8s.tag()),
             "defaultRuntimeSeccompProfileEnabled": true,
+            "disableManifestsDirectory": true,
             // Keeps the kubelet off the VIP and any other address.
             "nodeIP": { "validSubnets": [subnet] },
         }),
@@ -230,11 +215,18 @@ fn base_documents(
     if !minor.has_network_documents() {
         machine.insert("network".into(), machine_network(&net));
     }
-    machine.insert(
-        "install".into(),
-        json!({ "disk": node.install_disk, "image": installer_image(spec)?, "wipe": false }),
-    );
-    let mut features = json!({ "kubePrism": { "enabled": true, "port": 7445 } });
+    let mut install =
+        json!({ "disk": node.install_disk, "image": installer_image(spec)?, "wipe": false });
+    if minor >= TalosMinor::V1_12 {
+        // Talos: contract.go GrubUseUKICmdlineDefault (>1.11): new installs take the UKI's cmdline.
+        install["grubUseUKICmdline"] = json!(true);
+    }
+    machine.insert("install".into(), install);
+    let mut features = json!({
+        "diskQuotaSupport": true,
+        "kubePrism": { "enabled": true, "port": 7445 },
+        "hostDNS": { "enabled": true, "forwardKubeDNSToHost": true },
+    });
     if minor < TalosMinor::V1_12 {
         // Always on from v1.12 (and gone from its schema).
         features["rbac"] = json!(true);
@@ -242,6 +234,13 @@ fn base_documents(
         features["apidCheckExtKeyUsage"] = json!(true);
     }
     machine.insert("features".into(), features);
+    if control_plane {
+        // Talos: contract.go AddExcludeFromExternalLoadBalancer (>1.7), generate/init.go.
+        machine.insert(
+            "nodeLabels".into(),
+            json!({ "node.kubernetes.io/exclude-from-external-load-balancers": "" }),
+        );
+    }
     if let (Some(enc), false) = (spec.disk_encryption, minor.has_volume_encryption()) {
         let config = json!({ "provider": "luks2", "keys": [encryption_key(enc.key)] });
         machine.insert(
@@ -258,13 +257,25 @@ fn base_documents(
         "controlPlane".into(),
         json!({ "endpoint": control_plane_endpoint(spec)? }),
     );
+    // Discovery as gen writes it (docs/adr/0011-cluster-discovery.md).
+    cluster.insert(
+        "discovery".into(),
+        json!({ "enabled": true, "registries": { "kubernetes": { "disabled": true } } }),
+    );
     cluster.insert("clusterName".into(), json!(spec.name));
+    let endpoint = control_plane_endpoint(spec)?;
+    // Talos: generate/generate.go NewInput: an IPv6 endpoint gets IPv6 pod and service subnets.
+    let (pods, services) = if url_host(&endpoint).parse::<Ipv6Addr>().is_ok() {
+        ("fc00:db8:10::/56", "fc00:db8:20::/112")
+    } else {
+        ("10.244.0.0/16", "10.96.0.0/12")
+    };
     cluster.insert(
         "network".into(),
         json!({
             "dnsDomain": "cluster.local",
-            "podSubnets": ["10.244.0.0/16"],
-            "serviceSubnets": ["10.96.0.0/12"],
+            "podSubnets": [pods],
+            "serviceSubnets": [services],
         }),
     );
     cluster.insert("token".into(), json!(bundle.bootstrap_token));
@@ -294,13 +305,18 @@ fn base_documents(
                 .map(|a| a.addr().to_string())
         }));
         api_sans.extend(spec.extra_cert_sans.iter().cloned());
-        cluster.insert(
-            "apiServer".into(),
-            json!({
-                "image": format!("registry.k8s.io/kube-apiserver:{}", k8s.tag()),
-                "certSANs": dedup(api_sans),
-            }),
-        );
+        let mut api_server = json!({
+            "image": format!("registry.k8s.io/kube-apiserver:{}", k8s.tag()),
+            "certSANs": dedup(api_sans),
+            "admissionControl": [pod_security_admission()],
+        });
+        if minor < TalosMinor::V1_12 {
+            // Unset, Talos 1.10/1.11 enable the PodSecurityPolicy admission plugin, which
+            // Kubernetes removed in 1.25: kube-apiserver would not start.
+            // Talos: contract.go HideDisablePSP (>1.11), generate/init.go.
+            api_server["disablePodSecurityPolicy"] = json!(true);
+        }
+        cluster.insert("apiServer".into(), api_server);
         cluster.insert(
             "controllerManager".into(),
             json!({ "image": format!("registry.k8s.io/kube-controller-manager:{}", k8s.tag()) }),
@@ -360,6 +376,32 @@ fn base_documents(
         }
     }
     Ok(docs)
+}
+
+/// Pod Security admission as `talosctl gen config` writes it: baseline enforced, restricted
+/// audited and warned, kube-system exempt.
+// Talos: contract.go PodSecurityAdmissionEnabled (>1.0), generate/init.go.
+fn pod_security_admission() -> Value {
+    json!({
+        "name": "PodSecurity",
+        "configuration": {
+            "apiVersion": "pod-security.admission.config.k8s.io/v1alpha1",
+            "kind": "PodSecurityConfiguration",
+            "defaults": {
+                "enforce": "baseline",
+                "enforce-version": "latest",
+                "audit": "restricted",
+                "audit-version": "latest",
+                "warn": "restricted",
+                "warn-version": "latest",
+            },
+            "exemptions": {
+                "usernames": [],
+                "runtimeClasses": [],
+                "namespaces": ["kube-system"],
+            },
+        },
+    })
 }
 
 fn encryption_key(kind: EncryptionKeyKind) -> Value {

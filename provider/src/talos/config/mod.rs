@@ -8,6 +8,7 @@
 //!
 //! User patches are applied cluster, then role, then node; see [`patch`] for the merge rule.
 
+mod endpoint;
 mod generate;
 mod network;
 pub mod patch;
@@ -17,6 +18,7 @@ mod spec;
 mod validate;
 mod version;
 
+pub use endpoint::endpoint_url;
 pub use generate::{
     control_plane_endpoint, generate_cluster_configs, generate_node_config, installer_image,
 };
@@ -24,7 +26,7 @@ pub use schematic::{schematic_id, schematic_yaml};
 pub use spec::{
     ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role,
 };
-pub use validate::{validate, Issue, PathStep, Severity};
+pub use validate::{validate, validate_known, Issue, KnownNode, KnownSpec, PathStep, Severity};
 pub use version::{KubernetesVersion, TalosMinor, TalosVersion};
 
 /// Everything that can go wrong while generating a machine configuration.
@@ -90,5 +92,7 @@ fn summarize(issues: &[Issue]) -> String {
         .join("; ")
 }
 
+#[cfg(test)]
+mod gen_parity;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,9 @@ pub(crate) struct NodeNetwork<'a> {
 /// Alias castle gives the NIC when it selects it (v1.12+); not a kernel name, as Talos asks.
 const LINK_ALIAS: &str = "net0";
 
+/// The metric of the node's address routes on v1.12+ (Talos's own default for static routes).
+const ROUTE_PRIORITY: u32 = 1024;
+
 /// v1.10/v1.11: `machine.network`, one interface.
 pub(crate) fn machine_network(n: &NodeNetwork<'_>) -> Value {
     let mut iface = serde_json::Map::new();
@@ -81,7 +84,9 @@ pub(crate) fn network_documents(n: &NodeNetwork<'_>) -> Vec<Value> {
         "apiVersion": "v1alpha1",
         "kind": "LinkConfig",
         "name": link_name,
-        "addresses": [{ "address": n.address.to_string() }],
+        // An explicit metric: an alias-selected link without one is the setup of Talos issue
+        // #12738 (docs/adr/0012-v1-12-network-documents.md).
+        "addresses": [{ "address": n.address.to_string(), "routePriority": ROUTE_PRIORITY }],
         "routes": [{ "gateway": n.gateway }],
     }));
     if let Some(vip) = n.vip {

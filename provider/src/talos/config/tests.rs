@@ -41,6 +41,15 @@ fn spec(version: &str) -> ClusterSpec {
 
 const VERSIONS: [&str; 4] = ["v1.10.7", "v1.11.3", "v1.12.1", "v1.13.0"];
 
+/// A SecureBoot installer, which `tpm` disk encryption needs.
+fn secure_boot(s: &mut ClusterSpec, version: &str) {
+    s.extensions = vec![];
+    s.install_image = Some(format!(
+        "factory.talos.dev/installer-secureboot/{}:{version}",
+        schematic_id(&[])
+    ));
+}
+
 fn parse_docs(yaml: &str) -> Vec<Value> {
     patch::parse_patch(yaml).expect("generated YAML parses")
 }
@@ -83,6 +92,9 @@ fn every_document_matches_the_talos_schema_across_versions_roles_and_options() {
                     s.endpoint = vip.is_none().then(|| "k8s.home.arpa".to_string());
                     s.disk_encryption = enc;
                     s.extensions = extensions;
+                    if enc.is_some_and(|e| e.key == EncryptionKeyKind::Tpm) {
+                        secure_boot(&mut s, version);
+                    }
                     s.patches = vec!["machine:\n  nodeLabels:\n    castle.dev/zone: lab\n".into()];
                     s.nodes.get_mut("worker-1").unwrap().link =
                         NetworkLink::Mac("BC:24:11:00:00:21".into());
@@ -186,6 +198,7 @@ fn same_spec_and_bundle_give_byte_identical_configs() {
         s.disk_encryption = Some(DiskEncryption {
             key: EncryptionKeyKind::Tpm,
         });
+        secure_boot(&mut s, version);
         s.inline_manifests = vec![InlineManifest {
             name: "flux".into(),
             contents: "kind: List\n".into(),
@@ -543,4 +556,98 @@ fn print_sample_config() {
         "{}",
         generate_node_config(&s, bundle(), "worker-1").unwrap()
     );
+}
+
+#[test]
+fn tpm_encryption_without_a_secure_boot_installer_is_refused_with_the_reason() {
+    let mut s = spec("v1.12.1");
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::Tpm,
+    });
+    let issues = validate(&s);
+    let tpm = issues_at(&issues, "disk_encryption");
+    assert_eq!(tpm.len(), 1, "{issues:?}");
+    assert!(tpm[0].detail.contains("SecureBoot"), "{}", tpm[0].detail);
+    secure_boot(&mut s, "v1.12.1");
+    assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+}
+
+#[test]
+fn kubernetes_outside_the_release_window_is_refused_naming_both_versions() {
+    for (talos, inside, outside) in [
+        ("v1.10.7", ["v1.28.0", "v1.33.9"], ["v1.27.9", "v1.34.0"]),
+        ("v1.11.3", ["v1.29.0", "v1.34.1"], ["v1.28.4", "v1.35.0"]),
+        ("v1.12.1", ["v1.30.0", "v1.35.2"], ["v1.29.9", "v1.36.0"]),
+        ("v1.13.0", ["v1.31.0", "v1.36.1"], ["v1.30.9", "v1.37.0"]),
+    ] {
+        let mut s = spec(talos);
+        for k8s in inside {
+            s.kubernetes_version = k8s.into();
+            assert!(validate(&s).is_empty(), "{talos} {k8s}: {:?}", validate(&s));
+        }
+        for k8s in outside {
+            s.kubernetes_version = k8s.into();
+            let issues = validate(&s);
+            let found = issues_at(&issues, "kubernetes_version");
+            assert_eq!(found.len(), 1, "{talos} {k8s}: {issues:?}");
+            assert!(found[0].detail.contains(&format!("talos_version {talos}")));
+            assert!(found[0]
+                .detail
+                .contains(&format!("kubernetes_version is {k8s}")));
+        }
+    }
+}
+
+#[test]
+fn checks_run_on_what_is_known_while_node_macs_and_addresses_are_not() {
+    let mut known = KnownSpec::from(&spec("v1.12.1"));
+    for node in known.nodes.as_mut().unwrap() {
+        node.link = None;
+    }
+    known.nodes.as_mut().unwrap()[3].address = None;
+    assert!(validate_known(&known).is_empty());
+    known.vip = Some(Some("10.0.1.10".into()));
+    known.talos_version = Some("v1.9.0".into());
+    let issues = validate_known(&known);
+    assert_eq!(issues_at(&issues, "vip").len(), 1, "{issues:?}");
+    assert_eq!(issues_at(&issues, "talos_version").len(), 1, "{issues:?}");
+    // Unknown roles: no control-plane count is claimed.
+    for node in known.nodes.as_mut().unwrap() {
+        node.role = None;
+    }
+    assert!(issues_at(&validate_known(&known), "nodes").is_empty());
+}
+
+#[test]
+fn a_mac_given_to_two_nodes_or_malformed_is_ambiguous_nic_selection() {
+    let mut s = spec("v1.12.1");
+    s.nodes.get_mut("cp-1").unwrap().link = NetworkLink::Mac("bc:24:11:00:00:01".into());
+    s.nodes.get_mut("cp-2").unwrap().link = NetworkLink::Mac("BC:24:11:00:00:01".into());
+    s.nodes.get_mut("cp-3").unwrap().link = NetworkLink::Mac("bc:24:11:00:01".into());
+    let issues = validate(&s);
+    assert_eq!(
+        issues_at(&issues, "nodes[\"cp-2\"].mac_address").len(),
+        1,
+        "{issues:?}"
+    );
+    assert_eq!(
+        issues_at(&issues, "nodes[\"cp-3\"].mac_address").len(),
+        1,
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn v1_10_and_v1_11_disable_pod_security_policy_later_releases_have_no_such_field() {
+    for version in VERSIONS {
+        let docs = generate(&spec(version), "cp-1");
+        let api = &docs[0]["cluster"]["apiServer"];
+        let minor = TalosVersion::parse(version).unwrap().minor;
+        if minor < TalosMinor::V1_12 {
+            assert_eq!(api["disablePodSecurityPolicy"], true, "{version}");
+        } else {
+            assert!(api.get("disablePodSecurityPolicy").is_none(), "{version}");
+        }
+        assert_eq!(api["admissionControl"][0]["name"], "PodSecurity");
+    }
 }

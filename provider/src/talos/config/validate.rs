@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::endpoint::endpoint_url;
 use super::patch;
-use super::spec::ClusterSpec;
+use super::spec::{ClusterSpec, DiskEncryption, EncryptionKeyKind, NetworkLink, Role};
 use super::version::{KubernetesVersion, TalosVersion};
 
 /// How bad an issue is.
@@ -106,46 +107,173 @@ impl Issues {
     }
 }
 
+/// What is known of a cluster description while Terraform plans: `None` where a value is not
+/// known yet (e.g. a node's address that comes from a VM created in the same apply). Each check
+/// runs on the values it needs, whatever else is unknown.
+#[derive(Debug, Clone, Default)]
+pub struct KnownSpec {
+    /// Cluster name.
+    pub name: Option<String>,
+    /// `Some(None)`: known to be unset.
+    pub endpoint: Option<Option<String>>,
+    /// `Some(None)`: known to be unset.
+    pub vip: Option<Option<String>>,
+    /// Talos release.
+    pub talos_version: Option<String>,
+    /// Kubernetes release (the release's default already filled in).
+    pub kubernetes_version: Option<String>,
+    /// The node blocks; `None` when the set itself is unknown.
+    pub nodes: Option<Vec<KnownNode>>,
+    /// Gateway.
+    pub gateway: Option<String>,
+    /// Nameservers (each may be unknown).
+    pub nameservers: Option<Vec<Option<String>>>,
+    /// `Some(None)`: known to be unset.
+    pub install_image: Option<Option<String>>,
+    /// Extensions; `None` when any is unknown.
+    pub extensions: Option<Vec<String>>,
+    /// `Some(None)`: no encryption.
+    pub disk_encryption: Option<Option<DiskEncryption>>,
+}
+
+/// One node block as known at plan time.
+#[derive(Debug, Clone, Default)]
+pub struct KnownNode {
+    /// Name.
+    pub name: Option<String>,
+    /// CIDR address.
+    pub address: Option<String>,
+    /// Role.
+    pub role: Option<Role>,
+    /// Install disk.
+    pub install_disk: Option<String>,
+    /// `Some(None)`: the name is the hostname.
+    pub hostname: Option<Option<String>>,
+    /// NIC selection.
+    pub link: Option<NetworkLink>,
+}
+
+impl From<&ClusterSpec> for KnownSpec {
+    fn from(spec: &ClusterSpec) -> Self {
+        KnownSpec {
+            name: Some(spec.name.clone()),
+            endpoint: Some(spec.endpoint.clone()),
+            vip: Some(spec.vip.clone()),
+            talos_version: Some(spec.talos_version.clone()),
+            kubernetes_version: Some(spec.kubernetes_version.clone()),
+            nodes: Some(
+                spec.nodes
+                    .iter()
+                    .map(|(name, n)| KnownNode {
+                        name: Some(name.clone()),
+                        address: Some(n.address.clone()),
+                        role: Some(n.role),
+                        install_disk: Some(n.install_disk.clone()),
+                        hostname: Some(n.hostname.clone()),
+                        link: Some(n.link.clone()),
+                    })
+                    .collect(),
+            ),
+            gateway: Some(spec.gateway.clone()),
+            nameservers: Some(spec.nameservers.iter().cloned().map(Some).collect()),
+            install_image: Some(spec.install_image.clone()),
+            extensions: Some(spec.extensions.clone()),
+            disk_encryption: Some(spec.disk_encryption),
+        }
+    }
+}
+
 /// Checks a spec; an empty list means it is fine. Errors stop generation, warnings do not.
 pub fn validate(spec: &ClusterSpec) -> Vec<Issue> {
-    let mut issues = Issues(Vec::new());
-    check_versions(spec, &mut issues);
-    check_name(spec, &mut issues);
-    let addresses = check_nodes(spec, &mut issues);
-    check_control_plane_count(spec, &mut issues);
-    check_gateway(spec, &addresses, &mut issues);
-    check_vip(spec, &addresses, &mut issues);
-    check_nameservers(spec, &mut issues);
-    check_image(spec, &mut issues);
+    let mut issues = Issues(validate_known(&KnownSpec::from(spec)));
     check_manifests(spec, &mut issues);
     check_patches(spec, &mut issues);
     issues.0
 }
 
-fn check_versions(spec: &ClusterSpec, issues: &mut Issues) {
-    if let Err(e) = TalosVersion::parse(&spec.talos_version) {
-        issues.error(
-            vec![attr("talos_version")],
-            "Unsupported Talos version",
-            format!("{e}. castle generates configs for these release lines only."),
-        );
-    }
-    if let Err(e) = KubernetesVersion::parse(&spec.kubernetes_version) {
+/// Checks what is known of a spec at plan time: every check whose inputs are all known.
+pub fn validate_known(spec: &KnownSpec) -> Vec<Issue> {
+    let mut issues = Issues(Vec::new());
+    check_versions(spec, &mut issues);
+    check_name(spec, &mut issues);
+    check_endpoint(spec, &mut issues);
+    let addresses = check_nodes(spec, &mut issues);
+    check_nic_selection(spec, &mut issues);
+    check_control_plane_count(spec, &mut issues);
+    check_gateway(spec, &addresses, &mut issues);
+    check_vip(spec, &addresses, &mut issues);
+    check_nameservers(spec, &mut issues);
+    check_image(spec, &mut issues);
+    check_encryption(spec, &mut issues);
+    issues.0
+}
+
+fn check_versions(spec: &KnownSpec, issues: &mut Issues) {
+    let talos = spec.talos_version.as_deref().map(|v| {
+        let parsed = TalosVersion::parse(v);
+        if let Err(e) = &parsed {
+            issues.error(
+                vec![attr("talos_version")],
+                "Unsupported Talos version",
+                format!("{e}. castle generates configs for these release lines only."),
+            );
+        }
+        parsed.ok()
+    });
+    let Some(k8s_text) = spec.kubernetes_version.as_deref() else {
+        return;
+    };
+    let k8s = match KubernetesVersion::parse(k8s_text) {
+        Ok(k8s) => k8s,
+        Err(e) => {
+            issues.error(
+                vec![attr("kubernetes_version")],
+                "Invalid Kubernetes version",
+                e.to_string(),
+            );
+            return;
+        }
+    };
+    let Some(Some(talos)) = talos else { return };
+    let (min, max) = talos.minor.kubernetes_window();
+    if !(min..=max).contains(&k8s.minor()) {
         issues.error(
             vec![attr("kubernetes_version")],
-            "Invalid Kubernetes version",
-            e.to_string(),
+            "Kubernetes version outside the Talos release's window",
+            format!(
+                "talos_version {} runs Kubernetes 1.{min} to 1.{max}, and kubernetes_version is {}: Talos \
+                 refuses the kubelet and control-plane images of any other release. Choose a \
+                 kubernetes_version in that window (or leave it unset for {}), or another talos_version.",
+                spec.talos_version.as_deref().unwrap_or_default(),
+                k8s.tag(),
+                talos.minor.default_kubernetes_version(),
+            ),
         );
     }
 }
 
-fn check_name(spec: &ClusterSpec, issues: &mut Issues) {
-    if spec.name.trim().is_empty() {
+fn check_name(spec: &KnownSpec, issues: &mut Issues) {
+    if spec.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         issues.error(
             vec![attr("name")],
             "Empty cluster name",
             "The cluster needs a name.",
         );
+    }
+}
+
+fn check_endpoint(spec: &KnownSpec, issues: &mut Issues) {
+    if let Some(Some(endpoint)) = &spec.endpoint {
+        if let Err(reason) = endpoint_url(endpoint) {
+            issues.error(
+                vec![attr("endpoint")],
+                "Invalid endpoint",
+                format!(
+                    "endpoint {reason}. Write the Kubernetes API as https://host:port or as a host \
+                     (port 6443 is added), e.g. https://k8s.lan:6443."
+                ),
+            );
+        }
     }
 }
 
@@ -159,52 +287,69 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Checks every node; returns the parsed addresses of the nodes whose address is valid.
-fn check_nodes(spec: &ClusterSpec, issues: &mut Issues) -> BTreeMap<String, IpNet> {
-    let mut parsed = BTreeMap::new();
-    let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    for (name, node) in &spec.nodes {
-        let hostname = node.hostname.as_deref().unwrap_or(name);
-        if !is_dns_label(hostname) {
-            let path = if node.hostname.is_some() {
-                node_path(name, "hostname")
-            } else {
-                vec![attr("nodes"), PathStep::Key(name.clone())]
-            };
-            issues.error(
-                path,
-                "Invalid hostname",
-                format!(
-                    "{hostname:?} is not a valid hostname: use lowercase letters, digits and '-' \
-                     (at most 63). Without `hostname`, the node's name is used."
-                ),
-            );
+/// Path of a node's field; the `nodes` attribute itself while the name is unknown.
+fn known_node_path(node: &KnownNode, field: &str) -> Vec<PathStep> {
+    match &node.name {
+        Some(name) => node_path(name, field),
+        None => vec![attr("nodes")],
+    }
+}
+
+/// Checks every node; returns the parsed addresses of the nodes whose name and address are
+/// valid, with their role when known.
+fn check_nodes(spec: &KnownSpec, issues: &mut Issues) -> Vec<(String, Option<Role>, IpNet)> {
+    let mut parsed = Vec::new();
+    let mut seen: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for node in spec.nodes.iter().flatten() {
+        let label = node.name.clone().unwrap_or_else(|| "(unknown)".into());
+        if let (Some(name), Some(hostname)) = (&node.name, &node.hostname) {
+            let host = hostname.as_deref().unwrap_or(name);
+            if !is_dns_label(host) {
+                let path = if hostname.is_some() {
+                    node_path(name, "hostname")
+                } else {
+                    vec![attr("nodes"), PathStep::Key(name.clone())]
+                };
+                issues.error(
+                    path,
+                    "Invalid hostname",
+                    format!(
+                        "{host:?} is not a valid hostname: use lowercase letters, digits and '-' \
+                         (at most 63). Without `hostname`, the node's name is used."
+                    ),
+                );
+            }
         }
-        if node.install_disk.trim().is_empty() {
+        if node
+            .install_disk
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
             issues.error(
-                node_path(name, "install_disk"),
+                known_node_path(node, "install_disk"),
                 "Missing install disk",
                 "Set the disk Talos installs to, e.g. /dev/sda.",
             );
         }
-        let Ok(net) = node.address.parse::<IpNet>() else {
-            let detail = if node.address.parse::<IpAddr>().is_ok() {
-                format!(
-                    "{:?} has no prefix length: write it as a CIDR, e.g. 10.0.0.11/24.",
-                    node.address
-                )
-            } else {
-                format!(
-                    "{:?} is not an address in CIDR form, e.g. 10.0.0.11/24.",
-                    node.address
-                )
-            };
-            issues.error(node_path(name, "address"), "Invalid node address", detail);
+        let Some(address) = &node.address else {
             continue;
         };
-        if let Some(other) = seen.insert(net.addr(), name) {
+        let Ok(net) = address.parse::<IpNet>() else {
+            let detail = if address.parse::<IpAddr>().is_ok() {
+                format!("{address:?} has no prefix length: write it as a CIDR, e.g. 10.0.0.11/24.")
+            } else {
+                format!("{address:?} is not an address in CIDR form, e.g. 10.0.0.11/24.")
+            };
             issues.error(
-                node_path(name, "address"),
+                known_node_path(node, "address"),
+                "Invalid node address",
+                detail,
+            );
+            continue;
+        };
+        if let Some(other) = seen.insert(net.addr(), label.clone()) {
+            issues.error(
+                known_node_path(node, "address"),
                 "Duplicate node address",
                 format!(
                     "{} is also the address of node {other:?}: every node needs its own.",
@@ -212,13 +357,53 @@ fn check_nodes(spec: &ClusterSpec, issues: &mut Issues) -> BTreeMap<String, IpNe
                 ),
             );
         }
-        parsed.insert(name.clone(), net);
+        parsed.push((label, node.role, net));
     }
     parsed
 }
 
-fn check_control_plane_count(spec: &ClusterSpec, issues: &mut Issues) {
-    let count = spec.control_planes().count();
+/// A NIC named by MAC must be one NIC: refuses malformed and shared MAC addresses.
+fn check_nic_selection(spec: &KnownSpec, issues: &mut Issues) {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for node in spec.nodes.iter().flatten() {
+        let Some(NetworkLink::Mac(mac)) = &node.link else {
+            continue;
+        };
+        let label = node.name.clone().unwrap_or_else(|| "(unknown)".into());
+        let octets: Vec<&str> = mac.split(':').collect();
+        let well_formed = octets.len() == 6
+            && octets
+                .iter()
+                .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !well_formed {
+            issues.error(
+                known_node_path(node, "mac_address"),
+                "Invalid MAC address",
+                format!(
+                    "node {label:?}: {mac:?} is not a MAC address such as bc:24:11:00:00:01, so \
+                     no NIC (or an unintended one) would carry the node's address."
+                ),
+            );
+            continue;
+        }
+        if let Some(other) = seen.insert(mac.to_ascii_lowercase(), label.clone()) {
+            issues.error(
+                known_node_path(node, "mac_address"),
+                "Ambiguous NIC selection",
+                format!(
+                    "nodes {other:?} and {label:?} both select the NIC {mac}: a MAC address names \
+                     one NIC of one machine. Give each node its own VM's mac_address."
+                ),
+            );
+        }
+    }
+}
+
+fn check_control_plane_count(spec: &KnownSpec, issues: &mut Issues) {
+    let Some(nodes) = &spec.nodes else { return };
+    let roles: Option<Vec<Role>> = nodes.iter().map(|n| n.role).collect();
+    let Some(roles) = roles else { return };
+    let count = roles.iter().filter(|r| **r == Role::ControlPlane).count();
     if count == 0 {
         issues.error(
             vec![attr("nodes")],
@@ -240,19 +425,26 @@ fn check_control_plane_count(spec: &ClusterSpec, issues: &mut Issues) {
     }
 }
 
-fn check_gateway(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &mut Issues) {
-    let Ok(gateway) = spec.gateway.parse::<IpAddr>() else {
+fn check_gateway(
+    spec: &KnownSpec,
+    addresses: &[(String, Option<Role>, IpNet)],
+    issues: &mut Issues,
+) {
+    let Some(gateway_text) = &spec.gateway else {
+        return;
+    };
+    let Ok(gateway) = gateway_text.parse::<IpAddr>() else {
         issues.error(
             vec![attr("gateway")],
             "Invalid gateway",
-            format!("{:?} is not an IP address.", spec.gateway),
+            format!("{gateway_text:?} is not an IP address."),
         );
         return;
     };
     let outside: Vec<String> = addresses
         .iter()
-        .filter(|(_, net)| !net.trunc().contains(&gateway))
-        .map(|(name, net)| format!("{name} ({net})"))
+        .filter(|(_, _, net)| !net.trunc().contains(&gateway))
+        .map(|(name, _, net)| format!("{name} ({net})"))
         .collect();
     if !outside.is_empty() {
         issues.error(
@@ -265,7 +457,7 @@ fn check_gateway(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues
             ),
         );
     }
-    if addresses.values().any(|n| n.addr() == gateway) {
+    if addresses.iter().any(|(_, _, n)| n.addr() == gateway) {
         issues.error(
             vec![attr("gateway")],
             "Gateway is a node address",
@@ -274,9 +466,10 @@ fn check_gateway(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues
     }
 }
 
-fn check_vip(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &mut Issues) {
-    let Some(vip) = &spec.vip else {
-        if spec.endpoint.is_none() {
+fn check_vip(spec: &KnownSpec, addresses: &[(String, Option<Role>, IpNet)], issues: &mut Issues) {
+    let Some(vip) = &spec.vip else { return };
+    let Some(vip) = vip else {
+        if spec.endpoint == Some(None) {
             issues.warning(
                 vec![attr("endpoint")],
                 "No VIP and no endpoint",
@@ -294,7 +487,7 @@ fn check_vip(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &m
         );
         return;
     };
-    if let Some((name, _)) = addresses.iter().find(|(_, n)| n.addr() == ip) {
+    if let Some((name, _, _)) = addresses.iter().find(|(_, _, n)| n.addr() == ip) {
         issues.error(
             vec![attr("vip")],
             "VIP equals a node address",
@@ -304,25 +497,30 @@ fn check_vip(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &m
             ),
         );
     }
-    if spec.gateway.parse::<IpAddr>().ok() == Some(ip) {
+    if spec
+        .gateway
+        .as_deref()
+        .and_then(|g| g.parse::<IpAddr>().ok())
+        == Some(ip)
+    {
         issues.error(
             vec![attr("vip")],
             "VIP equals the gateway",
             format!("{ip} is the gateway."),
         );
     }
-    let outside: Vec<String> = spec
-        .control_planes()
-        .filter_map(|(name, _)| addresses.get(name).map(|n| (name, n)))
-        .filter(|(_, n)| !n.trunc().contains(&ip))
-        .map(|(name, n)| format!("{name} ({n})"))
+    let outside: Vec<String> = addresses
+        .iter()
+        .filter(|(_, role, _)| *role == Some(Role::ControlPlane))
+        .filter(|(_, _, n)| !n.trunc().contains(&ip))
+        .map(|(name, _, n)| format!("{name} ({n})"))
         .collect();
     if !outside.is_empty() {
         issues.error(
             vec![attr("vip")],
             "VIP outside the control planes' subnet",
             format!(
-                "A layer 2 VIP is announced by ARP on the control planes' own network, so {ip} \
+                "A layer 2 VIP is announced by ARP on the control planes' own network, so vip {ip} \
                  must be inside the subnet of every control plane; it is not inside: {}.",
                 outside.join(", ")
             ),
@@ -330,8 +528,9 @@ fn check_vip(spec: &ClusterSpec, addresses: &BTreeMap<String, IpNet>, issues: &m
     }
 }
 
-fn check_nameservers(spec: &ClusterSpec, issues: &mut Issues) {
-    for (i, ns) in spec.nameservers.iter().enumerate() {
+fn check_nameservers(spec: &KnownSpec, issues: &mut Issues) {
+    for (i, ns) in spec.nameservers.iter().flatten().enumerate() {
+        let Some(ns) = ns else { continue };
         if ns.parse::<IpAddr>().is_err() {
             issues.error(
                 vec![attr("nameservers"), PathStep::Index(i)],
@@ -342,8 +541,10 @@ fn check_nameservers(spec: &ClusterSpec, issues: &mut Issues) {
     }
 }
 
-fn check_image(spec: &ClusterSpec, issues: &mut Issues) {
-    if spec.install_image.is_some() && !spec.extensions.is_empty() {
+fn check_image(spec: &KnownSpec, issues: &mut Issues) {
+    if matches!(spec.install_image, Some(Some(_)))
+        && spec.extensions.as_ref().is_some_and(|e| !e.is_empty())
+    {
         issues.error(
             vec![attr("extensions")],
             "Both install_image and extensions set",
@@ -351,8 +552,8 @@ fn check_image(spec: &ClusterSpec, issues: &mut Issues) {
              would be ignored. Set one or the other.",
         );
     }
-    if spec.install_image.is_none() {
-        if let Ok(v) = TalosVersion::parse(&spec.talos_version) {
+    if spec.install_image == Some(None) {
+        if let Some(Ok(v)) = spec.talos_version.as_deref().map(TalosVersion::parse) {
             if v.patch.is_none() {
                 issues.error(
                     vec![attr("talos_version")],
@@ -365,6 +566,35 @@ fn check_image(spec: &ClusterSpec, issues: &mut Issues) {
                 );
             }
         }
+    }
+}
+
+/// `tpm` keys are sealed against the PCR public key that only signed SecureBoot images carry.
+// Talos: internal/pkg/secureboot/tpm2/seal.go, policy.go (v1.12.0; constants.PCRPublicKey);
+// internal/pkg/uki/uki.go BuildSigned.
+fn check_encryption(spec: &KnownSpec, issues: &mut Issues) {
+    let Some(Some(DiskEncryption {
+        key: EncryptionKeyKind::Tpm,
+    })) = spec.disk_encryption
+    else {
+        return;
+    };
+    let Some(image) = &spec.install_image else {
+        return;
+    };
+    let secure_boot = image
+        .as_deref()
+        .is_some_and(|i| i.contains("installer-secureboot"));
+    if !secure_boot {
+        issues.error(
+            vec![attr("disk_encryption")],
+            "TPM disk encryption needs a SecureBoot installer",
+            "disk_encryption = \"tpm\" needs a SecureBoot installer: Talos seals a `tpm` key against the PCR signing key that only a signed SecureBoot \
+             image carries, so with the default Image Factory installer the node would never \
+             finish provisioning its disks. Use disk_encryption = \"nodeID\", or set \
+             install_image to a SecureBoot installer (…/installer-secureboot/<schematic>:<version>) \
+             and boot the VM with UEFI, SecureBoot and a TPM.",
+        );
     }
 }
 

@@ -45,6 +45,29 @@ impl TalosMinor {
     pub fn has_volume_encryption(self) -> bool {
         self >= TalosMinor::V1_11
     }
+
+    /// The Kubernetes minors this release runs, oldest and newest (`1.x`).
+    // Talos: pkg/machinery/compatibility/talos110..talos113 (MinKubernetesVersion /
+    // MaxKubernetesVersion); enforced by v1alpha1_validation.go RuntimeValidate from v1.11.
+    pub fn kubernetes_window(self) -> (u32, u32) {
+        match self {
+            TalosMinor::V1_10 => (28, 33),
+            TalosMinor::V1_11 => (29, 34),
+            TalosMinor::V1_12 => (30, 35),
+            TalosMinor::V1_13 => (31, 36),
+        }
+    }
+
+    /// The Kubernetes version `talosctl gen config` writes for the release's `.0`.
+    // Talos: pkg/machinery/constants/constants.go DefaultKubernetesVersion at v1.10.0..v1.13.0.
+    pub fn default_kubernetes_version(self) -> &'static str {
+        match self {
+            TalosMinor::V1_10 => "v1.33.0",
+            TalosMinor::V1_11 => "v1.34.0",
+            TalosMinor::V1_12 => "v1.35.0",
+            TalosMinor::V1_13 => "v1.36.0",
+        }
+    }
 }
 
 /// A Talos version: a release line, optionally with its patch number (`v1.12` or `v1.12.3`).
@@ -120,6 +143,15 @@ impl KubernetesVersion {
     /// The image tag, `v1.33.2`.
     pub fn tag(&self) -> &str {
         &self.0
+    }
+
+    /// The minor number: 33 for `v1.33.2`.
+    pub fn minor(&self) -> u32 {
+        self.0
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_default()
     }
 }
 

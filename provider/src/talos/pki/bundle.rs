@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ca::{CaKind, CertificateAuthority};
-use super::tokens::{random_base64, random_token};
+use super::tokens::{random_base64, random_base64_url, random_token};
 use super::{PkiError, Result};
 
 /// Talos has used RSA 4096 service-account keys since config contract 1.7.
@@ -79,7 +79,7 @@ impl SecretsBundle {
             service_account_key,
             bootstrap_token: random_token(),
             trustd_token: random_token(),
-            cluster_id: random_base64(32),
+            cluster_id: random_base64_url(32),
             cluster_secret: random_base64(32),
             secretbox_secret: random_base64(32),
         })

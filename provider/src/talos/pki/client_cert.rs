@@ -37,6 +37,9 @@ pub fn needs_renewal(not_after: &str, now: OffsetDateTime) -> Result<bool> {
     Ok(expiry - now <= RENEW_BEFORE)
 }
 
+/// How far before `now` a client certificate starts to be valid.
+pub(crate) const ALLOWED_TIME_SKEW: Duration = Duration::seconds(10);
+
 /// What a client certificate says about its holder.
 pub(crate) struct ClientSubject<'a> {
     pub common_name: &'a str,
@@ -62,7 +65,10 @@ pub(crate) fn issue_client_certificate(
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.not_before = now;
+    // Valid from 10 s in the past, as Talos issues it, so a node whose clock is a little
+    // behind Terraform's host accepts it at once.
+    // Talos: pkg/kubeconfig/generate.go (v1.12.0) allowedTimeSkew.
+    params.not_before = now - ALLOWED_TIME_SKEW;
     let not_after = now.checked_add(validity).ok_or(PkiError::Time)?;
     params.not_after = not_after;
     params.serial_number = Some(random_serial());

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use ::time::macros::datetime;
 use ::time::{Duration, OffsetDateTime};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
@@ -136,9 +136,11 @@ fn tokens_and_secrets_have_the_talos_formats() {
         assert_eq!((id.len(), secret.len()), (6, 16), "{t}");
     }
     assert_ne!(b.bootstrap_token, b.trustd_token);
-    for s in [&b.cluster_id, &b.cluster_secret, &b.secretbox_secret] {
+    for s in [&b.cluster_secret, &b.secretbox_secret] {
         assert_eq!(STANDARD.decode(s).unwrap().len(), 32);
     }
+    // cluster.id is URL-safe base64, as Talos writes it.
+    assert_eq!(URL_SAFE.decode(&b.cluster_id).unwrap().len(), 32);
 }
 
 #[test]
@@ -180,7 +182,11 @@ fn talosconfig_carries_an_os_admin_ed25519_client_certificate_for_one_year() {
         assert!(!c.is_ca());
         let eku = c.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
-        assert_eq!(c.validity().not_before.to_datetime(), NOW);
+        // 10 s of allowed clock skew, as Talos issues client certificates.
+        assert_eq!(
+            c.validity().not_before.to_datetime(),
+            NOW - Duration::seconds(10)
+        );
         assert_eq!(
             c.validity().not_after.to_datetime(),
             NOW + Duration::days(365)

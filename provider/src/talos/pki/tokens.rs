@@ -1,6 +1,6 @@
 //! Random tokens and secrets of a cluster.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
 use rand::Rng as _;
 
@@ -20,7 +20,15 @@ pub fn random_token() -> String {
     format!("{id}.{secret}")
 }
 
-/// `len` random bytes, standard base64 (`cluster.id`, `cluster.secret`, secretbox secret).
+/// `len` random bytes in URL-safe base64 (with padding), as Talos writes `cluster.id`.
+// Talos: pkg/machinery/config/generate/secrets/bundle.go (v1.12.0) base64.URLEncoding.
+pub fn random_base64_url(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rngs::OsRng.fill(bytes.as_mut_slice());
+    URL_SAFE.encode(bytes)
+}
+
+/// `len` random bytes, standard base64 (`cluster.secret`, secretbox secret).
 pub fn random_base64(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     rand::rngs::OsRng.fill(bytes.as_mut_slice());

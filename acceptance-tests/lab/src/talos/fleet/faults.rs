@@ -107,5 +107,6 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         install_version: None,
         install_image: None,
         kube_addons: Default::default(),
+        reboot_part: serde_json::Value::Null,
     })
 }

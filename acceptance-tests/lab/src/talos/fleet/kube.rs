@@ -31,6 +31,17 @@ impl KubeServing {
     }
 }
 
+impl State {
+    /// Whether the Kubernetes API of `cluster_id` answers at `address` (a running member's
+    /// address, or the VIP once a control plane holds it).
+    pub(crate) fn kube_answers_at(&self, cluster_id: &str, address: IpAddr) -> bool {
+        self.clusters
+            .get(cluster_id)
+            .and_then(|c| c.kube.as_ref())
+            .is_some_and(|k| k.listeners.contains_key(&address))
+    }
+}
+
 impl Fleet {
     /// Brings the Kubernetes API listeners of every cluster in line with the nodes: served on
     /// the VIP and on each running etcd member's address once the cluster is bootstrapped.
@@ -77,7 +88,14 @@ impl Fleet {
         let ca = control_planes
             .iter()
             .find_map(|(_, c)| Some((c.k8s_ca_crt.clone()?, c.k8s_ca_key.clone()?)));
-        let Some((ca_crt, ca_key)) = ca else { return };
+        let Some((ca_crt, ca_key)) = ca else {
+            // No control plane of this cluster is left: its API servers, and the VIP with
+            // them, leave with their nodes (a new cluster on the same VIP must get it).
+            if let Some(kube) = cluster.kube.take() {
+                kube.stop();
+            }
+            return;
+        };
         let mut sans: Vec<IpAddr> = control_planes.iter().map(|(a, _)| *a).chain(vip).collect();
         sans.sort();
         sans.dedup();

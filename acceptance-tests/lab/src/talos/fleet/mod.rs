@@ -21,12 +21,14 @@
 #![allow(clippy::result_large_err)]
 
 mod apply;
+mod boot;
 mod etcd;
 mod faults;
 mod install;
 mod kube;
 mod power;
 mod reset;
+mod trustd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -59,6 +61,12 @@ pub struct FleetOptions {
     pub install_delay: Duration,
     /// Unreachable time of a reboot, reset or upgrade.
     pub reboot_delay: Duration,
+    /// Time a node keeps serving after it answered a Reboot, Reset, Upgrade or an apply that
+    /// reboots: cordon, drain, leave etcd, stop services.
+    pub drain_delay: Duration,
+    /// Time an Upgrade request takes before it answers: Talos pulls and checks the installer
+    /// image inside the request.
+    pub pull_delay: Duration,
     /// Time after coming back up before bootstrap is possible and etcd joins.
     pub settle_delay: Duration,
     /// Time after registration before a Kubernetes node is Ready.
@@ -78,6 +86,8 @@ impl Default for FleetOptions {
             time_scale: 1.0,
             install_delay: Duration::from_millis(1500),
             reboot_delay: Duration::from_millis(1000),
+            drain_delay: Duration::from_millis(1000),
+            pull_delay: Duration::from_millis(1000),
             settle_delay: Duration::from_millis(300),
             kube_ready_delay: Duration::from_millis(1000),
             boot_delay: Duration::from_millis(2000),

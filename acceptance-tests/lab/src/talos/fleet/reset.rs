@@ -16,10 +16,13 @@ impl Fleet {
         if graceful {
             leave(&mut state, address);
         }
-        let node = state.serving_mut(address)?;
-        node.config = None;
-        node.etcd_data = false;
-        self.start_reboot(&mut state, address, false, After::Maintenance);
+        state.serving(address)?;
+        // The wipe comes at the end of the reset sequence: until then the node still serves
+        // its old identity.
+        self.reboot_after_drain(address, false, After::Maintenance, |node| {
+            node.config = None;
+            node.etcd_data = false;
+        });
         Ok(())
     }
 }
