@@ -17,10 +17,11 @@ all: build
 
 # protoc and the protobuf well-known types: tf-provider's and our own build scripts compile
 # .proto files. gnupg signs releases (make release, and the install test's throwaway release).
+# etcd (Debian's etcd-server): every control plane of the lab runs a real one.
 deps:
-	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto; } || { \
-	  echo "==> installing protobuf-compiler and libprotobuf-dev"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
+	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto && test -x /usr/bin/etcd; } || { \
+	  echo "==> installing protobuf-compiler, libprotobuf-dev and etcd-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev etcd-server >/dev/null; }
 	@{ command -v gpg >/dev/null 2>&1 && command -v gpgconf >/dev/null 2>&1; } || { \
 	  echo "==> installing gnupg"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg >/dev/null; }
