@@ -5,6 +5,7 @@
 //! itself is [`crate::talos::cluster`]: this file only sequences it.
 
 mod credentials;
+mod identity;
 mod kubeconfig_file;
 mod plan;
 mod schema;
@@ -187,6 +188,7 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut state = proposed_state;
+        identity::check(diags, &state)?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
             Some(spec) => plan::check_spec(&spec, None, diags).map(drop)?,
@@ -210,7 +212,10 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
         let mut state = proposed_state;
-        if state.name.is_value() && state.name != prior_state.name {
+        identity::check(diags, &state)?;
+        let other_identity =
+            identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
+        if other_identity || (state.name.is_value() && state.name != prior_state.name) {
             state.id = Value::Unknown;
             state.kubeconfig = Value::Unknown;
             state.talosconfig = Value::Unknown;
@@ -220,7 +225,8 @@ impl Resource for TalosClusterResource {
             if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
             }
-            return Some((state, prior_private_state, vec![AttributePath::new("name")]));
+            let cause = if other_identity { "secrets" } else { "name" };
+            return Some((state, prior_private_state, vec![AttributePath::new(cause)]));
         }
         if config_state.endpoint.is_null() {
             // Not configured: it follows the VIP, or the first control plane, as they change.
@@ -317,17 +323,26 @@ impl Resource for TalosClusterResource {
             .or_else(|| incomplete(diags, "create the cluster"))?;
         let name = spec.name.clone();
         let now = OffsetDateTime::now_utc();
-        // The bundle is generated once, here, and kept in private state from now on.
-        let bundle = match tokio::task::spawn_blocking(move || SecretsBundle::generate(now)).await {
-            Ok(Ok(bundle)) => bundle,
-            Ok(Err(e)) => {
-                unable(diags, &format!("generate the PKI of cluster {name}"), e);
+        // Given secrets were stored by Terraform before this create began: nodes that got them
+        // from a run that was killed are this cluster's, and this create finishes their work.
+        // Without them, the bundle is generated here and kept in private state (deprecated).
+        let bundle = match identity::given(&planned_state) {
+            Some(Ok(bundle)) => bundle,
+            Some(Err(e)) => {
+                unable(diags, &format!("create cluster {name}"), e);
                 return None;
             }
-            Err(e) => {
-                unable(diags, &format!("generate the PKI of cluster {name}"), e);
-                return None;
-            }
+            None => match tokio::task::spawn_blocking(move || SecretsBundle::generate(now)).await {
+                Ok(Ok(bundle)) => bundle,
+                Ok(Err(e)) => {
+                    unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                    return None;
+                }
+                Err(e) => {
+                    unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                    return None;
+                }
+            },
         };
         let mut secrets = ClusterSecrets {
             bundle: serde_json::to_string(&bundle).ok()?,
@@ -515,6 +530,9 @@ impl Resource for TalosClusterResource {
                 .bundle()
                 .and_then(|bundle| credentials::access(&spec, &bundle, secrets))
                 .map(|access| access.talos),
+            (None, _) if prior_state.secrets.is_value() => identity::given(&prior_state)
+                .unwrap_or_else(|| Err("no secrets".into()))
+                .and_then(|bundle| credentials::talos_access(&spec, &bundle)),
             (None, Value::Value(talosconfig)) => credentials::talos_credentials(talosconfig),
             (None, _) => Err("no credentials in state".to_string()),
         };

@@ -1,7 +1,8 @@
 //! Health the way talosctl judges it, checked in one pass and repeated until it holds: etcd
 //! healthy on every control plane, the same member list everywhere with exactly the control
 //! planes in it, apid and kubelet up on every node, then the Kubernetes API ready through the
-//! endpoint with every node registered and Ready.
+//! endpoint with every node registered and Ready, then what talosctl checks inside Kubernetes:
+//! static pods, kube-proxy, CoreDNS, every node schedulable ([`KubeClient::check_system`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,7 +14,7 @@ use super::poll::{bounded, poll, Pending, ATTEMPT_TIMEOUT};
 use super::{Access, ClusterError, ClusterNode};
 use crate::kubernetes::KubeClient;
 use crate::talos::client::NodeClient;
-use crate::talos::proto::machine::ServiceInfo;
+use crate::talos::proto::machine::{EtcdMember, ServiceInfo};
 
 /// The checks, in the order they are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum HealthCheck {
     KubernetesApi,
     /// Every node registered and Ready.
     NodesReady,
+    /// Static pods, kube-proxy and CoreDNS Ready, every node schedulable.
+    SystemPods,
 }
 
 impl fmt::Display for HealthCheck {
@@ -41,6 +44,9 @@ impl fmt::Display for HealthCheck {
             HealthCheck::Kubelet => "kubelet to be healthy",
             HealthCheck::KubernetesApi => "the Kubernetes API to be ready through the endpoint",
             HealthCheck::NodesReady => "every node to be registered and Ready in Kubernetes",
+            HealthCheck::SystemPods => {
+                "the control plane's static pods, kube-proxy and CoreDNS to be Ready and every node schedulable"
+            }
         })
     }
 }
@@ -97,6 +103,9 @@ async fn check_node(
         .etcd_member_list()
         .await
         .map_err(|e| fail(HealthCheck::EtcdMembers, e.describe()))?;
+    if let Some(last) = unready_member(&members) {
+        return Err(fail(HealthCheck::EtcdMembers, last));
+    }
     Ok(Some(members.into_iter().map(|m| m.hostname).collect()))
 }
 
@@ -166,7 +175,30 @@ pub async fn check(
             }
         }
     }
+    let control_planes: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.is_control_plane())
+        .map(|n| n.name.as_str())
+        .collect();
+    kube.check_system(&control_planes)
+        .await
+        .map_err(|e| cluster(HealthCheck::SystemPods, e.to_string()))?;
     Ok(())
+}
+
+/// A member that does not vote yet: a learner (Talos promotes a joining control plane once it
+/// caught up, `services/etcd.go` `promoteMember`) or one that has not started (no name yet).
+/// Taking a voter down meanwhile could lose quorum.
+fn unready_member(members: &[EtcdMember]) -> Option<String> {
+    members.iter().find_map(|m| {
+        if m.hostname.is_empty() {
+            Some(format!("member {:x} has not started yet", m.id))
+        } else if m.is_learner {
+            Some(format!("member {} is still a learner", m.hostname))
+        } else {
+            None
+        }
+    })
 }
 
 /// Says how a member list differs from the control planes: "members cp-1, cp-3; missing cp-2".
@@ -222,6 +254,28 @@ mod tests {
     fn a_lost_member_is_named() {
         let text = member_difference(&set(&["cp-1", "cp-3"]), &set(&["cp-1", "cp-2", "cp-3"]));
         assert_eq!(text, "members cp-1, cp-3; missing cp-2");
+    }
+
+    #[test]
+    fn a_learner_or_an_unstarted_member_keeps_the_cluster_unhealthy() {
+        let member = |id, name: &str, learner| EtcdMember {
+            id,
+            hostname: name.into(),
+            is_learner: learner,
+            ..Default::default()
+        };
+        let voting = [member(1, "cp-1", false), member(2, "cp-2", false)];
+        assert_eq!(unready_member(&voting), None);
+        let learning = [member(1, "cp-1", false), member(2, "cp-2", true)];
+        assert_eq!(
+            unready_member(&learning).as_deref(),
+            Some("member cp-2 is still a learner")
+        );
+        let unstarted = [member(1, "cp-1", false), member(0x2a, "", true)];
+        assert_eq!(
+            unready_member(&unstarted).as_deref(),
+            Some("member 2a has not started yet")
+        );
     }
 
     #[test]
