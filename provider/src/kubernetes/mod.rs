@@ -140,6 +140,7 @@ impl KubeClient {
         .map_err(|e| KubeError::Credentials(format!("client certificate: {e}")))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .user_agent(crate::USER_AGENT)
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)
             .identity(identity)

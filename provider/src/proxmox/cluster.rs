@@ -131,10 +131,21 @@ impl Client {
                 flagged
                     || matches!(
                         kind,
-                        "rbd" | "cephfs" | "nfs" | "cifs" | "glusterfs" | "pbs" | "iscsi" | "iscsidirect"
+                        "rbd"
+                            | "cephfs"
+                            | "nfs"
+                            | "cifs"
+                            | "glusterfs"
+                            | "pbs"
+                            | "iscsi"
+                            | "iscsidirect"
                     )
             })
-            .filter_map(|s| s.get("storage").and_then(|n| n.as_str()).map(str::to_string))
+            .filter_map(|s| {
+                s.get("storage")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+            })
             .collect())
     }
 

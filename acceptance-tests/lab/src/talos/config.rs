@@ -59,6 +59,11 @@ pub struct MachineConfig {
     pub k8s_ca_crt: Option<String>,
     /// Kubernetes CA key PEM (`cluster.ca.key`).
     pub k8s_ca_key: Option<String>,
+    /// etcd CA certificate PEM (`cluster.etcd.ca.crt`), control planes only.
+    pub etcd_ca_crt: Option<String>,
+    /// etcd CA key PEM (`cluster.etcd.ca.key`): etcd's serving, peer and client certificates
+    /// are issued from it.
+    pub etcd_ca_key: Option<String>,
     /// The shared VIP (v1alpha1 interfaces or a `Layer2VIPConfig`).
     pub vip: Option<IpAddr>,
     /// Tag of the kubelet image, e.g. `v1.32.0`.
@@ -261,6 +266,8 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         endpoint,
         k8s_ca_crt: b64_pem(main.pointer("/cluster/ca/crt")),
         k8s_ca_key: b64_pem(main.pointer("/cluster/ca/key")),
+        etcd_ca_crt: b64_pem(main.pointer("/cluster/etcd/ca/crt")),
+        etcd_ca_key: b64_pem(main.pointer("/cluster/etcd/ca/key")),
         vip,
         kubelet_version,
         install_version,

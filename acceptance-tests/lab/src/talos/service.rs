@@ -141,23 +141,21 @@ impl MachineService for NodeApi {
         _request: Request<machine::EtcdMemberListRequest>,
     ) -> Result<machine::EtcdMemberListResponse> {
         self.configured_only("EtcdMemberList")?;
-        let members = self
-            .fleet
-            .etcd_members(self.address)?
-            .into_iter()
-            .map(|m| machine::EtcdMember {
-                id: m.id,
-                hostname: m.hostname,
-                peer_urls: vec![format!("https://{}:2380", m.address)],
-                client_urls: vec![format!("https://{}:2379", m.address)],
-                is_learner: false,
-            })
-            .collect();
+        let members = self.fleet.etcd_members(self.address).await?;
         Ok(Response::new(machine::EtcdMemberListResponse {
             messages: vec![machine::EtcdMembers {
                 metadata: self.metadata(),
-                legacy_members: vec![],
-                members,
+                legacy_members: members.iter().map(|m| m.hostname.clone()).collect(),
+                members: members
+                    .into_iter()
+                    .map(|m| machine::EtcdMember {
+                        id: m.id,
+                        hostname: m.hostname,
+                        peer_urls: m.peer_urls,
+                        client_urls: m.client_urls,
+                        is_learner: m.is_learner,
+                    })
+                    .collect(),
             }],
         }))
     }
@@ -169,7 +167,7 @@ impl MachineService for NodeApi {
         self.configured_only("EtcdRemoveMemberByID")?;
         self.admin(&request)?;
         let id = request.into_inner().member_id;
-        self.fleet.remove_etcd_member(self.address, id)?;
+        self.fleet.remove_etcd_member(self.address, id).await?;
         Ok(Response::new(machine::EtcdRemoveMemberByIdResponse {
             messages: vec![machine::EtcdRemoveMemberById {
                 metadata: self.metadata(),
@@ -183,7 +181,7 @@ impl MachineService for NodeApi {
     ) -> Result<machine::EtcdLeaveClusterResponse> {
         self.configured_only("EtcdLeaveCluster")?;
         self.admin(&request)?;
-        self.fleet.leave_etcd(self.address)?;
+        self.fleet.leave_etcd(self.address).await?;
         Ok(Response::new(machine::EtcdLeaveClusterResponse {
             messages: vec![machine::EtcdLeaveCluster {
                 metadata: self.metadata(),

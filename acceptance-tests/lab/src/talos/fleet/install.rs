@@ -55,16 +55,20 @@ impl Fleet {
         // internal/pkg/etcd/etcd.go (v1.12.0) `ValidateForUpgrade`).
         let config = state.config_of(address)?;
         if config.machine_type == MachineType::Controlplane {
-            let members = state
-                .clusters
-                .get(&config.cluster_id)
-                .map(|c| c.members.len())
-                .unwrap_or_default();
-            if members == 2 {
+            // The member list as the node's own etcd gave it last.
+            let members = &state.serving(address)?.etcd.members;
+            if members.len() == 2 {
                 return Err(Status::unknown(
                     "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if \
                      upgrade commences",
                 ));
+            }
+            if let Some(m) = members.iter().find(|m| m.hostname.is_empty()) {
+                return Err(Status::unknown(format!(
+                    "error validating etcd for upgrade: etcd member {:016x} is not started, all members must be \
+                     running to perform an upgrade",
+                    m.id
+                )));
             }
         }
         let node = state.serving_mut(address)?;

@@ -60,6 +60,7 @@ impl Fleet {
         // A node powered off in the middle of an install has its config on disk already (the
         // emulator writes it when the config is applied), so it boots configured.
         node.phase = Phase::PoweredOff;
+        node.etcd.power_down();
         node.wake();
         self.reconcile_kube(&mut state);
         Ok(())
@@ -150,6 +151,7 @@ impl Fleet {
             until: Instant::now() + self.scaled(base),
             then,
         };
+        node.etcd.power_down();
         let wake = node.wake.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
