@@ -110,9 +110,18 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let everyone = names(&desired.nodes);
     let first_control_plane = desired.nodes.iter().find(|n| n.is_control_plane());
     let Some(current) = current else {
-        // A new cluster: configs everywhere, etcd on the first control plane, then the wait.
-        let mut steps = vec![Step::ApplyNew(everyone.clone())];
+        // A new cluster: configs on the control planes, etcd on the first of them, then the
+        // workers' configs and the wait. Workers come after the bootstrap because one that took
+        // its config in a run that was killed cannot answer before it: its apid gets a
+        // certificate only through the VIP (Talos: controllers/network/operator/vip.go), which
+        // needs etcd. Waiting for such a worker first would never end.
+        let (control_planes, workers): (Vec<&ClusterNode>, Vec<&ClusterNode>) =
+            desired.nodes.iter().partition(|n| n.is_control_plane());
+        let mut steps = vec![Step::ApplyNew(names(control_planes))];
         steps.extend(first_control_plane.map(|n| Step::Bootstrap(n.name.clone())));
+        if !workers.is_empty() {
+            steps.push(Step::ApplyNew(names(workers)));
+        }
         steps.push(Step::WaitConfigured(everyone.clone()));
         steps.push(Step::WaitHealthy);
         steps.push(Step::Upgrade {
@@ -232,8 +241,9 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                Step::ApplyNew(strings(&["cp-1", "cp-2", "w-1"])),
+                Step::ApplyNew(strings(&["cp-1", "cp-2"])),
                 Step::Bootstrap("cp-1".into()),
+                Step::ApplyNew(strings(&["w-1"])),
                 Step::WaitConfigured(strings(&["cp-1", "cp-2", "w-1"])),
                 Step::WaitHealthy,
                 Step::Upgrade {
