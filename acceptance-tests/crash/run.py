@@ -95,7 +95,9 @@ class Run(object):
             tfvars = f.read().replace('"../../.lab/pve-ca.pem"', json.dumps(self.lab.info['proxmox']['ca_cert']))
         with open(os.path.join(self.work, 'lab.auto.tfvars'), 'w') as f:
             f.write(tfvars)
-        self.tf = Terraform(self.work)
+        # The provider's own log (castle logs no secret), for whoever looks into a failed run.
+        self.tf = Terraform(self.work, env={'TF_LOG_PROVIDER': 'INFO',
+                                            'TF_LOG_PATH': os.path.join(self.dir, 'terraform.log')})
         return self
 
     def __exit__(self, *exc):

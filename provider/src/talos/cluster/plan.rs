@@ -111,9 +111,10 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let first_control_plane = desired.nodes.iter().find(|n| n.is_control_plane());
     let Some(current) = current else {
         // A new cluster: the control planes' configs, etcd on the first of them, then the
-        // workers' and the wait. Workers come after the bootstrap so that a create that fails
-        // before it leaves no worker configured for a VIP that never answers: such a worker
-        // serves no API at all, so nothing could reset it.
+        // workers' configs and the wait. A worker's apid gets its certificate only through the
+        // VIP (Talos: controllers/network/operator/vip.go), which needs etcd; so a worker
+        // configured before the bootstrap (by a run that failed or was killed) could neither
+        // answer nor be reset, and waiting for it first would never end.
         let (control_planes, workers): (Vec<&ClusterNode>, Vec<&ClusterNode>) =
             desired.nodes.iter().partition(|n| n.is_control_plane());
         let mut steps = vec![Step::ApplyNew(names(control_planes))];
