@@ -199,6 +199,9 @@ fn describe_nodes(nodes: &[Value]) -> String {
             text(&n["machine_type"]),
             text(&n["hostname"]),
         ));
+        if let Some(reason) = n["kube_apiserver_failure"].as_str() {
+            out.push_str(&format!("  {:<16} {reason}\n", ""));
+        }
     }
     out
 }

@@ -223,6 +223,8 @@ pub struct NodeSummary {
     pub faults: Faults,
     /// Installer images written to disk, oldest first (for tests: what was installed).
     pub installed_images: Vec<String>,
+    /// Why kube-apiserver does not start on this control plane, if it does not.
+    pub kube_apiserver_failure: Option<String>,
 }
 
 impl Fleet {
@@ -415,6 +417,10 @@ impl Fleet {
                     etcd_members,
                     faults: node.faults.clone(),
                     installed_images: node.installed_images.clone(),
+                    kube_apiserver_failure: node
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.apiserver_refusal.clone()),
                 }
             })
             .collect()
@@ -629,6 +635,8 @@ impl Fleet {
         let members: Vec<IpAddr> = cluster.members.iter().map(|m| m.address).collect();
         let serving: Vec<IpAddr> = control_planes
             .iter()
+            // A kube-apiserver that exits at start serves nothing (config::apiserver_refusal).
+            .filter(|(_, c)| c.apiserver_refusal.is_none())
             .map(|(a, _)| *a)
             .filter(|a| members.contains(a))
             .filter(|a| {
@@ -742,6 +750,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         k8s_ca_crt: None,
         k8s_ca_key: None,
         vip: None,
+        apiserver_refusal: None,
         kubelet_version: "v1.31.0".into(),
         install_version: None,
         install_image: None,

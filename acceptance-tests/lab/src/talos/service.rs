@@ -433,6 +433,17 @@ impl MachineService for NodeApi {
                     .is_some_and(|c| c.members.iter().any(|m| m.address == self.address));
                 services.push(service("etcd", settled, member));
                 services.push(service("trustd", true, true));
+                // kube-apiserver is a static pod, not a Talos service; the lab lists it so that
+                // its failure to start is visible where an operator looks first.
+                if let Some(reason) = &config.apiserver_refusal {
+                    let mut failed = service("kube-apiserver", false, false);
+                    failed.state = "Failed".into();
+                    if let Some(health) = failed.health.as_mut() {
+                        health.unknown = false;
+                        health.last_message = reason.clone();
+                    }
+                    services.push(failed);
+                }
             }
         }
         services.sort_by(|a, b| a.id.cmp(&b.id));
