@@ -24,13 +24,15 @@ def tf(tmp_path):
 
 
 @pytest.fixture
-def pve(tmp_path):
+def pve(tmp_path, request):
     """fakepve (with castle's resize model) holding a Talos template, for one test.
 
     time_scale 0.01 makes PVE's task durations a hundredth of real ones, so clones and starts
-    still run as tasks that hold locks while Terraform polls them.
+    still run as tasks that hold locks while Terraform polls them. Parametrised indirectly with
+    an answer style ('9', or '8.3': error text only in the reason phrase), it answers that way.
     """
-    served = ServedPve(tmp_path / 'pve', time_scale=0.01)
+    style = getattr(request, 'param', '9')
+    served = ServedPve(tmp_path / 'pve', time_scale=0.01, answer_style=style)
     served.sync(add_talos_template, served.pve)
     try:
         yield served

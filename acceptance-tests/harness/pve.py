@@ -1,38 +1,102 @@
 """fakepve, served for castle's tests and lab.
 
-`LabPve` is fakepve's `FakePve` with the one QEMU call castle needs that fakepve does not model:
-disk resize (fakepve answers it but changes nothing). It follows qemu-server's rules: sizes only
-grow, `+N` is relative, a cdrom cannot be resized, the call is a task that holds the VM lock.
+`LabPve` is fakepve's `FakePve` (a PVE 9) made to answer as the Proxmox clusters people run:
+- disk resize is modelled (fakepve answers it but changes nothing), with qemu-server's rules:
+  sizes only grow, `+N` is relative, a cdrom cannot be resized, the call is a task that holds
+  the VM lock;
+- `answer_style = '8.3'` answers errors as PVE 8.0-8.3 do: the text only in the HTTP reason
+  phrase, the body `{"data":null}` (plus `errors`);
+- `fail_in_task` makes a request start a task that fails, as PVE's lock timeouts and VMID
+  clashes do (they are raised inside the worker, not by the request);
+- `GET .../config` applies pending changes unless `current=1`, task logs say their `total`,
+  `nextid` keeps to the datacenter's `next-id` range, `/cluster/options` shows it;
+- `revoke_tickets_after` expires every login ticket in the middle of a run, and `answers`
+  records each request's status, so a test can check what the lab saw.
 
 `ServedPve` runs one on its own event loop in a thread, so a test can inject faults
 (`pve.fail`, `flaky_network`, `revoke_tickets`, per-VM timings) while Terraform talks to it.
 """
 
 import asyncio
+import json
 import os
 import threading
+
+from aiohttp import web
 
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 from fakepve.lxc import format_size, parse_size
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import is_cdrom, join_drive, split_drive
+from fakepve.server import ok, params
 
 TEMPLATE_ID = 9000
 TEMPLATE_NAME = 'talos-nocloud'
 
 
 class LabPve(FakePve):
-    """FakePve plus a modelled `PUT /nodes/{node}/qemu/{vmid}/resize`, and `fail_after`."""
+    """FakePve answering as real PVE clusters do (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, answer_style='9', **kwargs):
         super().__init__(*args, **kwargs)
         self.delayed_failures = {}
+        self.task_failures = {}
+        self.answer_style = answer_style
+        # (method, path, status) of every answer, in order.
+        self.answers = []
+        # Logins that got a ticket.
+        self.logins = 0
+        self.revoke_after_writes = None
+        # datacenter.cfg `next-id: lower=,upper=` (pve-manager PVE/API2/Cluster.pm nextid).
+        self.next_id = (100, 1000 * 1000)
 
     def fail_after(self, passes, method, suffix, **rule):
         """fail(method, suffix, **rule) once `passes` matching requests went through unharmed:
         a fault for the second read of a config, not the first."""
         self.delayed_failures[(method, suffix)] = [passes, rule]
+
+    def fail_in_task(self, method, suffix, message, times=1):
+        """The next `times` requests whose path ends with `suffix` start a task that ends in
+        `TASK ERROR: message`, as real PVE reports what fails inside its workers: the clone's
+        locks (qemu-server src/PVE/API2/Qemu.pm clone_vm: lock_config_full of the new id, the
+        template's shared lock, pve-storage's storage lock), resize, start, shutdown, stop and
+        destroy (each locks inside its worker)."""
+        self.task_failures[(method, suffix)] = [times, message]
+
+    def revoke_tickets_after(self, writes):
+        """Forget every login ticket once `writes` more non-GET requests were answered: a ticket
+        that expires in the middle of one `terraform apply` (PVE tickets live two hours)."""
+        self.revoke_after_writes = writes
+
+    def _build_app(self):
+        app = super()._build_app()
+        # Outermost: sees every answer as the client gets it.
+        app.middlewares.insert(0, self._as_real_pve)
+        return app
+
+    @web.middleware
+    async def _as_real_pve(self, request, handler):
+        response = await handler(request)
+        self.answers.append((request.method, request.path, response.status))
+        if request.path.endswith('/access/ticket') and response.status == 200:
+            self.logins += 1
+        if request.method != 'GET' and self.revoke_after_writes is not None:
+            self.revoke_after_writes -= 1
+            if self.revoke_after_writes <= 0:
+                self.revoke_after_writes = None
+                self.revoke_tickets()
+        if self.answer_style == '8.3' and response.status >= 400 \
+                and getattr(response, 'content_type', None) == 'application/json':
+            # pve-http-server before 5.2.0 (libpve-http-server-perl, "fix #6503", commit
+            # 9a2112e): the JSON formatter (src/PVE/APIServer/Formatter/Standard.pm) writes
+            # `data` and `errors` only; the message is the HTTP reason phrase.
+            body = json.loads(response.text)
+            out = {'data': None}
+            if body.get('errors'):
+                out['errors'] = body['errors']
+            return web.json_response(out, status=response.status, reason=response.reason)
+        return response
 
     async def _answer(self, request, handler, generic, path_node):
         for key, delayed in list(self.delayed_failures.items()):
@@ -42,7 +106,59 @@ class LabPve(FakePve):
                     self.fail(key[0], key[1], **delayed[1])
                 else:
                     delayed[0] -= 1
+        for key, rule in list(self.task_failures.items()):
+            if request.method == key[0] and self._failure_matches(request, generic, key[1]):
+                rule[0] -= 1
+                if rule[0] <= 0:
+                    del self.task_failures[key]
+                match = generic or self.resolve(request, '/api2/json')
+                message = rule[1].format(**dict(await params(request), **match.params))
+                return ok(await self._failed_task(request, path_node, message, match))
         return await super()._answer(request, handler, generic, path_node)
+
+    async def _config_get(self, request):
+        """qemu-server src/PVE/API2/Qemu.pm vm_config: pending changes applied, unless
+        `current=1` asks for the config the VM runs with."""
+        response = await super()._config_get(request)
+        if (await params(request)).get('current') in ('1', 1, 'true'):
+            return response
+        vm = self._vm(request)
+        data = json.loads(response.text)['data']
+        for key, value in vm.pending.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        return ok(data)
+
+    async def _task_log(self, request):
+        """pve-manager PVE/API2/Tasks.pm read_task_log: lines `start..start+limit` counted from
+        the first, and how many there are in `total`."""
+        response = await super()._task_log(request)
+        body = json.loads(response.text)
+        body['total'] = len(self._get_task(request)['log'])
+        return web.json_response(body)
+
+    def _routes_cluster(self):
+        return [('GET', '/cluster/nextid', self._nextid), ('GET', '/cluster/options', self._options)]
+
+    async def _nextid(self, v, user):
+        """pve-manager PVE/API2/Cluster.pm nextid: the first free id in datacenter.cfg's
+        `next-id` range, or the asked one if no guest has it (the range is not checked then)."""
+        if v.get('vmid') not in (None, ''):
+            return await super()._nextid(v, user)
+        lower, upper = self.next_id
+        taken = set(vm.vmid for vm in self.vms) | set(ct.vmid for ct in self.cts)
+        for vmid in range(lower, upper):
+            if vmid not in taken:
+                return str(vmid)
+        raise PveError(500, 'unable to get any free VMID in range [{0}, {1}]'.format(lower, upper))
+
+    async def _options(self, v, user):
+        """GET /cluster/options: datacenter.cfg; needs Sys.Audit on / (PVE/API2/Cluster.pm)."""
+        self.require(user, '/', 'Sys.Audit')
+        lower, upper = self.next_id
+        return {'next-id': {'lower': str(lower), 'upper': str(upper)}}
 
     def _routes_qemu(self):
         return super()._routes_qemu() + [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._qm_resize)]
@@ -98,10 +214,11 @@ def add_talos_template(pve, node='pve1', vmid=TEMPLATE_ID, name=TEMPLATE_NAME, d
 class ServedPve(object):
     """A LabPve on a private event loop in a daemon thread."""
 
-    def __init__(self, tmpdir, host='127.0.0.1', port=0, time_scale=0.0, user='root@pam', password='secret'):
+    def __init__(self, tmpdir, host='127.0.0.1', port=0, time_scale=0.0, user='root@pam', password='secret',
+                 answer_style='9'):
         os.makedirs(str(tmpdir), exist_ok=True)
         self.certfile, self.keyfile, _ = make_cert(str(tmpdir), hosts=(host,))
-        self.pve = LabPve(user=user, password=password, host=host, port=port)
+        self.pve = LabPve(user=user, password=password, host=host, port=port, answer_style=answer_style)
         self.pve.time_scale = time_scale
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name='fakepve', daemon=True)

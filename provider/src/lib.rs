@@ -3,6 +3,7 @@
 //! Layers, top to bottom:
 //! - [`resources`] and [`provider`]: the only code that knows Terraform types.
 //! - API clients ([`proxmox`], [`talos::client`], [`infisical`]): plain Rust, no Terraform.
+//! - [`retry`]: the one deadline-bounded backoff every client's retries and polls use.
 //! - [`talos::pki`] and [`talos::config`]: pure generation of the cluster PKI and machine configs
 //!   (no network, no async runtime).
 
@@ -12,4 +13,5 @@ pub mod logging;
 pub mod provider;
 pub mod proxmox;
 pub mod resources;
+pub mod retry;
 pub mod talos;

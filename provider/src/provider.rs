@@ -43,6 +43,9 @@ pub struct InfisicalBlock {
     pub client_id: Value<String>,
     /// Universal Auth client secret.
     pub client_secret: Value<String>,
+    /// Extra CA certificate(s) (PEM) to trust, for a self-hosted Infisical behind a private CA.
+    #[serde(default)]
+    pub ca_cert_pem: Value<String>,
 }
 
 /// The whole provider configuration.
@@ -193,6 +196,7 @@ pub fn infisical_settings(
                 .unwrap_or_else(|| infisical::DEFAULT_HOST.to_string()),
             client_id,
             client_secret,
+            ca_cert_pem: or_env(&block.ca_cert_pem, "INFISICAL_CA_CERT_PEM"),
         })),
         (Some(_), None) => Err((
             path.attribute("client_secret"),
@@ -239,7 +243,8 @@ impl Provider for CastleProvider {
             attributes: map! {
                 "host" => string_attr("Server URL (INFISICAL_HOST), default https://app.infisical.com.", false),
                 "client_id" => string_attr("Machine identity client id (INFISICAL_UNIVERSAL_AUTH_CLIENT_ID).", false),
-                "client_secret" => string_attr("Machine identity client secret (INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET).", true)
+                "client_secret" => string_attr("Machine identity client secret (INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET).", true),
+                "ca_cert_pem" => string_attr("PEM of the CA certificate(s) to trust for a self-hosted Infisical behind a private CA (INFISICAL_CA_CERT_PEM); several certificates may be given.", false)
             },
             ..Default::default()
         };
@@ -316,6 +321,7 @@ impl Provider for CastleProvider {
                 &infisical_block.host,
                 &infisical_block.client_id,
                 &infisical_block.client_secret,
+                &infisical_block.ca_cert_pem,
             ]
             .iter()
             .any(|v| v.is_unknown());

@@ -11,6 +11,7 @@
 //!                  [--time-scale 1.0] [--talos-version v1.12.0]
 //!
 //! castle-lab infisical --listen 127.0.0.1:8200 [--state FILE] [--token-ttl SECONDS]
+//!                     [--token-max-ttl SECONDS] [--tls-ca-out FILE]
 //! ```
 //!
 //! `up` returns once the whole lab answers; `down` stops it. `serve`, `talos` and `infisical`
@@ -26,7 +27,7 @@ use castle_lab::talos::{admin, Fleet, FleetOptions};
 const USAGE: &str = "usage: castle-lab up|serve [--pve IP:PORT] [--admin IP:PORT] [--infisical IP:PORT] [--state-dir DIR] [--time-scale S]
        castle-lab status|down [--state-dir DIR]
        castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]
-       castle-lab infisical --listen IP:PORT [--state FILE] [--token-ttl SECONDS]";
+       castle-lab infisical --listen IP:PORT [--state FILE] [--token-ttl SECONDS] [--token-max-ttl SECONDS] [--tls-ca-out FILE]";
 
 fn main() {
     tracing_subscriber::fmt()
@@ -145,6 +146,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 async fn infisical(args: &[String]) -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:8200".to_string();
     let mut settings = castle_lab::infisical::Settings::default();
+    let mut tls_ca_out: Option<std::path::PathBuf> = None;
+    let mut max_ttl_set = false;
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let value = iter
@@ -154,8 +157,18 @@ async fn infisical(args: &[String]) -> anyhow::Result<()> {
             "--listen" => listen = value.clone(),
             "--state" => settings.state_file = Some(value.into()),
             "--token-ttl" => settings.token_ttl = std::time::Duration::from_secs(value.parse()?),
+            "--token-max-ttl" => {
+                settings.token_max_ttl = std::time::Duration::from_secs(value.parse()?);
+                max_ttl_set = true;
+            }
+            // Serve HTTPS with a fresh private CA, whose certificate goes to FILE.
+            "--tls-ca-out" => tls_ca_out = Some(value.into()),
             other => bail!("unknown flag {other}"),
         }
+    }
+    // Infisical refuses a TTL above the Max TTL; keep the pair consistent.
+    if !max_ttl_set && settings.token_max_ttl < settings.token_ttl {
+        settings.token_max_ttl = settings.token_ttl;
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -165,14 +178,23 @@ async fn infisical(args: &[String]) -> anyhow::Result<()> {
         bail!("the Infisical lab only listens on loopback, not {listen}");
     }
     let lab = Arc::new(castle_lab::infisical::Lab::new(settings)?);
-    // The harness reads this line to learn the port when it passed port 0.
-    println!(
-        "infisical lab listening on http://{}",
-        listener.local_addr()?
-    );
+    let address = listener.local_addr()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    castle_lab::infisical::run(listener, lab, shutdown).await?;
+    match tls_ca_out {
+        Some(file) => {
+            let ca = castle_lab::infisical::PrivateCa::generate(address.ip())?;
+            std::fs::write(&file, &ca.ca_pem)
+                .with_context(|| format!("writing {}", file.display()))?;
+            // The harness reads this line to learn the port when it passed port 0.
+            println!("infisical lab listening on https://{address}");
+            castle_lab::infisical::run_tls(listener, lab, &ca, shutdown).await;
+        }
+        None => {
+            println!("infisical lab listening on http://{address}");
+            castle_lab::infisical::run(listener, lab, shutdown).await?;
+        }
+    }
     Ok(())
 }

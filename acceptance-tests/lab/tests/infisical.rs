@@ -34,6 +34,7 @@ fn client(url: &str, secret: &str) -> Client {
         host: url.into(),
         client_id: "castle-lab-client".into(),
         client_secret: secret.into(),
+        ca_cert_pem: None,
     })
     .unwrap()
 }

@@ -32,6 +32,7 @@ async fn fixture() -> Fixture {
         host: url,
         client_id: "castle-lab-client".into(),
         client_secret: "castle-lab-secret".into(),
+        ca_cert_pem: None,
     })
     .unwrap();
     let resource = KubeconfigSecretResource::new(Arc::new(ProviderData::with_infisical(client)));

@@ -14,6 +14,9 @@ pub struct ClientConfig {
     pub client_id: String,
     /// Machine identity client secret: never printed.
     pub client_secret: String,
+    /// PEM of the CA certificate(s) to trust besides the system's, for a self-hosted Infisical
+    /// behind a private CA. Several certificates (a bundle) are accepted.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -22,6 +25,7 @@ impl fmt::Debug for ClientConfig {
             .field("host", &self.host)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("ca_cert_pem", &self.ca_cert_pem.is_some())
             .finish()
     }
 }

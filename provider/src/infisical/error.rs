@@ -79,6 +79,27 @@ pub enum Error {
         last: String,
     },
 
+    /// The environment has a change policy that applies to machine identities: Infisical queued
+    /// the write as a change request instead of applying it (`{approval}` instead of `{secret}`).
+    /// Nothing was written; sending the write again would queue another request.
+    #[error(
+        "{action}: Infisical did not apply the change but queued it as change request {slug:?} \
+         (id {id}), because environment {environment:?} has a change policy that applies to \
+         machine identities. Approve and merge that request in Infisical, then run terraform \
+         apply again (castle then finds the value in place); or turn on \"bypass for machine \
+         identities\" in the policy, or store the secret in an environment without a policy"
+    )]
+    ChangeRequested {
+        /// What was attempted.
+        action: String,
+        /// Environment slug.
+        environment: String,
+        /// The change request's slug, as Infisical's UI shows it.
+        slug: String,
+        /// The change request's id.
+        id: String,
+    },
+
     /// An answer that is not the JSON Infisical documents.
     #[error("{action}: unexpected answer from Infisical: {detail}")]
     Decode {
@@ -98,6 +119,17 @@ impl Error {
     /// Whether a create hit an existing secret.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::AlreadyExists { .. })
+    }
+
+    /// Whether the server refused the machine identity's credentials.
+    pub fn is_login_refused(&self) -> bool {
+        matches!(self, Error::Login { .. })
+    }
+
+    /// Whether the server never answered within the time allowed (connection refused, DNS,
+    /// TLS, timeouts, 5xx): the endpoint is unreachable rather than the request wrong.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Exhausted { .. })
     }
 }
 

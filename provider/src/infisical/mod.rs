@@ -14,6 +14,7 @@ mod folders;
 pub mod request;
 pub mod retry;
 mod secrets;
+pub mod sync;
 
 use std::time::Duration;
 
@@ -35,6 +36,21 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     auth: auth::TokenCache,
+    /// The outcome of the plan-time credential check, once per provider process: several
+    /// resources planning at once must not each try a wrong secret (three failures lock the
+    /// identity out).
+    checked: tokio::sync::OnceCell<Result<(), Credentials>>,
+}
+
+/// What the plan-time credential check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// The server answered and refused the client id / client secret.
+    Refused(String),
+    /// The server did not answer in time.
+    Unreachable(String),
+    /// Something else went wrong (the error, in words).
+    Other(String),
 }
 
 /// One HTTP answer, before interpretation.
@@ -62,12 +78,27 @@ impl Client {
             .trim_end_matches('/')
             .trim_end_matches("/api")
             .to_string();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!(
                 "terraform-provider-castle/",
                 env!("CARGO_PKG_VERSION")
             ))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = &config.ca_cert_pem {
+            let bundle = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    Error::Settings(
+                        "ca_cert_pem holds no PEM certificate (expected \"-----BEGIN CERTIFICATE-----\" blocks)"
+                            .into(),
+                    )
+                })?;
+            for cert in bundle {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Settings(e.to_string()))?;
         Ok(Self {
@@ -75,6 +106,7 @@ impl Client {
             base,
             http,
             auth: auth::TokenCache::default(),
+            checked: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -86,6 +118,22 @@ impl Client {
     /// Logs in now (or reuses a valid token), to check the credentials early.
     pub async fn login(&self, deadline: Instant) -> Result<(), Error> {
         self.token(deadline).await.map(|_| ())
+    }
+
+    /// Checks the credentials once per client (plan time): logs in within `budget`, and
+    /// remembers the outcome for every later call.
+    pub async fn check_credentials(&self, budget: Duration) -> Result<(), Credentials> {
+        self.checked
+            .get_or_init(|| async {
+                match self.login(Instant::now() + budget).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_login_refused() => Err(Credentials::Refused(e.to_string())),
+                    Err(e) if e.is_unreachable() => Err(Credentials::Unreachable(e.to_string())),
+                    Err(e) => Err(Credentials::Other(e.to_string())),
+                }
+            })
+            .await
+            .clone()
     }
 
     async fn send_once(

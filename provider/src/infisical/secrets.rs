@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 use tokio::time::Instant;
 
 use super::error::Error;
@@ -65,17 +65,37 @@ fn describe(action: &str, secret: &SecretRef) -> String {
     )
 }
 
-fn decode(action: String, json: Json) -> Result<Secret, Error> {
+/// A change request, as a write answers it when a change policy applies.
+#[derive(Deserialize)]
+struct Approval {
+    id: String,
+    #[serde(default)]
+    slug: String,
+}
+
+/// Decodes a read or write answer: `{secret}`, or `{approval}` when the environment's change
+/// policy queued the write instead of applying it (Infisical's v3 raw and v4 secret routers
+/// answer a union of the two).
+fn decode(action: String, environment: &str, json: Json) -> Result<Secret, Error> {
     #[derive(Deserialize)]
-    struct Answer {
-        secret: Secret,
+    #[serde(untagged)]
+    enum Answer {
+        Written { secret: Secret },
+        Queued { approval: Approval },
     }
-    serde_json::from_value::<Answer>(json)
-        .map(|a| a.secret)
-        .map_err(|e| Error::Decode {
+    match serde_json::from_value::<Answer>(json) {
+        Ok(Answer::Written { secret }) => Ok(secret),
+        Ok(Answer::Queued { approval }) => Err(Error::ChangeRequested {
+            action,
+            environment: environment.to_string(),
+            slug: approval.slug,
+            id: approval.id,
+        }),
+        Err(e) => Err(Error::Decode {
             action,
             detail: e.to_string(),
-        })
+        }),
+    }
 }
 
 impl Client {
@@ -85,7 +105,7 @@ impl Client {
         let json = self
             .execute(&action, &request::get_secret(secret), deadline, &[])
             .await?;
-        decode(action, json)
+        decode(action, &secret.environment, json)
     }
 
     /// Creates a secret; [`Error::AlreadyExists`] if the name is taken at that path.
@@ -105,7 +125,7 @@ impl Client {
                 &[value],
             )
             .await?;
-        decode(action, json)
+        decode(action, &secret.environment, json)
     }
 
     /// Replaces a secret's value and comment; [`Error::NotFound`] if it does not exist.
@@ -125,15 +145,22 @@ impl Client {
                 &[value],
             )
             .await?;
-        decode(action, json)
+        decode(action, &secret.environment, json)
     }
 
     /// Deletes a secret; [`Error::NotFound`] if it was already gone.
     pub async fn delete_secret(&self, secret: &SecretRef, deadline: Instant) -> Result<(), Error> {
         let action = describe("deleting", secret);
-        self.execute(&action, &request::delete_secret(secret), deadline, &[])
+        let json = self
+            .execute(&action, &request::delete_secret(secret), deadline, &[])
             .await?;
-        Ok(())
+        // Only a queued change matters here; the deleted secret's fields are not used.
+        match json.get("approval") {
+            Some(approval) => {
+                decode(action, &secret.environment, json!({ "approval": approval })).map(|_| ())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -161,6 +188,21 @@ mod tests {
             "apiVersion: v1\n",
             "apiVersion: v2\n"
         ));
+    }
+
+    #[test]
+    fn a_queued_change_request_is_its_own_error() {
+        let answer = serde_json::json!({"approval": {"id": "r-1", "slug": "abc123", "status": "open",
+            "hasMerged": false, "policyId": "p", "folderId": "f"}});
+        let error = decode("updating secret K".into(), "prod", answer).unwrap_err();
+        assert!(
+            matches!(&error, Error::ChangeRequested { slug, id, environment, .. }
+                if slug == "abc123" && id == "r-1" && environment == "prod"),
+            "{error}"
+        );
+        let written =
+            serde_json::json!({"secret": {"secretKey": "K", "secretValue": "v", "version": 2}});
+        assert_eq!(decode("x".into(), "prod", written).unwrap().version, 2);
     }
 
     #[test]

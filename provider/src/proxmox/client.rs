@@ -79,9 +79,6 @@ impl fmt::Debug for Client {
     }
 }
 
-/// How often a read whose connection dropped is sent again before the error reaches the caller.
-const GET_RETRIES: u64 = 3;
-
 /// Parameters of one request, in PVE's form encoding.
 pub type Params = Vec<(String, String)>;
 
@@ -104,10 +101,18 @@ impl Client {
             builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(pem) = &config.ca_cert_pem {
-            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+            // A bundle (an internal CA with its intermediates) trusts every certificate in it.
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
                 Error::Settings(format!("ca_cert_pem is not a PEM certificate: {e}"))
             })?;
-            builder = builder.add_root_certificate(cert);
+            if certs.is_empty() {
+                return Err(Error::Settings(
+                    "ca_cert_pem holds no PEM certificate".to_string(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let http = builder
             .build()
@@ -120,6 +125,14 @@ impl Client {
             logins: AtomicU64::new(0),
             reserved_ids: Default::default(),
         })
+    }
+
+    /// The provider setting that holds the secret: `api_token` or `password`.
+    pub fn secret_setting(&self) -> &'static str {
+        match self.auth {
+            Auth::Token(_) => "api_token",
+            Auth::Password { .. } => "password",
+        }
     }
 
     /// The API base URL (`.../api2/json`).
@@ -137,17 +150,36 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
+        self.call(Method::GET, path, params)
+            .await
+            .map(|(data, _)| data)
+    }
+
+    /// `GET path?query` of a listing PVE pages (task logs): `data` and the `total` it counts.
+    pub async fn get_paged<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, Option<u64>), Error> {
+        let params: Params = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         self.call(Method::GET, path, params).await
     }
 
     /// `POST path` with form parameters, returning `data`.
     pub async fn post<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
-        self.call(Method::POST, path, params).await
+        self.call(Method::POST, path, params)
+            .await
+            .map(|(data, _)| data)
     }
 
     /// `PUT path` with form parameters, returning `data`.
     pub async fn put<T: DeserializeOwned>(&self, path: &str, params: Params) -> Result<T, Error> {
-        self.call(Method::PUT, path, params).await
+        self.call(Method::PUT, path, params)
+            .await
+            .map(|(data, _)| data)
     }
 
     /// `DELETE path?query`, returning `data`.
@@ -156,18 +188,21 @@ impl Client {
         path: &str,
         params: Params,
     ) -> Result<T, Error> {
-        self.call(Method::DELETE, path, params).await
+        self.call(Method::DELETE, path, params)
+            .await
+            .map(|(data, _)| data)
     }
 
-    /// One API call; a ticket that expired is renewed once and the call sent again.
+    /// One API call; a ticket that expired is renewed once and the call sent again. Nothing
+    /// else is resent here: connection trouble goes to the caller's named policy
+    /// ([`super::retry`]), which knows the deadline and whether a resend is safe.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         params: Params,
-    ) -> Result<T, Error> {
+    ) -> Result<(T, Option<u64>), Error> {
         let mut renewed = false;
-        let mut dropped = 0;
         loop {
             let attempt = match self.ticket_for_call().await {
                 Ok(ticket) => {
@@ -184,14 +219,6 @@ impl Client {
                     renewed = true;
                     self.forget_ticket(Some(ticket.generation)).await;
                 }
-                // A read (or the login) whose connection dropped is safe to send again; writes
-                // are retried only by the callers' named policies, which know what is safe.
-                (_, Err(Error::Transport { .. }))
-                    if method == Method::GET && dropped < GET_RETRIES =>
-                {
-                    dropped += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * dropped)).await;
-                }
                 (_, other) => return other,
             }
         }
@@ -203,7 +230,7 @@ impl Client {
         path: &str,
         params: &Params,
         ticket: Option<&Ticket>,
-    ) -> Result<T, Error> {
+    ) -> Result<(T, Option<u64>), Error> {
         let url = format!("{}{}", self.base, path);
         let mut request = self.http.request(method.clone(), &url);
         request = if method == Method::GET || method == Method::DELETE {
@@ -253,7 +280,7 @@ impl Client {
                 url: url.clone(),
                 source,
             })?;
-        let data: Value = read_answer(&url, response).await.map_err(|e| match e {
+        let (data, _): (Value, _) = read_answer(&url, response).await.map_err(|e| match e {
             Error::Api {
                 status, message, ..
             }
@@ -287,19 +314,25 @@ impl Client {
     }
 }
 
-/// Reads `{"data": ...}`, or turns an error answer into [`Error`].
+/// Reads `{"data": ..., "total": N}`, or turns an error answer into [`Error`].
 async fn read_answer<T: DeserializeOwned>(
     url: &str,
     response: reqwest::Response,
-) -> Result<T, Error> {
+) -> Result<(T, Option<u64>), Error> {
     let status = response.status();
+    // PVE before libpve-http-server-perl 5.2.0 (PVE 8.0-8.3) puts the error text only in the
+    // HTTP reason phrase; hyper keeps a reason that is not the canonical one for the status.
+    let reason = response
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).trim().to_string());
     let body = response.text().await.map_err(|source| Error::Transport {
         url: url.to_string(),
         source,
     })?;
     let json: Option<Value> = serde_json::from_str(&body).ok();
     if !status.is_success() {
-        return Err(answer_error(status, &body, json.as_ref()));
+        return Err(answer_error(status, reason, &body, json.as_ref()));
     }
     let data = json
         .as_ref()
@@ -309,27 +342,44 @@ async fn read_answer<T: DeserializeOwned>(
             url: url.to_string(),
             detail: "no data field".into(),
         })?;
-    serde_json::from_value(data).map_err(|e| Error::Decode {
+    let total = json
+        .as_ref()
+        .and_then(|j| j.get("total"))
+        .and_then(Value::as_u64);
+    let data = serde_json::from_value(data).map_err(|e| Error::Decode {
         url: url.to_string(),
         detail: e.to_string(),
-    })
+    })?;
+    Ok((data, total))
 }
 
-fn answer_error(status: StatusCode, body: &str, json: Option<&Value>) -> Error {
-    let mut message = json
+/// The error's text: the body's `message` (pve-http-server 5.2.0 and later, PVE 8.4+), else
+/// the reason phrase (`{"data":null}` bodies of PVE 8.0-8.3: pve-http-server
+/// `src/PVE/APIServer/Formatter/Standard.pm` before commit 9a2112e, "fix #6503"), else the first
+/// readable line of a body that is not JSON (a proxy's page).
+fn answer_error(
+    status: StatusCode,
+    reason: Option<String>,
+    body: &str,
+    json: Option<&Value>,
+) -> Error {
+    let canonical = status.canonical_reason().unwrap_or("error");
+    let from_body = json
         .and_then(|j| j.get("message"))
         .and_then(Value::as_str)
         .map(|m| m.trim().to_string())
-        .unwrap_or_default();
-    if message.is_empty() {
-        // Some proxies answer HTML; keep the first readable line only.
-        message = body
+        .filter(|m| !m.is_empty());
+    let from_reason = reason.filter(|r| !r.is_empty() && r != canonical);
+    let message = from_body.or(from_reason).unwrap_or_else(|| {
+        let readable = body
             .lines()
             .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('<'))
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-            .to_string();
-    }
+            .find(|l| !l.is_empty() && !l.starts_with('<'));
+        match (json, readable) {
+            (None, Some(line)) => line.to_string(),
+            _ => canonical.to_string(),
+        }
+    });
     let errors: BTreeMap<String, String> = json
         .and_then(|j| j.get("errors"))
         .and_then(Value::as_object)

@@ -56,6 +56,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// What the configuration asks cannot be done on this cluster; says why and what to do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The operation ran out of time; says what it was waiting for.
     #[error("timed out while {0}")]
     Timeout(String),
@@ -77,8 +80,8 @@ fn format_log(log: &[String]) -> String {
 }
 
 impl Error {
-    /// The message PVE gave, for classification.
-    fn text(&self) -> String {
+    /// The message PVE gave, with its per-field reasons, for classification.
+    pub(crate) fn text(&self) -> String {
         match self {
             Error::Api {
                 message, errors, ..
@@ -96,6 +99,12 @@ impl Error {
         }
     }
 
+    /// True when the configuration asks what this cluster cannot do (a template on another
+    /// node whose disks are on local storage).
+    pub fn is_template_elsewhere(&self) -> bool {
+        matches!(self, Error::Unsupported(_))
+    }
+
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))
@@ -111,10 +120,37 @@ impl Error {
             || text.contains("cfs-lock")
     }
 
-    /// The VMID is taken (another client got the same id from `nextid`).
-    pub fn is_vmid_taken(&self) -> bool {
+    /// The VMID is taken (another client got the same id from `nextid`). Real PVE says so in
+    /// three ways (qemu-server `src/PVE/API2/Qemu.pm` clone_vm, 9.2.6):
+    /// - `unable to create VM N: config file already exists`, at once, when `N.conf` exists on
+    ///   the node the clone runs on;
+    /// - the clone task ends in `can't lock file '/var/lock/qemu-server/lock-N.conf' - got
+    ///   timeout` when another clone holds N on that node (`lock_config_full($newid, 1)`);
+    /// - the task ends in `... N.conf' failed: File exists` when N lives on another node
+    ///   (pve-cluster `pmxcfs/memdb.c` refuses a VMID the vmlist has elsewhere: EEXIST).
+    ///
+    /// `/cluster/nextid?vmid=N` answers `VM N already exists` (pve-manager
+    /// `PVE/API2/Cluster.pm`).
+    pub fn is_vmid_taken(&self, vmid: u32) -> bool {
         let text = self.text();
-        text.contains("already exists") || text.contains("config file already exists")
+        text.contains("config file already exists")
+            || text.contains(&format!("VM {vmid} already exists"))
+            || (text.contains(&format!("/lock-{vmid}.conf'")) && text.contains("timeout"))
+            || (text.contains(&format!("/{vmid}.conf' failed")) && text.contains("File exists"))
+    }
+
+    /// The VM carries a config lock of a longer job (`VM is locked (backup)`, `(migrate)`,
+    /// `(snapshot)`, `(clone)`): PVE refuses at once (pve-guest-common
+    /// `src/PVE/AbstractConfig.pm` check_lock) rather than waiting for it.
+    pub fn is_vm_locked(&self) -> bool {
+        self.text().contains("VM is locked (")
+    }
+
+    /// A storage that is offline (pve-storage `src/PVE/Storage.pm` activate_storage:
+    /// `storage 'X' is not online`).
+    pub fn is_storage_offline(&self) -> bool {
+        let text = self.text();
+        text.contains("is not online")
     }
 
     /// A start found the VM running already.
@@ -122,14 +158,29 @@ impl Error {
         self.text().contains("already running")
     }
 
-    /// Worth retrying the same request: connection trouble and 5xx that are not PVE's
-    /// verdicts on the request itself.
+    /// Worth retrying the same request: connection trouble, 5xx that are not PVE's verdicts on
+    /// the request itself, and pveproxy's 595/596 for a node it cannot reach (AnyEvent::HTTP's
+    /// connection errors, passed on by pve-http-server `src/PVE/APIServer/AnyEvent.pm`).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Api { status, .. } => matches!(status, 502..=504) || self.is_lock_timeout(),
+            Error::Api { status, .. } => {
+                matches!(status, 502..=504 | 595 | 596) || self.is_lock_timeout()
+            }
             _ => false,
         }
+    }
+
+    /// The node that should answer is unreachable (595 `No route to host`, 596 connection
+    /// timed out): the VM may have been moved off it.
+    pub fn is_node_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::Api {
+                status: 595 | 596,
+                ..
+            }
+        )
     }
 
     /// The request may or may not have reached PVE: the connection failed, or a proxy in
@@ -137,7 +188,9 @@ impl Error {
     pub fn is_answer_lost(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Api { status, .. } => matches!(status, 502..=504) && !self.is_lock_timeout(),
+            Error::Api { status, .. } => {
+                matches!(status, 502..=504 | 596) && !self.is_lock_timeout()
+            }
             _ => false,
         }
     }
@@ -187,8 +240,41 @@ mod tests {
         assert!(err.is_lock_timeout());
         assert!(err.is_transient());
         let err = classify(500, "VM 105 already exists".into(), BTreeMap::new());
-        assert!(err.is_vmid_taken());
+        assert!(err.is_vmid_taken(105));
         assert!(!err.is_transient());
+    }
+
+    fn failed_clone(exit_status: &str) -> Error {
+        Error::Task {
+            upid: "UPID:pve1:1:2:3:qmclone:9000:root@pam:".into(),
+            exit_status: exit_status.into(),
+            log: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_vmid_clash_is_recognised_in_all_three_forms_pve_reports() {
+        let same_node = classify(
+            500,
+            "unable to create VM 105: config file already exists".into(),
+            BTreeMap::new(),
+        );
+        assert!(same_node.is_vmid_taken(105));
+        let held =
+            failed_clone("can't lock file '/var/lock/qemu-server/lock-105.conf' - got timeout");
+        assert!(held.is_vmid_taken(105));
+        // The template's lock is not the new id's.
+        assert!(!held.is_vmid_taken(9000));
+        let other_node = failed_clone(
+            "clone failed: close (rename) atomic file '/etc/pve/nodes/pve1/qemu-server/105.conf' failed: File exists",
+        );
+        assert!(other_node.is_vmid_taken(105));
+        assert!(!other_node.is_vmid_taken(10));
+        let storage = failed_clone(
+            "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout",
+        );
+        assert!(!storage.is_vmid_taken(105));
+        assert!(storage.is_lock_timeout());
     }
 
     #[test]

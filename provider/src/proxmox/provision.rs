@@ -5,17 +5,20 @@
 //! so nothing is left half-made; if even that fails, the error carries the VMID so the caller
 //! can keep it in state and the next apply replaces it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::cluster::ClusterVm;
 use super::retry::{unless_done, with_policy, API_CALL, LOCKED};
+use super::tasks::TaskOutcome;
 use super::vm_config::{
     config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG,
 };
-use super::vms::CloneRequest;
+use super::vms::{CloneRequest, VmConfig};
 use super::{Client, Error};
+use crate::retry::POLL;
 
 /// Which template to clone, and how.
 #[derive(Debug, Clone)]
@@ -65,14 +68,28 @@ pub struct Template {
     pub node: String,
 }
 
-/// Finds the template by id or name; says clearly when it is missing or not a template.
-pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Template, Error> {
+/// Finds the template by id or name; says clearly when it is missing or not a template. By
+/// name, the template on `node` comes first: people keep one template per node under one name.
+/// A template only another node has is refused when any of its volumes is on local storage:
+/// PVE clones across nodes only from shared storage (qemu-server `src/PVE/API2/Qemu.pm`
+/// clone_vm: `can't clone VM to node 'X' (VM uses local storage)`).
+pub async fn find_template(
+    client: &Client,
+    source: &CloneSource,
+    node: &str,
+) -> Result<Template, Error> {
     let vms = client.cluster_vms().await?;
     let found = match (&source.template_id, &source.template_name) {
         (Some(id), _) => vms.iter().find(|vm| vm.vmid == *id),
-        (None, Some(name)) => vms
-            .iter()
-            .find(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template()),
+        (None, Some(name)) => {
+            let named = || {
+                vms.iter()
+                    .filter(|vm| vm.name.as_deref() == Some(name.as_str()) && vm.is_template())
+            };
+            named()
+                .find(|vm| vm.node == node)
+                .or_else(|| named().next())
+        }
         (None, None) => None,
     };
     let what = match (&source.template_id, &source.template_name) {
@@ -82,10 +99,58 @@ pub async fn find_template(client: &Client, source: &CloneSource) -> Result<Temp
     };
     let vm =
         found.ok_or_else(|| Error::NotFound(format!("{what} does not exist in the cluster")))?;
-    Ok(Template {
+    let template = Template {
         vmid: vm.vmid,
         node: vm.node.clone(),
-    })
+    };
+    if !node.is_empty() && template.node != node {
+        let local = local_volumes(client, &template).await?;
+        if !local.is_empty() {
+            return Err(Error::Unsupported(format!(
+                "{what} (VM {}) is on node {} and its volumes {} are on storage that node {node} cannot \
+                 see, so Proxmox cannot clone it to {node}. Make a template with the same name on \
+                 {node} (castle picks the one on the VM's node first), or keep the template on shared storage.",
+                template.vmid,
+                template.node,
+                local.join(", ")
+            )));
+        }
+    }
+    Ok(template)
+}
+
+/// The template's volumes (disks, cloud-init drive, ISOs) on storage that is not shared.
+async fn local_volumes(client: &Client, template: &Template) -> Result<Vec<String>, Error> {
+    let config = client.vm_config(&template.node, template.vmid).await?;
+    let shared = client.shared_storages().await?;
+    Ok(config
+        .0
+        .iter()
+        .filter(|(key, _)| is_volume_key(key))
+        .filter_map(|(key, value)| {
+            let volume = value.split(',').next()?;
+            let (storage, _) = volume.split_once(':')?;
+            (!shared.contains(storage)).then(|| format!("{key} ({storage})"))
+        })
+        .collect())
+}
+
+/// A `*cloudinit*` volume on any drive of the config.
+fn has_cloud_init_drive(config: &VmConfig) -> bool {
+    config
+        .0
+        .iter()
+        .any(|(key, value)| is_volume_key(key) && value.contains("cloudinit"))
+}
+
+/// Config keys that hold volumes: `scsi0`, `virtio1`, `ide2`, `efidisk0`, `unused0`, ...
+fn is_volume_key(key: &str) -> bool {
+    let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    bus.len() < key.len()
+        && matches!(
+            bus,
+            "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused"
+        )
 }
 
 /// The cluster's node names.
@@ -107,7 +172,9 @@ pub async fn create(
         error,
         left_behind: None,
     };
-    let template = find_template(client, &vm.clone).await.map_err(fail)?;
+    let template = find_template(client, &vm.clone, &vm.node)
+        .await
+        .map_err(fail)?;
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
     let vm = &vm;
@@ -119,9 +186,7 @@ pub async fn create(
                 vm.spec.name
             )])
         }
-        None => clone_with_free_id(client, vm, &template, deadline)
-            .await
-            .map_err(fail)?,
+        None => clone_with_free_id(client, vm, &template, deadline).await?,
     };
     let result = configure_new(client, vm, vmid, deadline).await;
     client.release_vmid(vmid);
@@ -185,17 +250,25 @@ async fn clone_with_free_id(
     vm: &NewVm,
     template: &Template,
     deadline: Instant,
-) -> Result<(u32, Vec<String>), Error> {
+) -> Result<(u32, Vec<String>), CreateFailure> {
+    let fail = |error| CreateFailure {
+        error,
+        left_behind: None,
+    };
     let mut clashed: Vec<u32> = Vec::new();
+    // A clone task that failed on a lock is sent again, after a pause, within the deadline.
+    let mut lock_pauses = LOCKED.backoff.until(deadline);
+    let mut vmid = None;
     loop {
-        let vmid = match vm.vm_id {
-            Some(id) => id,
-            None => client.reserve_vmid(&clashed).await?,
+        let id = match (vm.vm_id, vmid) {
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => client.reserve_vmid(&clashed).await.map_err(fail)?,
         };
+        vmid = Some(id);
         let request = CloneRequest {
             node: template.node.clone(),
             template_id: template.vmid,
-            new_id: vmid,
+            new_id: id,
             name: vm.spec.name.clone(),
             full: vm.clone.full,
             storage: vm.clone.storage.clone(),
@@ -208,8 +281,9 @@ async fn clone_with_free_id(
             "clone",
             || async { client.clone_vm(&request).await.map(Some) },
             || async {
-                let vms = client.cluster_vms().await?;
-                Ok(lost_clone_started(&vms, vmid, &request.name).then_some(None))
+                Ok(lost_clone_started(client, id, &request.name)
+                    .await?
+                    .then_some(None))
             },
         )
         .await;
@@ -217,40 +291,120 @@ async fn clone_with_free_id(
             Ok(Some(upid)) => upid,
             // A clone whose answer was lost is running: its lock shows when it ends, and
             // `configure_new` waits for that.
-            Ok(None) => return Ok((vmid, Vec::new())),
-            Err(e) if e.is_vmid_taken() && vm.vm_id.is_none() => {
+            Ok(None) => return Ok((id, Vec::new())),
+            Err(e) if e.is_vmid_taken(id) && vm.vm_id.is_none() => {
                 // Another client took this id between our look and our clone: try the next.
-                tracing::info!(vmid, "VMID taken by someone else; picking another");
-                client.release_vmid(vmid);
-                clashed.push(vmid);
+                tracing::info!(vmid = id, "VMID taken by someone else; picking another");
+                client.release_vmid(id);
+                clashed.push(id);
+                vmid = None;
                 continue;
             }
             Err(e) => {
-                client.release_vmid(vmid);
-                return Err(e);
+                client.release_vmid(id);
+                return Err(fail(e));
             }
         };
         match client.wait_task(&upid, deadline).await {
-            Ok(outcome) => return Ok((vmid, outcome.warnings)),
-            Err(e) if e.is_vmid_taken() && vm.vm_id.is_none() => {
-                client.release_vmid(vmid);
-                clashed.push(vmid);
+            Ok(outcome) => return Ok((id, outcome.warnings)),
+            Err(e) if e.is_vmid_taken(id) && vm.vm_id.is_none() => {
+                tracing::info!(vmid = id, error = %e, "clone found the VMID taken; picking another");
+                client.release_vmid(id);
+                clashed.push(id);
+                vmid = None;
+            }
+            // qemu-server takes the template's, the new id's and the storage's locks inside
+            // the clone worker (`src/PVE/API2/Qemu.pm` clone_vm: lock_config_full, and
+            // pve-storage `src/PVE/Storage/Plugin.pm` cluster_lock_storage): on a timeout its
+            // failure path has freed the volumes and unlinked the new config. Check that, then
+            // send the clone again.
+            Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
+                match client.vm_config(&template.node, id).await {
+                    Err(gone) if gone.is_not_found() => {}
+                    Ok(_) => {
+                        client.release_vmid(id);
+                        return Err(CreateFailure {
+                            error: e,
+                            left_behind: Some(id),
+                        });
+                    }
+                    Err(other) => {
+                        client.release_vmid(id);
+                        return Err(fail(other));
+                    }
+                }
+                tracing::info!(vmid = id, error = %e, "clone task failed on a lock; sending it again");
+                if !lock_pauses.sleep(None).await {
+                    client.release_vmid(id);
+                    return Err(fail(e));
+                }
+            }
+            Err(Error::Timeout(what)) => {
+                // The clone still runs: stop it and remove what it made, so no orphan stays.
+                let left_behind = stop_clone(client, &upid, &template.node, &vm.node, id).await;
+                client.release_vmid(id);
+                return Err(CreateFailure {
+                    error: Error::Timeout(what),
+                    left_behind,
+                });
             }
             Err(e) => {
-                client.release_vmid(vmid);
-                return Err(e);
+                client.release_vmid(id);
+                return Err(fail(e));
             }
         }
     }
 }
 
-/// Whether a clone whose answer was lost started after all: the cluster lists a VM with the
-/// id we asked for, with our name or still locked by the clone. Anything else with that id is
-/// someone else's; sending the clone again then reports the clash.
-fn lost_clone_started(vms: &[ClusterVm], vmid: u32, name: &str) -> bool {
-    vms.iter().any(|vm| {
-        vm.vmid == vmid && (vm.name.as_deref() == Some(name) || vm.lock.as_deref() == Some("clone"))
-    })
+/// Stops a clone task that outlived the create's timeout and destroys the VM it made (its
+/// config sits on the template's node until the clone ends: qemu-server moves it to the
+/// target node last). Returns the VMID when something could not be removed.
+async fn stop_clone(
+    client: &Client,
+    upid: &str,
+    template_node: &str,
+    node: &str,
+    vmid: u32,
+) -> Option<u32> {
+    let cleanup_deadline = Instant::now() + Duration::from_secs(120);
+    if let Err(error) = client.stop_task(upid).await {
+        tracing::warn!(%error, upid, "could not stop the clone task");
+    }
+    // The stopped task runs its failure path (frees volumes, unlinks the config); wait for
+    // it, then destroy whatever is left on either node.
+    let _ = client.wait_task(upid, cleanup_deadline).await;
+    for on in [template_node, node] {
+        match delete(client, on, vmid, 30, cleanup_deadline).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::error!(vmid, %error, "could not remove the VM of a clone that timed out");
+                return Some(vmid);
+            }
+        }
+    }
+    None
+}
+
+/// Whether a clone whose answer was lost started after all. The cluster list's names lag by
+/// up to 10 s (pve-manager `PVE/API2Tools.pm` takes them from pvestatd's broadcast,
+/// `PVE/Service/pvestatd.pm`), so the VM's own config decides: our name, or the clone's lock.
+/// Anything else with that id is someone else's; sending the clone again then reports the
+/// clash.
+async fn lost_clone_started(client: &Client, vmid: u32, name: &str) -> Result<bool, Error> {
+    let vms = client.cluster_vms().await?;
+    let Some(listed) = vms.iter().find(|vm| vm.vmid == vmid) else {
+        return Ok(false);
+    };
+    match client.vm_config(&listed.node, vmid).await {
+        Ok(config) => Ok(is_our_clone(&config, name)),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A config that our clone wrote: our name, or still locked by the clone.
+fn is_our_clone(config: &VmConfig, name: &str) -> bool {
+    config.get("name") == Some(name) || config.get("lock") == Some("clone")
 }
 
 async fn configure_new(
@@ -269,30 +423,106 @@ async fn configure_new(
 }
 
 /// Starts the VM and returns the task's warnings. A start whose answer was lost is not sent
-/// again once the VM runs, and a VM that already runs is what was asked for.
+/// again once the VM runs, and a VM that already runs is what was asked for. A start task that
+/// failed on a lock did nothing (qemu-server `src/PVE/QemuServer.pm` vm_start locks first) and
+/// is sent again within the deadline. For an HA-managed VM the task only queues a request to
+/// the HA manager (`src/PVE/API2/Qemu.pm` vm_start: `ha-manager set --state started`), so
+/// castle waits until the VM runs.
 async fn start(
     client: &Client,
     node: &str,
     vmid: u32,
     deadline: Instant,
 ) -> Result<Vec<String>, Error> {
-    let upid = unless_done(
-        deadline,
-        "start",
-        || async { client.start_vm(node, vmid).await.map(Some) },
-        || async {
-            let status = client.vm_status(node, vmid).await?;
-            Ok((status.status == "running").then_some(None))
-        },
-    )
-    .await?;
-    let Some(upid) = upid else {
-        return Ok(Vec::new());
-    };
-    match client.wait_task(&upid, deadline).await {
-        Ok(outcome) => Ok(outcome.warnings),
-        Err(e) if e.is_already_running() => Ok(Vec::new()),
-        Err(e) => Err(e),
+    let mut lock_pauses = LOCKED.backoff.until(deadline);
+    loop {
+        let upid = unless_done(
+            deadline,
+            "start",
+            || async { client.start_vm(node, vmid).await.map(Some) },
+            || async {
+                let status = client.vm_status(node, vmid).await?;
+                Ok((status.status == "running").then_some(None))
+            },
+        )
+        .await?;
+        let Some(upid) = upid else {
+            return Ok(Vec::new());
+        };
+        let warnings = match client.wait_task(&upid, deadline).await {
+            Ok(outcome) => outcome.warnings,
+            Err(e) if e.is_already_running() => Vec::new(),
+            Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
+                tracing::info!(vmid, error = %e, "start failed on a lock; sending it again");
+                if !lock_pauses.sleep(None).await {
+                    return Err(e);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        wait_power_state(client, node, vmid, "running", deadline).await?;
+        return Ok(warnings);
+    }
+}
+
+/// Waits until the VM reports `state` (`running` or `stopped`): an HA-managed VM changes only
+/// when the HA manager acts on the request the power task queued.
+async fn wait_power_state(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    state: &str,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let mut pauses = POLL.until(deadline);
+    loop {
+        let status = with_policy(API_CALL, deadline, "status", || {
+            client.vm_status(node, vmid)
+        })
+        .await?;
+        if status.status == state {
+            return Ok(());
+        }
+        if !pauses.sleep(None).await {
+            return Err(Error::Timeout(format!(
+                "waiting for VM {vmid} to be {state} (it is {}{})",
+                status.status,
+                if status.ha_managed() {
+                    "; the HA manager has the request"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+}
+
+/// Sends a request that starts a task and waits for the task. A task that failed on a lock
+/// (a lock timeout inside the worker, or a backup's or migration's lock) changed nothing, so it
+/// is sent again after a pause, within the deadline.
+async fn run_task<F, Fut>(
+    client: &Client,
+    what: &str,
+    deadline: Instant,
+    mut send: F,
+) -> Result<TaskOutcome, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<String, Error>>,
+{
+    let mut lock_pauses = LOCKED.backoff.until(deadline);
+    loop {
+        let upid = with_policy(LOCKED, deadline, what, &mut send).await?;
+        match client.wait_task(&upid, deadline).await {
+            Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
+                tracing::info!(error = %e, "{what} failed on a lock; sending it again");
+                if !lock_pauses.sleep(None).await {
+                    return Err(e);
+                }
+            }
+            other => return other,
+        }
     }
 }
 
@@ -303,23 +533,20 @@ async fn wait_unlocked(
     vmid: u32,
     deadline: Instant,
 ) -> Result<(), Error> {
-    let mut pause = Duration::from_millis(50);
+    let mut pauses = POLL.until(deadline);
     loop {
         let status = with_policy(API_CALL, deadline, "status", || {
             client.vm_status(node, vmid)
         })
         .await?;
-        match status.lock {
-            None => return Ok(()),
-            Some(lock) if Instant::now() + pause >= deadline => {
-                return Err(Error::Timeout(format!(
-                    "waiting for the {lock:?} lock on VM {vmid} to clear"
-                )))
-            }
-            Some(_) => {}
+        let Some(lock) = status.lock else {
+            return Ok(());
+        };
+        if !pauses.sleep(None).await {
+            return Err(Error::Timeout(format!(
+                "waiting for the {lock:?} lock on VM {vmid} to clear"
+            )));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -335,6 +562,16 @@ async fn apply_spec(
         client.vm_config(node, vmid)
     })
     .await?;
+    let wants_cloud_init =
+        spec.ipv4.is_some() || spec.nameservers.is_some() || spec.search_domain.is_some();
+    if wants_cloud_init && !has_cloud_init_drive(&current) {
+        // PVE accepts ipconfig0 without a cloud-init drive, and then nothing reaches the guest.
+        return Err(Error::Unsupported(format!(
+            "VM {vmid} has no cloud-init drive, so ipv4, nameservers and search_domain would never \
+             reach it. Add one to the template (qm set <template> --ide2 <storage>:cloudinit) or \
+             remove those settings."
+        )));
+    }
     let (params, delete) = config_changes(spec, &current);
     let mut keys: Vec<String> = params
         .iter()
@@ -369,10 +606,10 @@ async fn apply_spec(
             }
             Some(&size) if size == disk.size_gb => {}
             Some(_) => {
-                let upid = with_policy(LOCKED, deadline, "resize", || client.resize_disk(node, vmid, &disk.slot, disk.size_gb)).await?;
-                if let Some(upid) = upid {
-                    client.wait_task(&upid, deadline).await?;
-                }
+                run_task(client, "resize", deadline, || async {
+                    client.resize_disk(node, vmid, &disk.slot, disk.size_gb).await
+                })
+                .await?;
                 keys.push(disk.slot.clone());
             }
         }
@@ -400,6 +637,9 @@ pub async fn read(
     }
 }
 
+/// How long a read keeps asking a node that does not answer before the cluster list is asked.
+const NODE_DOWN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Reads a VM that may have migrated: where `node` no longer has it, the cluster list is asked
 /// for a VM with this VMID and `name` on another node. Returns the node it was found on.
 pub async fn read_following(
@@ -409,12 +649,22 @@ pub async fn read_following(
     name: &str,
     deadline: Instant,
 ) -> Result<Option<(String, VmFacts, bool)>, Error> {
-    if let Some((facts, running)) = read(client, node, vmid, deadline).await? {
-        return Ok(Some((node.to_string(), facts, running)));
-    }
+    // A node that is down answers 595/596 through pveproxy; HA may have moved the VM, so after
+    // a short try the cluster list says where it is now.
+    let first_try = deadline.min(Instant::now() + NODE_DOWN_PATIENCE);
+    let unreachable = match read(client, node, vmid, first_try).await {
+        Ok(Some((facts, running))) => return Ok(Some((node.to_string(), facts, running))),
+        Ok(None) => None,
+        Err(e) if e.is_node_unreachable() => {
+            tracing::warn!(node, vmid, error = %e, "node unreachable; looking for the VM elsewhere");
+            Some(e)
+        }
+        Err(e) => return Err(e),
+    };
     let vms = with_policy(API_CALL, deadline, "list VMs", || client.cluster_vms()).await?;
     let Some(moved) = moved_to(&vms, vmid, name, node) else {
-        return Ok(None);
+        // Still on the node that is down: not gone, just out of reach.
+        return unreachable.map_or(Ok(None), Err);
     };
     Ok(read(client, &moved, vmid, deadline)
         .await?
@@ -478,11 +728,11 @@ async fn power_off(
     deadline: Instant,
 ) -> Result<(), Error> {
     let shutdown = async {
-        let upid = with_policy(LOCKED, deadline, "shutdown", || {
+        run_task(client, "shutdown", deadline, || {
             client.shutdown_vm(node, vmid, timeout_secs)
         })
         .await?;
-        client.wait_task(&upid, deadline).await.map(|_| ())
+        wait_power_state(client, node, vmid, "stopped", deadline).await
     }
     .await;
     let Err(e) = shutdown else {
@@ -498,8 +748,8 @@ async fn power_off(
     }
     tracing::warn!(vmid, %e, "shutdown did not finish; stopping");
     let stop = async {
-        let upid = with_policy(LOCKED, deadline, "stop", || client.stop_vm(node, vmid)).await?;
-        client.wait_task(&upid, deadline).await.map(|_| ())
+        run_task(client, "stop", deadline, || client.stop_vm(node, vmid)).await?;
+        wait_power_state(client, node, vmid, "stopped", deadline).await
     }
     .await;
     match stop {
@@ -531,8 +781,20 @@ pub async fn delete(
         if status.status == "running" {
             power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
         }
-        let upid = with_policy(LOCKED, deadline, "delete", || client.delete_vm(node, vmid)).await?;
-        client.wait_task(&upid, deadline).await?;
+        // `purge` also removes the VM's HA resource (once it is stopped), backup and
+        // replication jobs. `destroy-unreferenced-disks` scans every enabled storage and fails
+        // when one is offline (qemu-server `src/PVE/QemuServer.pm` destroy_vm, pve-storage
+        // activate_storage: `storage 'X' is not online`): then destroy without the scan.
+        let scan = run_task(client, "delete", deadline, || client.delete_vm(node, vmid, true)).await;
+        match scan {
+            Err(e) if e.is_storage_offline() => {
+                tracing::warn!(vmid, error = %e, "a storage is offline; destroying without the unreferenced-disk scan");
+                run_task(client, "delete", deadline, || client.delete_vm(node, vmid, false)).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         Ok(())
     }
     .await;
@@ -559,13 +821,30 @@ mod tests {
         }
     }
 
+    fn config(pairs: &[(&str, &str)]) -> VmConfig {
+        VmConfig(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     #[test]
     fn a_clone_whose_answer_was_lost_is_not_cloned_twice() {
-        let vms = [listed(9000, "talos", None), listed(105, "cp-1", None)];
-        assert!(lost_clone_started(&vms, 105, "cp-1"));
-        // PVE names the new VM only when the clone writes its config; the lock shows it first.
-        let vms = [listed(105, "", Some("clone"))];
-        assert!(lost_clone_started(&vms, 105, "cp-1"));
+        assert!(is_our_clone(&config(&[("name", "cp-1")]), "cp-1"));
+        // While the clone runs its config carries the clone lock.
+        assert!(is_our_clone(&config(&[("lock", "clone")]), "cp-1"));
+    }
+
+    #[test]
+    fn a_clone_that_never_arrived_is_sent_again() {
+        // Someone else's VM with our id: the resend reports the clash and a new id is picked.
+        assert!(!is_our_clone(&config(&[("name", "other")]), "cp-1"));
+        assert!(!is_our_clone(
+            &config(&[("name", "other"), ("lock", "backup")]),
+            "cp-1"
+        ));
     }
 
     #[test]
@@ -578,14 +857,5 @@ mod tests {
         );
         // Another VM that got the id after ours was deleted is not ours.
         assert_eq!(moved_to(&[moved], 105, "w-1", "pve1"), None);
-    }
-
-    #[test]
-    fn a_clone_that_never_arrived_is_sent_again() {
-        let vms = [listed(9000, "talos", None)];
-        assert!(!lost_clone_started(&vms, 105, "cp-1"));
-        // Someone else's VM with our id: the resend reports the clash and a new id is picked.
-        let vms = [listed(105, "other", None)];
-        assert!(!lost_clone_started(&vms, 105, "cp-1"));
     }
 }

@@ -1,51 +1,58 @@
-//! Named retry policies. Each retries *sending a request* whose failure it understands, with
-//! backoff and jitter, until a deadline the caller gives; none re-runs a wait blindly.
+//! Named retry policies of the Proxmox client. Each retries *sending a request* whose failure
+//! it understands, pausing as [`crate::retry::Backoff`] says, until a deadline the caller gives;
+//! none re-runs a wait blindly, and no try runs past the deadline.
 
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
 
 use super::Error;
+use crate::retry::Backoff;
 
 /// When to try again and how long to pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Name used in logs.
-    pub name: &'static str,
-    /// First pause.
-    pub first: Duration,
-    /// Longest pause.
-    pub max: Duration,
+    /// Name and pauses.
+    pub backoff: Backoff,
     /// Which errors are worth another try.
     pub retry_if: fn(&Error) -> bool,
 }
 
-/// Ordinary API calls: connection trouble and gateway errors.
+/// Ordinary API calls: connection trouble, gateway errors and unreachable nodes.
 pub const API_CALL: Policy = Policy {
-    name: "api call",
-    first: Duration::from_millis(200),
-    max: Duration::from_secs(5),
+    backoff: Backoff {
+        name: "proxmox api call",
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        jitter: 0.5,
+    },
     retry_if: Error::is_transient,
 };
 
-/// Calls that take a config or storage lock (clone, config, resize, delete): PVE gives up on
-/// a busy lock after about 10 s, so wait and try again.
+/// Calls that take a config or storage lock (config, resize, delete, shutdown): PVE gives up
+/// on a busy lock after about 10 s, and refuses a VM a backup or migration holds (`VM is locked
+/// (backup)`), so wait and try again.
 pub const LOCKED: Policy = Policy {
-    name: "lock timeout",
-    first: Duration::from_millis(500),
-    max: Duration::from_secs(8),
-    retry_if: |e| e.is_transient() || e.is_lock_timeout(),
+    backoff: Backoff {
+        name: "proxmox lock timeout",
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(8),
+        jitter: 0.5,
+    },
+    retry_if: |e| e.is_transient() || e.is_lock_timeout() || e.is_vm_locked(),
 };
 
-/// Requests that must not run twice (clone, start): only PVE's lock timeouts, which refuse the
-/// request before anything happens. A lost answer is left to [`unless_done`].
+/// Requests that must not run twice (clone, start): only PVE's lock refusals, which come before
+/// anything happens. A lost answer is left to [`unless_done`].
 pub const NOT_IDEMPOTENT: Policy = Policy {
-    name: "lock timeout (not idempotent)",
-    first: Duration::from_millis(500),
-    max: Duration::from_secs(8),
-    retry_if: Error::is_lock_timeout,
+    backoff: Backoff {
+        name: "proxmox lock timeout (not idempotent)",
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(8),
+        jitter: 0.5,
+    },
+    retry_if: |e| e.is_lock_timeout() || e.is_vm_locked(),
 };
 
 /// Sends a request that must not run twice. When its answer is lost (see
@@ -63,16 +70,14 @@ where
     D: FnMut() -> DFut,
     DFut: Future<Output = Result<Option<T>, Error>>,
 {
-    let mut pause = API_CALL.first;
+    let mut pauses = API_CALL.backoff.until(deadline);
     loop {
         match with_policy(NOT_IDEMPOTENT, deadline, what, &mut send).await {
             Err(error) if error.is_answer_lost() => {
-                if Instant::now() + pause >= deadline {
+                tracing::info!(%error, "answer to {what} lost; checking whether it happened");
+                if !pauses.sleep(None).await {
                     return Err(error);
                 }
-                tracing::info!(%error, "answer to {what} lost; checking whether it happened");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(API_CALL.max);
                 let check = format!("check whether {what} happened");
                 if let Some(value) = with_policy(API_CALL, deadline, &check, &mut done).await? {
                     return Ok(value);
@@ -84,7 +89,7 @@ where
 }
 
 /// Runs `attempt` until it succeeds, fails for a reason `policy` does not retry, or `deadline`
-/// passes (then the last error is returned).
+/// passes: then the last error is returned, or [`Error::Timeout`] when a try itself hung.
 pub async fn with_policy<T, F, Fut>(
     policy: Policy,
     deadline: Instant,
@@ -95,19 +100,20 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let mut pause = policy.first;
+    let mut pauses = policy.backoff.until(deadline);
     loop {
-        match attempt().await {
+        let Some(result) = pauses.bounded(attempt()).await else {
+            return Err(Error::Timeout(format!(
+                "waiting for Proxmox to answer {what}"
+            )));
+        };
+        match result {
             Ok(value) => return Ok(value),
             Err(error) if (policy.retry_if)(&error) => {
-                let jitter = rand::thread_rng().gen_range(0.8..1.2);
-                let sleep = pause.mul_f64(jitter);
-                if Instant::now() + sleep >= deadline {
+                tracing::info!(policy = policy.backoff.name, %error, "retrying {what}");
+                if !pauses.sleep(None).await {
                     return Err(error);
                 }
-                tracing::info!(policy = policy.name, %error, "retrying {what} in {:?}", sleep);
-                tokio::time::sleep(sleep).await;
-                pause = (pause * 2).min(policy.max);
             }
             Err(error) => return Err(error),
         }
@@ -184,7 +190,7 @@ mod tests {
             || async { Ok(None) },
         )
         .await;
-        assert!(result.unwrap_err().is_vmid_taken());
+        assert!(result.unwrap_err().is_vmid_taken(105));
         assert_eq!(sent.load(Ordering::SeqCst), 1);
     }
 }

@@ -118,7 +118,9 @@ pub fn split_props(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Parses a PVE size (`8G`, `512M`, `1T`, `2048K`) into whole GiB, rounding up.
+/// Parses a PVE size (`8G`, `512M`, `1T`, `2048K`, or plain bytes: pve-common
+/// `src/PVE/JSONSchema.pm` format_size writes bytes without a unit when the size is not
+/// KiB-aligned) into whole GiB, rounding up.
 pub fn size_to_gib(size: &str) -> Option<u64> {
     let size = size.trim();
     let (number, unit) = size.split_at(
@@ -128,9 +130,10 @@ pub fn size_to_gib(size: &str) -> Option<u64> {
     let number: f64 = number.parse().ok()?;
     let gib = match unit {
         "T" => number * 1024.0,
-        "G" | "" => number,
+        "G" => number,
         "M" => number / 1024.0,
         "K" => number / (1024.0 * 1024.0),
+        "" | "B" => number / (1024.0 * 1024.0 * 1024.0),
         _ => return None,
     };
     Some(gib.ceil() as u64)
@@ -537,5 +540,8 @@ mod tests {
         assert_eq!(size_to_gib("512M"), Some(1));
         assert_eq!(size_to_gib("1T"), Some(1024));
         assert_eq!(size_to_gib("x"), None);
+        // No unit means bytes, not GiB.
+        assert_eq!(size_to_gib("1306525184"), Some(2));
+        assert_eq!(size_to_gib("4294967296"), Some(4));
     }
 }

@@ -27,6 +27,20 @@ pub struct VmStatus {
     /// A config lock, if any.
     #[serde(default)]
     pub lock: Option<String>,
+    /// `{"managed": 0|1, "state": ...}`: whether the HA manager runs the VM.
+    #[serde(default)]
+    pub ha: Option<Value>,
+}
+
+impl VmStatus {
+    /// True when the HA manager starts and stops the VM.
+    pub fn ha_managed(&self) -> bool {
+        self.ha
+            .as_ref()
+            .and_then(|ha| ha.get("managed"))
+            .and_then(Value::as_u64)
+            == Some(1)
+    }
 }
 
 /// What a clone request carries.
@@ -98,10 +112,15 @@ impl Client {
         .await
     }
 
-    /// The current config (pending changes not applied) and its digest.
+    /// The config the VM runs with and its digest. Without `current=1` PVE answers with pending
+    /// changes applied (qemu-server `src/PVE/API2/Qemu.pm` vm_config), which would hide a
+    /// change an interrupted apply left pending.
     pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, Error> {
         let values: BTreeMap<String, Value> = self
-            .get(&format!("{}/config", vm_path(node, vmid)), &[])
+            .get(
+                &format!("{}/config", vm_path(node, vmid)),
+                &[("current", "1".to_string())],
+            )
             .await?;
         Ok(VmConfig(flatten(values)))
     }
@@ -138,14 +157,15 @@ impl Client {
         Ok(())
     }
 
-    /// Grows a disk to `size_gb` GiB; returns a UPID when PVE runs it as a task.
+    /// Grows a disk to `size_gb` GiB; returns the task's UPID (PVE 8.0 and later run resize as
+    /// a task; older releases answered without one).
     pub async fn resize_disk(
         &self,
         node: &str,
         vmid: u32,
         disk: &str,
         size_gb: u64,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<String, Error> {
         let params = vec![
             ("disk".to_string(), disk.to_string()),
             ("size".to_string(), format!("{size_gb}G")),
@@ -153,7 +173,13 @@ impl Client {
         let answer: Value = self
             .put(&format!("{}/resize", vm_path(node, vmid)), params)
             .await?;
-        Ok(answer.as_str().map(str::to_string))
+        answer
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Decode {
+                url: format!("{}/resize", vm_path(node, vmid)),
+                detail: "no task id (castle needs PVE 8.0 or later)".into(),
+            })
     }
 
     /// Power state and lock.
@@ -189,11 +215,20 @@ impl Client {
             .await
     }
 
-    /// Destroys a stopped VM with its disks, and removes it from jobs and pools.
-    pub async fn delete_vm(&self, node: &str, vmid: u32) -> Result<String, Error> {
+    /// Destroys a stopped VM with its disks, and removes it from HA, jobs and pools;
+    /// `unreferenced_disks` also removes disks of this VMID that its config does not list.
+    pub async fn delete_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+        unreferenced_disks: bool,
+    ) -> Result<String, Error> {
         let params = vec![
             ("purge".to_string(), "1".to_string()),
-            ("destroy-unreferenced-disks".to_string(), "1".to_string()),
+            (
+                "destroy-unreferenced-disks".to_string(),
+                if unreferenced_disks { "1" } else { "0" }.to_string(),
+            ),
         ];
         self.delete(&vm_path(node, vmid), params).await
     }

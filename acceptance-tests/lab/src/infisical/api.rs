@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use rand::Rng;
 use serde_json::{json, Value};
 
-use super::state::{Failure, Lab, Target};
+use super::state::{Failure, Lab, Target, Write};
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -183,38 +183,79 @@ async fn secret(
     let params = Params::parse(query, &body)?;
     let target = params.target(&lab, version.0, "secretPath")?;
     check_name(&name)?;
-    let answer = match method {
-        Method::GET => lab.get_secret(&target, &name),
-        Method::POST => {
-            let value = params
+    if method == Method::GET {
+        return lab.get_secret(&target, &name).map(Json);
+    }
+    let write = match method {
+        Method::POST => Write::Create {
+            target: target.clone(),
+            key: name.clone(),
+            value: params
                 .string("secretValue")
-                .ok_or_else(|| Failure::invalid(vec![("secretValue", "Required")]))?;
-            let comment = params.string("secretComment").unwrap_or_default();
-            lab.create_secret(
-                &target,
-                &name,
-                &value,
-                &comment,
-                params.boolean("skipMultilineEncoding").unwrap_or(false),
-            )
-        }
+                .ok_or_else(|| Failure::invalid(vec![("secretValue", "Required")]))?,
+            comment: params.string("secretComment").unwrap_or_default(),
+            skip_multiline_encoding: params.boolean("skipMultilineEncoding").unwrap_or(false),
+        },
         Method::PATCH => {
             let new_name = params.string("newSecretName");
             if let Some(n) = &new_name {
                 check_name(n)?;
             }
-            lab.update_secret(
-                &target,
-                &name,
-                params.string("secretValue").as_deref(),
-                params.string("secretComment").as_deref(),
-                new_name.as_deref(),
-                params.boolean("skipMultilineEncoding"),
-            )
+            // A rename is written directly (the lab's policies hold back values only).
+            if new_name.is_none() {
+                Write::Update {
+                    target: target.clone(),
+                    key: name.clone(),
+                    value: params.string("secretValue"),
+                    comment: params.string("secretComment"),
+                }
+            } else {
+                let answer = lab.update_secret(
+                    &target,
+                    &name,
+                    params.string("secretValue").as_deref(),
+                    params.string("secretComment").as_deref(),
+                    new_name.as_deref(),
+                    params.boolean("skipMultilineEncoding"),
+                );
+                lab.record_write(answer.is_ok());
+                return answer.map(Json);
+            }
         }
-        Method::DELETE => lab.delete_secret(&target, &name),
-        _ => Err(Failure::new(405, "MethodNotAllowed", "Method not allowed")),
+        Method::DELETE => Write::Delete {
+            target: target.clone(),
+            key: name.clone(),
+        },
+        _ => return Err(Failure::new(405, "MethodNotAllowed", "Method not allowed")),
     };
+    // An environment whose change policy applies answers {approval}: nothing is written.
+    if let Some(approval) = lab.hold_back(write.clone())? {
+        return Ok(Json(approval));
+    }
+    let answer = match write {
+        Write::Create {
+            target,
+            key,
+            value,
+            comment,
+            skip_multiline_encoding,
+        } => lab.create_secret(&target, &key, &value, &comment, skip_multiline_encoding),
+        Write::Update {
+            target,
+            key,
+            value,
+            comment,
+        } => lab.update_secret(
+            &target,
+            &key,
+            value.as_deref(),
+            comment.as_deref(),
+            None,
+            params.boolean("skipMultilineEncoding"),
+        ),
+        Write::Delete { target, key } => lab.delete_secret(&target, &key),
+    };
+    lab.record_write(answer.is_ok());
     answer.map(Json)
 }
 

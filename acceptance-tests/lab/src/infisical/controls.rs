@@ -3,7 +3,15 @@
 //! - `GET /__lab/health` → `{"ok": true}`
 //! - `GET /__lab/identity` → the lab's client id/secret, project id and environments
 //! - `POST /__lab/rate-limit {"count": N, "retry_after": S}` → next N API requests get 429
-//! - `POST /__lab/expire-tokens` → every issued token is expired
+//! - `POST /__lab/expire-tokens` → every issued token is expired; with `{"after_writes": N}`
+//!   they expire right after the next N secret writes (in the middle of a client's work)
+//! - `GET /__lab/events` → `{"events": [...]}`: `login`, `login-refused`, `renew`,
+//!   `renew-refused`, `token-refused`, `tokens-expired`, `write`, `write-failed`,
+//!   `change-requested`, in order
+//! - `PUT /__lab/change-policy {"environment", "bypass_for_machine_identities"}` → a change
+//!   policy on that environment (`DELETE` with `{"environment"}` removes it)
+//! - `GET /__lab/change-requests` → `{"requests": [...]}`;
+//!   `POST /__lab/change-requests/{id}/merge` → approve and merge one, applying its write
 //! - `GET /__lab/secrets` → `{"secrets": [...], "requests": N}` with values, for assertions
 //! - `PUT /__lab/secrets {"environment", "path", "key", "value"}` → out-of-band write
 //! - `DELETE /__lab/secrets {"environment", "path", "key"}` → out-of-band delete
@@ -11,7 +19,9 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -28,6 +38,19 @@ struct RateLimit {
 
 fn one() -> u64 {
     1
+}
+
+#[derive(Deserialize, Default)]
+struct Expiry {
+    #[serde(default)]
+    after_writes: u32,
+}
+
+#[derive(Deserialize)]
+struct Policy {
+    environment: String,
+    #[serde(default)]
+    bypass_for_machine_identities: bool,
 }
 
 #[derive(Deserialize)]
@@ -78,10 +101,47 @@ pub fn routes(lab: Arc<Lab>) -> Router {
         )
         .route(
             "/__lab/expire-tokens",
-            post(|State(lab): State<Arc<Lab>>| async move {
-                lab.expire_tokens();
+            post(|State(lab): State<Arc<Lab>>, body: Bytes| async move {
+                let expiry: Expiry = serde_json::from_slice(&body).unwrap_or_default();
+                lab.expire_tokens_after(expiry.after_writes);
                 Json(json!({"ok": true}))
             }),
+        )
+        .route(
+            "/__lab/events",
+            get(|State(lab): State<Arc<Lab>>| async move { Json(json!({"events": lab.events()})) }),
+        )
+        .route(
+            "/__lab/change-policy",
+            put(
+                |State(lab): State<Arc<Lab>>, Json(policy): Json<Policy>| async move {
+                    lab.set_change_policy(
+                        &policy.environment,
+                        policy.bypass_for_machine_identities,
+                    );
+                    Json(json!({"ok": true}))
+                },
+            )
+            .delete(
+                |State(lab): State<Arc<Lab>>, Json(policy): Json<Policy>| async move {
+                    lab.clear_change_policy(&policy.environment);
+                    Json(json!({"ok": true}))
+                },
+            ),
+        )
+        .route(
+            "/__lab/change-requests",
+            get(|State(lab): State<Arc<Lab>>| async move {
+                Json(json!({"requests": lab.change_requests()}))
+            }),
+        )
+        .route(
+            "/__lab/change-requests/:id/merge",
+            post(
+                |State(lab): State<Arc<Lab>>, Path(id): Path<String>| async move {
+                    lab.merge_change_request(&id).map(Json)
+                },
+            ),
         )
         .route(
             "/__lab/secrets",

@@ -1,8 +1,9 @@
 //! The Infisical emulator: Universal Auth, secrets and folders over HTTP.
 //!
-//! A loopback-only test double of the parts of Infisical castle uses, faithful to the facts in
-//! `shared/reference/infisical.md`: error bodies `{reqId, statusCode, message, error}`, trimming
-//! of `secretValue`, token expiry and renewal, login lockout, rate limits. It also accepts what
+//! A loopback-only test double of the parts of Infisical castle uses, faithful to Infisical's
+//! backend (each fact cites its file beside the code): error bodies `{reqId, statusCode,
+//! message, error}`, trimming of `secretValue`, folder name rules, token expiry and renewal,
+//! login lockout, change policies, rate limits. It can also serve HTTPS with a private CA. It also accepts what
 //! Infisical's own JS SDK sends (booleans as strings, `expandSecretReferences`, ...).
 //!
 //! Tests steer it through `/__lab/...` routes ([`controls`]), which are not Infisical API.
@@ -12,6 +13,7 @@
 mod api;
 mod controls;
 mod state;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use state::{Lab, StoredSecret};
+pub use state::{ChangeRequest, Lab, StoredSecret, Write};
+pub use tls::{run_tls, PrivateCa};
 
 /// The machine identity and project the emulator knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +60,10 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// How long a token may be renewed for in total.
     pub token_max_ttl: Duration,
-    /// Failed logins in a row that lock the identity out.
+    /// Failed logins that lock the identity out (Infisical's `lockoutThreshold`, 3).
     pub lockout_after: u32,
+    /// The failure counter is forgotten this long after the last failure (30 s).
+    pub lockout_counter_reset: Duration,
     /// How long a lockout lasts (300 s in Infisical).
     pub lockout_for: Duration,
     /// JSON file the secrets and folders are saved to after every change, and loaded from.
@@ -72,6 +77,7 @@ impl Default for Settings {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             token_max_ttl: Duration::from_secs(30 * 24 * 3600),
             lockout_after: 3,
+            lockout_counter_reset: Duration::from_secs(30),
             lockout_for: Duration::from_secs(300),
             state_file: None,
         }

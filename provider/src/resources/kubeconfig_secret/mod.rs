@@ -18,7 +18,8 @@ use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 use tokio::time::Instant;
 
-use crate::infisical::{self, same_modulo_trimming, SecretRef};
+use crate::infisical::sync::{self, SyncError};
+use crate::infisical::{self, same_modulo_trimming, Credentials, SecretRef};
 use crate::provider::ProviderData;
 use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
@@ -29,6 +30,9 @@ pub use state::{parse_id, KubeconfigSecretState};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reads have no configurable timeout; this bounds their retries.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the plan-time credential check may take before the endpoint counts as not
+/// answering.
+const CREDENTIALS_CHECK_BUDGET: Duration = Duration::from_secs(5);
 
 /// The resource.
 pub struct KubeconfigSecretResource {
@@ -39,6 +43,41 @@ impl KubeconfigSecretResource {
     /// A resource bound to the provider's clients.
     pub fn new(data: Arc<ProviderData>) -> Self {
         Self { data }
+    }
+
+    /// Plan-time check of the provider's Infisical credentials (once per provider process):
+    /// refused credentials are an error naming the setting, an endpoint that does not answer a
+    /// warning (apply would fail, but a plan made offline is still useful). Skipped while the
+    /// settings are not known yet.
+    async fn check_credentials(&self, diags: &mut Diagnostics) {
+        let Ok(client) = self.data.infisical() else {
+            return;
+        };
+        match client.check_credentials(CREDENTIALS_CHECK_BUDGET).await {
+            Ok(()) => {}
+            Err(Credentials::Refused(detail)) => diags.root_error(
+                "Invalid Infisical credentials",
+                format!(
+                    "Infisical at {host} refused the provider's machine identity: check \
+                     client_id and client_secret in the provider's infisical block (or \
+                     INFISICAL_UNIVERSAL_AUTH_CLIENT_ID / INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET). \
+                     Infisical locks the identity out after 3 failed logins in a row. {detail}",
+                    host = client.host(),
+                ),
+            ),
+            Err(Credentials::Unreachable(detail)) => diags.root_warning(
+                "Infisical did not answer",
+                format!(
+                    "Could not reach Infisical at {host} (the provider's infisical.host, or \
+                     INFISICAL_HOST) to check the credentials; apply will fail unless it \
+                     answers by then. {detail}",
+                    host = client.host(),
+                ),
+            ),
+            Err(Credentials::Other(detail)) => {
+                diags.root_warning("Could not check the Infisical credentials", detail)
+            }
+        }
     }
 
     fn client(&self, diags: &mut Diagnostics, action: &str) -> Option<Arc<infisical::Client>> {
@@ -60,52 +99,20 @@ fn deadline(state: &KubeconfigSecretState, operation: Operation) -> Instant {
     Instant::now() + timeout
 }
 
-/// Creates a secret, adopting an existing one that already holds the same value.
-async fn create_or_adopt(
-    client: &infisical::Client,
-    at: &SecretRef,
-    value: &str,
-    comment: &str,
-    deadline: Instant,
-) -> Result<i64, String> {
-    match client.create_secret(at, value, comment, deadline).await {
-        Ok(secret) => Ok(secret.version),
-        Err(e) if e.is_already_exists() => {
-            let existing = client
-                .get_secret(at, deadline)
-                .await
-                .map_err(|e| e.to_string())?;
-            if same_modulo_trimming(value, &existing.secret_value) {
-                tracing::info!(key = %at.key, path = %at.path, "adopted existing Infisical secret with the same value");
-                Ok(existing.version)
-            } else {
-                Err(format!(
-                    "A secret named {key} already exists at {path} in environment {env} with a different value, \
-                     left untouched. To manage it with Terraform, import it:\n  terraform import \
-                     castle_kubeconfig_secret.<name> '{id}'\n(or remove it in Infisical).",
-                    key = at.key,
-                    path = at.path,
-                    env = at.environment,
-                    id = state::make_id(&at.project_id, &at.environment, &at.path, &at.key),
-                ))
-            }
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Pushes a value: update, or create if it vanished meanwhile.
-async fn push(
-    client: &infisical::Client,
-    at: &SecretRef,
-    value: &str,
-    comment: &str,
-    deadline: Instant,
-) -> Result<i64, String> {
-    match client.update_secret(at, value, comment, deadline).await {
-        Ok(secret) => Ok(secret.version),
-        Err(e) if e.is_not_found() => create_or_adopt(client, at, value, comment, deadline).await,
-        Err(e) => Err(e.to_string()),
+/// Reports a failed write: a secret that is someone else's gets the import command.
+fn report(diags: &mut Diagnostics, action: &str, error: SyncError) {
+    match error {
+        SyncError::AlreadyExistsDifferent { at } => unable(
+            diags,
+            action,
+            format!(
+                "{error}. To manage it with Terraform, import it:\n  terraform import \
+                 castle_kubeconfig_secret.<name> '{id}'\n(or remove it in Infisical).",
+                error = SyncError::AlreadyExistsDifferent { at: at.clone() },
+                id = state::make_id(&at.project_id, &at.environment, &at.path, &at.key),
+            ),
+        ),
+        SyncError::Api(e) => unable(diags, action, e),
     }
 }
 
@@ -117,20 +124,15 @@ async fn refresh(
     version: &mut Value<i64>,
     deadline: Instant,
 ) -> Result<Option<()>, infisical::Error> {
-    match client.get_secret(at, deadline).await {
-        Ok(secret) => {
-            let same = value
-                .as_ref_option()
-                .is_some_and(|v| same_modulo_trimming(v, &secret.secret_value));
-            if !same {
-                *value = Value::Value(secret.secret_value);
-            }
-            *version = Value::Value(secret.version);
-            Ok(Some(()))
-        }
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
+    let wanted = value.as_ref_option().map(String::as_str);
+    let Some(found) = sync::refresh(client, at, wanted, deadline).await? else {
+        return Ok(None);
+    };
+    if let Some(stored) = found.changed_value {
+        *value = Value::Value(stored);
     }
+    *version = Value::Value(found.version);
+    Ok(Some(()))
 }
 
 /// Whether a planned value differs from the prior one in a way Infisical would store.
@@ -266,6 +268,7 @@ impl Resource for KubeconfigSecretResource {
         planned.validate(diags);
         planned.id = planned.computed_id();
         plan_versions(None, &mut planned);
+        self.check_credentials(diags).await;
         Some((Value::Value(planned), Default::default()))
     }
 
@@ -308,6 +311,9 @@ impl Resource for KubeconfigSecretResource {
             plan_versions(Some(&prior), &mut planned);
         } else {
             plan_versions(None, &mut planned);
+        }
+        if planned != prior {
+            self.check_credentials(diags).await;
         }
         Some((Value::Value(planned), prior_private, replace))
     }
@@ -352,10 +358,10 @@ impl Resource for KubeconfigSecretResource {
             .as_ref_option()
             .cloned()
             .unwrap_or_default();
-        match create_or_adopt(&client, &at, &value, &comment, deadline).await {
+        match sync::create_or_adopt(&client, &at, &value, &comment, deadline).await {
             Ok(version) => state.kubeconfig_version = Value::Value(version),
-            Err(detail) => {
-                unable(diags, action, detail);
+            Err(error) => {
+                report(diags, action, error);
                 return None;
             }
         }
@@ -363,11 +369,11 @@ impl Resource for KubeconfigSecretResource {
             state.talosconfig_ref(),
             state.talosconfig.as_ref_option().cloned(),
         ) {
-            match create_or_adopt(&client, &at, &value, &comment, deadline).await {
+            match sync::create_or_adopt(&client, &at, &value, &comment, deadline).await {
                 Ok(version) => state.talosconfig_version = Value::Value(version),
-                Err(detail) => {
+                Err(error) => {
                     // The kubeconfig stays in Infisical; the next apply adopts it.
-                    unable(diags, action, detail);
+                    report(diags, action, error);
                     return None;
                 }
             }
@@ -415,10 +421,10 @@ impl Resource for KubeconfigSecretResource {
                 .as_ref_option()
                 .cloned()
                 .unwrap_or_default();
-            match push(&client, &at, &value, &comment, deadline).await {
+            match sync::push(&client, &at, &value, &comment, deadline).await {
                 Ok(version) => state.kubeconfig_version = Value::Value(version),
-                Err(detail) => {
-                    unable(diags, action, detail);
+                Err(error) => {
+                    report(diags, action, error);
                     return None;
                 }
             }
@@ -429,11 +435,9 @@ impl Resource for KubeconfigSecretResource {
         // A renamed or removed talosconfig: delete the old secret first.
         if let Some(old) = prior.talosconfig_ref() {
             if state.talosconfig_ref().as_ref() != Some(&old) {
-                if let Err(e) = client.delete_secret(&old, deadline).await {
-                    if !e.is_not_found() {
-                        unable(diags, action, e);
-                        return None;
-                    }
+                if let Err(e) = sync::remove(&client, &old, deadline).await {
+                    unable(diags, action, e);
+                    return None;
                 }
             }
         }
@@ -448,10 +452,10 @@ impl Resource for KubeconfigSecretResource {
                     || comment_changed
                     || !prior.talosconfig_version.is_value()
                 {
-                    match push(&client, &at, &value, &comment, deadline).await {
+                    match sync::push(&client, &at, &value, &comment, deadline).await {
                         Ok(version) => state.talosconfig_version = Value::Value(version),
-                        Err(detail) => {
-                            unable(diags, action, detail);
+                        Err(error) => {
+                            report(diags, action, error);
                             return None;
                         }
                     }
@@ -481,14 +485,10 @@ impl Resource for KubeconfigSecretResource {
         let mut targets = vec![state.kubeconfig_ref()];
         targets.extend(state.talosconfig_ref());
         for at in targets {
-            match client.delete_secret(&at, deadline).await {
-                Ok(()) => {}
-                // Already gone is what we wanted.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    unable(diags, action, e);
-                    return None;
-                }
+            // Already gone is what we wanted.
+            if let Err(e) = sync::remove(&client, &at, deadline).await {
+                unable(diags, action, e);
+                return None;
             }
         }
         Some(())

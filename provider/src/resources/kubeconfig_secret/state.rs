@@ -225,20 +225,13 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Folder paths: start with `/`, no blank or whitespace-holding segments.
+/// Folder paths: start with `/`; every folder name is letters, digits, `-` or `_`, the only
+/// characters Infisical accepts in a folder name (`isValidFolderName` in its
+/// `lib/validator/validate-folder-name.ts`; anything else is a 422 when the folder is created).
 pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!(
             "the path {path:?} must start with \"/\", e.g. \"/clusters/home\""
-        ));
-    }
-    if path
-        .split('/')
-        .skip(1)
-        .any(|s| s.chars().any(char::is_whitespace))
-    {
-        return Err(format!(
-            "the path {path:?} has a folder name with whitespace"
         ));
     }
     if path.len() > 1
@@ -251,6 +244,17 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err(format!(
             "the path {path:?} has an empty folder name (\"//\")"
         ));
+    }
+    for name in path.split('/').filter(|s| !s.is_empty()) {
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "the folder name {name:?} in path {path:?} contains {c:?}; Infisical allows only \
+                 letters, digits, '-' and '_' in folder names (e.g. \"/clusters/home-lab\")"
+            ));
+        }
     }
     Ok(())
 }
@@ -289,6 +293,12 @@ mod tests {
         assert!(check_path("a/b").is_err());
         assert!(check_path("/a//b").is_err());
         assert!(check_path("/a b").is_err());
+        assert!(check_path("/clusters/home_lab-2/").is_ok());
+        assert_eq!(
+            check_path("/clusters/home.lab").unwrap_err(),
+            "the folder name \"home.lab\" in path \"/clusters/home.lab\" contains '.'; Infisical \
+             allows only letters, digits, '-' and '_' in folder names (e.g. \"/clusters/home-lab\")"
+        );
     }
 
     #[test]

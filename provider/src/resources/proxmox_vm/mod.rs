@@ -551,14 +551,38 @@ impl ProxmoxVmResource {
         }
     }
 
-    /// Plan-time checks that need the API: the node and the template exist. Skipped when the
-    /// provider cannot reach Proxmox yet (apply will say why).
+    /// Plan-time checks that need the API: the credentials work, the node and the template
+    /// exist. Refused credentials are an error naming the provider setting; an endpoint that
+    /// does not answer is a warning (apply retries and says why).
     async fn check_against_cluster(&self, diags: &mut Diagnostics, state: &VmState) {
         let Ok(client) = self.data.proxmox() else {
             return;
         };
+        let nodes = match provision::node_names(&client).await {
+            Ok(nodes) => Some(nodes),
+            Err(e @ proxmox::Error::Auth { .. }) => {
+                let setting = client.secret_setting();
+                diags.root_error(
+                    "Proxmox refused the credentials",
+                    format!(
+                        "{e}. Check the provider's proxmox {{ {setting} }} setting (and username for a password login)."
+                    ),
+                );
+                return;
+            }
+            Err(e @ proxmox::Error::Transport { .. }) => {
+                diags.root_warning(
+                    "Proxmox does not answer",
+                    format!(
+                        "{e}. The plan could not check the node and the template; check the provider's proxmox {{ endpoint }} setting."
+                    ),
+                );
+                return;
+            }
+            Err(_) => None,
+        };
         if let Value::Value(node) = &state.node {
-            if let Ok(nodes) = provision::node_names(&client).await {
+            if let Some(nodes) = nodes {
                 if !nodes.contains(node) {
                     diags.error(
                         "Unknown Proxmox node",
@@ -575,8 +599,9 @@ impl ProxmoxVmResource {
             if clone.template_id.is_unknown() || clone.template_name.is_unknown() {
                 return;
             }
-            if let Err(e) = provision::find_template(&client, &state.clone_source()).await {
-                if e.is_not_found() {
+            let node = state.node.as_ref_option().cloned().unwrap_or_default();
+            if let Err(e) = provision::find_template(&client, &state.clone_source(), &node).await {
+                if e.is_not_found() || e.is_template_elsewhere() {
                     let attribute = if clone.template_id.is_value() {
                         "template_id"
                     } else {

@@ -12,17 +12,66 @@ use crate::resources::diag::path;
 
 const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
 
+/// qemu-server `src/PVE/QemuServer.pm`: `description` has maxLength 8192.
+const DESCRIPTION_MAX: usize = 8192;
+
+/// pve-common `src/PVE/JSONSchema.pm` format `dns-name`: labels of letters, digits and inner
+/// `-`, joined by `.`.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// pve-common `src/PVE/JSONSchema.pm` format `pve-tag`: `[a-z0-9_][a-z0-9_\-+.]*`. PVE lower-cases
+/// tags unless datacenter `tag-style` says case-sensitive (pve-guest-common
+/// `src/PVE/GuestHelpers.pm`), so only lower-case tags come back as written.
+fn is_pve_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-+.".contains(c))
+}
+
 /// Reports every problem of the configuration at once.
 pub fn validate(config: &VmState, diags: &mut Diagnostics) {
     if let Value::Value(name) = &config.name {
-        let label_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            && !name.starts_with('-');
-        if !label_ok {
-            diags.error("Invalid VM name", format!("{name:?} must be a DNS name: letters, digits, '-' and '.', at most 63 characters."), path(&["name"]));
+        if !is_dns_name(name) {
+            diags.error("Invalid VM name", format!("{name:?} must be a DNS name: labels of letters, digits and '-' (not at either end) joined by '.', as Proxmox requires."), path(&["name"]));
+        }
+    }
+    if let Value::Value(description) = &config.description {
+        // qemu-server `src/PVE/QemuServer.pm`: description maxLength 8192.
+        let length = description.chars().count();
+        if length > DESCRIPTION_MAX {
+            diags.error(
+                "Description too long",
+                format!("description has {length} characters; Proxmox accepts at most {DESCRIPTION_MAX}."),
+                path(&["description"]),
+            );
+        }
+    }
+    if let Value::Value(tags) = &config.tags {
+        for tag in tags {
+            if let Value::Value(tag) = tag {
+                if !is_pve_tag(tag) {
+                    diags.error(
+                        "Invalid tag",
+                        format!(
+                            "{tag:?} is not a Proxmox tag: lower-case letters, digits, '_', '-', '+' and '.', \
+                             starting with a letter, digit or '_' (Proxmox lower-cases tags, so {:?} would \
+                             come back changed).",
+                            tag.to_ascii_lowercase()
+                        ),
+                        path(&["tags"]),
+                    );
+                }
+            }
         }
     }
     if let Value::Value(id) = config.vm_id {

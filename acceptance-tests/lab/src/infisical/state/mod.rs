@@ -2,15 +2,22 @@
 //!
 //! Every operation is a synchronous method under one mutex, returning either the JSON answer or
 //! a [`Failure`] that the HTTP layer renders as Infisical's error body.
+//!
+//! - [`auth`]: login, lockout, token renewal and checks.
+//! - [`approvals`]: change policies and the change requests they queue.
+//! - here: the secrets and folders store, rate limit, lab controls, persistence.
+
+mod approvals;
+mod auth;
+
+pub use approvals::{ChangeRequest, Write};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
-use tokio::time::Instant;
 
 use super::Settings;
 
@@ -87,22 +94,50 @@ struct Persisted {
     folders: BTreeSet<(String, String)>,
 }
 
-#[derive(Debug)]
-struct TokenInfo {
-    expires_at: Instant,
-    /// Renewals may not push expiry past this.
-    max_until: Instant,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     data: Persisted,
-    tokens: HashMap<String, TokenInfo>,
-    failed_logins: u32,
-    locked_until: Option<Instant>,
+    /// Token rows by id, and the JWTs signed for them.
+    token_rows: HashMap<u64, auth::TokenRow>,
+    jwts: HashMap<String, auth::Jwt>,
+    rows: u64,
+    lockout: auth::Lockout,
+    /// Environment slug -> `bypassForMachineIdentities` of its change policy.
+    policies: HashMap<String, bool>,
+    requests_queued: Vec<ChangeRequest>,
+    /// Every token expires after this many more secret writes.
+    expire_after_writes: Option<u32>,
     /// Next `n` API requests get 429 with this `Retry-After`.
     rate_limit: Option<(u32, u64)>,
     requests: u64,
+    /// What happened, in order, for assertions (`login`, `renew`, `token-refused`, `write`,
+    /// `write-failed`, ...).
+    events: Vec<String>,
+}
+
+/// Events kept for assertions; older ones are dropped.
+const MAX_EVENTS: usize = 10_000;
+
+impl Inner {
+    fn event(&mut self, what: &str) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(what.to_string());
+    }
+
+    /// Counts a successful secret write, expiring the tokens when a lab control asked for it.
+    fn wrote(&mut self) {
+        self.event("write");
+        if let Some(left) = self.expire_after_writes {
+            if left <= 1 {
+                self.expire_after_writes = None;
+                auth::expire_all(self);
+            } else {
+                self.expire_after_writes = Some(left - 1);
+            }
+        }
+    }
 }
 
 /// The emulator's state, shared by all requests.
@@ -130,13 +165,13 @@ pub fn normalise_path(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let b: [u8; 16] = rand::thread_rng().gen();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
@@ -150,7 +185,7 @@ fn new_id() -> String {
 }
 
 /// Where a request points: environment, normalised path, optional name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     /// Environment slug.
     pub environment: String,
@@ -213,95 +248,6 @@ impl Lab {
             });
         }
         Ok(())
-    }
-
-    /// Universal Auth login.
-    pub fn login(&self, client_id: &str, client_secret: &str) -> Result<Json, Failure> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        if let Some(until) = inner.locked_until {
-            if now < until {
-                let seconds = (until - now).as_secs().max(1);
-                return Err(Failure::new(
-                    401,
-                    "UnauthorizedError",
-                    format!("Identity is locked out after too many failed login attempts; try again in {seconds} seconds"),
-                ));
-            }
-            inner.locked_until = None;
-            inner.failed_logins = 0;
-        }
-        let identity = &self.settings.identity;
-        if client_id != identity.client_id || client_secret != identity.client_secret {
-            inner.failed_logins += 1;
-            if inner.failed_logins >= self.settings.lockout_after {
-                inner.locked_until = Some(now + self.settings.lockout_for);
-            }
-            return Err(Failure::new(
-                401,
-                "UnauthorizedError",
-                "Invalid credentials",
-            ));
-        }
-        inner.failed_logins = 0;
-        let token = format!("lab-token-{}", new_id());
-        inner.tokens.insert(
-            token.clone(),
-            TokenInfo {
-                expires_at: now + self.settings.token_ttl,
-                max_until: now + self.settings.token_max_ttl,
-            },
-        );
-        Ok(self.token_answer(&token, self.settings.token_ttl))
-    }
-
-    fn token_answer(&self, token: &str, expires_in: Duration) -> Json {
-        json!({
-            "accessToken": token,
-            "expiresIn": expires_in.as_secs(),
-            "accessTokenMaxTTL": self.settings.token_max_ttl.as_secs(),
-            "tokenType": "Bearer",
-        })
-    }
-
-    /// Token renewal: a live token gets a fresh TTL, capped by its max TTL.
-    pub fn renew(&self, token: &str) -> Result<Json, Failure> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let Some(info) = inner.tokens.get_mut(token) else {
-            return Err(Failure::new(
-                401,
-                "UnauthorizedError",
-                "Invalid access token",
-            ));
-        };
-        if now >= info.expires_at || now >= info.max_until {
-            return Err(Failure::new(
-                401,
-                "UnauthorizedError",
-                "Failed to renew access token due to TTL expiration",
-            ));
-        }
-        info.expires_at = (now + self.settings.token_ttl).min(info.max_until);
-        let left = info.expires_at - now;
-        Ok(self.token_answer(token, left))
-    }
-
-    /// Checks a bearer token: 401 if unknown, 403 `TokenError` if expired.
-    pub fn authorize(&self, bearer: Option<&str>) -> Result<(), Failure> {
-        let inner = self.lock();
-        let Some(token) = bearer else {
-            return Err(Failure::new(401, "UnauthorizedError", "Token missing"));
-        };
-        match inner.tokens.get(token) {
-            None => Err(Failure::new(401, "UnauthorizedError", "Invalid token")),
-            Some(info) if Instant::now() >= info.expires_at => Err(Failure::new(
-                403,
-                "TokenError",
-                "Your token has expired. Please re-authenticate.",
-            )),
-            Some(_) => Ok(()),
-        }
     }
 
     /// Checks project and environment, and normalises the path.
@@ -534,17 +480,42 @@ impl Lab {
         Ok(json!({ "folders": folders }))
     }
 
-    /// Creates folder `name` under the target path. Like current Infisical, this is idempotent
-    /// (an existing folder is answered as is) and creates missing parents.
+    /// Creates folder `name` under the target path, creating missing parents.
+    ///
+    /// Infisical: the v1 folder router (`server/routes/v1/secret-folder-router.ts`) trims `name`
+    /// and refines it with `isValidFolderName` (`lib/validator/validate-folder-name.ts`,
+    /// `^[a-zA-Z0-9-_]+$`): anything else is a 422. `createFolder`
+    /// (`services/secret-folder/secret-folder-service.ts`, commit 4af4016) creates the missing
+    /// segments of the parent path, and answers an existing folder with 400 "Folder with name
+    /// '<name>' already exists in path '<path>'", despite its comment calling it idempotent.
     pub fn create_folder(&self, target: &Target, name: &str) -> Result<Json, Failure> {
-        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+        let name = name.trim();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
             return Err(Failure::invalid(vec![(
                 "name",
-                "Folder name can only contain alphanumeric, dashes and underscores",
+                "Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed.",
             )]));
         }
         let mut inner = self.lock();
         let full = normalise_path(&format!("{}/{name}", target.path));
+        if inner
+            .data
+            .folders
+            .contains(&(target.environment.clone(), full.clone()))
+        {
+            return Err(Failure::new(
+                400,
+                "BadRequest",
+                format!(
+                    "Folder with name '{name}' already exists in path '{}'",
+                    target.path
+                ),
+            ));
+        }
         let mut walked = String::new();
         for part in full.split('/').filter(|p| !p.is_empty()) {
             walked = format!("{walked}/{part}");
@@ -557,17 +528,25 @@ impl Lab {
         Ok(json!({ "folder": {"id": full, "name": name, "version": 1, "path": full} }))
     }
 
+    /// Records the outcome of a secret write sent through the API (not lab controls): `write`
+    /// or `write-failed`, and counts it towards [`Lab::expire_tokens_after`].
+    pub fn record_write(&self, ok: bool) {
+        let mut inner = self.lock();
+        if ok {
+            inner.wrote();
+        } else {
+            inner.event("write-failed");
+        }
+    }
+
+    /// Lab control: what happened so far, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.lock().events.clone()
+    }
+
     /// Lab control: the next `count` API requests get 429 with `Retry-After: seconds`.
     pub fn set_rate_limit(&self, count: u32, seconds: u64) {
         self.lock().rate_limit = (count > 0).then_some((count, seconds));
-    }
-
-    /// Lab control: every issued token is expired now.
-    pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for info in self.lock().tokens.values_mut() {
-            info.expires_at = now;
-        }
     }
 
     /// Lab control: all secrets, for assertions.
@@ -636,17 +615,24 @@ mod tests {
     }
 
     #[test]
-    fn third_bad_login_locks_out_even_the_right_secret() {
+    fn folder_names_follow_infisicals_rule_and_existing_ones_are_a_400() {
         let lab = Lab::new(Settings::default()).unwrap();
-        for _ in 0..3 {
-            assert_eq!(
-                lab.login("castle-lab-client", "wrong").unwrap_err().status,
-                401
-            );
-        }
-        let locked = lab
-            .login("castle-lab-client", "castle-lab-secret")
-            .unwrap_err();
-        assert!(locked.message.as_str().unwrap().contains("locked"));
+        let root = lab.target("castle-lab-project", "dev", "/").unwrap();
+        let refused = lab.create_folder(&root, "home.lab").unwrap_err();
+        assert_eq!(refused.status, 422);
+        assert_eq!(
+            refused.message[0]["message"],
+            "Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed."
+        );
+        // Missing parents are created with the folder.
+        let deep = lab.target("castle-lab-project", "dev", "/a/b").unwrap();
+        lab.create_folder(&deep, "c_1-x").unwrap();
+        let a = lab.target("castle-lab-project", "dev", "/").unwrap();
+        let again = lab.create_folder(&a, "a").unwrap_err();
+        assert_eq!(again.status, 400);
+        assert_eq!(
+            again.message,
+            "Folder with name 'a' already exists in path '/'"
+        );
     }
 }

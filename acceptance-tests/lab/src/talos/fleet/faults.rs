@@ -1,0 +1,111 @@
+//! Faults injected into nodes through the Rust API or the admin HTTP API. The connection faults
+//! take effect in `server.rs` (what the node's listener does), `reject_next_config` in
+//! `apply.rs`, `slow_reboot` in `power.rs`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::{MachineConfig, MachineType};
+use super::{Fleet, FleetError, Phase};
+use crate::pki::Ca;
+
+/// Faults to inject into one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Faults {
+    /// Accept TCP connections and never answer (not even the TLS handshake).
+    pub never_answer: bool,
+    /// Accept TCP connections and close them at once.
+    pub drop_connections: bool,
+    /// The next ApplyConfiguration answers InvalidArgument with this reason.
+    pub reject_next_config: Option<String>,
+    /// Replaces install and reboot delays (before time scaling).
+    #[serde(serialize_with = "ser_duration_ms")]
+    pub slow_reboot: Option<Duration>,
+}
+
+fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(|d| d.as_millis() as u64).serialize(s)
+}
+
+/// One fault to inject, as the admin API names them.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// See [`Faults::never_answer`].
+    NeverAnswer,
+    /// See [`Faults::drop_connections`].
+    DropConnections,
+    /// See [`Faults::reject_next_config`].
+    RejectNextConfig(String),
+    /// See [`Faults::slow_reboot`].
+    SlowReboot(Duration),
+    /// The node holds the state of another cluster: configured, running, with an OS CA nobody
+    /// else has, so it rejects our client certificates (the "ghost").
+    ForeignCluster,
+    /// The node's etcd member disappears from its cluster's member list.
+    LoseEtcdMember,
+}
+
+impl Fleet {
+    /// Injects a fault into a node.
+    pub fn inject(&self, address: IpAddr, fault: Fault) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let node = state.node_mut(address)?;
+        match fault {
+            Fault::NeverAnswer => {
+                node.faults.never_answer = true;
+                node.wake();
+            }
+            Fault::DropConnections => {
+                node.faults.drop_connections = true;
+                node.wake();
+            }
+            Fault::RejectNextConfig(reason) => node.faults.reject_next_config = Some(reason),
+            Fault::SlowReboot(d) => node.faults.slow_reboot = Some(d),
+            Fault::ForeignCluster => {
+                let config = foreign_config(address)?;
+                node.config = Some(Arc::new(config));
+                node.phase = Phase::running();
+                node.etcd_data = true;
+                node.wake();
+            }
+            Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
+        }
+        Ok(())
+    }
+
+    /// Clears every fault of a node (a hanging node starts answering again).
+    pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let node = state.node_mut(address)?;
+        node.faults = Faults::default();
+        node.wake();
+        Ok(())
+    }
+}
+
+/// A config of a cluster that nobody else knows, for the foreign-cluster fault.
+fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
+    let os_ca = Ca::generate("talos", "talos", &rcgen::PKCS_ED25519)?;
+    Ok(MachineConfig {
+        machine_type: MachineType::Controlplane,
+        hostname: Some(format!(
+            "ghost-{}",
+            address.to_string().replace(['.', ':'], "-")
+        )),
+        os_ca_key: Some(os_ca.key_pem()),
+        os_ca_crt: os_ca.cert_pem,
+        cluster_id: format!("foreign-{}", rand::random::<u64>()),
+        cluster_name: "foreign".into(),
+        endpoint: format!("https://{address}:6443"),
+        k8s_ca_crt: None,
+        k8s_ca_key: None,
+        vip: None,
+        apiserver_refusal: None,
+        kubelet_version: "v1.31.0".into(),
+        install_version: None,
+        install_image: None,
+    })
+}

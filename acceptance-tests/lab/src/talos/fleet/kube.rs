@@ -1,0 +1,280 @@
+//! The Kubernetes API of a bootstrapped cluster: served on the VIP and on each running etcd
+//! member's address, with the cluster's Node objects; and the Kubeconfig call.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use super::config::{MachineConfig, MachineType};
+use super::{hostname, Fleet, Node, Phase, State};
+use crate::kubernetes::{self, KubeTls, NodeSource, NodeView};
+use crate::pki::Ca;
+
+pub(crate) struct KubeServing {
+    tls: Arc<RwLock<Arc<KubeTls>>>,
+    sans: Vec<IpAddr>,
+    listeners: HashMap<IpAddr, JoinHandle<()>>,
+}
+
+impl KubeServing {
+    /// Closes every listener.
+    pub(crate) fn stop(&self) {
+        self.listeners.values().for_each(JoinHandle::abort);
+    }
+}
+
+impl Fleet {
+    /// Brings the Kubernetes API listeners of every cluster in line with the nodes: served on
+    /// the VIP and on each running etcd member's address once the cluster is bootstrapped.
+    pub(crate) fn reconcile_kube(&self, state: &mut State) {
+        let ids: Vec<String> = state.clusters.keys().cloned().collect();
+        for id in ids {
+            self.reconcile_cluster_kube(state, &id);
+        }
+    }
+
+    fn reconcile_cluster_kube(&self, state: &mut State, cluster_id: &str) {
+        let same_cluster = |n: &Node| {
+            n.config
+                .as_ref()
+                .is_some_and(|c| c.cluster_id == cluster_id)
+        };
+        let control_planes: Vec<(IpAddr, Arc<MachineConfig>)> = state
+            .nodes
+            .iter()
+            .filter(|(_, n)| same_cluster(n))
+            .filter_map(|(a, n)| n.config.clone().map(|c| (*a, c)))
+            .filter(|(_, c)| c.machine_type == MachineType::Controlplane)
+            .collect();
+        let Some(cluster) = state.clusters.get_mut(cluster_id) else {
+            return;
+        };
+        let members: Vec<IpAddr> = cluster.members.iter().map(|m| m.address).collect();
+        let serving: Vec<IpAddr> = control_planes
+            .iter()
+            // A kube-apiserver that exits at start serves nothing (config::apiserver_refusal).
+            .filter(|(_, c)| c.apiserver_refusal.is_none())
+            .map(|(a, _)| *a)
+            .filter(|a| members.contains(a))
+            .filter(|a| {
+                matches!(
+                    state.nodes.get(a).map(|n| n.phase),
+                    Some(Phase::Running { .. })
+                )
+            })
+            .collect();
+        let vip = control_planes.iter().find_map(|(_, c)| c.vip);
+        let mut wanted = serving.clone();
+        if let (Some(vip), false) = (vip, serving.is_empty()) {
+            wanted.push(vip);
+        }
+        let ca = control_planes
+            .iter()
+            .find_map(|(_, c)| Some((c.k8s_ca_crt.clone()?, c.k8s_ca_key.clone()?)));
+        let Some((ca_crt, ca_key)) = ca else { return };
+        let mut sans: Vec<IpAddr> = control_planes.iter().map(|(a, _)| *a).chain(vip).collect();
+        sans.sort();
+        sans.dedup();
+        // (Re-)issue the server certificate when the set of control planes changed.
+        if !matches!(&cluster.kube, Some(k) if k.sans == sans) {
+            let Ok(tls) = KubeTls::new(&ca_crt, &ca_key, &sans) else {
+                return;
+            };
+            match &mut cluster.kube {
+                Some(k) => {
+                    if let Ok(mut slot) = k.tls.write() {
+                        *slot = Arc::new(tls);
+                    }
+                    k.sans = sans;
+                }
+                None => {
+                    cluster.kube = Some(KubeServing {
+                        tls: Arc::new(RwLock::new(Arc::new(tls))),
+                        sans,
+                        listeners: HashMap::new(),
+                    })
+                }
+            }
+        }
+        let Some(kube) = cluster.kube.as_mut() else {
+            return;
+        };
+        kube.listeners.retain(|addr, task| {
+            let keep = wanted.contains(addr) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let kubelet_version = control_planes
+            .first()
+            .map(|(_, c)| c.kubelet_version.clone())
+            .unwrap_or_default();
+        for addr in wanted {
+            if kube.listeners.contains_key(&addr) {
+                continue;
+            }
+            let Ok(std_listener) =
+                std::net::TcpListener::bind((addr, self.inner.options.kube_port))
+            else {
+                continue;
+            };
+            let _ = std_listener.set_nonblocking(true);
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                continue;
+            };
+            let source: Arc<dyn NodeSource> = Arc::new(ClusterNodes {
+                fleet: self.clone(),
+                cluster_id: cluster_id.to_string(),
+            });
+            let router = kubernetes::router(source, kubelet_version.clone());
+            let mut stop = self.inner.shutdown.subscribe();
+            let task = tokio::spawn(kubernetes::run(
+                listener,
+                kube.tls.clone(),
+                router,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            kube.listeners.insert(addr, task);
+        }
+    }
+
+    /// The Kubeconfig call: an admin kubeconfig signed by the cluster's Kubernetes CA, as the
+    /// `.tar.gz` the real stream carries.
+    pub(crate) fn kubeconfig(&self, address: IpAddr) -> Result<Vec<u8>, Status> {
+        let config = self.lock_api()?.config_of(address)?;
+        if config.machine_type != MachineType::Controlplane {
+            return Err(Status::failed_precondition(
+                "kubeconfig is only available on control plane nodes",
+            ));
+        }
+        let (Some(crt), Some(key)) = (config.k8s_ca_crt.as_deref(), config.k8s_ca_key.as_deref())
+        else {
+            return Err(Status::failed_precondition(
+                "cluster.ca is missing from the configuration",
+            ));
+        };
+        admin_kubeconfig_archive(&config.cluster_name, &config.endpoint, crt, key)
+            .map_err(|e| Status::internal(format!("kubeconfig: {e}")))
+    }
+}
+
+/// The nodes of one cluster as the Kubernetes API shows them.
+struct ClusterNodes {
+    fleet: Fleet,
+    cluster_id: String,
+}
+
+impl ClusterNodes {
+    fn views(&self, state: &State) -> Vec<NodeView> {
+        let ready_after = self.fleet.scaled(
+            self.fleet.inner.options.settle_delay + self.fleet.inner.options.kube_ready_delay,
+        );
+        let deleted = state.clusters.get(&self.cluster_id).map(|c| &c.deleted);
+        let mut views: Vec<NodeView> = state
+            .nodes
+            .iter()
+            .filter_map(|(address, node)| {
+                let config = node
+                    .config
+                    .as_ref()
+                    .filter(|c| c.cluster_id == self.cluster_id)?;
+                let Phase::Running { since, wall } = node.phase else {
+                    return None;
+                };
+                // kubelet registers once the node has settled.
+                if !self.fleet.settled(node) {
+                    return None;
+                }
+                let name = hostname(config, *address);
+                if deleted.and_then(|d| d.get(&name)) == Some(&wall) {
+                    return None;
+                }
+                Some(NodeView {
+                    name,
+                    internal_ip: *address,
+                    control_plane: config.machine_type == MachineType::Controlplane,
+                    ready: since.elapsed() >= ready_after,
+                    created: wall,
+                    kubelet_version: config.kubelet_version.clone(),
+                    os_image: format!("Talos ({})", node.talos_version),
+                })
+            })
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+}
+
+impl NodeSource for ClusterNodes {
+    fn nodes(&self) -> Vec<NodeView> {
+        self.fleet
+            .lock()
+            .map(|s| self.views(&s))
+            .unwrap_or_default()
+    }
+
+    fn delete(&self, name: &str) -> Option<NodeView> {
+        let mut state = self.fleet.lock().ok()?;
+        let view = self.views(&state).into_iter().find(|v| v.name == name)?;
+        state
+            .clusters
+            .entry(self.cluster_id.clone())
+            .or_default()
+            .deleted
+            .insert(name.to_string(), view.created);
+        Some(view)
+    }
+}
+
+/// The .tar.gz holding the admin kubeconfig (one file named `kubeconfig`).
+fn admin_kubeconfig_archive(
+    cluster_name: &str,
+    endpoint: &str,
+    ca_crt: &str,
+    ca_key: &str,
+) -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let ca = Ca::from_pem(ca_crt, ca_key)?;
+    let (cert, key) = ca.issue(
+        "admin",
+        &["system:masters"],
+        &[],
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    )?;
+    let name = if cluster_name.is_empty() {
+        "talos"
+    } else {
+        cluster_name
+    };
+    let context = format!("admin@{name}");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": name, "cluster": { "server": endpoint, "certificate-authority-data": b64(ca_crt) } }],
+        "users": [{ "name": context, "user": { "client-certificate-data": b64(&cert), "client-key-data": b64(&key) } }],
+        "contexts": [{ "name": context, "context": { "cluster": name, "namespace": "default", "user": context } }],
+        "current-context": context,
+    });
+    let yaml = serde_yaml::to_string(&kubeconfig)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    {
+        let mut tar = tar::Builder::new(&mut gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(yaml.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "kubeconfig", yaml.as_bytes())?;
+        tar.finish()?;
+    }
+    gz.flush()?;
+    Ok(gz.finish()?)
+}

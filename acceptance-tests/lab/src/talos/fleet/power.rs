@@ -1,0 +1,165 @@
+//! Power and reboots: a machine powered off keeps its disk; a reboot takes the node off the
+//! network for a while and brings it back in maintenance mode or running its config.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tonic::Status;
+
+use super::{Fleet, FleetError, Node, State};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum After {
+    Maintenance,
+    Running,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    /// The machine is off: nothing listens, its disk (config, etcd data) is kept.
+    PoweredOff,
+    Maintenance,
+    Rebooting {
+        until: Instant,
+        then: After,
+    },
+    Running {
+        since: Instant,
+        wall: SystemTime,
+    },
+}
+
+impl Phase {
+    /// The state's name in the admin API.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Phase::Maintenance => "maintenance",
+            Phase::Rebooting { .. } => "booting",
+            Phase::Running { .. } => "running",
+            Phase::PoweredOff => "off",
+        }
+    }
+
+    /// Running since now.
+    pub(crate) fn running() -> Phase {
+        Phase::Running {
+            since: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+impl Fleet {
+    /// Powers a node off, as a stopped VM: its listener closes and connections drop, but it
+    /// keeps what is on its disk (installed config, etcd data, a pending upgrade), and its etcd
+    /// member stays in the cluster as an unreachable one. [`Fleet::power_on`] boots it again.
+    /// Powering off a node that is off does nothing.
+    pub fn power_off(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let node = state.node_mut(address)?;
+        // A node powered off in the middle of an install has its config on disk already (the
+        // emulator writes it when the config is applied), so it boots configured.
+        node.phase = Phase::PoweredOff;
+        node.wake();
+        self.reconcile_kube(&mut state);
+        Ok(())
+    }
+
+    /// Powers on a node that [`Fleet::power_off`] stopped: after [`FleetOptions::boot_delay`]
+    /// it runs its installed config (mutual TLS, rejoins etcd), or is in maintenance mode if it
+    /// was never configured. A Kubernetes node deleted through the API comes back, as kubelet
+    /// registers again.
+    ///
+    /// [`FleetOptions::boot_delay`]: super::FleetOptions::boot_delay
+    pub fn power_on(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let boot = self.scaled(self.inner.options.boot_delay);
+        let node = state.node_mut(address)?;
+        if !matches!(node.phase, Phase::PoweredOff) {
+            return Err(FleetError::PoweredOn(address));
+        }
+        let then = if node.config.is_some() {
+            After::Running
+        } else {
+            After::Maintenance
+        };
+        node.phase = Phase::Rebooting {
+            until: Instant::now() + boot,
+            then,
+        };
+        node.wake();
+        Ok(())
+    }
+
+    /// The Reboot call: the node goes down after its answer and comes back running its config.
+    pub(crate) fn reboot(&self, address: IpAddr) -> Result<(), Status> {
+        let mut state = self.lock_api()?;
+        state.serving(address)?;
+        self.start_reboot(&mut state, address, false, After::Running);
+        Ok(())
+    }
+
+    /// Puts a node into a reboot that ends in `then`, and wakes its task so that its listener
+    /// closes. The wake-up is delayed a little so the reply of the RPC that caused it gets out.
+    pub(crate) fn start_reboot(
+        &self,
+        state: &mut State,
+        address: IpAddr,
+        install: bool,
+        then: After,
+    ) {
+        let Some(node) = state.nodes.get_mut(&address) else {
+            return;
+        };
+        let base = node.faults.slow_reboot.unwrap_or(if install {
+            self.inner.options.install_delay
+        } else {
+            self.inner.options.reboot_delay
+        });
+        node.phase = Phase::Rebooting {
+            until: Instant::now() + self.scaled(base),
+            then,
+        };
+        let wake = node.wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            wake.send_modify(|g| *g += 1);
+        });
+        self.reconcile_kube(state);
+    }
+
+    /// Ends a due reboot. Called by the node's task when its sleep is over.
+    pub(crate) fn finish_reboot(&self, address: IpAddr) {
+        let Ok(mut state) = self.lock() else { return };
+        let Some(node) = state.nodes.get_mut(&address) else {
+            return;
+        };
+        let Phase::Rebooting { until, then } = node.phase else {
+            return;
+        };
+        if Instant::now() < until {
+            return;
+        }
+        if let Some(v) = node.pending_version.take() {
+            node.talos_version = v;
+        }
+        node.phase = match then {
+            After::Maintenance => Phase::Maintenance,
+            After::Running => Phase::running(),
+        };
+        if matches!(then, After::Running) {
+            self.after_settle(address);
+        }
+        self.reconcile_kube(&mut state);
+    }
+
+    /// Whether a running node has finished booting (bootstrap possible, kubelet up).
+    pub(crate) fn settled(&self, node: &Node) -> bool {
+        match node.phase {
+            Phase::Running { since, .. } => {
+                since.elapsed() >= self.scaled(self.inner.options.settle_delay)
+            }
+            _ => false,
+        }
+    }
+}
