@@ -27,8 +27,8 @@ pub fn schema() -> Schema {
         "address" => attr(String, Required, "Static address with prefix, e.g. `10.0.0.11/24` (from `castle_proxmox_vm.x.ipv4[0].address`)."),
         "role" => attr(String, Required, "`controlplane` or `worker`."),
         "install_disk" => attr(String, Optional, "Disk Talos installs to (default `/dev/sda`)."),
-        "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used."),
-        "patches" => attr(List(String.into()), Optional, "YAML strategic-merge patches for this node only, applied last.")
+        "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used: the VM must then have exactly one NIC."),
+        "patches" => attr(List(String.into()), Optional, "Patches for this node only, applied last (strategic-merge YAML or RFC 6902 JSON patches, as `patches`).")
         },
         ..Default::default()
     };
@@ -53,7 +53,7 @@ pub fn schema() -> Schema {
                 "install_image" => attr(String, Optional, "Installer image; by default the Image Factory image for `extensions`."),
                 "extensions" => attr(strings(), Optional, "Official system extensions, e.g. `siderolabs/iscsi-tools` and `siderolabs/util-linux-tools` for Longhorn."),
                 "disk_encryption" => attr(String, Optional, "Encrypt STATE and EPHEMERAL with `nodeID` or `tpm` keys."),
-                "patches" => attr(strings(), Optional, "YAML patches for every node, applied first."),
+                "patches" => attr(strings(), Optional, "Patches for every node, applied first: Talos strategic-merge YAML (maps merge, lists append except pod/service subnets, `machine.network.interfaces` merge by interface) or RFC 6902 JSON patches (a list of `op`/`path`/`value`) on the v1alpha1 document."),
                 "controlplane_patches" => attr(strings(), Optional, "YAML patches for control planes."),
                 "worker_patches" => attr(strings(), Optional, "YAML patches for workers."),
                 "inline_manifests" => attr(Map(String.into()), Optional, "Manifests applied at bootstrap, by name (e.g. Flux)."),
