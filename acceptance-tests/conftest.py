@@ -34,6 +34,9 @@ def pve(tmp_path, request):
     style = getattr(request, 'param', '9')
     served = ServedPve(tmp_path / 'pve', time_scale=0.01, answer_style=style)
     served.sync(add_talos_template, served.pve)
+    # Three nodes, as on rented servers: each has its own local and local-lvm storage.
+    for node in ('pve2', 'pve3'):
+        served.sync(served.pve.add_node, node)
     try:
         yield served
     finally:

@@ -63,6 +63,11 @@ def redact(kubeconfig):
 
 def main():
     keep = os.environ.get('KEEP') == '1'
+    if os.path.exists(os.path.join(LAB, 'castle-lab.pid')):
+        # A lab left up by an earlier `make demo KEEP=1` still holds that run's cluster on the
+        # same nodes: the demo starts from a clean lab instead of meeting it.
+        step('A lab from an earlier run is still up (make demo KEEP=1?): stopping it to start clean')
+        print(castle_lab('down', check=False), flush=True)
     step('Starting the lab (castle-lab up): Proxmox, Talos nodes behind VIP 127.0.0.210, Infisical')
     print(castle_lab('up'), flush=True)
     with open(os.path.join(LAB, 'lab.json')) as f:

@@ -40,3 +40,28 @@ resource "castle_kubeconfig_secret" "k" {
     t.apply()
     assert [s['key'] for s in infisical_lab.secrets()] == ['KUBECONFIG']
     t.assert_plan_empty()
+
+
+def test_the_proxmox_ca_can_come_from_the_environment(tf, pve):
+    from test_proxmox_vm import one_vm
+    t = tf()
+    t.write('''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {
+  proxmox {
+    endpoint = "%s"
+    username = "root@pam"
+    password = "secret"
+  }
+}
+''' % pve.url + one_vm())
+    refused = t.apply(expect_fail=True)
+    assert 'cannot reach Proxmox' in refused, refused
+    t.env['PROXMOX_VE_CA_CERT_PEM'] = pve.ca_pem
+    t.apply()
+    assert [vm[1] for vm in pve.vms()] == ['solo']

@@ -108,7 +108,7 @@ def test_update_in_place_restarts_only_when_a_change_needs_it(tf, pve):
     t.write(provider_block(pve) + one_vm(extra='cores = 1\n  tags = ["b", "a"]'))
     assert 'will be restarted' not in t.plan()
     t.apply()
-    assert vms_by_name(pve)['solo'][3]['tags'] == 'a;b;castle-managed'
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'a;b;castle-managed;' + workspace_tag(t)
 
     # Cores need a reboot: the plan says so, the apply does it, the VM keeps its id.
     t.write(provider_block(pve) + one_vm(extra='cores = 4\n  memory = 3072\n  tags = ["b", "a"]'))
@@ -401,23 +401,39 @@ def test_unknown_node_and_missing_template_are_named_at_plan_time(tf, pve):
     assert pve.vms() == []
 
 
-def test_a_vm_left_by_an_interrupted_create_is_adopted_not_orphaned(tf, pve):
-    # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
-    pve.sync(pve.pve.add_vm, 123, 'solo', node='pve1', status='stopped', config={
-        'scsi0': 'local-lvm:vm-123-disk-0,size=4G', 'net0': 'virtio=BC:24:11:00:01:23,bridge=vmbr0',
-        'tags': 'castle-managed', 'cores': 1, 'memory': 2048})
+def workspace_tag(t, workspace='default'):
+    """The marker castle tags a workspace's VMs with: castle-ws- and 8 hex digits of SHA-256 over
+    the Terraform working directory and the workspace name."""
+    import hashlib
+    import os
+    digest = hashlib.sha256((os.path.realpath(str(t.workdir)) + '\n' + workspace).encode()).hexdigest()
+    return 'castle-ws-' + digest[:8]
+
+
+def test_a_vm_left_by_an_interrupted_create_is_adopted_but_never_another_workspaces(tf, pve):
+    t = tf()
+    other = tf('other-workspace')
+
+    def leftover(vmid, marker):
+        # A crash between clone and start: the VM exists, stopped, marked by castle, not in state.
+        pve.pve.add_vm(vmid, 'solo', node='pve1', status='stopped', config={
+            'scsi0': 'local-lvm:vm-%d-disk-0,size=4G' % vmid, 'ide2': 'local-lvm:vm-%d-cloudinit,media=cdrom' % vmid,
+            'net0': 'virtio=BC:24:11:00:01:%d,bridge=vmbr0' % (vmid - 100),
+            'tags': 'castle-managed;' + marker, 'cores': 1, 'memory': 2048})
+    # Another workspace's leftover with the same name comes first and is left alone.
+    pve.sync(leftover, 122, workspace_tag(other))
+    pve.sync(leftover, 123, workspace_tag(t))
     # Someone else's stopped VM with another name is left alone.
     pve.sync(pve.pve.add_vm, 124, 'other', node='pve1', status='stopped', config={'tags': 'castle-managed'})
-    t = tf()
     t.write(provider_block(pve) + one_vm())
     out = t.apply()
     assert 'adopted' in out
-    vms = vms_by_name(pve)
-    assert sorted(vms) == ['other', 'solo']
-    vmid, _, status, config = vms['solo']
-    assert vmid == 123 and status == 'running'
+    assert sorted((vmid, name, status) for vmid, name, _, status, _ in pve.vms()) == [
+        (122, 'solo', 'stopped'), (123, 'solo', 'running'), (124, 'other', 'stopped')]
+    config = pve.sync(pve.pve.vm, 123).config
     assert config['ipconfig0'] == 'ip=10.5.0.31/24,gw=10.5.0.1'
-    assert 'tags' not in t.resources()['castle_proxmox_vm.solo'] or not t.resources()['castle_proxmox_vm.solo']['tags']
+    assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve1/123'
+    assert t.resources()['castle_proxmox_vm.solo'].get('tags') in (None, [])
     t.assert_plan_empty()
 
 
@@ -425,7 +441,7 @@ def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, 
     t = tf()
     t.write(provider_block(pve) + one_vm(extra='tags = ["talos"]'))
     t.apply()
-    assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;talos'
+    assert vms_by_name(pve)['solo'][3]['tags'] == 'castle-managed;%s;talos' % workspace_tag(t)
     assert t.resources()['castle_proxmox_vm.solo']['tags'] == ['talos']
     t.assert_plan_empty()
 
@@ -554,3 +570,136 @@ def test_a_vm_migrated_to_another_node_is_followed_not_duplicated(tf, pve):
     t.apply()
     assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve2/%d' % vmid
     assert [(vmid_, node) for vmid_, _, node, *_ in pve.vms()] == [(vmid, 'pve2')]
+
+
+def test_an_ha_managed_vm_is_restarted_and_destroyed_through_the_ha_manager(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 1'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def put_under_ha():
+        pve.pve.vm(vmid).ha_state = 'started'
+        # The HA manager acts a while after the power task ends (qemu-server
+        # src/PVE/API2/Qemu.pm: start/stop/shutdown only queue `ha-manager set --state`).
+        pve.pve.ha_delay = 30
+    pve.sync(put_under_ha)
+    t.write(provider_block(pve) + one_vm(extra='cores = 2'))
+    t.apply()
+    vmid_after, _, status, config = vms_by_name(pve)['solo']
+    assert (vmid_after, status, str(config['cores'])) == (vmid, 'running', '2')
+    assert [task['type'] for task in pve.sync(lambda: list(pve.pve.tasklog))][-2:] == ['hastop', 'hastart']
+    t.assert_plan_empty()
+    t.destroy()
+    assert pve.vms() == []
+
+
+def test_a_change_left_pending_by_an_interrupted_apply_is_applied_and_a_destroy_survives_an_offline_storage(tf, pve):
+    t = tf()
+    t.write(provider_block(pve) + one_vm(extra='cores = 2'))
+    t.apply()
+    vmid = vms_by_name(pve)['solo'][0]
+
+    def interrupted():
+        # An apply wrote cores = 4 to the running VM and died before the reboot: PVE keeps it
+        # pending, and GET /config without current=1 would show it as if it ran.
+        pve.pve.vm(vmid).pending['cores'] = 4
+    pve.sync(interrupted)
+    t.write(provider_block(pve) + one_vm(extra='cores = 4'))
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    vm = pve.sync(pve.pve.vm, vmid)
+    assert (str(vm.config['cores']), vm.pending, vm.status) == ('4', {}, 'running')
+    t.assert_plan_empty()
+    # An NFS storage of the node is down: destroying with the unreferenced-disk scan fails, so
+    # castle destroys without it.
+    pve.pve.offline_storages.add('nfs-images')
+    t.destroy()
+    assert pve.vms() == []
+    destroys = [task.get('exitstatus') for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmdestroy']
+    assert destroys == ["storage 'nfs-images' is not online", 'OK']
+
+
+def readme_role():
+    """The privileges of the Castle role the README tells users to create."""
+    import os
+    with open(os.path.join(os.path.dirname(__file__), '..', 'README.md')) as f:
+        text = f.read()
+    match = re.search(r'pveum role add Castle -privs "([^"]*)"', text)
+    return match.group(1).replace('\\', ' ').split()
+
+
+def token_provider_block(pve):
+    return provider_block(pve).replace('username    = "root@pam"\n    password    = "secret"',
+                                       'api_token   = "terraform@pve!castle=tokensecret"')
+
+
+def test_the_readme_token_role_is_enough_for_the_whole_lifecycle_and_sdn_use_is_needed(tf, pve):
+    # A token of a non-root user (privilege separation off), given the README's role on /.
+    def token(privs):
+        pve.pve.acl = {}
+        pve.pve.apitokens['terraform@pve!castle'] = 'tokensecret'
+        pve.pve.grant('terraform@pve', '/', *privs)
+    role = readme_role()
+    assert 'SDN.Use' in role and 'Pool.Allocate' not in role and 'VM.Config.CDROM' not in role
+    pve.sync(token, [p for p in role if p != 'SDN.Use'])
+    t = tf()
+    t.write(token_provider_block(pve) + one_vm())
+    out = t.apply(expect_fail=True)
+    # Since PVE 8.0 a clone checks the template's bridge.
+    assert 'Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)' in out, out
+    assert pve.vms() == []
+    pve.sync(token, role)
+    t.apply()
+    t.write(token_provider_block(pve) + one_vm(extra='cores = 2\n  network {\n    bridge = "vmbr1"\n  }'))
+    t.apply()
+    vmid, _, status, config = vms_by_name(pve)['solo']
+    assert status == 'running' and 'bridge=vmbr1' in config['net0'].split(',')
+    t.assert_plan_empty()
+    t.destroy()
+    assert pve.vms() == []
+
+
+def test_names_tags_and_descriptions_proxmox_would_refuse_are_plan_time_errors(tf, pve):
+    t = tf()
+    for name, extra, attribute, words in [
+        ('cp-1-', '', 'name', 'must be a DNS name'),
+        ('solo', 'tags = ["Talos"]', 'tags', '"Talos" is not a Proxmox tag'),
+        ('solo', 'description = "%s"' % ('x' * 8193), 'description', 'Proxmox accepts at most 8192'),
+    ]:
+        hcl = provider_block(pve) + one_vm(name=name, extra=extra)
+        t.write(hcl)
+        out = t.plan(expect_fail=True)
+        assert words in out, out
+        assert 'on main.tf line %d' % offending_line(hcl, attribute) in out, out
+    assert pve.vms() == []
+
+
+def test_a_wrong_password_is_a_plan_error_and_an_unreachable_endpoint_a_warning(tf, pve):
+    t = tf()
+    t.write(provider_block(pve).replace('password    = "secret"', 'password    = "wrong"') + one_vm())
+    out = ' '.join(t.plan(expect_fail=True).split())
+    assert 'Proxmox refused the credentials' in out and 'proxmox { password }' in out, out
+    t.write(provider_block(pve).replace(pve.url, 'https://127.0.0.1:9') + one_vm())
+    out = ' '.join(t.plan().split())
+    assert 'Warning: Proxmox does not answer' in out and 'proxmox { endpoint }' in out, out
+
+
+def test_a_vm_on_another_node_uses_that_nodes_template_or_is_refused_at_plan_time(tf, pve):
+    # The template named talos-nocloud lives on pve1, its disks on local-lvm: PVE cannot clone it
+    # to pve2.
+    t = tf()
+    hcl = provider_block(pve) + one_vm(template='template_name = "%s"' % TEMPLATE_NAME).replace(
+        'node = "pve1"', 'node = "pve2"')
+    t.write(hcl)
+    out = t.plan(expect_fail=True)
+    assert 'Template cannot be cloned to this node' in out and 'scsi0 (local-lvm)' in out, out
+    # People keep one template per node under one name: the one on the VM's node is used.
+    from harness.pve import add_talos_template
+    pve.sync(add_talos_template, pve.pve, node='pve2', vmid=9002)
+    t.apply()
+    vmid, _, node, status, _ = [vm for vm in pve.vms() if vm[1] == 'solo'][0]
+    assert (node, status) == ('pve2', 'running')
+    clones = [(task['node'], task['id']) for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmclone']
+    assert clones == [('pve2', '9002')]
+    t.assert_plan_empty()

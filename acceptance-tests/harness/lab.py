@@ -20,22 +20,34 @@ class InfisicalLab(object):
     project_id = 'castle-lab-project'
     environment = 'dev'
 
-    def __init__(self, host='127.0.0.1', token_ttl=None):
+    def __init__(self, host='127.0.0.1', token_ttl=None, tls_dir=None):
+        """`tls_dir`: serve HTTPS with a fresh private CA, whose certificate is then `ca_pem`."""
         args = [lab_binary(), 'infisical', '--listen', '%s:0' % host]
         if token_ttl:
             args += ['--token-ttl', str(token_ttl)]
+        self.ca_pem = None
+        ca_file = None
+        if tls_dir:
+            ca_file = os.path.join(str(tls_dir), 'infisical-ca.pem')
+            args += ['--tls-ca-out', ca_file]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if 'listening on' not in line:
             self.proc.kill()
             raise RuntimeError('castle-lab infisical did not start: %r' % line)
         self.url = line.rsplit(' ', 1)[-1]
+        self._context = None
+        if ca_file:
+            import ssl
+            with open(ca_file) as f:
+                self.ca_pem = f.read()
+            self._context = ssl.create_default_context(cafile=ca_file)
 
     def _call(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=self._context) as resp:
             text = resp.read().decode()
         return json.loads(text) if text else None
 
@@ -53,8 +65,23 @@ class InfisicalLab(object):
     def rate_limit(self, count, retry_after=1):
         self._call('POST', '/__lab/rate-limit', {'count': count, 'retry_after': retry_after})
 
-    def expire_tokens(self):
-        self._call('POST', '/__lab/expire-tokens')
+    def expire_tokens(self, after_writes=0):
+        """Expire every token now, or right after the next `after_writes` secret writes."""
+        self._call('POST', '/__lab/expire-tokens', {'after_writes': after_writes})
+
+    def events(self):
+        """What the lab saw, in order: login, renew, token-refused, write, write-failed, ..."""
+        return self._call('GET', '/__lab/events')['events']
+
+    def change_policy(self, environment, bypass_for_machine_identities=False):
+        self._call('PUT', '/__lab/change-policy', {'environment': environment,
+                                                    'bypass_for_machine_identities': bypass_for_machine_identities})
+
+    def change_requests(self):
+        return self._call('GET', '/__lab/change-requests')['requests']
+
+    def merge_change_request(self, request_id):
+        self._call('POST', '/__lab/change-requests/%s/merge' % request_id)
 
     def stop(self):
         self.proc.terminate()

@@ -28,8 +28,8 @@ from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 from fakepve.lxc import format_size, parse_size
 from fakepve.model import PveError, TaskError
-from fakepve.qemu import is_cdrom, join_drive, split_drive
-from fakepve.server import ok, params
+from fakepve.qemu import drives_of, is_cdrom, join_drive, split_drive
+from fakepve.server import USER, ok, params
 
 TEMPLATE_ID = 9000
 TEMPLATE_NAME = 'talos-nocloud'
@@ -50,6 +50,8 @@ class LabPve(FakePve):
         self.revoke_after_writes = None
         # datacenter.cfg `next-id: lower=,upper=` (pve-manager PVE/API2/Cluster.pm nextid).
         self.next_id = (100, 1000 * 1000)
+        # Enabled image storages that are offline (an NFS server that is down).
+        self.offline_storages = set()
 
     def fail_after(self, passes, method, suffix, **rule):
         """fail(method, suffix, **rule) once `passes` matching requests went through unharmed:
@@ -65,7 +67,7 @@ class LabPve(FakePve):
         self.task_failures[(method, suffix)] = [times, message]
 
     def revoke_tickets_after(self, writes):
-        """Forget every login ticket once `writes` more non-GET requests were answered: a ticket
+        """Forget every login ticket once `writes` more writes (logins aside) were answered: a ticket
         that expires in the middle of one `terraform apply` (PVE tickets live two hours)."""
         self.revoke_after_writes = writes
 
@@ -81,7 +83,8 @@ class LabPve(FakePve):
         self.answers.append((request.method, request.path, response.status))
         if request.path.endswith('/access/ticket') and response.status == 200:
             self.logins += 1
-        if request.method != 'GET' and self.revoke_after_writes is not None:
+        if request.method != 'GET' and self.revoke_after_writes is not None \
+                and not request.path.endswith('/access/ticket'):
             self.revoke_after_writes -= 1
             if self.revoke_after_writes <= 0:
                 self.revoke_after_writes = None
@@ -138,6 +141,68 @@ class LabPve(FakePve):
         body = json.loads(response.text)
         body['total'] = len(self._get_task(request)['log'])
         return web.json_response(body)
+
+    async def _qm_destroy(self, v, user):
+        """qemu-server src/PVE/QemuServer.pm destroy_vm: with destroy-unreferenced-disks it
+        activates every enabled images storage after freeing the referenced disks, and pve-storage
+        src/PVE/Storage.pm activate_storage dies on one that is offline; the config stays."""
+        if self.offline_storages and str(v.get('destroy-unreferenced-disks', '0')) in ('1', 'true', 'True'):
+            vm = self.find(v['node'], v['vmid'])
+            offline = sorted(self.offline_storages)[0]
+
+            async def body():
+                raise TaskError("storage '{0}' is not online".format(offline))
+            return await self.task(vm.node, 'qmdestroy', vm.vmid, user, body, vm=vm)
+        return await super()._qm_destroy(v, user)
+
+    def _require_bridge(self, user, net):
+        """SDN.Use on the NIC's bridge (and VLAN): pve-guest-common src/PVE/GuestHelpers.pm
+        check_vnet_access / qemu-server src/PVE/QemuServer.pm check_bridge_access, checked by
+        clone (for the template's NICs) and by PUT config (the old and the new NIC) since
+        qemu-server 9cfd06d9 (PVE 8.0)."""
+        _, props = split_drive(str(net))
+        bridge = props.get('bridge')
+        if not bridge:
+            return
+        path = '/sdn/zones/localnetwork/' + bridge
+        if props.get('tag'):
+            path += '/' + str(props['tag'])
+        self.require(user, path, 'SDN.Use')
+
+    def _config_priv(self, key):
+        """qemu-server src/PVE/API2/Qemu.pm check_vm_modify_config_perm: the cloud-init options
+        (ipconfigN, nameserver, searchdomain, ciuser, ...) need VM.Config.Cloudinit (or
+        VM.Config.Network), not VM.Config.HWType as fakepve has them."""
+        if key in ('nameserver', 'searchdomain', 'ciuser', 'cipassword', 'citype', 'ciupgrade',
+                   'sshkeys', 'cicustom') or (key.startswith('ipconfig') and key[8:].isdigit()):
+            return 'VM.Config.Cloudinit'
+        return super()._config_priv(key)
+
+    async def _qm_clone(self, v, user):
+        template = self.find(v['node'], v['vmid'])
+        for key, value in sorted(template.config.items()):
+            if key.startswith('net') and key[3:].isdigit():
+                self._require_bridge(user, value)
+        target = v.get('target')
+        if target and target != template.node:
+            # qemu-server src/PVE/API2/Qemu.pm clone_vm ($check_storage_access_clone): `target`
+            # needs every volume of the source, cloud-init drive and ISOs included, on shared
+            # storage. local and local-lvm are local to each node, as in PVE.
+            for _key, volume, _props in drives_of(template.config):
+                storage = volume.split(':')[0]
+                if ':' in volume and not self.storages.get(storage, {}).get('shared'):
+                    raise PveError(500, "can't clone VM to node '{0}' (VM uses local storage)".format(target))
+        return await super()._qm_clone(v, user)
+
+    async def _config_put(self, request):
+        changed = [(k, v) for k, v in (await params(request)).items() if k.startswith('net') and k[3:].isdigit()]
+        if changed:
+            vm = self._vm(request)
+            for key, value in changed:
+                self._require_bridge(request[USER], value)
+                if key in vm.config:
+                    self._require_bridge(request[USER], vm.config[key])
+        return await super()._config_put(request)
 
     def _routes_cluster(self):
         return [('GET', '/cluster/nextid', self._nextid), ('GET', '/cluster/options', self._options)]

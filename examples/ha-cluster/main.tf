@@ -65,8 +65,14 @@ resource "castle_proxmox_vm" "node" {
   tags = ["talos", var.cluster_name, contains(keys(local.control_planes), each.key) ? "controlplane" : "worker"]
 }
 
+# The cluster's identity (CAs, keys, tokens), stored by Terraform before any node sees it: an
+# apply killed halfway through the cluster's create is finished by the next one. To bring an
+# existing cluster, set secrets_yaml = file("secrets.yaml") (talosctl gen secrets output).
+resource "castle_talos_secrets" "this" {}
+
 resource "castle_talos_cluster" "this" {
   name               = var.cluster_name
+  secrets            = castle_talos_secrets.this.secrets
   vip                = var.vip
   talos_version      = var.talos_version
   kubernetes_version = var.kubernetes_version

@@ -15,3 +15,9 @@ pub mod proxmox;
 pub mod resources;
 pub mod retry;
 pub mod talos;
+
+/// The version castle reports: Cargo's, which `make release` checks against the release tag.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `User-Agent` of every client castle runs, so a server's logs name castle and its version.
+pub const USER_AGENT: &str = concat!("terraform-provider-castle/", env!("CARGO_PKG_VERSION"));

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use serde_json::{Map, Value};
-use time::format_description::well_known::Rfc3339;
+use time::format_description::FormatItem;
+use time::macros::format_description;
 use time::OffsetDateTime;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -26,6 +27,12 @@ pub fn init() {
         .event_format(HclogJson)
         .try_init();
 }
+
+/// hclog's JSON time layout, microseconds exactly: go-plugin (which reads our stderr for
+/// Terraform) parses `@timestamp` with Go's `2006-01-02T15:04:05.000000Z07:00` and, when that
+/// fails, files the whole line as raw DEBUG text instead of at its level.
+const TIMESTAMP: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// One JSON object per event with hclog's `@level`, `@message`, `@module`, `@timestamp`.
 struct HclogJson;
@@ -58,7 +65,7 @@ where
             Value::String(format!("castle.{}", meta.target())),
         );
         let now = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
+            .format(TIMESTAMP)
             .unwrap_or_default();
         line.insert("@timestamp".into(), Value::String(now));
         writeln!(writer, "{}", Value::Object(line))
@@ -94,5 +101,16 @@ impl Visit for JsonFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0
             .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_the_microsecond_layout_go_plugin_parses() {
+        let at = time::macros::datetime!(2026-12-01 12:30:05.123456789 UTC);
+        assert_eq!(at.format(TIMESTAMP).unwrap(), "2026-12-01T12:30:05.123456Z");
     }
 }

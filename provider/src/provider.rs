@@ -121,7 +121,7 @@ pub struct CastleProvider {
 fn string_attr(description: &str, sensitive: bool) -> Attribute {
     Attribute {
         attr_type: AttributeType::String,
-        description: Description::plain(description),
+        description: Description::markdown(description),
         constraint: AttributeConstraint::Optional,
         sensitive,
         ..Default::default()
@@ -175,7 +175,7 @@ pub fn proxmox_settings(
         endpoint,
         auth,
         insecure: env_bool(&block.insecure, "PROXMOX_VE_INSECURE"),
-        ca_cert_pem: block.ca_cert_pem.as_ref_option().cloned(),
+        ca_cert_pem: or_env(&block.ca_cert_pem, "PROXMOX_VE_CA_CERT_PEM"),
     }))
 }
 
@@ -216,35 +216,37 @@ impl Provider for CastleProvider {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         let proxmox = Block {
-            description: Description::plain(
-                "Proxmox VE API access. Needed only by castle_proxmox_vm. Each argument falls back \
-                 to its PROXMOX_VE_* environment variable.",
+            description: Description::markdown(
+                "Proxmox VE API access, needed only by `castle_proxmox_vm`. Each argument falls \
+                 back to the environment variable named with it. TLS verification is on; one \
+                 connection pool serves every resource.",
             ),
             attributes: map! {
-                "endpoint" => string_attr("API URL, e.g. https://pve.example:8006 (PROXMOX_VE_ENDPOINT).", false),
-                "api_token" => string_attr("API token USER@REALM!TOKENID=SECRET (PROXMOX_VE_API_TOKEN).", true),
-                "username" => string_attr("User for ticket login, e.g. root@pam (PROXMOX_VE_USERNAME).", false),
-                "password" => string_attr("Password for ticket login (PROXMOX_VE_PASSWORD).", true),
+                "endpoint" => string_attr("API URL, e.g. `https://pve.example:8006`. Env: `PROXMOX_VE_ENDPOINT`.", false),
+                "api_token" => string_attr("API token `USER@REALM!TOKENID=SECRET`. Env: `PROXMOX_VE_API_TOKEN`.", true),
+                "username" => string_attr("User for ticket login instead of a token, e.g. `root@pam`; castle logs in again when the ticket expires. Env: `PROXMOX_VE_USERNAME`.", false),
+                "password" => string_attr("Password for ticket login. Env: `PROXMOX_VE_PASSWORD`.", true),
                 "insecure" => Attribute {
                     attr_type: AttributeType::Bool,
-                    description: Description::plain("Skip TLS certificate verification (PROXMOX_VE_INSECURE). Prefer ca_cert_pem."),
+                    description: Description::markdown("Skip TLS certificate verification. Prefer `ca_cert_pem`. Env: `PROXMOX_VE_INSECURE` (`1`, `true` or `yes`)."),
                     constraint: AttributeConstraint::Optional,
                     ..Default::default()
                 },
-                "ca_cert_pem" => string_attr("PEM of a CA certificate to trust for the API (e.g. a self-signed PVE CA).", false)
+                "ca_cert_pem" => string_attr("PEM of a CA certificate to trust for the API, e.g. the cluster's own CA (`/etc/pve/pve-root-ca.pem`). Env: `PROXMOX_VE_CA_CERT_PEM`.", false)
             },
             ..Default::default()
         };
         let infisical = Block {
-            description: Description::plain(
-                "Infisical access by Universal Auth. Needed only by castle_kubeconfig_secret. Each \
-                 argument falls back to its INFISICAL_* environment variable.",
+            description: Description::markdown(
+                "Infisical access by Universal Auth (a machine identity), needed only by \
+                 `castle_kubeconfig_secret`. Each argument falls back to the environment variable \
+                 named with it.",
             ),
             attributes: map! {
-                "host" => string_attr("Server URL (INFISICAL_HOST), default https://app.infisical.com.", false),
-                "client_id" => string_attr("Machine identity client id (INFISICAL_UNIVERSAL_AUTH_CLIENT_ID).", false),
-                "client_secret" => string_attr("Machine identity client secret (INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET).", true),
-                "ca_cert_pem" => string_attr("PEM of the CA certificate(s) to trust for a self-hosted Infisical behind a private CA (INFISICAL_CA_CERT_PEM); several certificates may be given.", false)
+                "host" => string_attr("Server URL, default `https://app.infisical.com`. Env: `INFISICAL_HOST`.", false),
+                "client_id" => string_attr("Machine identity client id. Env: `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID`.", false),
+                "client_secret" => string_attr("Machine identity client secret. Env: `INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET`.", true),
+                "ca_cert_pem" => string_attr("PEM of the CA certificate(s) to trust for a self-hosted Infisical behind a private CA; several certificates may be given. Env: `INFISICAL_CA_CERT_PEM`.", false)
             },
             ..Default::default()
         };
@@ -252,7 +254,7 @@ impl Provider for CastleProvider {
             version: 1,
             block: Block {
                 description: Description::plain(
-                    "castle: Proxmox VE VMs, Talos Linux clusters and their kubeconfig in Infisical.",
+                    "Proxmox VE VMs, Talos Linux clusters and their kubeconfig in Infisical, from one terraform apply.",
                 ),
                 blocks: map! {
                     "proxmox" => NestedBlock::Optional(proxmox),
@@ -281,9 +283,14 @@ impl Provider for CastleProvider {
     async fn configure<'a>(
         &self,
         diags: &mut Diagnostics,
-        _terraform_version: String,
+        terraform_version: String,
         config: Self::Config<'a>,
     ) -> Option<()> {
+        tracing::info!(
+            version = crate::VERSION,
+            terraform_version = %terraform_version,
+            "castle configured"
+        );
         let proxmox_block = config.proxmox.as_ref_option().cloned().unwrap_or_default();
         let proxmox_unknown = config.proxmox.is_unknown()
             || [

@@ -230,6 +230,31 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Issues an etcd member's certificate: server and client use (etcd peers dial each other
+    /// with it), `ips` as IP SANs. Returns (certificate PEM, key PEM).
+    pub fn issue_peer(
+        &self,
+        common_name: &str,
+        ips: &[IpAddr],
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(common_name, &[]);
+        params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 fn dn(common_name: &str, organizations: &[&str]) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     for o in organizations {

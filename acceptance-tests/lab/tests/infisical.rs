@@ -213,10 +213,18 @@ async fn expired_tokens_are_replaced_without_the_caller_noticing() {
     assert_eq!(read.version, 1);
 }
 
+fn count(lab: &Lab, what: &str) -> usize {
+    lab.events().iter().filter(|e| *e == what).count()
+}
+
+/// A token in its last quarter is renewed: Infisical signs a new JWT, which castle then uses.
+/// With TTL = Max TTL (a common setup) renewal is refused and castle logs in again. One 1 s
+/// token life is the shortest Infisical expresses (`expiresIn` is in seconds).
 #[tokio::test]
-async fn short_lived_tokens_are_renewed_or_replaced() {
+async fn short_lived_tokens_are_renewed_then_replaced_at_the_max_ttl() {
     let settings = Settings {
         token_ttl: Duration::from_secs(1),
+        token_max_ttl: Duration::from_secs(3),
         ..Settings::default()
     };
     let lab = start(settings).await;
@@ -226,10 +234,193 @@ async fn short_lived_tokens_are_renewed_or_replaced() {
         .create_secret(&at, KUBECONFIG, "", soon())
         .await
         .unwrap();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        client.get_secret(&at, soon()).await.unwrap();
+    assert_eq!(count(&lab.lab, "login"), 1);
+    // Into the last quarter of the token's life: the next call renews first.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    client.get_secret(&at, soon()).await.unwrap();
+    assert_eq!(count(&lab.lab, "renew"), 1, "{:?}", lab.lab.events());
+    assert_eq!(count(&lab.lab, "login"), 1);
+    // The renewed token was sent, and accepted.
+    assert_eq!(count(&lab.lab, "token-refused"), 0);
+
+    let capped = Settings {
+        token_ttl: Duration::from_secs(1),
+        token_max_ttl: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let lab = start(capped).await;
+    let client = self::client(&lab.url, "castle-lab-secret");
+    client.get_secret(&at, soon()).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    client.create_secret(&at, "v", "", soon()).await.unwrap();
+    assert_eq!(
+        lab.lab.events(),
+        ["login", "renew-refused", "login", "write"],
+        "renewal past the Max TTL is refused and castle logs in again"
+    );
+}
+
+#[tokio::test]
+async fn a_token_expiring_between_two_writes_is_replaced_without_a_failed_write() {
+    let lab = start(Settings::default()).await;
+    let client = client(&lab.url, "castle-lab-secret");
+    lab.lab.expire_tokens_after(1);
+    for key in ["A", "B"] {
+        let mut at = kubeconfig_at("/");
+        at.key = key.into();
+        client.create_secret(&at, "v", "", soon()).await.unwrap();
     }
+    assert_eq!(
+        lab.lab.events(),
+        [
+            "login",
+            "write",
+            "tokens-expired",
+            "token-refused",
+            "login",
+            "write"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn existing_folders_are_listed_not_created_again() {
+    let lab = start(Settings::default()).await;
+    let client = client(&lab.url, "castle-lab-secret");
+    // Someone made /clusters by hand; castle creates only /clusters/home under it.
+    lab.lab
+        .put_secret("dev", "/clusters", "OTHER", "x")
+        .unwrap();
+    client
+        .ensure_folder("castle-lab-project", "dev", "/clusters/home", soon())
+        .await
+        .unwrap();
+    client
+        .ensure_folder("castle-lab-project", "dev", "/clusters/home", soon())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .list_folders("castle-lab-project", "dev", "/clusters", soon())
+            .await
+            .unwrap(),
+        vec!["home"]
+    );
+    // What Infisical answers when a folder exists: a 400, which castle never provokes.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/universal-auth/login", lab.url))
+        .json(&serde_json::json!({"clientId": "castle-lab-client", "clientSecret": "castle-lab-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again = http
+        .post(format!("{}/api/v1/folders", lab.url))
+        .bearer_auth(token["accessToken"].as_str().unwrap())
+        .json(&serde_json::json!({"workspaceId": "castle-lab-project", "environment": "dev", "path": "/clusters", "name": "home"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    let body: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "Folder with name 'home' already exists in path '/clusters'"
+    );
+    assert!(!lab.lab.events().iter().any(|e| e == "write-failed"));
+}
+
+#[tokio::test]
+async fn a_folder_name_with_a_dot_is_refused_with_infisicals_422() {
+    let lab = start(Settings::default()).await;
+    let client = client(&lab.url, "castle-lab-secret");
+    let error = client
+        .ensure_folder("castle-lab-project", "dev", "/clusters/home.lab", soon())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Rejected { status: 422, message, .. }
+            if message == "name: Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed."),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_under_a_change_policy_is_reported_as_queued_and_sent_once() {
+    let lab = start(Settings::default()).await;
+    lab.lab.set_change_policy("prod", false);
+    let client = client(&lab.url, "castle-lab-secret");
+    let mut at = kubeconfig_at("/");
+    at.environment = "prod".into();
+    let error = castle::infisical::sync::create_or_adopt(&client, &at, KUBECONFIG, "", soon())
+        .await
+        .unwrap_err();
+    let requests = lab.lab.change_requests();
+    assert_eq!(requests.len(), 1);
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("change request {:?}", requests[0].slug)),
+        "{text}"
+    );
+    assert!(
+        text.contains("Approve and merge that request in Infisical"),
+        "{text}"
+    );
+    assert!(lab.lab.secrets().is_empty());
+    // An update is queued too, and never followed by a create.
+    lab.lab.merge_change_request(&requests[0].id).unwrap();
+    castle::infisical::sync::push(&client, &at, "apiVersion: v2\n", "", soon())
+        .await
+        .unwrap_err();
+    assert_eq!(lab.lab.change_requests().len(), 2);
+    assert_eq!(lab.lab.secrets()[0].version, 1);
+    // A policy that bypasses machine identities lets the write through.
+    lab.lab.set_change_policy("prod", true);
+    let version = castle::infisical::sync::push(&client, &at, "apiVersion: v2\n", "", soon())
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_through_ca_cert_pem() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let ca = castle_lab::infisical::PrivateCa::generate(address.ip()).unwrap();
+    let ca_pem = ca.ca_pem.clone();
+    let lab = Arc::new(Lab::new(Settings::default()).unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = lab.clone();
+    tokio::spawn(async move {
+        castle_lab::infisical::run_tls(listener, served, &ca, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let with = |ca_cert_pem: Option<String>| {
+        Client::new(ClientConfig {
+            host: format!("https://{address}"),
+            client_id: "castle-lab-client".into(),
+            client_secret: "castle-lab-secret".into(),
+            ca_cert_pem,
+        })
+        .unwrap()
+    };
+    let untrusted = with(None)
+        .login(Instant::now() + Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(untrusted.is_unreachable(), "{untrusted}");
+    assert!(
+        untrusted.to_string().to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+    with(Some(ca_pem)).login(soon()).await.unwrap();
+    assert_eq!(lab.events(), ["login"]);
+    drop(stop);
 }
 
 #[tokio::test]
@@ -246,6 +437,16 @@ async fn a_wrong_client_secret_gives_a_clear_error_without_the_secret() {
     assert!(!text.contains("not-the-right-secret-1234"), "{text}");
     assert!(!format!("{error:?}").contains("not-the-right-secret-1234"));
     assert!(!format!("{client:?}").contains("not-the-right-secret-1234"));
+    // Every later call fails the same way without trying again: three refused logins in a row
+    // would lock the identity out for everyone.
+    for _ in 0..3 {
+        let again = client
+            .get_secret(&kubeconfig_at("/"), soon())
+            .await
+            .unwrap_err();
+        assert!(matches!(again, Error::Login { status: 401, .. }), "{again}");
+    }
+    assert_eq!(count(&lab.lab, "login-refused"), 1);
 }
 
 #[tokio::test]
@@ -283,6 +484,7 @@ async fn concurrent_calls_share_one_login() {
     }
     // 8 creates and exactly one login.
     assert_eq!(lab.lab.request_count(), 9);
+    assert_eq!(count(&lab.lab, "login"), 1);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use castle::infisical::{Client, ClientConfig};
 use castle::provider::ProviderData;
 use castle::resources::kubeconfig_secret::{KubeconfigSecretResource, KubeconfigSecretState};
 use castle_lab::infisical::{run, Lab, Settings};
-use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::value::Value;
 use tf_provider::{Diagnostics, Resource};
 
 type State = Value<KubeconfigSecretState>;
@@ -57,7 +57,8 @@ fn raw(state: &State) -> State {
     state.clone()
 }
 
-fn null() -> ValueEmpty {
+/// Null private state or provider meta.
+fn null<T>() -> Value<T> {
     Value::Null
 }
 

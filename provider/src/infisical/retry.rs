@@ -6,22 +6,15 @@
 
 use std::time::Duration;
 
-/// A named backoff policy: exponential with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Name used in logs.
-    pub name: &'static str,
-    /// Wait before the first retry.
-    pub initial: Duration,
-    /// Upper bound of a single wait.
-    pub max: Duration,
-}
+use crate::retry::Backoff;
 
-/// Every API call: rate limits, 5xx answers and connection errors.
-pub const API_CALL: RetryPolicy = RetryPolicy {
+/// Every API call: rate limits, 5xx answers and connection errors; the pauses are the shared
+/// [`Backoff`], half of each window jittered.
+pub const API_CALL: Backoff = Backoff {
     name: "infisical-api-call",
-    initial: Duration::from_millis(250),
+    first: Duration::from_millis(250),
     max: Duration::from_secs(10),
+    jitter: 0.5,
 };
 
 /// What to do with an answer (or a failure to get one).
@@ -61,24 +54,6 @@ pub fn parse_retry_after(header: Option<&str>) -> Option<Duration> {
         })
 }
 
-impl RetryPolicy {
-    /// The wait before retry number `attempt` (0-based), given `jitter` in `[0, 1)`: full jitter
-    /// over an exponentially growing, capped window, so concurrent resources do not retry in step.
-    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let window = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-            .min(self.max);
-        // Never zero: at least half the window, plus up to the other half.
-        window.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-
-    /// The wait to use: the server's hint if it gave one, else backoff.
-    pub fn wait(&self, attempt: u32, hint: Option<Duration>, jitter: f64) -> Duration {
-        hint.unwrap_or_else(|| self.backoff(attempt, jitter))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,19 +70,6 @@ mod tests {
         assert_eq!(classify(404, None), Verdict::Final);
         assert_eq!(classify(422, None), Verdict::Final);
         assert_eq!(classify(501, None), Verdict::Final);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = API_CALL;
-        assert_eq!(p.backoff(0, 1.0), Duration::from_millis(250));
-        assert_eq!(p.backoff(0, 0.0), Duration::from_millis(125));
-        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(1000));
-        assert_eq!(p.backoff(30, 1.0), Duration::from_secs(10));
-        assert_eq!(
-            p.wait(5, Some(Duration::from_secs(3)), 0.5),
-            Duration::from_secs(3)
-        );
     }
 
     #[test]

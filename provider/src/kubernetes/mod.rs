@@ -12,7 +12,10 @@ pub enum KubeError {
     #[error("invalid Kubernetes credentials: {0}")]
     Credentials(String),
     /// No answer (connection refused, TLS, timeout).
-    #[error("cannot reach the Kubernetes API at {url}: {source}")]
+    #[error(
+        "cannot reach the Kubernetes API at {url}: {}",
+        transport_reason(source)
+    )]
     Transport {
         /// What was called.
         url: String,
@@ -30,6 +33,32 @@ pub enum KubeError {
         /// `Status.message` or the body.
         message: String,
     },
+}
+
+/// A transport failure with all its causes, and what a certificate from another CA means: the
+/// address answers, but with another cluster's API server (a VIP still held by a cluster
+/// that was destroyed, or an endpoint that points at the wrong machines).
+fn transport_reason(error: &reqwest::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    if ["UnknownIssuer", "unknown issuer", "BadSignature"]
+        .iter()
+        .any(|needle| line.contains(needle))
+    {
+        line.push_str(
+            " (the server there presents a certificate that this cluster's Kubernetes CA did not sign: another \
+             cluster's API server answers at that address)",
+        );
+    }
+    line
 }
 
 /// How to reach the API: server URL, cluster CA and a client certificate.
@@ -111,6 +140,7 @@ impl KubeClient {
         .map_err(|e| KubeError::Credentials(format!("client certificate: {e}")))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .user_agent(crate::USER_AGENT)
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)
             .identity(identity)

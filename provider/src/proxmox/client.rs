@@ -94,6 +94,7 @@ impl Client {
         }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .pool_idle_timeout(Duration::from_secs(60));

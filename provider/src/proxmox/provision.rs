@@ -15,6 +15,7 @@ use super::retry::{unless_done, with_policy, API_CALL, LOCKED};
 use super::tasks::TaskOutcome;
 use super::vm_config::{
     config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG,
+    WORKSPACE_TAG_PREFIX,
 };
 use super::vms::{CloneRequest, VmConfig};
 use super::{Client, Error};
@@ -172,13 +173,21 @@ pub async fn create(
         error,
         left_behind: None,
     };
-    let template = find_template(client, &vm.clone, &vm.node)
-        .await
-        .map_err(fail)?;
+    let template = with_policy(API_CALL, deadline, "find the template", || {
+        find_template(client, &vm.clone, &vm.node)
+    })
+    .await
+    .map_err(fail)?;
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
+    vm.spec.workspace_tag = Some(workspace_tag());
     let vm = &vm;
-    let (vmid, mut warnings) = match find_leftover(client, vm).await.map_err(fail)? {
+    let leftover = with_policy(API_CALL, deadline, "look for a leftover VM", || {
+        find_leftover(client, vm)
+    })
+    .await
+    .map_err(fail)?;
+    let (vmid, mut warnings) = match leftover {
         Some(vmid) => {
             tracing::warn!(vmid, name = %vm.spec.name, "adopting the VM an interrupted create left behind");
             (vmid, vec![format!(
@@ -216,8 +225,9 @@ pub async fn create(
     }
 }
 
-/// A stopped VM with this name on this node that castle created (it carries [`MANAGED_TAG`])
-/// and no create of this process holds: what a crash between clone and start leaves behind.
+/// A stopped VM with this name on this node that castle created from this workspace (it
+/// carries [`MANAGED_TAG`] and this workspace's [`workspace_tag`]) and no create of this process
+/// holds: what a crash between clone and start leaves behind.
 /// A running VM is never taken: it may be the one a `create_before_destroy` replaces.
 async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error> {
     let reserved = client
@@ -234,15 +244,38 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
                 && found.name.as_deref() == Some(vm.spec.name.as_str())
                 && !found.is_template()
                 && found.status.as_deref() == Some("stopped")
-                && found
-                    .tags
-                    .as_deref()
-                    .map(parse_tags)
-                    .is_some_and(|t| t.contains(MANAGED_TAG))
+                && found.tags.as_deref().map(parse_tags).is_some_and(|t| {
+                    t.contains(MANAGED_TAG)
+                        && vm
+                            .spec
+                            .workspace_tag
+                            .as_ref()
+                            .is_some_and(|w| t.contains(w))
+                })
                 && vm.vm_id.is_none_or(|id| id == found.vmid)
                 && !reserved.contains(&found.vmid)
         })
         .map(|found| found.vmid))
+}
+
+/// This Terraform working directory's and workspace's marker: `castle-ws-` and 8 hex digits of
+/// a SHA-256 over the directory Terraform runs the provider in and the workspace name
+/// (`TF_WORKSPACE`, else `.terraform/environment`, else `default`).
+pub fn workspace_tag() -> String {
+    use sha2::{Digest, Sha256};
+    let dir = std::env::current_dir()
+        .and_then(|d| d.canonicalize())
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let workspace = std::env::var("TF_WORKSPACE")
+        .ok()
+        .or_else(|| std::fs::read_to_string(".terraform/environment").ok())
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let digest = Sha256::digest(format!("{dir}\n{workspace}").as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{WORKSPACE_TAG_PREFIX}{hex}")
 }
 
 async fn clone_with_free_id(
@@ -262,7 +295,11 @@ async fn clone_with_free_id(
     loop {
         let id = match (vm.vm_id, vmid) {
             (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => client.reserve_vmid(&clashed).await.map_err(fail)?,
+            (None, None) => with_policy(API_CALL, deadline, "pick a VMID", || {
+                client.reserve_vmid(&clashed)
+            })
+            .await
+            .map_err(fail)?,
         };
         vmid = Some(id);
         let request = CloneRequest {
@@ -319,7 +356,12 @@ async fn clone_with_free_id(
             // failure path has freed the volumes and unlinked the new config. Check that, then
             // send the clone again.
             Err(e) if e.is_lock_timeout() || e.is_vm_locked() => {
-                match client.vm_config(&template.node, id).await {
+                let left =
+                    with_policy(API_CALL, deadline, "read the failed clone's config", || {
+                        client.vm_config(&template.node, id)
+                    })
+                    .await;
+                match left {
                     Err(gone) if gone.is_not_found() => {}
                     Ok(_) => {
                         client.release_vmid(id);

@@ -65,7 +65,14 @@ pub struct VmSpec {
     pub on_boot: Option<bool>,
     /// Add [`MANAGED_TAG`] (on create).
     pub mark_managed: bool,
+    /// The workspace's marker tag (on create; see [`WORKSPACE_TAG_PREFIX`]).
+    pub workspace_tag: Option<String>,
 }
+
+/// Prefix of the tag that marks which Terraform working directory and workspace created a VM,
+/// so that only that workspace adopts it after an interrupted create (VM names are not unique
+/// in PVE, and two workspaces may both have a `cp-1`). Not shown in the resource's `tags`.
+pub const WORKSPACE_TAG_PREFIX: &str = "castle-ws-";
 
 /// The tag castle puts on every VM it creates, so that a create interrupted by a crash can find
 /// its VM again instead of leaving it orphaned. It is not shown in the resource's `tags`.
@@ -95,10 +102,12 @@ pub struct VmFacts {
     pub nameservers: Vec<String>,
     /// `searchdomain`.
     pub search_domain: Option<String>,
-    /// `tags`, without [`MANAGED_TAG`].
+    /// `tags`, without [`MANAGED_TAG`] and the workspace marker.
     pub tags: BTreeSet<String>,
     /// Carries [`MANAGED_TAG`].
     pub managed: bool,
+    /// The workspace marker tag (see [`WORKSPACE_TAG_PREFIX`]), if any.
+    pub workspace: Option<String>,
     /// `description`.
     pub description: Option<String>,
     /// `onboot`.
@@ -278,8 +287,14 @@ pub fn facts(config: &VmConfig) -> VmFacts {
             .map(parse_tags)
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| t != MANAGED_TAG)
+            .filter(|t| t != MANAGED_TAG && !t.starts_with(WORKSPACE_TAG_PREFIX))
             .collect(),
+        workspace: config
+            .get("tags")
+            .map(parse_tags)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| t.starts_with(WORKSPACE_TAG_PREFIX)),
         managed: config
             .get("tags")
             .map(parse_tags)
@@ -346,11 +361,18 @@ pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>
         }
     }
     let marked = spec.mark_managed || now.managed;
-    if spec.tags.is_some() || (marked && !now.managed) {
+    let workspace = spec.workspace_tag.clone().or_else(|| now.workspace.clone());
+    if spec.tags.is_some() || (marked && !now.managed) || workspace != now.workspace {
         let mut wanted = spec.tags.clone().unwrap_or_else(|| now.tags.clone());
-        if *spec.tags.as_ref().unwrap_or(&now.tags) != now.tags || marked != now.managed {
+        if *spec.tags.as_ref().unwrap_or(&now.tags) != now.tags
+            || marked != now.managed
+            || workspace != now.workspace
+        {
             if marked {
                 wanted.insert(MANAGED_TAG.to_string());
+            }
+            if let Some(workspace) = &workspace {
+                wanted.insert(workspace.clone());
             }
             if wanted.is_empty() {
                 delete.push("tags".to_string());

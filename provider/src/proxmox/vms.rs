@@ -223,13 +223,10 @@ impl Client {
         vmid: u32,
         unreferenced_disks: bool,
     ) -> Result<String, Error> {
-        let params = vec![
-            ("purge".to_string(), "1".to_string()),
-            (
-                "destroy-unreferenced-disks".to_string(),
-                if unreferenced_disks { "1" } else { "0" }.to_string(),
-            ),
-        ];
+        let mut params = vec![("purge".to_string(), "1".to_string())];
+        if unreferenced_disks {
+            params.push(("destroy-unreferenced-disks".to_string(), "1".to_string()));
+        }
         self.delete(&vm_path(node, vmid), params).await
     }
 }

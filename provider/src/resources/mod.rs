@@ -15,6 +15,7 @@ pub mod diag;
 pub mod kubeconfig_secret;
 pub mod proxmox_vm;
 pub mod talos_cluster;
+pub mod talos_secrets;
 pub mod timeouts;
 
 /// Every resource of the provider, by name without the `castle_` prefix.
@@ -23,6 +24,10 @@ pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>
     resources.insert(
         "talos_cluster".into(),
         Box::new(talos_cluster::TalosClusterResource),
+    );
+    resources.insert(
+        "talos_secrets".into(),
+        Box::new(talos_secrets::TalosSecretsResource),
     );
     resources.insert(
         "proxmox_vm".into(),

@@ -61,6 +61,9 @@ async fn run(
     };
     let options = FleetOptions {
         time_scale: settings.time_scale,
+        // Node disks (etcd data, etcd logs) under the state directory; a machine that appears
+        // gets a blank one.
+        disk_dir: Some(settings.state_dir.join("disks")),
         ..FleetOptions::default()
     };
     let fleet = Fleet::new(options.clone());

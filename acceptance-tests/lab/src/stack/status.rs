@@ -192,16 +192,58 @@ fn describe_nodes(nodes: &[Value]) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
     for n in nodes {
         out.push_str(&format!(
-            "  {:<16} {:<12} {:<8} {:<13} {}\n",
+            "  {:<16} {:<12} {:<8} {:<13} {:<12} {}\n",
             text(&n["address"]),
             text(&n["state"]),
             text(&n["talos_version"]),
             text(&n["machine_type"]),
             text(&n["hostname"]),
+            etcd_column(n),
         ));
         if let Some(reason) = n["kube_apiserver_failure"].as_str() {
             out.push_str(&format!("  {:<16} {reason}\n", ""));
         }
     }
     out
+}
+
+/// A control plane's etcd member ID (hex, as etcdctl prints it), its health, and whether it
+/// holds the VIP.
+fn etcd_column(node: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(id) = node["etcd_member_id"].as_u64() {
+        let health = if node["etcd_healthy"].as_bool() == Some(true) {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        parts.push(format!("etcd {id:x} ({health})"));
+    }
+    if node["vip"].as_bool() == Some(true) {
+        parts.push("holds the VIP".into());
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_each_control_planes_etcd_member_and_the_vip_holder() {
+        let nodes = serde_json::json!([
+            { "address": "127.0.0.211", "state": "running", "talos_version": "v1.12.0",
+              "machine_type": "controlplane", "hostname": "cp-1",
+              "etcd_member_id": 3054539213190530000_u64, "etcd_healthy": true, "vip": true },
+            { "address": "127.0.0.212", "state": "off", "talos_version": "v1.12.0",
+              "machine_type": "controlplane", "hostname": "cp-2",
+              "etcd_member_id": 17, "etcd_healthy": false, "vip": false },
+        ]);
+        let out = describe_nodes(nodes.as_array().unwrap());
+        assert!(
+            out.contains("cp-1         etcd 2a63e73b12b903d0 (healthy), holds the VIP"),
+            "{out}"
+        );
+        assert!(out.contains("cp-2         etcd 11 (unhealthy)\n"), "{out}");
+    }
 }

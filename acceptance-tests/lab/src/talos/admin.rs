@@ -86,7 +86,9 @@ fn fleet_error(e: FleetError) -> Response {
         FleetError::NoSuchNode(_) => StatusCode::NOT_FOUND,
         FleetError::NodeExists(_) | FleetError::PoweredOn(_) => StatusCode::CONFLICT,
         FleetError::UnsupportedVersion(_) | FleetError::Fault(_) => StatusCode::BAD_REQUEST,
-        FleetError::Pki(_) | FleetError::Poisoned => StatusCode::INTERNAL_SERVER_ERROR,
+        FleetError::Pki(_) | FleetError::Poisoned | FleetError::Disk(..) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     error(code, e)
 }

@@ -59,6 +59,11 @@ pub struct MachineConfig {
     pub k8s_ca_crt: Option<String>,
     /// Kubernetes CA key PEM (`cluster.ca.key`).
     pub k8s_ca_key: Option<String>,
+    /// etcd CA certificate PEM (`cluster.etcd.ca.crt`), control planes only.
+    pub etcd_ca_crt: Option<String>,
+    /// etcd CA key PEM (`cluster.etcd.ca.key`): etcd's serving, peer and client certificates
+    /// are issued from it.
+    pub etcd_ca_key: Option<String>,
     /// The shared VIP (v1alpha1 interfaces or a `Layer2VIPConfig`).
     pub vip: Option<IpAddr>,
     /// Why kube-apiserver would exit on this control plane, if it would (see
@@ -71,6 +76,9 @@ pub struct MachineConfig {
     pub install_version: Option<String>,
     /// `machine.install.image`.
     pub install_image: Option<String>,
+    /// The v1alpha1 document less what a running node changes in place: a new config that
+    /// differs here reboots the node (see `immediate.rs`).
+    pub reboot_part: Value,
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -304,16 +312,31 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         }
     }
     for (i, doc) in docs.iter().enumerate() {
-        let def = definition_for(line, doc)?;
+        let def = definition_for(line, doc).map_err(|e| format!("failed to parse config: {e}"))?;
         let validator = validator(line, &def)?;
-        let errors: Vec<String> = validator
-            .iter_errors(doc)
-            .map(|e| format!("{} at {:?}", e, e.instance_path.to_string()))
-            .collect();
+        let errors: Vec<_> = validator.iter_errors(doc).collect();
         if !errors.is_empty() {
+            // Talos decodes strictly (configloader/internal/decoder/decoder.go `KnownFields`):
+            // an unknown field or a wrong type fails the decoding; anything else is validation.
+            let undecodable = errors.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
+                        | jsonschema::error::ValidationErrorKind::Type { .. }
+                )
+            });
+            let text: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} at {:?}", e, e.instance_path.to_string()))
+                .collect();
             return Err(format!(
-                "document {i} ({def}) is invalid for Talos {line}: {}",
-                errors.join("; ")
+                "{}document {i} ({def}) is invalid for Talos {line}: {}",
+                if undecodable {
+                    "failed to parse config: "
+                } else {
+                    ""
+                },
+                text.join("; ")
             ));
         }
     }
@@ -396,10 +419,13 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         endpoint,
         k8s_ca_crt: b64_pem(main.pointer("/cluster/ca/crt")),
         k8s_ca_key: b64_pem(main.pointer("/cluster/ca/key")),
+        etcd_ca_crt: b64_pem(main.pointer("/cluster/etcd/ca/crt")),
+        etcd_ca_key: b64_pem(main.pointer("/cluster/etcd/ca/key")),
         vip,
         kubelet_version,
         install_version,
         install_image,
+        reboot_part: super::immediate::reboot_part(main),
     })
 }
 

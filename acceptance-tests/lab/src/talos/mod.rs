@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 mod fleet;
+mod immediate;
 pub mod sample;
 mod server;
 mod service;

@@ -24,6 +24,8 @@ pub struct SampleCluster {
     pub os_ca: Ca,
     /// Kubernetes CA (ECDSA P-256).
     pub k8s_ca: Ca,
+    /// etcd CA (ECDSA P-256).
+    pub etcd_ca: Ca,
 }
 
 fn b64(text: &str) -> String {
@@ -51,6 +53,7 @@ impl SampleCluster {
             cluster_id: base64::engine::general_purpose::STANDARD.encode(id),
             os_ca: Ca::generate("talos", "talos", &rcgen::PKCS_ED25519)?,
             k8s_ca: Ca::generate("kubernetes", "kubernetes", &rcgen::PKCS_ECDSA_P256_SHA256)?,
+            etcd_ca: Ca::generate("etcd", "etcd", &rcgen::PKCS_ECDSA_P256_SHA256)?,
         })
     }
 
@@ -88,6 +91,7 @@ impl SampleCluster {
                 },
                 "token": token(),
                 "ca": { "crt": b64(&self.k8s_ca.cert_pem), "key": b64(&self.k8s_ca.key_pem()) },
+                "etcd": { "ca": { "crt": b64(&self.etcd_ca.cert_pem), "key": b64(&self.etcd_ca.key_pem()) } },
             },
         });
         let hostname_doc =

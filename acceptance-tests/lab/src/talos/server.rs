@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::config::MachineType;
 use super::fleet::{Fleet, Phase};
 use super::service::{Mode, NodeApi, Peer};
 use crate::pki::{self, Ca};
@@ -61,18 +60,8 @@ fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
             let Some(config) = node.config.as_ref() else {
                 return Plan::Down(None);
             };
-            // A worker has no OS CA key; like a real one, it gets its certificate from a
-            // control plane of its cluster (trustd), and cannot serve without one.
-            let ca_key = config.os_ca_key.clone().or_else(|| {
-                state.nodes.values().find_map(|n| {
-                    let c = n.config.as_ref()?;
-                    (c.cluster_id == config.cluster_id
-                        && c.machine_type == MachineType::Controlplane
-                        && c.os_ca_crt == config.os_ca_crt)
-                        .then(|| c.os_ca_key.clone())
-                        .flatten()
-                })
-            });
+            // A worker has no OS CA key: it serves only once trustd is reachable.
+            let ca_key = state.apid_signing_key(config);
             let Some(ca_key) = ca_key else {
                 return Plan::Down(Some(Instant::now() + Duration::from_millis(200)));
             };

@@ -116,7 +116,7 @@ impl MachineService for NodeApi {
             messages: vec![machine::ApplyConfiguration {
                 metadata: self.metadata(),
                 warnings: vec![],
-                mode: request.mode,
+                mode: applied.mode(mode) as i32,
                 mode_details: applied.details().to_string(),
             }],
         }))
@@ -141,23 +141,21 @@ impl MachineService for NodeApi {
         _request: Request<machine::EtcdMemberListRequest>,
     ) -> Result<machine::EtcdMemberListResponse> {
         self.configured_only("EtcdMemberList")?;
-        let members = self
-            .fleet
-            .etcd_members(self.address)?
-            .into_iter()
-            .map(|m| machine::EtcdMember {
-                id: m.id,
-                hostname: m.hostname,
-                peer_urls: vec![format!("https://{}:2380", m.address)],
-                client_urls: vec![format!("https://{}:2379", m.address)],
-                is_learner: false,
-            })
-            .collect();
+        let members = self.fleet.etcd_members(self.address).await?;
         Ok(Response::new(machine::EtcdMemberListResponse {
             messages: vec![machine::EtcdMembers {
                 metadata: self.metadata(),
-                legacy_members: vec![],
-                members,
+                legacy_members: members.iter().map(|m| m.hostname.clone()).collect(),
+                members: members
+                    .into_iter()
+                    .map(|m| machine::EtcdMember {
+                        id: m.id,
+                        hostname: m.hostname,
+                        peer_urls: m.peer_urls,
+                        client_urls: m.client_urls,
+                        is_learner: m.is_learner,
+                    })
+                    .collect(),
             }],
         }))
     }
@@ -169,7 +167,7 @@ impl MachineService for NodeApi {
         self.configured_only("EtcdRemoveMemberByID")?;
         self.admin(&request)?;
         let id = request.into_inner().member_id;
-        self.fleet.remove_etcd_member(self.address, id)?;
+        self.fleet.remove_etcd_member(self.address, id).await?;
         Ok(Response::new(machine::EtcdRemoveMemberByIdResponse {
             messages: vec![machine::EtcdRemoveMemberById {
                 metadata: self.metadata(),
@@ -183,7 +181,7 @@ impl MachineService for NodeApi {
     ) -> Result<machine::EtcdLeaveClusterResponse> {
         self.configured_only("EtcdLeaveCluster")?;
         self.admin(&request)?;
-        self.fleet.leave_etcd(self.address)?;
+        self.fleet.leave_etcd(self.address).await?;
         Ok(Response::new(machine::EtcdLeaveClusterResponse {
             messages: vec![machine::EtcdLeaveCluster {
                 metadata: self.metadata(),
@@ -209,6 +207,20 @@ impl MachineService for NodeApi {
             })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    type ReadStream = Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
+
+    async fn read(&self, request: Request<machine::ReadRequest>) -> Result<Self::ReadStream> {
+        self.configured_only("Read")?;
+        self.admin(&request)?;
+        let path = request.into_inner().path;
+        let bytes = self.fleet.read_file(self.address, &path)?;
+        let data = common::Data {
+            metadata: self.metadata(),
+            bytes,
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(data)]))))
     }
 
     async fn reboot(
@@ -284,7 +296,8 @@ impl MachineService for NodeApi {
         self.configured_only("Upgrade")?;
         self.admin(&request)?;
         self.fleet
-            .upgrade(self.address, &request.into_inner().image)?;
+            .upgrade(self.address, &request.into_inner().image)
+            .await?;
         Ok(Response::new(machine::UpgradeResponse {
             messages: vec![machine::Upgrade {
                 metadata: self.metadata(),

@@ -6,6 +6,7 @@
 //! - A kubeconfig secret deleted in Infisical drops the resource from state (planned again).
 //! - Values reach only state (sensitive): never logs, never diagnostics.
 
+mod queued;
 mod schema;
 mod state;
 
@@ -24,6 +25,7 @@ use crate::provider::ProviderData;
 use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 
+pub use queued::{Queued, QueuedWrite};
 pub use state::{parse_id, KubeconfigSecretState};
 
 /// Every operation's default timeout.
@@ -116,6 +118,63 @@ fn report(diags: &mut Diagnostics, action: &str, error: SyncError) {
     }
 }
 
+/// Private state holding `queued`, null when nothing waits.
+fn waiting_on(queued: Queued) -> Value<Queued> {
+    if queued.is_empty() {
+        Value::Null
+    } else {
+        Value::Value(queued)
+    }
+}
+
+/// Pushes one value, unless this very write already waits in an Infisical change request
+/// (sending it again would queue a second request). `None` when it was not written: the
+/// diagnostic says why, and a newly queued request is recorded in `queued`.
+async fn push_once(
+    client: &infisical::Client,
+    at: &SecretRef,
+    value: &str,
+    comment: &str,
+    deadline: Instant,
+    queued: &mut Queued,
+    diags: &mut Diagnostics,
+) -> Option<i64> {
+    let action = "update the Infisical secret";
+    if let Some(waiting) = queued.waiting(&at.key, value, comment) {
+        unable(
+            diags,
+            action,
+            format!(
+                "this change to secret {key} already waits in Infisical as change request \
+                 {slug:?} (id {id}), queued by an earlier apply; castle does not queue it a \
+                 second time. Approve and merge it in Infisical, then run terraform apply again. \
+                 If it was rejected, change the value or comment to queue a new request, or \
+                 turn on \"bypass for machine identities\" in the environment's change policy.",
+                key = at.key,
+                slug = waiting.slug,
+                id = waiting.id,
+            ),
+        );
+        return None;
+    }
+    match sync::push(client, at, value, comment, deadline).await {
+        Ok(version) => Some(version),
+        Err(error) => {
+            if let SyncError::Api(infisical::Error::ChangeRequested { slug, id, .. }) = &error {
+                queued.record(QueuedWrite {
+                    key: at.key.clone(),
+                    value: value.to_string(),
+                    comment: comment.to_string(),
+                    slug: slug.clone(),
+                    id: id.clone(),
+                });
+            }
+            report(diags, action, error);
+            None
+        }
+    }
+}
+
 /// Refreshes one value from Infisical: `None` if the secret is gone.
 async fn refresh(
     client: &infisical::Client,
@@ -175,7 +234,8 @@ fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut Kubeconfig
 impl Resource for KubeconfigSecretResource {
     // A Value so that `read` can answer null: "deleted outside Terraform, plan it again".
     type State<'a> = Value<KubeconfigSecretState>;
-    type PrivateState<'a> = ValueEmpty;
+    // Change requests castle waits on (see `queued`); null when none.
+    type PrivateState<'a> = Value<Queued>;
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
@@ -251,7 +311,27 @@ impl Resource for KubeconfigSecretResource {
             }
         }
         state.id = state.computed_id();
-        Some((Value::Value(state), private_state))
+        let mut queued = private_state.as_ref_option().cloned().unwrap_or_default();
+        for (key, value) in [
+            (state.kubeconfig_key.as_ref_option(), &state.kubeconfig),
+            (state.talosconfig_key.as_ref_option(), &state.talosconfig),
+        ] {
+            if let (Some(key), Value::Value(stored)) = (key, value) {
+                queued.settle(key, stored);
+            }
+        }
+        for waiting in &queued.writes {
+            diags.root_warning(
+                "Waiting on an Infisical change request",
+                format!(
+                    "The change to secret {key} is queued in Infisical as change request {slug:?} \
+                     and not applied yet: approve and merge it in Infisical.",
+                    key = waiting.key,
+                    slug = waiting.slug
+                ),
+            );
+        }
+        Some((Value::Value(state), waiting_on(queued)))
     }
 
     async fn plan_create<'a>(
@@ -399,6 +479,7 @@ impl Resource for KubeconfigSecretResource {
         let action = "update the Infisical secret";
         let client = self.client(diags, action)?;
         let deadline = deadline(&state, Operation::Update);
+        let mut queued = private.as_ref_option().cloned().unwrap_or_default();
         let at = state.kubeconfig_ref();
         let comment = state.comment_text().to_string();
         let comment_changed = prior.comment_text() != comment;
@@ -421,12 +502,10 @@ impl Resource for KubeconfigSecretResource {
                 .as_ref_option()
                 .cloned()
                 .unwrap_or_default();
-            match sync::push(&client, &at, &value, &comment, deadline).await {
-                Ok(version) => state.kubeconfig_version = Value::Value(version),
-                Err(error) => {
-                    report(diags, action, error);
-                    return None;
-                }
+            match push_once(&client, &at, &value, &comment, deadline, &mut queued, diags).await {
+                Some(version) => state.kubeconfig_version = Value::Value(version),
+                // Infisical still holds what the prior state says.
+                None => return Some((Value::Value(prior), waiting_on(queued))),
             }
         } else {
             state.kubeconfig_version = prior.kubeconfig_version;
@@ -452,11 +531,16 @@ impl Resource for KubeconfigSecretResource {
                     || comment_changed
                     || !prior.talosconfig_version.is_value()
                 {
-                    match sync::push(&client, &at, &value, &comment, deadline).await {
-                        Ok(version) => state.talosconfig_version = Value::Value(version),
-                        Err(error) => {
-                            report(diags, action, error);
-                            return None;
+                    match push_once(&client, &at, &value, &comment, deadline, &mut queued, diags)
+                        .await
+                    {
+                        Some(version) => state.talosconfig_version = Value::Value(version),
+                        None => {
+                            // The kubeconfig went through; the talosconfig is as before.
+                            state.talosconfig = prior.talosconfig.clone();
+                            state.talosconfig_version = prior.talosconfig_version;
+                            state.id = state.computed_id();
+                            return Some((Value::Value(state), waiting_on(queued)));
                         }
                     }
                 } else {
@@ -466,7 +550,7 @@ impl Resource for KubeconfigSecretResource {
             _ => state.talosconfig_version = Value::Null,
         }
         state.id = state.computed_id();
-        Some((Value::Value(state), private))
+        Some((Value::Value(state), waiting_on(queued)))
     }
 
     async fn destroy<'a>(

@@ -21,6 +21,7 @@ pub use state::VmState;
 use state::{bare_ip, format_id, parse_id, CloneBlock};
 
 use crate::provider::{ProviderData, Unavailable};
+use crate::proxmox::retry::{with_policy, API_CALL};
 use crate::proxmox::{self, provision};
 use crate::resources::diag::{path, unable};
 use crate::resources::timeouts::Operation;
@@ -29,6 +30,8 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+/// How long the plan-time checks keep asking a Proxmox that answers with gateway errors.
+const PLAN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an ACPI shutdown may take before Proxmox stops the VM hard.
 const SHUTDOWN_SECS: u64 = 60;
 
@@ -558,7 +561,12 @@ impl ProxmoxVmResource {
         let Ok(client) = self.data.proxmox() else {
             return;
         };
-        let nodes = match provision::node_names(&client).await {
+        let deadline = Instant::now() + PLAN_CHECK_TIMEOUT;
+        let nodes = with_policy(API_CALL, deadline, "list the nodes", || {
+            provision::node_names(&client)
+        })
+        .await;
+        let nodes = match nodes {
             Ok(nodes) => Some(nodes),
             Err(e @ proxmox::Error::Auth { .. }) => {
                 let setting = client.secret_setting();
@@ -600,18 +608,24 @@ impl ProxmoxVmResource {
                 return;
             }
             let node = state.node.as_ref_option().cloned().unwrap_or_default();
-            if let Err(e) = provision::find_template(&client, &state.clone_source(), &node).await {
+            let source = state.clone_source();
+            let found = with_policy(API_CALL, deadline, "find the template", || {
+                provision::find_template(&client, &source, &node)
+            })
+            .await;
+            if let Err(e) = found {
                 if e.is_not_found() || e.is_template_elsewhere() {
+                    let title = if e.is_not_found() {
+                        "Template not found"
+                    } else {
+                        "Template cannot be cloned to this node"
+                    };
                     let attribute = if clone.template_id.is_value() {
                         "template_id"
                     } else {
                         "template_name"
                     };
-                    diags.error(
-                        "Template not found",
-                        e.to_string(),
-                        path(&["clone", "0", attribute]),
-                    );
+                    diags.error(title, e.to_string(), path(&["clone", "0", attribute]));
                 }
             }
         }

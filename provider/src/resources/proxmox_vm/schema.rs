@@ -13,43 +13,43 @@ pub fn schema() -> Schema {
     use AttributeConstraint::*;
     use AttributeType::*;
     let clone = Block {
-        description: Description::plain("The template to clone. Changing it replaces the VM."),
+        description: Description::markdown("The template to clone; required to create a VM. Changing any of its arguments replaces the VM. An imported VM has no `clone` block (Proxmox does not record which template a VM came from); adding one later only records it."),
         attributes: map! {
-            "template_id" => attr(Number, Optional, "VMID of the template. Give this or `template_name`."),
-            "template_name" => attr(String, Optional, "Name of the template, looked up across the cluster."),
+            "template_id" => attr(Number, Optional, "VMID of the template. Give exactly one of `template_id` and `template_name`."),
+            "template_name" => attr(String, Optional, "Name of the template, looked up across the cluster. Give exactly one of `template_id` and `template_name`."),
             "full" => attr(Bool, OptionalComputed, "Full clone (default `true`); `false` makes a linked clone."),
-            "storage" => attr(String, Optional, "Storage for the new disks (full clones only)."),
+            "storage" => attr(String, Optional, "Storage for the new disks (full clones only); the template's storage when not set."),
             "pool" => attr(String, Optional, "Resource pool the VM joins.")
         },
         ..Default::default()
     };
     let disk = Block {
-        description: Description::plain(
-            "A disk of the template to grow. Disks only grow: a smaller size is an error.",
+        description: Description::markdown(
+            "A disk of the template to grow, one block per disk. Disks only grow: a smaller size is a plan-time error.",
         ),
         attributes: map! {
-            "slot" => attr(String, Required, "Disk slot, e.g. `scsi0` or `virtio0`."),
+            "slot" => attr(String, Required, "A disk slot of the template: `scsi0`, `virtio0`, `sata0`, `ide0`..."),
             "size_gb" => attr(Number, Required, "Size in GiB.")
         },
         ..Default::default()
     };
     let network = Block {
-        description: Description::plain("The first NIC (`net0`)."),
+        description: Description::markdown("The first network interface (`net0`). Changes reach a running VM at its next boot: apply restarts it."),
         attributes: map! {
-            "bridge" => attr(String, OptionalComputed, "Bridge (default `vmbr0`)."),
+            "bridge" => attr(String, OptionalComputed, "Bridge the NIC is plugged into (default `vmbr0`)."),
             "vlan" => attr(Number, Optional, "VLAN tag (1-4094)."),
             "mac" => attr(String, OptionalComputed, "MAC address; kept from the clone when not set."),
-            "model" => attr(String, OptionalComputed, "NIC model (default `virtio`).")
+            "model" => attr(String, OptionalComputed, "NIC model: `virtio` (default), `e1000`, `e1000e`, `rtl8139` or `vmxnet3`.")
         },
         ..Default::default()
     };
     let ipv4 = Block {
-        description: Description::plain(
-            "Static IPv4 written to cloud-init `ipconfig0` (Talos nocloud reads it).",
+        description: Description::markdown(
+            "Static IPv4 written to cloud-init `ipconfig0`; Talos's nocloud image reads it, so the node boots in maintenance mode at this address. DHCP is not offered: Talos certificates carry the node address.",
         ),
         attributes: map! {
             "address" => attr(String, Required, "Address with prefix, e.g. `10.0.0.11/24`."),
-            "gateway" => attr(String, Optional, "Default gateway, inside the address's subnet.")
+            "gateway" => attr(String, Optional, "Default gateway; it must lie inside the address's subnet.")
         },
         ..Default::default()
     };
@@ -64,19 +64,19 @@ pub fn schema() -> Schema {
             attributes: map! {
                 "id" => attr(String, Computed, "`node/vmid`."),
                 "node" => attr(String, Required, "Proxmox node to run on. Changing it replaces the VM."),
-                "name" => attr(String, Required, "VM name (a DNS label)."),
-                "vm_id" => attr(Number, OptionalComputed, "VMID; allocated safely when not set, even for many VMs created at once."),
+                "name" => attr(String, Required, "VM name, a DNS name (letters, digits, `-` and `.`)."),
+                "vm_id" => attr(Number, OptionalComputed, "VMID. When not set castle picks a free one, safely even when many VMs are created at once. Changing it replaces the VM."),
                 "cores" => attr(Number, OptionalComputed, "Cores per socket (template's value when not set)."),
                 "sockets" => attr(Number, OptionalComputed, "CPU sockets (template's value when not set)."),
                 "memory" => attr(Number, OptionalComputed, "Memory in MiB, at least 16 (template's value when not set)."),
                 "nameservers" => attr(List(String.into()), Optional, "DNS servers for cloud-init."),
                 "search_domain" => attr(String, Optional, "DNS search domain for cloud-init."),
-                "tags" => attr(Set(String.into()), Optional, "Tags; order does not matter."),
+                "tags" => attr(Set(String.into()), Optional, "Tags. Order does not matter (Proxmox sorts them); the tag `castle-managed` that castle adds is not shown."),
                 "description" => attr(String, Optional, "Notes shown in the Proxmox UI."),
                 "on_boot" => attr(Bool, Optional, "Start the VM when the host boots."),
-                "started" => attr(Bool, OptionalComputed, "Keep the VM running (default `true`)."),
+                "started" => attr(Bool, OptionalComputed, "Keep the VM running (default `true`): a VM stopped outside Terraform shows as drift and the next apply starts it again. `false` shuts it down."),
                 "mac_address" => attr(String, Computed, "MAC address of `net0`."),
-                "ipv4_address" => attr(String, Computed, "The bare IPv4 address from `ipv4.address`, for wiring into a cluster.")
+                "ipv4_address" => attr(String, Computed, "The bare IPv4 address from `ipv4.address`, known at plan time, for wiring into `castle_talos_cluster`.")
             },
             blocks: map! {
                 "clone" => NestedBlock::Optional(clone),

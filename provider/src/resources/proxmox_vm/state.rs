@@ -203,6 +203,7 @@ impl VmState {
             description: known(&self.description),
             on_boot: known(&self.on_boot),
             mark_managed: false,
+            workspace_tag: None,
         }
     }
 

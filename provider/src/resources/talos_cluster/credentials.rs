@@ -64,6 +64,25 @@ pub fn issue(
     })
 }
 
+/// Talos API credentials issued afresh from the bundle: for a destroy that has the cluster's
+/// secrets but no stored client certificate (a tainted cluster being replaced).
+pub fn talos_access(spec: &ClusterSpec, bundle: &SecretsBundle) -> Result<Credentials, String> {
+    let (endpoints, nodes) = talos_addresses(spec);
+    let issued = issue_talosconfig(
+        bundle,
+        &spec.name,
+        &endpoints,
+        &nodes,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Credentials {
+        ca_pem: bundle.os_ca.crt.clone(),
+        cert_pem: issued.certificate.crt,
+        key_pem: issued.certificate.key,
+    })
+}
+
 /// What the cluster operations need to reach both APIs.
 pub fn access(
     spec: &ClusterSpec,

@@ -5,6 +5,7 @@
 //! itself is [`crate::talos::cluster`]: this file only sequences it.
 
 mod credentials;
+mod identity;
 mod kubeconfig_file;
 mod plan;
 mod schema;
@@ -187,6 +188,7 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut state = proposed_state;
+        identity::check(diags, &state)?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
             Some(spec) => plan::check_spec(&spec, None, diags).map(drop)?,
@@ -210,7 +212,10 @@ impl Resource for TalosClusterResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
         let mut state = proposed_state;
-        if state.name.is_value() && state.name != prior_state.name {
+        identity::check(diags, &state)?;
+        let other_identity =
+            identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
+        if other_identity || (state.name.is_value() && state.name != prior_state.name) {
             state.id = Value::Unknown;
             state.kubeconfig = Value::Unknown;
             state.talosconfig = Value::Unknown;
@@ -220,7 +225,8 @@ impl Resource for TalosClusterResource {
             if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
             }
-            return Some((state, prior_private_state, vec![AttributePath::new("name")]));
+            let cause = if other_identity { "secrets" } else { "name" };
+            return Some((state, prior_private_state, vec![AttributePath::new(cause)]));
         }
         if config_state.endpoint.is_null() {
             // Not configured: it follows the VIP, or the first control plane, as they change.
@@ -236,57 +242,37 @@ impl Resource for TalosClusterResource {
             (Some(spec), Some(bundle)) => {
                 let configs = plan::check_spec(&spec, Some(bundle), diags)?;
                 state.machine_configs = plan::configs_value(&configs);
-                if prior_state.talos_version.is_value()
-                    && prior_state.talos_version != state.talos_version
-                {
-                    diags.root_warning(
-                        "Talos will be upgraded node by node",
-                        format!(
-                            "Changing talos_version from {} to {} upgrades every node in place: control planes first, one at a \
-                             time, each back on the new release with the cluster healthy before the next.",
-                            prior_state.talos_version.as_ref_option().cloned().unwrap_or_default(),
-                            state.talos_version.as_ref_option().cloned().unwrap_or_default()
-                        ),
-                    );
-                }
-                // Nodes on another release (upgraded or rolled back outside Terraform, or a new
-                // talos_version) are brought to the target release by apply.
-                let target = plan::target_version(&spec).unwrap_or_default();
-                let off = plan::nodes_off_version(&prior_state, &spec, &target);
-                if !off.is_empty() && prior_state.talos_version == state.talos_version {
-                    diags.root_warning(
-                        "Nodes run another Talos release",
-                        format!(
-                            "{} will be brought to {target} node by node.",
-                            off.iter()
-                                .map(|(n, v)| format!("{n} runs {v}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                }
+                // What apply will do, as the reconcile plans it: warn of upgrades, and leave
+                // `node_versions` unknown where nodes will report something new.
+                let prior_spec = prior_state.to_spec();
+                let planned = prior_spec
+                    .as_ref()
+                    .map(|prior| current(&prior_state, prior))
+                    .zip(desired(&spec, &configs).ok());
+                let steps = match &planned {
+                    Some((current, desired)) => {
+                        warn_of_upgrades(diags, &prior_state, &state, current, desired);
+                        cluster::plan(Some(current), desired)
+                    }
+                    None => vec![],
+                };
+                let reports_change = planned.is_none()
+                    || steps.iter().any(|s| {
+                        matches!(
+                            s,
+                            cluster::Step::Upgrade { .. } | cluster::Step::ApplyNew(_)
+                        )
+                    });
                 let same_nodes = prior_state
                     .node_versions
                     .as_ref_option()
                     .map(|v| v.keys().collect::<Vec<_>>())
                     == Some(spec.nodes.keys().collect::<Vec<_>>());
-                state.node_versions = if off.is_empty() && same_nodes {
+                state.node_versions = if !reports_change && same_nodes {
                     prior_state.node_versions.clone()
                 } else {
                     Value::Unknown
                 };
-                let reinstall = prior_state
-                    .to_spec()
-                    .and_then(|prior| installer_image(&prior).ok())
-                    .zip(installer_image(&spec).ok())
-                    .is_some_and(|(before, after)| before != after);
-                if reinstall && prior_state.talos_version == state.talos_version {
-                    diags.root_warning(
-                        "Nodes will be reinstalled one by one",
-                        "The installer image changed (system extensions or install_image): each node installs it \
-                         with an in-place upgrade, control planes first, the cluster healthy in between.",
-                    );
-                }
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
                 let due = prior_private_state
@@ -337,17 +323,26 @@ impl Resource for TalosClusterResource {
             .or_else(|| incomplete(diags, "create the cluster"))?;
         let name = spec.name.clone();
         let now = OffsetDateTime::now_utc();
-        // The bundle is generated once, here, and kept in private state from now on.
-        let bundle = match tokio::task::spawn_blocking(move || SecretsBundle::generate(now)).await {
-            Ok(Ok(bundle)) => bundle,
-            Ok(Err(e)) => {
-                unable(diags, &format!("generate the PKI of cluster {name}"), e);
+        // Given secrets were stored by Terraform before this create began: nodes that got them
+        // from a run that was killed are this cluster's, and this create finishes their work.
+        // Without them, the bundle is generated here and kept in private state (deprecated).
+        let bundle = match identity::given(&planned_state) {
+            Some(Ok(bundle)) => bundle,
+            Some(Err(e)) => {
+                unable(diags, &format!("create cluster {name}"), e);
                 return None;
             }
-            Err(e) => {
-                unable(diags, &format!("generate the PKI of cluster {name}"), e);
-                return None;
-            }
+            None => match tokio::task::spawn_blocking(move || SecretsBundle::generate(now)).await {
+                Ok(Ok(bundle)) => bundle,
+                Ok(Err(e)) => {
+                    unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                    return None;
+                }
+                Err(e) => {
+                    unable(diags, &format!("generate the PKI of cluster {name}"), e);
+                    return None;
+                }
+            },
         };
         let mut secrets = ClusterSecrets {
             bundle: serde_json::to_string(&bundle).ok()?,
@@ -377,16 +372,31 @@ impl Resource for TalosClusterResource {
         };
         let mut state = planned_state;
         record(&mut state, &configs, Some(issued));
+        // Every value of the state a failed create saves must be known: what the nodes
+        // report, even if that is nothing.
+        state.node_versions = Value::Value(BTreeMap::new());
+        let access = credentials::access(&spec, &bundle, &secrets);
+        let nodes = credentials::cluster_nodes(&spec, &configs);
+        let (access, nodes) = match (access, nodes) {
+            (Ok(access), Ok(nodes)) => (access, nodes),
+            (Err(e), _) | (_, Err(e)) => {
+                unable(diags, &format!("create cluster {name}"), e);
+                return Some((state, Some(secrets)));
+            }
+        };
         let result = async {
-            let access = credentials::access(&spec, &bundle, &secrets)
-                .map_err(cluster::ClusterError::Credentials)?;
-            let nodes = credentials::cluster_nodes(&spec, &configs)
-                .map_err(cluster::ClusterError::Credentials)?;
-            cluster::apply_configs(&nodes, &access, deadline).await?;
-            cluster::wait_configured(&nodes, &access, deadline).await?;
-            cluster::bootstrap_and_wait_healthy(&nodes, None, &access, deadline).await
+            let desired = desired(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let steps = cluster::plan(None, &desired);
+            let live = cluster::Live {
+                access: &access,
+                deadline,
+                image: &desired.image,
+                target: &desired.target,
+            };
+            cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
         }
         .await;
+        state.node_versions = versions_value(&cluster::reported_versions(&nodes, &access).await);
         if let Err(e) = result {
             unable(diags, &format!("create cluster {name}"), &e);
             // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
@@ -394,7 +404,6 @@ impl Resource for TalosClusterResource {
             // those nodes back to maintenance mode and starts again: nothing to repair by hand.
             return Some((state, Some(secrets)));
         }
-        state.node_versions = plan::all_on(&spec, &plan::target_version(&spec).unwrap_or_default());
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -446,73 +455,46 @@ impl Resource for TalosClusterResource {
             None
         };
         record(&mut state, &configs, issued);
-        let result = async {
+        let result: Result<BTreeMap<String, String>, cluster::ClusterError> = async {
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
                 .map_err(cluster::ClusterError::Credentials)?;
-            // Nodes that left the configuration: out of etcd and Kubernetes, then reset.
-            if let Some(prior_spec) = prior_state.to_spec() {
-                let prior_nodes = credentials::cluster_nodes(&prior_spec, &BTreeMap::new())
-                    .map_err(cluster::ClusterError::Credentials)?;
-                let kept: BTreeSet<&String> = spec.nodes.keys().collect();
-                for gone in prior_nodes.iter().filter(|n| !kept.contains(&n.name)) {
-                    let outcome = cluster::remove_node(gone, &access, deadline).await?;
-                    warn_unless_reset(diags, gone, &outcome);
-                }
-            }
-            // A new Talos release first: configs for a newer contract are refused by an older
-            // node, so every node is upgraded (one at a time, healthy in between) before them.
-            // A new installer image of the same release (other extensions, another
-            // install_image) is installed the same way: Talos only reinstalls on an upgrade.
-            let target = plan::target_version(&spec).unwrap_or_default();
-            let drifted = !plan::nodes_off_version(&prior_state, &spec, &target).is_empty();
-            let image = installer_image(&spec)
-                .map_err(|e| cluster::ClusterError::Credentials(e.to_string()))?;
-            let reinstall = prior_state
-                .to_spec()
-                .and_then(|prior| installer_image(&prior).ok())
-                .is_some_and(|prior_image| prior_image != image);
-            if drifted
-                || reinstall
-                || (prior_state.talos_version.is_value()
-                    && prior_state.talos_version != state.talos_version)
-            {
-                let tag = image.rsplit(':').next().unwrap_or_default().to_string();
-                let running: Vec<ClusterNode> = nodes
-                    .iter()
-                    .filter(|n| applied_configs(&prior_state).contains_key(&n.name))
-                    .cloned()
-                    .collect();
-                cluster::upgrade_nodes(&running, &image, &tag, reinstall, &access, deadline)
-                    .await?;
-            }
-            let applied = applied_configs(&prior_state);
-            let (new, changed): (Vec<ClusterNode>, Vec<ClusterNode>) = nodes
+            let desired = desired(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let prior_spec = prior_state.to_spec();
+            let current = prior_spec
+                .as_ref()
+                .map(|prior| current(&prior_state, prior))
+                .unwrap_or_default();
+            let steps = cluster::plan(Some(&current), &desired);
+            let removed: Vec<ClusterNode> = current
+                .nodes
                 .iter()
-                .filter(|n| applied.get(&n.name) != Some(&n.config))
+                .filter(|n| !spec.nodes.contains_key(&n.name))
                 .cloned()
-                .partition(|n| !applied.contains_key(&n.name));
-            // New machines all at once; running ones one by one, so the cluster keeps quorum.
-            cluster::apply_configs(&new, &access, deadline).await?;
-            for node in &changed {
-                cluster::apply_configs(std::slice::from_ref(node), &access, deadline).await?;
+                .collect();
+            let live = cluster::Live {
+                access: &access,
+                deadline,
+                image: &desired.image,
+                target: &desired.target,
+            };
+            let mut report = cluster::Report::default();
+            let result = cluster::execute(&steps, &nodes, &removed, &live, &mut report).await;
+            for (node, outcome) in &report.not_reset {
+                warn_unless_reset(diags, node, outcome);
             }
-            let touched: Vec<ClusterNode> = new.iter().chain(changed.iter()).cloned().collect();
-            cluster::wait_configured(&touched, &access, deadline).await?;
-            // Ask a control plane that was already a member: never one that just joined.
-            let established = nodes
-                .iter()
-                .find(|n| n.is_control_plane() && applied.contains_key(&n.name))
-                .map(|n| n.name.clone());
-            cluster::bootstrap_and_wait_healthy(&nodes, established.as_deref(), &access, deadline)
-                .await
+            result?;
+            Ok(cluster::reported_versions(&nodes, &access).await)
         }
         .await;
-        if let Err(e) = result {
-            unable(diags, &format!("update cluster {}", spec.name), e);
-            return None;
-        }
+        let versions = match result {
+            Ok(versions) => versions,
+            Err(e) => {
+                unable(diags, &format!("update cluster {}", spec.name), e);
+                return None;
+            }
+        };
         if let Value::Value(old) = &prior_state.kubeconfig_file {
             if prior_state.kubeconfig_file != state.kubeconfig_file {
                 if let Err(e) = kubeconfig_file::remove(old) {
@@ -520,7 +502,7 @@ impl Resource for TalosClusterResource {
                 }
             }
         }
-        state.node_versions = plan::all_on(&spec, &plan::target_version(&spec).unwrap_or_default());
+        state.node_versions = versions_value(&versions);
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -548,6 +530,9 @@ impl Resource for TalosClusterResource {
                 .bundle()
                 .and_then(|bundle| credentials::access(&spec, &bundle, secrets))
                 .map(|access| access.talos),
+            (None, _) if prior_state.secrets.is_value() => identity::given(&prior_state)
+                .unwrap_or_else(|| Err("no secrets".into()))
+                .and_then(|bundle| credentials::talos_access(&spec, &bundle)),
             (None, Value::Value(talosconfig)) => credentials::talos_credentials(talosconfig),
             (None, _) => Err("no credentials in state".to_string()),
         };
@@ -611,6 +596,87 @@ fn warn_unless_reset(diags: &mut Diagnostics, node: &ClusterNode, outcome: &clus
             ),
         ),
     }
+}
+
+/// The cluster as the prior state left it, for the reconcile plan.
+fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
+    cluster::Current {
+        nodes: credentials::cluster_nodes(prior, &BTreeMap::new()).unwrap_or_default(),
+        applied: applied_configs(state),
+        versions: match &state.node_versions {
+            Value::Value(map) => map
+                .iter()
+                .filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone())))
+                .collect(),
+            _ => BTreeMap::new(),
+        },
+        image: installer_image(prior).ok(),
+    }
+}
+
+/// The cluster as the configuration wants it, for the reconcile plan.
+fn desired(
+    spec: &ClusterSpec,
+    configs: &BTreeMap<String, String>,
+) -> Result<cluster::Desired, String> {
+    Ok(cluster::Desired {
+        nodes: credentials::cluster_nodes(spec, configs)?,
+        image: installer_image(spec).map_err(|e| e.to_string())?,
+        target: plan::target_version(spec).unwrap_or_default(),
+    })
+}
+
+/// The plan's warnings for nodes apply will upgrade.
+fn warn_of_upgrades(
+    diags: &mut Diagnostics,
+    prior_state: &ClusterState,
+    state: &ClusterState,
+    current: &cluster::Current,
+    desired: &cluster::Desired,
+) {
+    let target = &desired.target;
+    match cluster::upgrade_reason(current, desired) {
+        Some(cluster::UpgradeReason::Release(_))
+            if prior_state.talos_version.is_value()
+                && prior_state.talos_version != state.talos_version =>
+        {
+            diags.root_warning(
+                "Talos will be upgraded node by node",
+                format!(
+                    "Changing talos_version from {} to {} upgrades every node in place: control planes first, one at a \
+                     time, each back on the new release with the cluster healthy before the next.",
+                    prior_state.talos_version.as_ref_option().cloned().unwrap_or_default(),
+                    state.talos_version.as_ref_option().cloned().unwrap_or_default()
+                ),
+            )
+        }
+        Some(cluster::UpgradeReason::Release(off)) => diags.root_warning(
+            "Nodes run another Talos release",
+            format!(
+                "{} will be brought to {target} node by node.",
+                off.iter()
+                    .map(|(n, v)| format!("{n} runs {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Some(cluster::UpgradeReason::Reinstall) => diags.root_warning(
+            "Nodes will be reinstalled one by one",
+            "The installer image changed (system extensions or install_image): each node installs it \
+             with an in-place upgrade, control planes first, the cluster healthy in between.",
+        ),
+        None => {}
+    }
+}
+
+/// `node_versions` as state holds them.
+fn versions_value(versions: &BTreeMap<String, String>) -> Value<BTreeMap<String, Value<String>>> {
+    Value::Value(
+        versions
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
+            .collect(),
+    )
 }
 
 /// Configs recorded as applied in state, by node.

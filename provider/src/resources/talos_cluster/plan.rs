@@ -163,30 +163,3 @@ pub fn target_version(spec: &ClusterSpec) -> Option<String> {
         .filter(|tag| tag.starts_with('v'))
         .or_else(|| config::TalosVersion::parse(&spec.talos_version).ok()?.tag())
 }
-
-/// Nodes that ran another release than `target` when last read, by name.
-pub fn nodes_off_version(
-    state: &ClusterState,
-    spec: &ClusterSpec,
-    target: &str,
-) -> Vec<(String, String)> {
-    match &state.node_versions {
-        Value::Value(versions) => versions
-            .iter()
-            .filter(|(name, _)| spec.nodes.contains_key(*name))
-            .filter_map(|(name, v)| v.as_ref_option().map(|v| (name.clone(), v.clone())))
-            .filter(|(_, v)| v != target)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `node_versions` after an apply that brought every node to `target`.
-pub fn all_on(spec: &ClusterSpec, target: &str) -> Value<BTreeMap<String, Value<String>>> {
-    Value::Value(
-        spec.nodes
-            .keys()
-            .map(|n| (n.clone(), Value::Value(target.to_string())))
-            .collect(),
-    )
-}

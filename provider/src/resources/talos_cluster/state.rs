@@ -39,6 +39,9 @@ pub struct ClusterState {
     pub id: Value<String>,
     /// Cluster name.
     pub name: Value<String>,
+    /// The identity (Talos secrets YAML from `castle_talos_secrets`); null for a cluster that
+    /// keeps its own in private state.
+    pub secrets: Value<String>,
     /// API URL.
     pub endpoint: Value<String>,
     /// VIP.

@@ -48,6 +48,7 @@ pub async fn connect(
     // address itself, so no DNS is ever involved. The scheme is `http` because tonic, built
     // without its own TLS, refuses `https`: TLS is done by the connector instead.
     let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        .and_then(|endpoint| endpoint.user_agent(crate::USER_AGENT))
         .map_err(|source| TalosError::Connect { address, source })?;
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let tls = tls.clone();

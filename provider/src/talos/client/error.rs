@@ -97,9 +97,36 @@ impl TalosError {
                 | tonic::Code::Unauthenticated
                 | tonic::Code::Unimplemented
                 | tonic::Code::NotFound => ErrorClass::Final,
+                tonic::Code::Unknown if self.refused_for_good() => ErrorClass::Final,
                 _ => ErrorClass::Retryable,
             },
         }
+    }
+
+    /// Talos answers several refusals that no retry cures as plain errors (gRPC Unknown), so
+    /// only their text tells them from a passing failure:
+    /// - a config that does not decode, in maintenance mode (Talos:
+    ///   internal/app/maintenance/server.go (v1.12.0) `ApplyConfiguration`: "failed to parse
+    ///   config");
+    /// - an installer image that does not validate, a release the node cannot upgrade to or
+    ///   from, and an etcd of two members (v1alpha1_server.go `Upgrade`, internal/pkg/etcd/
+    ///   etcd.go `ValidateForUpgrade`, pkg/machinery/compatibility/talos_version.go).
+    ///
+    /// An upgrade mutex held by another upgrade, or a member not started or not healthy yet,
+    /// pass with time: those stay retryable.
+    fn refused_for_good(&self) -> bool {
+        let message = match self {
+            TalosError::Status { status, .. } => status.message(),
+            TalosError::Node { message, .. } => message.as_str(),
+            _ => return false,
+        };
+        [
+            "failed to parse config",
+            "error validating installer image",
+            "is insufficient to maintain quorum",
+        ]
+        .iter()
+        .any(|needle| message.contains(needle))
     }
 
     /// The error with all its causes on one line, for diagnostics ("… transport error:
@@ -205,6 +232,28 @@ mod tests {
             status(tonic::Code::Unavailable).class(),
             ErrorClass::Retryable
         );
+    }
+
+    #[test]
+    fn a_config_or_upgrade_talos_refuses_for_good_is_final_though_unknown() {
+        let unknown = |text: &str| TalosError::Status {
+            rpc: "Upgrade",
+            code: tonic::Code::Unknown,
+            status: Box::new(tonic::Status::unknown(text)),
+        };
+        for text in [
+            "failed to parse config: unknown keys found during decoding",
+            "error validating installer image \"x:v1.13.0\": host version 1.10.4 is too old to upgrade to Talos 1.13.0",
+            "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if upgrade commences",
+        ] {
+            assert_eq!(unknown(text).class(), ErrorClass::Final, "{text}");
+        }
+        for text in [
+            "failed to acquire upgrade mutex: context deadline exceeded",
+            "error validating etcd for upgrade: etcd member 00000000000000ab is not started, all members must be running to perform an upgrade",
+        ] {
+            assert_eq!(unknown(text).class(), ErrorClass::Retryable, "{text}");
+        }
     }
 
     #[test]

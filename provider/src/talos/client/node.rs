@@ -309,6 +309,23 @@ impl NodeClient {
         Ok(single("Upgrade", reply.messages, |m| m.metadata.as_ref())?.ack)
     }
 
+    /// The node's boot id (`MachineService/Read` of `/proc/sys/kernel/random/boot_id`): it
+    /// changes with every boot, which is how talosctl tells that a reboot happened (Talos:
+    /// cmd/talosctl/pkg/talos/action/tracker.go (v1.12.0) `getBootID`).
+    pub async fn boot_id(&self) -> Result<String, TalosError> {
+        let request = machine::ReadRequest {
+            path: "/proc/sys/kernel/random/boot_id".into(),
+        };
+        let reply = self.machine.clone().read(self.request(request)).await;
+        let mut stream = reply.map_err(status_error("Read"))?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(status_error("Read"))? {
+            check_metadata("Read", chunk.metadata.as_ref())?;
+            bytes.extend_from_slice(&chunk.bytes);
+        }
+        Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
     /// `MachineService/Kubeconfig`: the admin kubeconfig of the cluster (control planes only).
     /// The stream carries a .tar.gz; this returns the bytes of the file inside.
     pub async fn kubeconfig(&self) -> Result<Vec<u8>, TalosError> {

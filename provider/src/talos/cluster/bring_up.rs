@@ -4,6 +4,7 @@
 use futures::future::join_all;
 use tokio::time::Instant;
 
+use super::execute::Applied;
 use super::poll::{poll, Pending};
 use super::{Access, ClusterError, ClusterNode};
 use crate::talos::client::{probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeClient, NodeState};
@@ -138,29 +139,37 @@ pub async fn bootstrap(
     .await
 }
 
-/// Confirms etcd is bootstrapped (a no-op when it is already) and waits until the whole
-/// cluster is healthy: how every create and update ends. `bootstrap_on` names the control
-/// plane to ask: on an update it must be one that was already in etcd, since Talos accepts a
-/// bootstrap on any control plane whose data directory is still empty, and a node that just
-/// joined may not have synced yet: that would start a second etcd cluster. Without a name, the
-/// first control plane is asked (a new cluster).
-pub async fn bootstrap_and_wait_healthy(
-    nodes: &[ClusterNode],
-    bootstrap_on: Option<&str>,
+/// Applies a changed config to a node that runs this cluster's config (AUTO, as talosctl
+/// does) and says whether Talos reboots it for that: AUTO takes a change in place only when
+/// it stays inside `CanApplyImmediate`'s allowlist, and otherwise answers REBOOT, "Applied
+/// configuration with a reboot", then reboots after the reply (Talos:
+/// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0)
+/// `ApplyConfiguration`).
+pub async fn apply_running(
+    node: &ClusterNode,
     access: &Access,
     deadline: Instant,
-) -> Result<(), ClusterError> {
-    let target = match bootstrap_on {
-        Some(name) => nodes
-            .iter()
-            .find(|n| n.name == name && n.is_control_plane()),
-        None => nodes.iter().find(|n| n.is_control_plane()),
-    };
-    let Some(target) = target else {
-        return Err(ClusterError::Credentials(
-            "the cluster has no control plane to bootstrap".into(),
-        ));
-    };
-    bootstrap(target, access, deadline).await?;
-    super::wait_healthy(nodes, access, deadline).await
+) -> Result<Applied, ClusterError> {
+    let boot = super::reboot::boot_id(node, access, deadline).await?;
+    poll(deadline, pending(CONFIG_ACCEPTED, node, String::new()), || async {
+        let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
+            Ok(client) => client.apply_configuration(node.config.as_bytes(), ApplyMode::Auto, false).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(reply) => {
+                let reboots = reply.mode == ApplyMode::Reboot as i32 || reply.mode_details.contains("with a reboot");
+                tracing::info!(node = %node.name, ip = %node.ip, details = %reply.mode_details, "machine configuration applied");
+                Ok(Ok(if reboots { Applied::Rebooting { boot: boot.clone() } } else { Applied::InPlace }))
+            }
+            Err(e) if e.class() == ErrorClass::ForeignCluster => {
+                Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip })
+            }
+            Err(e) if e.class() == ErrorClass::Final => {
+                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
+            }
+            Err(e) => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
+        }
+    })
+    .await
 }

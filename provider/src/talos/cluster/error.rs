@@ -30,6 +30,16 @@ pub enum ClusterError {
         /// Talos's reason.
         message: String,
     },
+    /// The node refused to upgrade.
+    #[error("node {node} ({ip}) refused the upgrade: {message}")]
+    UpgradeRefused {
+        /// Node name.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+        /// Talos's reason.
+        message: String,
+    },
     /// A wait ran out of time; says which check, on which node, and the last answer seen.
     #[error("timed out waiting for {check} on {node}: last answer: {last}")]
     Timeout {

@@ -13,7 +13,7 @@ use super::poll::{bounded, poll, Pending, ATTEMPT_TIMEOUT};
 use super::{Access, ClusterError, ClusterNode};
 use crate::kubernetes::KubeClient;
 use crate::talos::client::NodeClient;
-use crate::talos::proto::machine::ServiceInfo;
+use crate::talos::proto::machine::{EtcdMember, ServiceInfo};
 
 /// The checks, in the order they are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,9 @@ async fn check_node(
         .etcd_member_list()
         .await
         .map_err(|e| fail(HealthCheck::EtcdMembers, e.describe()))?;
+    if let Some(last) = unready_member(&members) {
+        return Err(fail(HealthCheck::EtcdMembers, last));
+    }
     Ok(Some(members.into_iter().map(|m| m.hostname).collect()))
 }
 
@@ -169,6 +172,21 @@ pub async fn check(
     Ok(())
 }
 
+/// A member that does not vote yet: a learner (Talos promotes a joining control plane once it
+/// caught up, `services/etcd.go` `promoteMember`) or one that has not started (no name yet).
+/// Taking a voter down meanwhile could lose quorum.
+fn unready_member(members: &[EtcdMember]) -> Option<String> {
+    members.iter().find_map(|m| {
+        if m.hostname.is_empty() {
+            Some(format!("member {:x} has not started yet", m.id))
+        } else if m.is_learner {
+            Some(format!("member {} is still a learner", m.hostname))
+        } else {
+            None
+        }
+    })
+}
+
 /// Says how a member list differs from the control planes: "members cp-1, cp-3; missing cp-2".
 fn member_difference(members: &BTreeSet<String>, expected: &BTreeSet<String>) -> String {
     let join = |set: Vec<&String>| {
@@ -222,6 +240,28 @@ mod tests {
     fn a_lost_member_is_named() {
         let text = member_difference(&set(&["cp-1", "cp-3"]), &set(&["cp-1", "cp-2", "cp-3"]));
         assert_eq!(text, "members cp-1, cp-3; missing cp-2");
+    }
+
+    #[test]
+    fn a_learner_or_an_unstarted_member_keeps_the_cluster_unhealthy() {
+        let member = |id, name: &str, learner| EtcdMember {
+            id,
+            hostname: name.into(),
+            is_learner: learner,
+            ..Default::default()
+        };
+        let voting = [member(1, "cp-1", false), member(2, "cp-2", false)];
+        assert_eq!(unready_member(&voting), None);
+        let learning = [member(1, "cp-1", false), member(2, "cp-2", true)];
+        assert_eq!(
+            unready_member(&learning).as_deref(),
+            Some("member cp-2 is still a learner")
+        );
+        let unstarted = [member(1, "cp-1", false), member(0x2a, "", true)];
+        assert_eq!(
+            unready_member(&unstarted).as_deref(),
+            Some("member 2a has not started yet")
+        );
     }
 
     #[test]

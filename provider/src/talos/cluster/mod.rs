@@ -1,25 +1,32 @@
-//! Cluster operations over the Talos API and the Kubernetes API, as plain async functions the
-//! resource calls: bring nodes up from maintenance mode, bootstrap etcd once, judge health the
-//! way talosctl does (but polling in a fraction of a second), re-apply configs, remove and
-//! reset nodes. No Terraform types; every wait takes the caller's deadline.
+//! Cluster operations over the Talos API and the Kubernetes API. `plan.rs` decides, without a
+//! node, what an apply does and in which order; `execute.rs` runs those steps through
+//! [`NodeOperations`] (the real one calls the functions of the other files: bring nodes up
+//! from maintenance mode, bootstrap etcd once, judge health the way talosctl does, upgrade,
+//! remove and reset nodes). No Terraform types; every wait takes the caller's deadline.
 
 mod bring_up;
 mod error;
+mod execute;
 mod health;
+mod plan;
 mod poll;
+mod reboot;
 mod teardown;
 mod upgrade;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub use bring_up::{apply_configs, bootstrap, bootstrap_and_wait_healthy, wait_configured};
+pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
+pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
+pub use plan::{plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;
-use crate::talos::client::{ConnectOptions, Credentials};
+use crate::talos::client::{probe, ConnectOptions, Credentials, NodeState};
 use crate::talos::config::Role;
 
 /// One node as the operations need it.
@@ -51,4 +58,23 @@ pub struct Access {
     pub kube: KubeAccess,
     /// Port and connect timeout of the Talos API.
     pub connect: ConnectOptions,
+}
+
+/// The Talos release each node reports now, by name; nodes that do not answer with our
+/// credentials are left out.
+pub async fn reported_versions(nodes: &[ClusterNode], access: &Access) -> BTreeMap<String, String> {
+    let states = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| probe(n.ip, &access.talos, &access.connect)),
+    )
+    .await;
+    nodes
+        .iter()
+        .zip(states)
+        .filter_map(|(node, state)| match state {
+            NodeState::Configured { talos_version } => Some((node.name.clone(), talos_version)),
+            _ => None,
+        })
+        .collect()
 }

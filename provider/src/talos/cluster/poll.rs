@@ -39,9 +39,25 @@ impl Backoff {
     }
 }
 
+/// Bound of one Upgrade request: Talos pulls and checks the installer image inside the
+/// request, before it answers (Talos: internal/app/machined/internal/server/v1alpha1/
+/// v1alpha1_server.go (v1.12.0) `Upgrade` calls `install.PullAndValidateInstallerImage`), and a
+/// few hundred megabytes from the Image Factory take minutes on a home link. Cutting it short
+/// would cancel the pull and start it again, forever.
+pub const UPGRADE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// Runs `attempt`, bounded by [`ATTEMPT_TIMEOUT`] and by `deadline`; `None` when time ran out.
 pub async fn bounded<T>(deadline: Instant, attempt: impl Future<Output = T>) -> Option<T> {
-    let until = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
+    bounded_by(deadline, ATTEMPT_TIMEOUT, attempt).await
+}
+
+/// Runs `attempt`, bounded by `limit` and by `deadline`; `None` when time ran out.
+pub async fn bounded_by<T>(
+    deadline: Instant,
+    limit: Duration,
+    attempt: impl Future<Output = T>,
+) -> Option<T> {
+    let until = deadline.min(Instant::now() + limit);
     tokio::time::timeout_at(until, attempt).await.ok()
 }
 
@@ -73,6 +89,20 @@ impl Pending {
 pub async fn poll<T, F, Fut>(
     deadline: Instant,
     waiting: Pending,
+    attempt: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, Pending>, ClusterError>>,
+{
+    poll_each(deadline, ATTEMPT_TIMEOUT, waiting, attempt).await
+}
+
+/// [`poll`] with another bound than [`ATTEMPT_TIMEOUT`] on each attempt.
+pub async fn poll_each<T, F, Fut>(
+    deadline: Instant,
+    limit: Duration,
+    waiting: Pending,
     mut attempt: F,
 ) -> Result<T, ClusterError>
 where
@@ -83,7 +113,7 @@ where
     let mut pending = waiting;
     let mut answered = false;
     loop {
-        match bounded(deadline, attempt()).await {
+        match bounded_by(deadline, limit, attempt()).await {
             Some(Ok(Ok(done))) => return Ok(done),
             Some(Ok(Err(now))) => {
                 pending = now;
@@ -92,7 +122,7 @@ where
             Some(Err(e)) => return Err(e),
             // The attempt hung for its whole bound: that is the answer.
             None if Instant::now() < deadline => {
-                pending.last = format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
+                pending.last = format!("no answer within {} s", limit.as_secs());
                 answered = true;
             }
             // The deadline cut an attempt short: the previous answer is the informative one.

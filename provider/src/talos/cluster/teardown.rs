@@ -91,6 +91,10 @@ async fn reset_one(
         .await
         .unwrap_or_else(|| Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())));
         match attempt {
+            Ok(Ok(ResetOutcome::Reset)) => {
+                wait_back_in_maintenance(node, talos, connect, deadline).await?;
+                return Ok(ResetOutcome::Reset);
+            }
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(last)) => {
                 if !backoff.wait(deadline).await {
@@ -108,6 +112,55 @@ async fn reset_one(
                     return Ok(ResetOutcome::Unreachable { last });
                 }
             }
+        }
+    }
+}
+
+/// Waits for the observable end of a reset: Talos answers Reset at once and then cordons,
+/// drains, leaves etcd, wipes and reboots, serving its old identity meanwhile (Talos:
+/// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0) `Reset`,
+/// v1alpha1_sequencer.go `Reset`). Reusing the machine before it is back in maintenance mode
+/// would meet the old cluster's CA, or have the new config wiped by the reset. A machine that
+/// stays silent for [`UNREACHABLE_GRACE`] after the reset (powered off meanwhile) has nothing
+/// left to wait for.
+async fn wait_back_in_maintenance(
+    node: &ClusterNode,
+    talos: &Credentials,
+    connect: &ConnectOptions,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let mut backoff = Backoff::new();
+    let mut silent_since: Option<Instant> = None;
+    loop {
+        let last = match bounded(deadline, probe(node.ip, talos, connect)).await {
+            Some(NodeState::Maintenance) => {
+                tracing::info!(node = %node.name, "node is back in maintenance mode");
+                return Ok(());
+            }
+            Some(NodeState::Unreachable { reason }) => {
+                let since = *silent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNREACHABLE_GRACE {
+                    tracing::warn!(node = %node.name, %reason, "node did not come back after its reset");
+                    return Ok(());
+                }
+                format!("rebooting: {reason}")
+            }
+            Some(NodeState::Configured { .. }) => {
+                silent_since = None;
+                "still runs its old configuration (cordoning, draining, leaving etcd)".to_string()
+            }
+            Some(NodeState::ForeignCluster) => {
+                silent_since = None;
+                "answers with another cluster's certificate".to_string()
+            }
+            None => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+        };
+        if !backoff.wait(deadline).await {
+            return Err(ClusterError::Timeout {
+                check: "the node to be back in maintenance mode after its reset".into(),
+                node: format!("{} ({})", node.name, node.ip),
+                last,
+            });
         }
     }
 }

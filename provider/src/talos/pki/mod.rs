@@ -10,6 +10,7 @@ mod ca;
 mod client_cert;
 mod keys;
 pub mod kubeconfig;
+mod secrets_yaml;
 pub mod talosconfig;
 mod tokens;
 

@@ -20,6 +20,16 @@ pub(crate) enum Applied {
 }
 
 impl Applied {
+    /// The mode the answer reports: AUTO resolved to what the node did.
+    pub(crate) fn mode(&self, requested: ApplyMode) -> ApplyMode {
+        match self {
+            Applied::Rebooting => ApplyMode::Reboot,
+            Applied::InPlace => ApplyMode::NoReboot,
+            Applied::Staged => ApplyMode::Staged,
+            Applied::DryRun | Applied::Installing => requested,
+        }
+    }
+
     /// The answer's `mode_details`.
     pub(crate) fn details(&self) -> &'static str {
         match self {
@@ -42,12 +52,28 @@ impl Fleet {
         mode: ApplyMode,
         dry_run: bool,
     ) -> Result<Applied, Status> {
+        // Maintenance mode takes AUTO, REBOOT and TRY only.
+        if maintenance && matches!(mode, ApplyMode::NoReboot | ApplyMode::Staged) {
+            return Err(Status::unimplemented(format!(
+                "apply configuration --mode='{}' is not supported in maintenance mode",
+                mode.as_str_name().to_lowercase().replace('_', "-")
+            )));
+        }
         let mut state = self.lock_api()?;
         let node = state.serving_mut(address)?;
         if let Some(reason) = node.faults.reject_next_config.take() {
             return Err(Status::invalid_argument(reason));
         }
-        let parsed = config::parse(data, &node.talos_version).map_err(Status::invalid_argument)?;
+        // In maintenance mode a config that does not decode is a plain error (gRPC Unknown);
+        // only validation is InvalidArgument (Talos: internal/app/maintenance/server.go
+        // (v1.12.0) `ApplyConfiguration`). A configured node answers InvalidArgument to both.
+        let parsed = config::parse(data, &node.talos_version).map_err(|e| {
+            if maintenance && e.starts_with("failed to parse config") {
+                Status::unknown(e)
+            } else {
+                Status::invalid_argument(e)
+            }
+        })?;
         if dry_run {
             return Ok(Applied::DryRun);
         }
@@ -57,11 +83,23 @@ impl Fleet {
             self.start_reboot(&mut state, address, true, After::Running);
             return Ok(Applied::Installing);
         }
+        // AUTO reboots when the change is outside what Talos applies in place (Talos:
+        // internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0)
+        // `ApplyConfiguration`, `CanApplyImmediate`).
+        let immediate = node
+            .config
+            .as_ref()
+            .is_some_and(|running| running.reboot_part == parsed.reboot_part);
+        let mode = match mode {
+            ApplyMode::Auto if !immediate => ApplyMode::Reboot,
+            other => other,
+        };
         match mode {
             ApplyMode::Staged => Ok(Applied::Staged),
             ApplyMode::Reboot => {
                 node.config = Some(Arc::new(parsed));
-                self.start_reboot(&mut state, address, false, After::Running);
+                drop(state);
+                self.reboot_after_drain(address, false, After::Running, |_| {});
                 Ok(Applied::Rebooting)
             }
             _ => {

@@ -68,7 +68,9 @@ impl Fleet {
                 let config = foreign_config(address)?;
                 node.config = Some(Arc::new(config));
                 node.phase = Phase::running();
-                node.etcd_data = true;
+                // Its disk holds the etcd data of that other cluster.
+                let member = node.disk.join("etcd").join("member");
+                std::fs::create_dir_all(&member).map_err(|e| FleetError::Disk(member, e))?;
                 node.wake();
             }
             Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
@@ -102,10 +104,13 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         endpoint: format!("https://{address}:6443"),
         k8s_ca_crt: None,
         k8s_ca_key: None,
+        etcd_ca_crt: None,
+        etcd_ca_key: None,
         vip: None,
         apiserver_refusal: None,
         kubelet_version: "v1.31.0".into(),
         install_version: None,
         install_image: None,
+        reboot_part: serde_json::Value::Null,
     })
 }

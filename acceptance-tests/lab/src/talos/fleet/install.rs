@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use tonic::Status;
 
-use super::config::{self, MachineConfig};
+use super::config::{self, MachineConfig, MachineType};
 use super::{After, Fleet, Node};
 
 impl Node {
@@ -21,22 +21,77 @@ impl Node {
 }
 
 impl Fleet {
-    /// The Upgrade call: the node writes `image` to disk and reboots into its release.
-    pub(crate) fn upgrade(&self, address: IpAddr, image: &str) -> Result<(), Status> {
+    /// The Upgrade call: the node pulls `image` before it answers (Talos:
+    /// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0) `Upgrade`
+    /// runs `install.PullAndValidateInstallerImage` in the request), then writes it to disk
+    /// and reboots into its release after draining.
+    pub(crate) async fn upgrade(&self, address: IpAddr, image: &str) -> Result<(), Status> {
+        tokio::time::sleep(self.scaled(self.inner.options.pull_delay)).await;
         let tag = image
             .rsplit_once(':')
             .map(|(_, t)| t.to_string())
             .unwrap_or_default();
+        // Talos refuses an upgrade with plain errors (gRPC Unknown).
+        let refuse = |why: String| {
+            Status::unknown(format!("error validating installer image {image:?}: {why}"))
+        };
         if config::version_line(&tag).is_none() {
-            return Err(Status::invalid_argument(format!(
-                "installer image {image:?} has no supported Talos version tag"
+            return Err(refuse(format!(
+                "{tag:?} is not a Talos release the lab has"
             )));
         }
         let mut state = self.lock_api()?;
+        let host = state.serving(address)?.talos_version.clone();
+        if let Some(minimum) = minimum_upgrade_from(&tag) {
+            if minor(&host) < Some(minimum) {
+                return Err(refuse(format!(
+                    "host version {} is too old to upgrade to Talos {}",
+                    host.trim_start_matches('v'),
+                    tag.trim_start_matches('v')
+                )));
+            }
+        }
+        // A control plane checks that etcd can lose it for the reboot (Talos:
+        // internal/pkg/etcd/etcd.go (v1.12.0) `ValidateForUpgrade`).
+        let config = state.config_of(address)?;
+        if config.machine_type == MachineType::Controlplane {
+            // The member list as the node's own etcd gave it last.
+            let members = &state.serving(address)?.etcd.members;
+            if members.len() == 2 {
+                return Err(Status::unknown(
+                    "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if \
+                     upgrade commences",
+                ));
+            }
+            if let Some(m) = members.iter().find(|m| m.hostname.is_empty()) {
+                return Err(Status::unknown(format!(
+                    "error validating etcd for upgrade: etcd member {:016x} is not started, all members must be \
+                     running to perform an upgrade",
+                    m.id
+                )));
+            }
+        }
         let node = state.serving_mut(address)?;
         node.pending_version = Some(tag);
         node.installed_images.push(image.to_string());
-        self.start_reboot(&mut state, address, true, After::Running);
+        drop(state);
+        self.reboot_after_drain(address, true, After::Running, |_| {});
         Ok(())
+    }
+}
+
+/// The `(major, minor)` of a release tag, `v1.12.3` → `(1, 12)`.
+fn minor(tag: &str) -> Option<(u32, u32)> {
+    let mut parts = tag.trim_start_matches('v').split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The oldest release the installer of `tag` upgrades from (Talos:
+/// pkg/machinery/compatibility/talos112/talos112.go (v1.12.0) `MinimumHostUpgradeVersion`
+/// 1.10.0, talos113 1.11.0, talos111 1.9.0, talos110 1.8.0).
+fn minimum_upgrade_from(tag: &str) -> Option<(u32, u32)> {
+    match minor(tag)? {
+        (1, m) if m >= 10 => Some((1, m - 2)),
+        _ => None,
     }
 }

@@ -1,5 +1,11 @@
-//! The Kubernetes API of a bootstrapped cluster: served on the VIP and on each running etcd
-//! member's address, with the cluster's Node objects; and the Kubeconfig call.
+//! The Kubernetes API of a cluster: served on each control plane whose etcd answers a quorum
+//! read (kube-apiserver needs etcd) and on the VIP, which one of them holds; with the cluster's
+//! Node objects; and the Kubeconfig call.
+//!
+//! Talos: `internal/app/machined/pkg/controllers/network/operator/vip.go` (v1.12.0): a control
+//! plane campaigns for the VIP only once its etcd service is running and healthy, and keeps it
+//! while it stays so. The lab's election: the holder keeps the VIP while its etcd is healthy;
+//! otherwise the first healthy control plane in address order takes it.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -27,11 +33,30 @@ impl KubeServing {
     }
 }
 
+impl State {
+    /// Whether the Kubernetes API of `cluster_id` answers at `address` (a running member's
+    /// address, or the VIP once a control plane holds it).
+    pub(crate) fn kube_answers_at(&self, cluster_id: &str, address: IpAddr) -> bool {
+        self.clusters
+            .get(cluster_id)
+            .and_then(|c| c.kube.as_ref())
+            .is_some_and(|k| k.listeners.contains_key(&address))
+    }
+}
+
 impl Fleet {
     /// Brings the Kubernetes API listeners of every cluster in line with the nodes: served on
-    /// the VIP and on each running etcd member's address once the cluster is bootstrapped.
+    /// each running control plane with a healthy etcd, and on the VIP.
     pub(crate) fn reconcile_kube(&self, state: &mut State) {
-        let ids: Vec<String> = state.clusters.keys().cloned().collect();
+        let mut ids: Vec<String> = state.clusters.keys().cloned().collect();
+        ids.extend(
+            state
+                .nodes
+                .values()
+                .filter_map(|n| n.config.as_ref().map(|c| c.cluster_id.clone())),
+        );
+        ids.sort();
+        ids.dedup();
         for id in ids {
             self.reconcile_cluster_kube(state, &id);
         }
@@ -50,32 +75,51 @@ impl Fleet {
             .filter_map(|(a, n)| n.config.clone().map(|c| (*a, c)))
             .filter(|(_, c)| c.machine_type == MachineType::Controlplane)
             .collect();
-        let Some(cluster) = state.clusters.get_mut(cluster_id) else {
-            return;
-        };
-        let members: Vec<IpAddr> = cluster.members.iter().map(|m| m.address).collect();
         let serving: Vec<IpAddr> = control_planes
             .iter()
             // A kube-apiserver that exits at start serves nothing (config::apiserver_refusal).
             .filter(|(_, c)| c.apiserver_refusal.is_none())
             .map(|(a, _)| *a)
-            .filter(|a| members.contains(a))
             .filter(|a| {
-                matches!(
-                    state.nodes.get(a).map(|n| n.phase),
-                    Some(Phase::Running { .. })
-                )
+                state
+                    .nodes
+                    .get(a)
+                    .is_some_and(|n| n.etcd.healthy && matches!(n.phase, Phase::Running { .. }))
             })
             .collect();
         let vip = control_planes.iter().find_map(|(_, c)| c.vip);
+        let cluster = state.clusters.entry(cluster_id.to_string()).or_default();
+        let holder = match cluster.vip_holder {
+            Some(h) if serving.contains(&h) => Some(h),
+            _ => serving.first().copied(),
+        };
+        cluster.vip_holder = vip.and(holder);
         let mut wanted = serving.clone();
-        if let (Some(vip), false) = (vip, serving.is_empty()) {
+        if let (Some(vip), Some(_)) = (vip, cluster.vip_holder) {
             wanted.push(vip);
+        }
+        // Listeners of addresses no longer wanted close first: the API leaves with its nodes,
+        // even when no control plane of the cluster is left.
+        if let Some(kube) = cluster.kube.as_mut() {
+            kube.listeners.retain(|addr, task| {
+                let keep = wanted.contains(addr) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
         }
         let ca = control_planes
             .iter()
             .find_map(|(_, c)| Some((c.k8s_ca_crt.clone()?, c.k8s_ca_key.clone()?)));
-        let Some((ca_crt, ca_key)) = ca else { return };
+        let Some((ca_crt, ca_key)) = ca else {
+            // No control plane of this cluster is left: its API servers, and the VIP with
+            // them, leave with their nodes (a new cluster on the same VIP must get it).
+            if let Some(kube) = cluster.kube.take() {
+                kube.stop();
+            }
+            return;
+        };
         let mut sans: Vec<IpAddr> = control_planes.iter().map(|(a, _)| *a).chain(vip).collect();
         sans.sort();
         sans.dedup();

@@ -8,7 +8,7 @@
 //! | `apply.rs` | ApplyConfiguration and its modes |
 //! | `install.rs` | installing from `machine.install.image`, Upgrade |
 //! | `reset.rs` | Reset |
-//! | `etcd.rs` | Bootstrap, membership, EtcdMemberList/RemoveMemberByID/LeaveCluster, etcd health |
+//! | `etcd/` | a real etcd per control plane (`service.rs`), its JSON-gateway client (`client.rs`), Bootstrap and the etcd calls (`mod.rs`) |
 //! | `kube.rs` | the Kubernetes API on the VIP and control planes, its Node objects, Kubeconfig |
 //! | `faults.rs` | injected faults |
 //!
@@ -21,15 +21,18 @@
 #![allow(clippy::result_large_err)]
 
 mod apply;
+mod boot;
 mod etcd;
 mod faults;
 mod install;
 mod kube;
 mod power;
 mod reset;
+mod trustd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,6 +62,12 @@ pub struct FleetOptions {
     pub install_delay: Duration,
     /// Unreachable time of a reboot, reset or upgrade.
     pub reboot_delay: Duration,
+    /// Time a node keeps serving after it answered a Reboot, Reset, Upgrade or an apply that
+    /// reboots: cordon, drain, leave etcd, stop services.
+    pub drain_delay: Duration,
+    /// Time an Upgrade request takes before it answers: Talos pulls and checks the installer
+    /// image inside the request.
+    pub pull_delay: Duration,
     /// Time after coming back up before bootstrap is possible and etcd joins.
     pub settle_delay: Duration,
     /// Time after registration before a Kubernetes node is Ready.
@@ -68,6 +77,12 @@ pub struct FleetOptions {
     pub boot_delay: Duration,
     /// Talos version of nodes added without one.
     pub default_talos_version: String,
+    /// Where the nodes' disks live (one folder per address: etcd data, certificates, logs).
+    /// `None` (unless `$CASTLE_LAB_DISKS` names one): a temporary folder, deleted with the
+    /// fleet.
+    pub disk_dir: Option<PathBuf>,
+    /// The etcd binary every control plane runs (Debian's `etcd-server`).
+    pub etcd_binary: PathBuf,
 }
 
 impl Default for FleetOptions {
@@ -78,10 +93,16 @@ impl Default for FleetOptions {
             time_scale: 1.0,
             install_delay: Duration::from_millis(1500),
             reboot_delay: Duration::from_millis(1000),
+            drain_delay: Duration::from_millis(1000),
+            pull_delay: Duration::from_millis(1000),
             settle_delay: Duration::from_millis(300),
             kube_ready_delay: Duration::from_millis(1000),
             boot_delay: Duration::from_millis(2000),
             default_talos_version: "v1.12.0".into(),
+            disk_dir: std::env::var_os("CASTLE_LAB_DISKS").map(PathBuf::from),
+            etcd_binary: std::env::var_os("CASTLE_LAB_ETCD")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/usr/bin/etcd".into()),
         }
     }
 }
@@ -107,6 +128,9 @@ pub enum FleetError {
     /// The fault needs a node in another state (e.g. `lose_etcd_member` on a non-member).
     #[error("{0}")]
     Fault(String),
+    /// The node's disk folder could not be made.
+    #[error("unable to prepare the disk {} of a node", .0.display())]
+    Disk(PathBuf, #[source] std::io::Error),
     /// `power_on` of a node that is not powered off.
     #[error("node {0} is already powered on")]
     PoweredOn(IpAddr),
@@ -117,8 +141,10 @@ pub(crate) struct Node {
     pub(crate) phase: Phase,
     pub(crate) config: Option<Arc<MachineConfig>>,
     pub(crate) faults: Faults,
-    /// Whether the etcd data directory is non-empty (bootstrapped or joined).
-    pub(crate) etcd_data: bool,
+    /// The machine's disk: what survives a power cycle (etcd data).
+    pub(crate) disk: PathBuf,
+    /// Its etcd, on control planes.
+    pub(crate) etcd: etcd::NodeEtcd,
     /// Version to run after the pending reboot (upgrade).
     pub(crate) pending_version: Option<String>,
     /// Installer images written to disk, oldest first (install, then each upgrade).
@@ -136,8 +162,8 @@ impl Node {
 
 #[derive(Default)]
 pub(crate) struct Cluster {
-    pub(crate) bootstrapped: bool,
-    pub(crate) members: Vec<Member>,
+    /// The control plane holding the VIP.
+    pub(crate) vip_holder: Option<IpAddr>,
     /// Kubernetes nodes deleted through the API, with the boot they were deleted in: they come
     /// back when the node boots again (kubelet re-registers).
     deleted: HashMap<String, SystemTime>,
@@ -189,6 +215,10 @@ fn poisoned<T>(_: T) -> Status {
 
 pub(crate) struct Inner {
     pub(crate) options: FleetOptions,
+    /// The folder holding every node's disk.
+    pub(crate) disks: PathBuf,
+    /// Whether `disks` is a temporary folder of this fleet.
+    temporary_disks: bool,
     state: Mutex<State>,
     shutdown: watch::Sender<bool>,
 }
@@ -224,8 +254,14 @@ pub struct NodeSummary {
     pub hostname: Option<String>,
     /// `cluster.id` of the config.
     pub cluster_id: Option<String>,
-    /// Members of the node's cluster's etcd.
+    /// The etcd member list as this node's etcd gave it last (empty when it does not run).
     pub etcd_members: Vec<Member>,
+    /// This node's etcd member ID, while its etcd is healthy or was last.
+    pub etcd_member_id: Option<u64>,
+    /// Whether its etcd answers a quorum read.
+    pub etcd_healthy: bool,
+    /// Whether it holds its cluster's VIP.
+    pub vip: bool,
     /// Active faults.
     pub faults: Faults,
     /// Installer images written to disk, oldest first (for tests: what was installed).
@@ -239,9 +275,22 @@ impl Fleet {
     /// [`Fleet::shutdown`].
     pub fn new(options: FleetOptions) -> Self {
         let (shutdown, _) = watch::channel(false);
+        let (disks, temporary_disks) = match &options.disk_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "castle-lab-disks-{}-{:x}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                )),
+                true,
+            ),
+        };
         Fleet {
             inner: Arc::new(Inner {
                 options,
+                disks,
+                temporary_disks,
                 state: Mutex::new(State {
                     nodes: BTreeMap::new(),
                     clusters: HashMap::new(),
@@ -308,6 +357,10 @@ impl Fleet {
         if state.nodes.contains_key(&address) {
             return Err(FleetError::NodeExists(address));
         }
+        // A new machine has a blank disk.
+        let disk = etcd::node_disk(&self.inner.disks, address);
+        let _ = std::fs::remove_dir_all(&disk);
+        std::fs::create_dir_all(&disk).map_err(|e| FleetError::Disk(disk.clone(), e))?;
         let (wake, wake_rx) = watch::channel(0);
         let task = tokio::spawn(server::node_loop(
             self.clone(),
@@ -322,7 +375,8 @@ impl Fleet {
                 phase,
                 config: None,
                 faults: Faults::default(),
-                etcd_data: false,
+                disk,
+                etcd: Default::default(),
                 pending_version: None,
                 installed_images: Vec::new(),
                 wake,
@@ -340,9 +394,12 @@ impl Fleet {
             .nodes
             .remove(&address)
             .ok_or(FleetError::NoSuchNode(address))?;
-        if let Some(task) = node.task {
+        let mut node = node;
+        node.etcd.stop();
+        if let Some(task) = node.task.take() {
             task.abort();
         }
+        let _ = std::fs::remove_dir_all(&node.disk);
         self.reconcile_kube(&mut state);
         Ok(())
     }
@@ -364,11 +421,10 @@ impl Fleet {
             .iter()
             .map(|(address, node)| {
                 let cluster_id = node.config.as_ref().map(|c| c.cluster_id.clone());
-                let etcd_members = cluster_id
+                let vip = cluster_id
                     .as_ref()
                     .and_then(|id| state.clusters.get(id))
-                    .map(|c| c.members.clone())
-                    .unwrap_or_default();
+                    .is_some_and(|c| c.vip_holder == Some(*address));
                 NodeSummary {
                     address: *address,
                     talos_version: node.talos_version.clone(),
@@ -376,7 +432,10 @@ impl Fleet {
                     machine_type: node.config.as_ref().map(|c| c.machine_type),
                     hostname: node.config.as_ref().and_then(|c| c.hostname.clone()),
                     cluster_id,
-                    etcd_members,
+                    etcd_members: node.etcd.members.clone(),
+                    etcd_member_id: node.etcd.member_id,
+                    etcd_healthy: node.etcd.healthy,
+                    vip,
                     faults: node.faults.clone(),
                     installed_images: node.installed_images.clone(),
                     kube_apiserver_failure: node
@@ -409,7 +468,8 @@ impl Fleet {
             services.push(service("containerd", true, true));
             services.push(service("kubelet", settled, settled));
             if config.machine_type == MachineType::Controlplane {
-                services.push(service("etcd", settled, self.etcd_healthy(&state, address)));
+                let (running, healthy) = self.etcd_service(&state, address);
+                services.push(service("etcd", running, healthy));
                 services.push(service("trustd", true, true));
                 // kube-apiserver is a static pod, not a Talos service; the lab lists it when it
                 // cannot start, so the reason shows where an operator looks first.
@@ -429,6 +489,7 @@ impl Fleet {
         self.inner.shutdown.send_replace(true);
         if let Ok(mut state) = self.lock() {
             for node in state.nodes.values_mut() {
+                node.etcd.stop();
                 if let Some(task) = node.task.take() {
                     task.abort();
                 }
@@ -445,6 +506,14 @@ impl Fleet {
     pub async fn stopped(&self) {
         let mut rx = self.inner.shutdown.subscribe();
         let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.temporary_disks {
+            let _ = std::fs::remove_dir_all(&self.disks);
+        }
     }
 }
 

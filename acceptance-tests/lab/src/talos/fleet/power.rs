@@ -60,6 +60,7 @@ impl Fleet {
         // A node powered off in the middle of an install has its config on disk already (the
         // emulator writes it when the config is applied), so it boots configured.
         node.phase = Phase::PoweredOff;
+        node.etcd.power_down();
         node.wake();
         self.reconcile_kube(&mut state);
         Ok(())
@@ -93,10 +94,40 @@ impl Fleet {
 
     /// The Reboot call: the node goes down after its answer and comes back running its config.
     pub(crate) fn reboot(&self, address: IpAddr) -> Result<(), Status> {
-        let mut state = self.lock_api()?;
-        state.serving(address)?;
-        self.start_reboot(&mut state, address, false, After::Running);
+        self.lock_api()?.serving(address)?;
+        self.reboot_after_drain(address, false, After::Running, |_| {});
         Ok(())
+    }
+
+    /// A reboot that Talos runs after it answered the request (Talos:
+    /// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0) `Reboot`,
+    /// `Reset`, `Upgrade` and a REBOOT apply start their sequence in a goroutine): for
+    /// [`FleetOptions::drain_delay`] the node cordons, drains and stops its services while it
+    /// still serves its old identity, then `at_shutdown` changes its disk and it goes down.
+    /// Nothing happens if the machine was powered off or rebooted meanwhile.
+    ///
+    /// [`FleetOptions::drain_delay`]: super::FleetOptions::drain_delay
+    pub(crate) fn reboot_after_drain(
+        &self,
+        address: IpAddr,
+        install: bool,
+        then: After,
+        at_shutdown: fn(&mut Node),
+    ) {
+        let fleet = self.clone();
+        let drain = self.scaled(self.inner.options.drain_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            let Ok(mut state) = fleet.lock() else { return };
+            let Some(node) = state.nodes.get_mut(&address) else {
+                return;
+            };
+            if !matches!(node.phase, Phase::Running { .. }) {
+                return;
+            }
+            at_shutdown(node);
+            fleet.start_reboot(&mut state, address, install, then);
+        });
     }
 
     /// Puts a node into a reboot that ends in `then`, and wakes its task so that its listener
@@ -120,6 +151,7 @@ impl Fleet {
             until: Instant::now() + self.scaled(base),
             then,
         };
+        node.etcd.power_down();
         let wake = node.wake.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;

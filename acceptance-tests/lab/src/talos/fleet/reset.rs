@@ -1,11 +1,16 @@
 //! The Reset call: the node forgets its config and etcd data and reboots into maintenance.
+//!
+//! Talos: `internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go` (v1.12.0) `Reset`:
+//! the request returns at once; a graceful reset of a control plane leaves etcd
+//! (`LeaveCluster`, while its own etcd still runs, so that a two-member cluster keeps the
+//! quorum the removal needs), then drains, wipes the disk and reboots.
 
 use std::net::IpAddr;
 
 use tonic::Status;
 
-use super::etcd::leave;
-use super::{After, Fleet};
+use super::etcd::wipe_etcd;
+use super::{After, Fleet, Node};
 
 impl Fleet {
     /// Resets the node at `address`. A graceful reset leaves etcd first; a forced one leaves a
@@ -13,13 +18,21 @@ impl Fleet {
     pub(crate) fn reset(&self, address: IpAddr, graceful: bool) -> Result<(), Status> {
         let mut state = self.lock_api()?;
         state.config_of(address)?;
-        if graceful {
-            leave(&mut state, address);
+        state.serving(address)?;
+        // The wipe comes at the end of the reset sequence: until then the node still serves
+        // its old identity.
+        let wipe: fn(&mut Node) = |node| {
+            node.config = None;
+            node.etcd.stop();
+            wipe_etcd(&node.disk);
+        };
+        let leaving = graceful
+            && self.leave_etcd_then(&mut state, address, move |fleet, _| {
+                fleet.reboot_after_drain(address, false, After::Maintenance, wipe)
+            });
+        if !leaving {
+            self.reboot_after_drain(address, false, After::Maintenance, wipe);
         }
-        let node = state.serving_mut(address)?;
-        node.config = None;
-        node.etcd_data = false;
-        self.start_reboot(&mut state, address, false, After::Maintenance);
         Ok(())
     }
 }
