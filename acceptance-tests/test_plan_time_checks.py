@@ -64,7 +64,7 @@ def test_the_flagship_example_refuses_bad_cluster_input_at_plan_time_naming_the_
 
     # The default plan (the release's own Kubernetes) is fine, with every MAC still unknown.
     out = said(t.plan())
-    assert 'Plan: 7 to add' in out, out
+    assert 'Plan: 8 to add' in out, out
     assert 'kubernetes_version = "v1.35.0"' in out, out
 
     # An apply with bad input clones nothing.
@@ -90,7 +90,7 @@ def test_endpoint_and_tpm_mistakes_are_refused_at_plan_time(flagship):
     assert 'endpoint "k8s.lan:443:6443" is not a host with an optional port' in out, out
     out = failed_plan(t, 'disk_encryption=tpm')
     assert 'disk_encryption = "tpm" needs a SecureBoot installer' in out, out
-    assert 'Plan: 7 to add' in t.plan('-var=endpoint=k8s.lan:443')
+    assert 'Plan: 8 to add' in t.plan('-var=endpoint=k8s.lan:443')
 
 
 def test_bad_cluster_input_does_not_block_removing_the_vms_without_refresh(flagship, pve):
