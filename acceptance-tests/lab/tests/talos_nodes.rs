@@ -368,9 +368,13 @@ async fn upgrade_reboots_into_the_new_version_and_etcd_comes_back() {
         NodeClient::connect_insecure(cp, &options()).await.ok()
     })
     .await;
-    // A v1.11 node gets a config without the v1.12-only documents.
+    // A v1.11 node gets a config without the v1.12-only documents, and with the
+    // PodSecurityPolicy admission plugin off (else its kube-apiserver would not start).
     let config = cluster.config(true, "cp-1");
-    let main_doc = config.split("---\n").next().unwrap();
+    let mut main: serde_yaml::Value =
+        serde_yaml::from_str(config.split("---\n").next().unwrap()).unwrap();
+    main["cluster"]["apiServer"] = serde_yaml::from_str("disablePodSecurityPolicy: true").unwrap();
+    let main_doc = serde_yaml::to_string(&main).unwrap();
     client
         .apply_configuration(main_doc.as_bytes(), ApplyMode::Auto, false)
         .await

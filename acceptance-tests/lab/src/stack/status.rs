@@ -200,6 +200,9 @@ fn describe_nodes(nodes: &[Value]) -> String {
             text(&n["hostname"]),
             etcd_column(n),
         ));
+        if let Some(reason) = n["kube_apiserver_failure"].as_str() {
+            out.push_str(&format!("  {:<16} {reason}\n", ""));
+        }
     }
     out
 }

@@ -66,6 +66,9 @@ pub struct MachineConfig {
     pub etcd_ca_key: Option<String>,
     /// The shared VIP (v1alpha1 interfaces or a `Layer2VIPConfig`).
     pub vip: Option<IpAddr>,
+    /// Why kube-apiserver would exit on this control plane, if it would (see
+    /// [`apiserver_refusal`]).
+    pub apiserver_refusal: Option<String>,
     /// Tag of the kubelet image, e.g. `v1.32.0`.
     pub kubelet_version: String,
     /// Talos release of `machine.install.image` (its tag, when it names a supported release):
@@ -154,6 +157,148 @@ fn b64_pem(value: Option<&Value>) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// How Go's multierror (used by Talos's validation) prints its errors.
+fn multierror(problems: &[String]) -> String {
+    let items: Vec<String> = problems.iter().map(|p| format!("\t* {p}")).collect();
+    match problems.len() {
+        1 => format!("1 error occurred:\n{}\n\n", items.join("\n")),
+        n => format!("{n} errors occurred:\n{}\n\n", items.join("\n")),
+    }
+}
+
+/// The Kubernetes minors a Talos release line runs.
+// Talos: pkg/machinery/compatibility/talos110..talos113 (Min/MaxKubernetesVersion).
+fn kubernetes_window(line: &str) -> Option<(u32, u32)> {
+    match line {
+        "v1.10" => Some((28, 33)),
+        "v1.11" => Some((29, 34)),
+        "v1.12" => Some((30, 35)),
+        "v1.13" => Some((31, 36)),
+        _ => None,
+    }
+}
+
+/// `1.35.2` from `registry.k8s.io/kube-apiserver:v1.35.2`, with its minor.
+fn image_kubernetes_version(image: &str) -> Option<(String, u32)> {
+    let (_, tag) = image.rsplit_once(":v")?;
+    let tag = tag.split('@').next()?;
+    let minor = tag.split('.').nth(1)?.parse().ok()?;
+    Some((tag.to_string(), minor))
+}
+
+/// The semantic checks of Talos's config validation that castle could trip, each with Talos's
+/// message (joined as multierror does; the node answers InvalidArgument).
+// Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go (v1.12.0) Validate and
+// RuntimeValidate; pkg/machinery/compatibility/kubernetes_version.go SupportedWith.
+fn semantic_problems(main: &Value, talos_version: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let str_at = |p: &str| main.pointer(p).and_then(Value::as_str);
+    let control_plane = str_at("/machine/type") == Some("controlplane");
+    if main.pointer("/machine/install").is_some()
+        && str_at("/machine/install/disk").is_none_or(str::is_empty)
+        && main.pointer("/machine/install/diskSelector").is_none()
+    {
+        problems.push("either install disk or diskSelector should be defined".to_string());
+    }
+    if !control_plane {
+        let vip_on_interface = main
+            .pointer("/machine/network/interfaces")
+            .and_then(Value::as_array)
+            .is_some_and(|ifs| ifs.iter().any(|i| i.get("vip").is_some()));
+        if vip_on_interface {
+            problems.push("virtual (shared) IP is not allowed on non-controlplane nodes".into());
+        }
+    }
+    for iface in main
+        .pointer("/machine/network/interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let named = iface.get("interface").is_some();
+        let selected = iface.get("deviceSelector").is_some();
+        if named == selected {
+            problems.push(format!(
+                "[networking.os.device.interface], [networking.os.device.deviceSelector]: {}",
+                if named {
+                    "config sections are mutually exclusive"
+                } else {
+                    "required either config section to be set"
+                }
+            ));
+        }
+    }
+    if main.get("persist") == Some(&Value::Bool(false)) {
+        problems.push(".persist should be enabled".into());
+    }
+    match str_at("/cluster/controlPlane/endpoint") {
+        None => problems.push("cluster controlplane endpoint is required".into()),
+        Some(endpoint) => {
+            let host = endpoint
+                .split_once("://")
+                .map(|(_, rest)| rest.split('/').next().unwrap_or_default());
+            if host.is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "invalid controlplane endpoint: {endpoint:?} is not a valid URL with a host"
+                ));
+            }
+        }
+    }
+    // From v1.11 the node refuses Kubernetes images outside its release's window.
+    let line = version_line(talos_version).unwrap_or_default();
+    let talos = talos_version.trim_start_matches('v');
+    if let (Some((min, max)), true) = (kubernetes_window(line), line != "v1.10") {
+        let mut images = vec![("kubelet", str_at("/machine/kubelet/image"))];
+        if control_plane {
+            images.push(("kube-apiserver", str_at("/cluster/apiServer/image")));
+            images.push((
+                "kube-controller-manager",
+                str_at("/cluster/controllerManager/image"),
+            ));
+            images.push(("kube-scheduler", str_at("/cluster/scheduler/image")));
+        }
+        for (name, image) in images {
+            let Some((version, minor)) = image.and_then(image_kubernetes_version) else {
+                continue;
+            };
+            let reason = if minor < min {
+                "too old"
+            } else if minor > max {
+                "too new"
+            } else {
+                continue;
+            };
+            problems.push(format!(
+                "{name} image is not valid: version of Kubernetes {version} is {reason} to be used with Talos {talos}"
+            ));
+        }
+    }
+    problems
+}
+
+/// Why kube-apiserver exits at start, if it does: Talos v1.10/v1.11 add the PodSecurityPolicy
+/// admission plugin unless `cluster.apiServer.disablePodSecurityPolicy` is true, and Kubernetes
+/// removed that plugin in 1.25 (every release those lines run).
+// Talos: internal/app/machined/pkg/controllers/k8s/control_plane.go (v1.11.0)
+// PodSecurityPolicyEnabled, control_plane_static_pod.go (enable-admission-plugins);
+// Kubernetes: plugin/pkg/admission/security/podsecuritypolicy removed in v1.25.0.
+fn apiserver_refusal(main: &Value, line: &str) -> Option<String> {
+    if !matches!(line, "v1.10" | "v1.11") {
+        return None;
+    }
+    if main.pointer("/cluster/apiServer/disablePodSecurityPolicy") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    let image = main
+        .pointer("/cluster/apiServer/image")
+        .or_else(|| main.pointer("/machine/kubelet/image"))
+        .and_then(Value::as_str)?;
+    let (_, minor) = image_kubernetes_version(image)?;
+    (minor >= 25).then(|| {
+        "kube-apiserver exited: Error: enable-admission-plugins plugin \"PodSecurityPolicy\" is unknown".to_string()
+    })
+}
+
 /// Parses and checks a multi-document config for a node running `talos_version`.
 /// The error is the reason a real node would give with `InvalidArgument`.
 pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> {
@@ -201,6 +346,10 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         .iter()
         .find(|d| d.get("version").is_some() && d.get("kind").is_none())
         .ok_or("config has no v1alpha1 document")?;
+    let problems = semantic_problems(main, talos_version);
+    if !problems.is_empty() {
+        return Err(multierror(&problems));
+    }
     let machine_type = match main.pointer("/machine/type").and_then(Value::as_str) {
         Some("controlplane") => MachineType::Controlplane,
         Some("worker") => MachineType::Worker,
@@ -258,7 +407,11 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         .clone()
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .filter(|tag| version_line(tag).is_some());
+    let apiserver_refusal = (machine_type == MachineType::Controlplane)
+        .then(|| apiserver_refusal(main, line))
+        .flatten();
     Ok(MachineConfig {
+        apiserver_refusal,
         machine_type,
         hostname,
         os_ca_crt,
@@ -313,6 +466,64 @@ mod tests {
         let config = parse(yaml.as_bytes(), "v1.10.7").unwrap();
         assert_eq!(config.vip, Some("10.0.0.9".parse().unwrap()));
         assert_eq!(config.hostname.as_deref(), Some("old-style"));
+    }
+
+    #[test]
+    fn kubernetes_outside_the_release_window_is_refused_with_talos_message() {
+        let yaml = cluster()
+            .config(true, "cp-1")
+            .replace("kubelet:v1.32.3", "kubelet:v1.36.1");
+        let err = parse(yaml.as_bytes(), "v1.12.0").unwrap_err();
+        assert_eq!(
+            err,
+            "1 error occurred:\n\t* kubelet image is not valid: version of Kubernetes 1.36.1 is too new to be used with Talos 1.12.0\n\n"
+        );
+    }
+
+    #[test]
+    fn kube_apiserver_exits_on_v1_11_unless_pod_security_policy_is_disabled() {
+        // The v1alpha1 document alone: v1.11 has no HostnameConfig.
+        let mut doc = main_doc(&cluster().config(true, "cp-1"));
+        let yaml = serde_yaml::to_string(&doc).unwrap();
+        let config = parse(yaml.as_bytes(), "v1.11.0").unwrap();
+        assert!(config
+            .apiserver_refusal
+            .unwrap()
+            .contains("plugin \"PodSecurityPolicy\" is unknown"));
+        doc["cluster"]["apiServer"] =
+            serde_yaml::from_str("disablePodSecurityPolicy: true").unwrap();
+        let yaml = serde_yaml::to_string(&doc).unwrap();
+        assert_eq!(
+            parse(yaml.as_bytes(), "v1.11.0").unwrap().apiserver_refusal,
+            None
+        );
+        assert_eq!(
+            parse(cluster().config(true, "cp-1").as_bytes(), "v1.12.0")
+                .unwrap()
+                .apiserver_refusal,
+            None
+        );
+    }
+
+    #[test]
+    fn a_vip_on_a_worker_and_a_missing_install_disk_are_refused() {
+        let main = serde_json::json!({
+            "machine": {
+                "type": "worker",
+                "install": { "image": "x" },
+                "network": { "interfaces": [{ "deviceSelector": { "physical": true }, "vip": { "ip": "10.0.0.10" } }] },
+            },
+            "cluster": { "controlPlane": { "endpoint": "10.0.0.10:6443" } },
+        });
+        let problems = semantic_problems(&main, "v1.10.0");
+        assert_eq!(
+            problems,
+            [
+                "either install disk or diskSelector should be defined",
+                "virtual (shared) IP is not allowed on non-controlplane nodes",
+                "invalid controlplane endpoint: \"10.0.0.10:6443\" is not a valid URL with a host",
+            ]
+        );
     }
 
     #[test]

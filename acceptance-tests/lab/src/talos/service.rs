@@ -261,15 +261,20 @@ impl MachineService for NodeApi {
             .into_iter()
             .map(|s| machine::ServiceInfo {
                 id: s.id.to_string(),
-                state: if s.running { "Running" } else { "Waiting" }.to_string(),
+                state: match (&s.failure, s.running) {
+                    (Some(_), _) => "Failed",
+                    (None, true) => "Running",
+                    (None, false) => "Waiting",
+                }
+                .to_string(),
                 events: Some(machine::ServiceEvents::default()),
                 health: Some(machine::ServiceHealth {
-                    unknown: !s.running,
+                    unknown: !s.running && s.failure.is_none(),
                     healthy: s.healthy,
-                    last_message: if s.healthy {
-                        String::new()
-                    } else {
-                        "not healthy yet".into()
+                    last_message: match (&s.failure, s.healthy) {
+                        (Some(reason), _) => reason.clone(),
+                        (None, true) => String::new(),
+                        (None, false) => "not healthy yet".into(),
                     },
                     last_change: None,
                 }),

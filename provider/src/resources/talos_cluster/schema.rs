@@ -27,8 +27,8 @@ pub fn schema() -> Schema {
         "address" => attr(String, Required, "The node's static address with prefix as it booted, e.g. `10.0.0.11/24` (for Proxmox VMs: `castle_proxmox_vm.x.ipv4[0].address`). Addresses must be distinct."),
         "role" => attr(String, Required, "`controlplane` or `worker`. Use an odd number of control planes (1, 3 or 5): an even number is allowed but warned about, since it tolerates no more failures than one less."),
         "install_disk" => attr(String, Optional, "Disk Talos installs to (default `/dev/sda`)."),
-        "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used."),
-        "patches" => attr(List(String.into()), Optional, "YAML strategic-merge patches for this node only, applied last.")
+        "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used: the VM must then have exactly one NIC."),
+        "patches" => attr(List(String.into()), Optional, "Patches for this node only, applied last (strategic-merge YAML or RFC 6902 JSON patches, as `patches`).")
         },
         ..Default::default()
     };
@@ -53,10 +53,10 @@ pub fn schema() -> Schema {
                 "nameservers" => attr(strings(), Optional, "DNS servers of the nodes."),
                 "install_image" => attr(String, Optional, "Installer image. Default: the Image Factory installer for `extensions` and `talos_version`; do not combine with `extensions`."),
                 "extensions" => attr(strings(), Optional, "Official system extensions, e.g. `siderolabs/iscsi-tools` and `siderolabs/util-linux-tools` for Longhorn."),
-                "disk_encryption" => attr(String, Optional, "Encrypt the STATE and EPHEMERAL partitions with keys derived from the node (`nodeID`) or sealed by its TPM (`tpm`)."),
-                "patches" => attr(strings(), Optional, "YAML strategic-merge patches for every node, applied first. Each must be valid for `talos_version`'s schema: a bad patch is a plan-time error pointing at it."),
-                "controlplane_patches" => attr(strings(), Optional, "YAML patches for control planes, applied after `patches`."),
-                "worker_patches" => attr(strings(), Optional, "YAML patches for workers, applied after `patches`."),
+                "disk_encryption" => attr(String, Optional, "Encrypt the STATE and EPHEMERAL partitions with keys derived from the node (`nodeID`) or sealed by its TPM (`tpm`). `tpm` needs a SecureBoot installer (`install_image = \".../installer-secureboot/<schematic>:<version>\"`) and a UEFI VM with SecureBoot and a TPM: Talos seals the key against the PCR signing key only signed images carry. Without such an `install_image`, `tpm` is a plan-time error."),
+                "patches" => attr(strings(), Optional, "Patches for every node, applied first, merged as Talos merges them: strategic-merge YAML (maps merge, scalars replace, lists append except `cluster.network.podSubnets`/`serviceSubnets` and `auditPolicy`, which replace; `machine.network.interfaces` merge by `interface` or `deviceSelector`, their `vlans` by `vlanId`, `admissionControl` by `name`; `$patch: delete` removes a key or a document), or an RFC 6902 JSON patch (a list of `op`/`path`/`value`) on the v1alpha1 document. So a `certSANs` or `extraMounts` patch from a Talos guide adds to castle's entries. Each must be valid for `talos_version`'s schema: a bad patch is a plan-time error pointing at it."),
+                "controlplane_patches" => attr(strings(), Optional, "Patches for control planes (either form, as `patches`), applied after `patches`."),
+                "worker_patches" => attr(strings(), Optional, "Patches for workers (either form, as `patches`), applied after `patches`."),
                 "inline_manifests" => attr(Map(String.into()), Optional, "Manifests applied at bootstrap, by name (for example Flux or a CNI)."),
                 "extra_manifests" => attr(strings(), Optional, "Manifest URLs applied at bootstrap."),
                 "kubeconfig_file" => attr(String, Optional, "Path where castle keeps the admin kubeconfig, written with mode 0600 after every create, update and renewal and removed on destroy. A file changed or removed outside Terraform shows as drift and is written again. The directory must exist."),

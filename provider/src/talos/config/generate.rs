@@ -90,11 +90,14 @@ pub fn generate_node_config(
         })?;
     }
     for (label, text) in patches_for(spec, node_name, node) {
-        let parsed = patch::parse_patch(text).map_err(|reason| ConfigError::PatchParse {
+        let parsed = patch::parse_any(text).map_err(|reason| ConfigError::PatchParse {
+            patch: label.clone(),
+            reason: reason.clone(),
+        })?;
+        patch::apply_any(&mut docs, &parsed).map_err(|reason| ConfigError::PatchParse {
             patch: label.clone(),
             reason,
         })?;
-        patch::apply(&mut docs, &parsed);
         for doc in &docs {
             validate_document(minor, doc).map_err(|reason| ConfigError::PatchSchema {
                 patch: label.clone(),

@@ -632,7 +632,7 @@ fn check_manifests(spec: &ClusterSpec, issues: &mut Issues) {
 
 fn check_patches(spec: &ClusterSpec, issues: &mut Issues) {
     let mut check = |path: Vec<PathStep>, text: &str| {
-        if let Err(reason) = patch::parse_patch(text) {
+        if let Err(reason) = patch::parse_any(text) {
             issues.error(
                 path.clone(),
                 "Invalid config patch",

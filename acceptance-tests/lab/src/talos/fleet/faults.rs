@@ -107,6 +107,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         etcd_ca_crt: None,
         etcd_ca_key: None,
         vip: None,
+        apiserver_refusal: None,
         kubelet_version: "v1.31.0".into(),
         install_version: None,
         install_image: None,

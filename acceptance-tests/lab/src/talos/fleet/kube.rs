@@ -81,6 +81,8 @@ impl Fleet {
             .collect();
         let serving: Vec<IpAddr> = control_planes
             .iter()
+            // A kube-apiserver that exits at start serves nothing (config::apiserver_refusal).
+            .filter(|(_, c)| c.apiserver_refusal.is_none())
             .map(|(a, _)| *a)
             .filter(|a| {
                 state

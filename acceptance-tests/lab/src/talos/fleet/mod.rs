@@ -234,6 +234,8 @@ pub(crate) struct ServiceState {
     pub(crate) id: &'static str,
     pub(crate) running: bool,
     pub(crate) healthy: bool,
+    /// Why the service failed and stays down, if it did.
+    pub(crate) failure: Option<String>,
 }
 
 /// What the admin API shows of a node.
@@ -264,6 +266,8 @@ pub struct NodeSummary {
     pub faults: Faults,
     /// Installer images written to disk, oldest first (for tests: what was installed).
     pub installed_images: Vec<String>,
+    /// Why kube-apiserver does not start on this control plane, if it does not.
+    pub kube_apiserver_failure: Option<String>,
 }
 
 impl Fleet {
@@ -434,6 +438,10 @@ impl Fleet {
                     vip,
                     faults: node.faults.clone(),
                     installed_images: node.installed_images.clone(),
+                    kube_apiserver_failure: node
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.apiserver_refusal.clone()),
                 }
             })
             .collect()
@@ -452,6 +460,7 @@ impl Fleet {
             id,
             running,
             healthy,
+            failure: None,
         };
         let mut services = vec![service("apid", true, true), service("machined", true, true)];
         if let (true, Some(config)) = (configured, node.config.as_ref()) {
@@ -462,6 +471,14 @@ impl Fleet {
                 let (running, healthy) = self.etcd_service(&state, address);
                 services.push(service("etcd", running, healthy));
                 services.push(service("trustd", true, true));
+                // kube-apiserver is a static pod, not a Talos service; the lab lists it when it
+                // cannot start, so the reason shows where an operator looks first.
+                if let Some(reason) = &config.apiserver_refusal {
+                    services.push(ServiceState {
+                        failure: Some(reason.clone()),
+                        ..service("kube-apiserver", false, false)
+                    });
+                }
             }
         }
         Ok(services)
