@@ -105,6 +105,14 @@ def main():
         if out.returncode != 0 or out.stdout.count(' Ready ') < 5:
             raise SystemExit('kubectl did not list 5 Ready nodes')
 
+        step('kubectl get pods -A, get endpoints kubernetes (the three API servers)')
+        for args in (['get', 'pods', '-A'], ['get', 'endpoints', 'kubernetes']):
+            out = subprocess.run([KUBECTL, '--kubeconfig', kubeconfig_path, *args],
+                                 capture_output=True, text=True, timeout=60)
+            print(out.stdout + out.stderr, flush=True)
+            if out.returncode != 0:
+                raise SystemExit('kubectl %s failed' % ' '.join(args))
+
         step('The kubeconfig, read back from Infisical')
         secret = infisical_secret(lab, 'KUBECONFIG', '/clusters/home')
         with open(kubeconfig_path) as f:

@@ -78,13 +78,14 @@ def target_dir():
 
 
 def remap_flags():
-    """The absolute paths rustc would embed (dependencies' sources under CARGO_HOME, generated
-    code under the target directory) become fixed ones. castle's own sources reach rustc as
-    paths relative to the workspace, so the checkout's location appears nowhere, and these
-    flags do not depend on it either: two checkouts sharing a target directory share its
-    dependency builds."""
+    """Absolute paths become fixed ones, so a checkout anywhere builds the same bytes: the
+    checkout itself (the working directory rustc records in debug info, which also feeds the
+    linker's build id), dependencies' sources under CARGO_HOME, and generated code under the
+    target directory. (Two checkouts at different paths, built without these flags, gave
+    binaries that differed only in that build id.)"""
     cargo_home = os.environ.get('CARGO_HOME', os.path.expanduser('~/.cargo'))
-    pairs = [(cargo_home, '/cargo'), (os.path.abspath(target_dir()), '/target')]
+    pairs = [(ROOT, '/castle'), (cargo_home, '/cargo'), (os.path.abspath(target_dir()), '/target')]
+    # rustc applies the last matching prefix: the more specific ones go last.
     return ' '.join('--remap-path-prefix=%s=%s' % pair for pair in pairs)
 
 

@@ -437,6 +437,16 @@ async fn a_wrong_client_secret_gives_a_clear_error_without_the_secret() {
     assert!(!text.contains("not-the-right-secret-1234"), "{text}");
     assert!(!format!("{error:?}").contains("not-the-right-secret-1234"));
     assert!(!format!("{client:?}").contains("not-the-right-secret-1234"));
+    // Every later call fails the same way without trying again: three refused logins in a row
+    // would lock the identity out for everyone.
+    for _ in 0..3 {
+        let again = client
+            .get_secret(&kubeconfig_at("/"), soon())
+            .await
+            .unwrap_err();
+        assert!(matches!(again, Error::Login { status: 401, .. }), "{again}");
+    }
+    assert_eq!(count(&lab.lab, "login-refused"), 1);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 # VIP, two workers and the system extensions Longhorn needs.
 resource "castle_talos_cluster" "home" {
   name               = "home"
+  secrets            = castle_talos_secrets.home.secrets
   vip                = "10.0.0.10"
   talos_version      = "v1.12.0"
   kubernetes_version = "v1.33.2"

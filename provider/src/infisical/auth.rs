@@ -37,6 +37,10 @@ impl fmt::Debug for Token {
 struct Slot {
     token: Option<Token>,
     generations: u64,
+    /// A login the server refused (status, message): not tried again by this process, since
+    /// every wrong secret counts towards Infisical's lockout (3 in a row lock the identity out
+    /// for 5 minutes) and ten resources refreshing at once would each try.
+    refused: Option<(u16, String)>,
 }
 
 /// The cached token of a [`Client`].
@@ -86,14 +90,28 @@ impl Client {
                 }
             }
         }
-        let answer = self
+        if let Some((status, message)) = &slot.refused {
+            return Err(Error::Login {
+                status: *status,
+                message: message.clone(),
+            });
+        }
+        let answer = match self
             .token_request(
                 request::login(&self.config.client_id, &self.config.client_secret),
                 "logging in to Infisical",
                 deadline,
                 &self.config.client_secret,
             )
-            .await?;
+            .await
+        {
+            Ok(answer) => answer,
+            Err(Error::Login { status, message }) => {
+                slot.refused = Some((status, message.clone()));
+                return Err(Error::Login { status, message });
+            }
+            Err(e) => return Err(e),
+        };
         tracing::debug!(expires_in = answer.expires_in, "logged in to Infisical");
         Ok(store(&mut slot, answer))
     }

@@ -1,8 +1,14 @@
 //! A small client of the Kubernetes API: what castle needs to judge a cluster healthy
-//! (`/readyz`, the nodes and their Ready condition) and to remove a node. No Terraform types.
+//! (`/readyz`, the nodes and their Ready condition, the system pods as `talosctl health` checks
+//! them: [`system`]), to drain a node as `kubectl drain` does ([`drain`]) and to remove it.
+//! No Terraform types.
+
+pub mod drain;
+pub mod system;
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// Everything that can go wrong talking to the Kubernetes API.
@@ -184,6 +190,46 @@ impl KubeClient {
         Ok(body)
     }
 
+    /// Sends a request; the answer's status and body, or a transport error.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<(u16, String), KubeError> {
+        let url = format!("{}{}", self.server, path);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header("Accept", "application/json");
+        if let Some((content_type, body)) = body {
+            request = request.header("Content-Type", content_type).body(body);
+        }
+        let transport = |source| KubeError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(transport)?;
+        Ok((status, text))
+    }
+
+    /// `GET path` decoded as `T`.
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, KubeError> {
+        let body = self.get_text(path).await?;
+        serde_json::from_str(&body).map_err(|e| KubeError::Status {
+            url: format!("{}{}", self.server, path),
+            status: 200,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// The server URL (for messages).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// `GET /readyz`: `Ok(())` when the API server says `ok`.
     pub async fn readyz(&self) -> Result<(), KubeError> {
         let body = self.get_text("/readyz").await?;
@@ -249,7 +295,7 @@ impl KubeClient {
 }
 
 /// The `message` of a Kubernetes `Status`, or the body.
-fn status_message(body: &str) -> String {
+pub(crate) fn status_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {

@@ -399,3 +399,56 @@ fn answer_error(
         .unwrap_or_default();
     classify(status.as_u16(), message, errors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pve83(status: u16, reason: &str, body: &str) -> Error {
+        let json: Option<Value> = serde_json::from_str(body).ok();
+        answer_error(
+            StatusCode::from_u16(status).unwrap(),
+            Some(reason.to_string()),
+            body,
+            json.as_ref(),
+        )
+    }
+
+    #[test]
+    fn pve_8_3_errors_are_read_from_the_reason_phrase() {
+        let gone = pve83(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/105.conf' does not exist",
+            r#"{"data":null}"#,
+        );
+        assert!(gone.is_not_found());
+        let taken = pve83(
+            400,
+            "Parameter verification failed.",
+            r#"{"data":null,"errors":{"vmid":"VM 105 already exists"}}"#,
+        );
+        assert!(taken.is_vmid_taken(105));
+        assert_eq!(
+            taken.to_string(),
+            "Parameter verification failed.\n  vmid: VM 105 already exists"
+        );
+    }
+
+    #[test]
+    fn a_body_message_wins_and_a_canonical_reason_says_only_the_status() {
+        let body = pve83(
+            500,
+            "VM 105 already running",
+            r#"{"data":null,"message":"VM 105 already running\n"}"#,
+        );
+        assert_eq!(body.to_string(), "VM 105 already running");
+        let bare = pve83(502, "Bad Gateway", r#"{"data":null}"#);
+        assert_eq!(bare.to_string(), "Bad Gateway");
+        let html = pve83(
+            502,
+            "Bad Gateway",
+            "<html>\n<h1>proxy</h1>\nupstream down\n</html>",
+        );
+        assert_eq!(html.to_string(), "upstream down");
+    }
+}

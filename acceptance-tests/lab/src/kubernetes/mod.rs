@@ -1,33 +1,41 @@
 //! The emulated Kubernetes API server behind the VIP (port 6443).
 //!
-//! Just enough of kube-apiserver for `kubectl get nodes` and node deletion: discovery
-//! (`/version`, `/api`, `/apis`, `/api/v1`), health (`/readyz`, `/livez`, `/healthz`), nodes as a
-//! `NodeList` or, when kubectl asks with `as=Table`, as a `Table`. Clients authenticate with a
-//! certificate of the cluster's Kubernetes CA (user = CN, groups = O); anything else gets 401.
+//! What a user of a Talos cluster and castle's day-2 paths touch: discovery (`/version`, `/api`,
+//! `/apis`, group versions), health (`/readyz`, `/livez`, `/healthz`), and the objects of
+//! [`cluster`]: Nodes (cordon, delete), Namespaces, Pods (delete, `pods/eviction`), Services,
+//! Endpoints, EndpointSlices, DaemonSets, Deployments, PodDisruptionBudgets and
+//! VolumeAttachments, as JSON or, when kubectl asks with `as=Table`, as a `Table`. Clients
+//! authenticate with a certificate of the cluster's Kubernetes CA (user = CN, groups = O);
+//! anything else gets 401.
 //!
-//! The node list is not stored here: a [`NodeSource`] (the Talos fleet) computes it on each
-//! request, so registration follows the emulated nodes' state.
+//! Which nodes run is not stored here: a [`NodeSource`] (the Talos fleet) says so on each
+//! request, and the controllers of [`cluster`] follow.
 
 // Handlers answer with tonic `Status` / axum `Response` errors by design of those frameworks.
 #![allow(clippy::result_large_err)]
 
-mod objects;
+mod api;
+pub mod cluster;
+mod discovery;
+mod eviction;
+mod render;
 mod tls;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 
+pub use cluster::{KubeAddons, KubeCluster, KubeSettings, KubeTimings, WorkloadSpec};
 pub use tls::{run, KubeTls};
 
-/// What the API shows of one node.
+/// What the kubelet of one running node reports.
 #[derive(Debug, Clone)]
 pub struct NodeView {
     /// `metadata.name` (the node's hostname).
@@ -36,7 +44,8 @@ pub struct NodeView {
     pub internal_ip: IpAddr,
     /// Carries the `node-role.kubernetes.io/control-plane` label.
     pub control_plane: bool,
-    /// `Ready` condition.
+    /// The kubelet is up and posts Ready (the Node is Ready once the network add-ons are in
+    /// too, see [`cluster`]).
     pub ready: bool,
     /// `metadata.creationTimestamp`.
     pub created: SystemTime,
@@ -46,12 +55,22 @@ pub struct NodeView {
     pub os_image: String,
 }
 
-/// Where the API reads its nodes from and deletes them.
+/// Where the API learns which kubelets and API servers run, and deletes Nodes.
 pub trait NodeSource: Send + Sync + 'static {
-    /// Registered nodes, in name order.
+    /// Nodes whose kubelet runs and posts status, in name order. A Node that drops out of this
+    /// list stays in the API (its kubelet stopped posting), as with a real control plane.
     fn nodes(&self) -> Vec<NodeView>;
-    /// Deletes a node; returns it, or `None` when absent.
+    /// A Node was deleted through the API; returns it, or `None` when absent.
     fn delete(&self, name: &str) -> Option<NodeView>;
+    /// Addresses of the API servers that run (they renew their lease in the `kubernetes`
+    /// endpoints). By default, the control planes among [`NodeSource::nodes`].
+    fn api_servers(&self) -> Vec<IpAddr> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.control_plane)
+            .map(|n| n.internal_ip)
+            .collect()
+    }
 }
 
 /// Who sent a request, from the verified client certificate.
@@ -68,8 +87,8 @@ pub enum Identity {
     Anonymous,
 }
 
-/// The routes, for one cluster's node source.
-pub fn router(source: Arc<dyn NodeSource>, kubernetes_version: String) -> Router<()> {
+/// The routes of one cluster's API (every listener of the cluster shares `cluster`).
+pub fn router(cluster: Arc<KubeCluster>) -> Router<()> {
     Router::new()
         .route("/version", get(version))
         .route("/readyz", get(health))
@@ -77,20 +96,9 @@ pub fn router(source: Arc<dyn NodeSource>, kubernetes_version: String) -> Router
         .route("/healthz", get(health))
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
-        .route("/api/v1", get(api_v1_resources))
-        .route("/api/v1/nodes", get(list_nodes))
-        .route("/api/v1/nodes/:name", get(get_node).delete(delete_node))
-        .fallback(not_found)
-        .with_state(AppState {
-            source,
-            kubernetes_version,
-        })
-}
-
-#[derive(Clone)]
-struct AppState {
-    source: Arc<dyn NodeSource>,
-    kubernetes_version: String,
+        .route("/apis/:group", get(api_group))
+        .fallback(api::dispatch)
+        .with_state(cluster)
 }
 
 /// A `Status` object, kube-apiserver's error body.
@@ -114,7 +122,10 @@ fn authorize(identity: &Identity) -> Result<(), Response> {
     }
 }
 
-async fn version(State(app): State<AppState>, Extension(id): Extension<Identity>) -> Response {
+async fn version(
+    State(app): State<Arc<KubeCluster>>,
+    Extension(id): Extension<Identity>,
+) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
@@ -160,109 +171,29 @@ async fn api_versions(Extension(id): Extension<Identity>) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    Json(json!({
-        "kind": "APIVersions", "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "0.0.0.0:6443" }],
-    }))
-    .into_response()
+    Json(discovery::api_versions()).into_response()
 }
 
 async fn api_groups(Extension(id): Extension<Identity>) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [] })).into_response()
+    Json(discovery::api_groups()).into_response()
 }
 
-async fn api_v1_resources(Extension(id): Extension<Identity>) -> Response {
-    if let Err(r) = authorize(&id) {
-        return r;
-    }
-    Json(json!({
-        "kind": "APIResourceList", "groupVersion": "v1",
-        "resources": [{
-            "name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            "shortNames": ["no"],
-        }],
-    }))
-    .into_response()
-}
-
-/// kubectl asks for a Table in its Accept header; plain clients get the object itself.
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("as=Table"))
-}
-
-async fn list_nodes(
-    State(app): State<AppState>,
+async fn api_group(
     Extension(id): Extension<Identity>,
-    headers: HeaderMap,
+    axum::extract::Path(group): axum::extract::Path<String>,
 ) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    let nodes = app.source.nodes();
-    let body: Value = if wants_table(&headers) {
-        objects::table(&nodes)
-    } else {
-        objects::node_list(&nodes)
-    };
-    Json(body).into_response()
-}
-
-async fn get_node(
-    State(app): State<AppState>,
-    Extension(id): Extension<Identity>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&id) {
-        return r;
-    }
-    match app.source.nodes().into_iter().find(|n| n.name == name) {
-        Some(node) if wants_table(&headers) => Json(objects::table(&[node])).into_response(),
-        Some(node) => Json(objects::node(&node)).into_response(),
+    match discovery::api_group(&group) {
+        Some(g) => Json(g).into_response(),
         None => status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            &format!("nodes \"{name}\" not found"),
+            &format!("the server could not find the requested resource (/apis/{group})"),
         ),
     }
-}
-
-async fn delete_node(
-    State(app): State<AppState>,
-    Extension(id): Extension<Identity>,
-    Path(name): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&id) {
-        return r;
-    }
-    match app.source.delete(&name) {
-        Some(node) => Json(objects::node(&node)).into_response(),
-        None => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("nodes \"{name}\" not found"),
-        ),
-    }
-}
-
-async fn not_found(Extension(id): Extension<Identity>, uri: axum::http::Uri) -> Response {
-    if let Err(r) = authorize(&id) {
-        return r;
-    }
-    status(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        &format!(
-            "the server could not find the requested resource ({})",
-            uri.path()
-        ),
-    )
 }

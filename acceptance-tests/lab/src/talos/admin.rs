@@ -12,6 +12,7 @@
 //! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
 //! | `POST /nodes/{addr}/power-off` | powers the machine off, keeping its disk | 204, 404 |
 //! | `POST /nodes/{addr}/power-on` | boots a powered-off machine again | 204, 404, 409 if on |
+//! | `POST /nodes/{addr}/workloads` `{"name": "web", "node": "worker-1", "replicas": 1, "min_available": 1, "volume": true, "empty_dir": false, "namespace": "default"}` | a Deployment with its first pods on `node`, optionally a PodDisruptionBudget `name` and a ReadWriteOnce volume, in the Kubernetes of the node's cluster | 201, 409 (no such Kubernetes node, no API yet) |
 //!
 //! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `drop_connections` (TCP
 //! accepted and closed at once), `reject_next_config`
@@ -105,6 +106,7 @@ pub fn router(fleet: Fleet) -> Router<()> {
         .route("/nodes/:address/faults", post(inject).delete(clear))
         .route("/nodes/:address/power-off", post(power_off))
         .route("/nodes/:address/power-on", post(power_on))
+        .route("/nodes/:address/workloads", post(place_workload))
         .with_state(fleet)
 }
 
@@ -177,5 +179,17 @@ async fn power_on(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Re
     match fleet.power_on(address) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fleet_error(e),
+    }
+}
+
+/// Places a workload in the Kubernetes of the node's cluster (body: [`WorkloadSpec`]).
+async fn place_workload(
+    State(fleet): State<Fleet>,
+    Path(address): Path<IpAddr>,
+    Json(spec): Json<crate::kubernetes::WorkloadSpec>,
+) -> Response {
+    match fleet.place_workload(address, &spec) {
+        Ok(()) => StatusCode::CREATED.into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
     }
 }

@@ -73,6 +73,8 @@ pub struct MachineConfig {
     pub install_version: Option<String>,
     /// `machine.install.image`.
     pub install_image: Option<String>,
+    /// CNI, kube-proxy, scheduling on control planes and inline manifests.
+    pub kube_addons: crate::kubernetes::KubeAddons,
     /// The v1alpha1 document less what a running node changes in place: a new config that
     /// differs here reboots the node (see `immediate.rs`).
     pub reboot_part: Value,
@@ -272,6 +274,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         kubelet_version,
         install_version,
         install_image,
+        kube_addons: crate::kubernetes::KubeAddons::from_config(main),
         reboot_part: super::immediate::reboot_part(main),
     })
 }

@@ -16,7 +16,7 @@ pub fn schema() -> Schema {
         description: Description::markdown("The template to clone; required to create a VM. Changing any of its arguments replaces the VM. An imported VM has no `clone` block (Proxmox does not record which template a VM came from); adding one later only records it."),
         attributes: map! {
             "template_id" => attr(Number, Optional, "VMID of the template. Give exactly one of `template_id` and `template_name`."),
-            "template_name" => attr(String, Optional, "Name of the template, looked up across the cluster. Give exactly one of `template_id` and `template_name`."),
+            "template_name" => attr(String, Optional, "Name of the template. The one on the VM's `node` comes first (keep one template per node under one name); a template only another node has, with a volume on local storage such as `local-lvm`, is refused at plan time, since Proxmox clones across nodes only from shared storage. Give exactly one of `template_id` and `template_name`."),
             "full" => attr(Bool, OptionalComputed, "Full clone (default `true`); `false` makes a linked clone."),
             "storage" => attr(String, Optional, "Storage for the new disks (full clones only); the template's storage when not set."),
             "pool" => attr(String, Optional, "Resource pool the VM joins.")
@@ -64,15 +64,15 @@ pub fn schema() -> Schema {
             attributes: map! {
                 "id" => attr(String, Computed, "`node/vmid`."),
                 "node" => attr(String, Required, "Proxmox node to run on. Changing it replaces the VM."),
-                "name" => attr(String, Required, "VM name, a DNS name (letters, digits, `-` and `.`)."),
+                "name" => attr(String, Required, "VM name, a DNS name as Proxmox checks it: labels of letters, digits and inner `-`, joined by `.`."),
                 "vm_id" => attr(Number, OptionalComputed, "VMID. When not set castle picks a free one, safely even when many VMs are created at once. Changing it replaces the VM."),
                 "cores" => attr(Number, OptionalComputed, "Cores per socket (template's value when not set)."),
                 "sockets" => attr(Number, OptionalComputed, "CPU sockets (template's value when not set)."),
                 "memory" => attr(Number, OptionalComputed, "Memory in MiB, at least 16 (template's value when not set)."),
                 "nameservers" => attr(List(String.into()), Optional, "DNS servers for cloud-init."),
                 "search_domain" => attr(String, Optional, "DNS search domain for cloud-init."),
-                "tags" => attr(Set(String.into()), Optional, "Tags. Order does not matter (Proxmox sorts them); the tag `castle-managed` that castle adds is not shown."),
-                "description" => attr(String, Optional, "Notes shown in the Proxmox UI."),
+                "tags" => attr(Set(String.into()), Optional, "Tags, lower case: `[a-z0-9_][a-z0-9_-+.]*` (Proxmox lower-cases tags). Order does not matter (Proxmox sorts them); the tags `castle-managed` and `castle-ws-...` (the workspace's marker) that castle adds are not shown."),
+                "description" => attr(String, Optional, "Notes shown in the Proxmox UI, at most 8192 characters."),
                 "on_boot" => attr(Bool, Optional, "Start the VM when the host boots."),
                 "started" => attr(Bool, OptionalComputed, "Keep the VM running (default `true`): a VM stopped outside Terraform shows as drift and the next apply starts it again. `false` shuts it down."),
                 "mac_address" => attr(String, Computed, "MAC address of `net0`."),

@@ -381,8 +381,6 @@ impl Resource for TalosClusterResource {
             (Ok(access), Ok(nodes)) => (access, nodes),
             (Err(e), _) | (_, Err(e)) => {
                 unable(diags, &format!("create cluster {name}"), e);
-                // Nothing reached a node; nothing stays unknown in the saved state.
-                state.node_versions = Value::Null;
                 return Some((state, Some(secrets)));
             }
         };

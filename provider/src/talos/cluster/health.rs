@@ -1,7 +1,8 @@
 //! Health the way talosctl judges it, checked in one pass and repeated until it holds: etcd
 //! healthy on every control plane, the same member list everywhere with exactly the control
 //! planes in it, apid and kubelet up on every node, then the Kubernetes API ready through the
-//! endpoint with every node registered and Ready.
+//! endpoint with every node registered and Ready, then what talosctl checks inside Kubernetes:
+//! static pods, kube-proxy, CoreDNS, every node schedulable ([`KubeClient::check_system`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -30,6 +31,8 @@ pub enum HealthCheck {
     KubernetesApi,
     /// Every node registered and Ready.
     NodesReady,
+    /// Static pods, kube-proxy and CoreDNS Ready, every node schedulable.
+    SystemPods,
 }
 
 impl fmt::Display for HealthCheck {
@@ -41,6 +44,9 @@ impl fmt::Display for HealthCheck {
             HealthCheck::Kubelet => "kubelet to be healthy",
             HealthCheck::KubernetesApi => "the Kubernetes API to be ready through the endpoint",
             HealthCheck::NodesReady => "every node to be registered and Ready in Kubernetes",
+            HealthCheck::SystemPods => {
+                "the control plane's static pods, kube-proxy and CoreDNS to be Ready and every node schedulable"
+            }
         })
     }
 }
@@ -169,6 +175,14 @@ pub async fn check(
             }
         }
     }
+    let control_planes: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.is_control_plane())
+        .map(|n| n.name.as_str())
+        .collect();
+    kube.check_system(&control_planes)
+        .await
+        .map_err(|e| cluster(HealthCheck::SystemPods, e.to_string()))?;
     Ok(())
 }
 

@@ -110,6 +110,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         kubelet_version: "v1.31.0".into(),
         install_version: None,
         install_image: None,
+        kube_addons: Default::default(),
         reboot_part: serde_json::Value::Null,
     })
 }

@@ -17,10 +17,14 @@ use tonic::Status;
 
 use super::config::{MachineConfig, MachineType};
 use super::{hostname, Fleet, Node, Phase, State};
-use crate::kubernetes::{self, KubeTls, NodeSource, NodeView};
+use crate::kubernetes::{
+    self, KubeCluster, KubeTimings, KubeTls, NodeSource, NodeView, WorkloadSpec,
+};
 use crate::pki::Ca;
 
 pub(crate) struct KubeServing {
+    /// The cluster's objects, shared by every listener.
+    api: Arc<KubeCluster>,
     tls: Arc<RwLock<Arc<KubeTls>>>,
     sans: Vec<IpAddr>,
     listeners: HashMap<IpAddr, JoinHandle<()>>,
@@ -134,7 +138,18 @@ impl Fleet {
                     k.sans = sans;
                 }
                 None => {
+                    let kubelet_version = control_planes
+                        .first()
+                        .map(|(_, c)| c.kubelet_version.clone())
+                        .unwrap_or_default();
+                    let source: Arc<dyn NodeSource> = Arc::new(ClusterNodes {
+                        fleet: self.clone(),
+                        cluster_id: cluster_id.to_string(),
+                    });
+                    let timings =
+                        KubeTimings::scaled(self.inner.options.time_scale, &kubelet_version);
                     cluster.kube = Some(KubeServing {
+                        api: KubeCluster::new(source, kubelet_version, timings),
                         tls: Arc::new(RwLock::new(Arc::new(tls))),
                         sans,
                         listeners: HashMap::new(),
@@ -152,10 +167,19 @@ impl Fleet {
             }
             keep
         });
-        let kubelet_version = control_planes
-            .first()
-            .map(|(_, c)| c.kubelet_version.clone())
-            .unwrap_or_default();
+        // Talos applies the inline manifests from the control planes: create-only before 1.13,
+        // server-side apply from 1.13
+        // (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
+        for (address, config) in &control_planes {
+            if !serving.contains(address) {
+                continue;
+            }
+            let ssa = state
+                .nodes
+                .get(address)
+                .is_some_and(|n| minor_version(&n.talos_version) >= 13);
+            kube.api.apply_addons(&config.kube_addons, ssa);
+        }
         for addr in wanted {
             if kube.listeners.contains_key(&addr) {
                 continue;
@@ -169,11 +193,7 @@ impl Fleet {
             let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
                 continue;
             };
-            let source: Arc<dyn NodeSource> = Arc::new(ClusterNodes {
-                fleet: self.clone(),
-                cluster_id: cluster_id.to_string(),
-            });
-            let router = kubernetes::router(source, kubelet_version.clone());
+            let router = kubernetes::router(kube.api.clone());
             let mut stop = self.inner.shutdown.subscribe();
             let task = tokio::spawn(kubernetes::run(
                 listener,
@@ -185,6 +205,27 @@ impl Fleet {
             ));
             kube.listeners.insert(addr, task);
         }
+    }
+
+    /// Places a workload (Deployment, optional budget and volume) in the Kubernetes of the
+    /// cluster `address` belongs to, for day-2 tests.
+    pub fn place_workload(&self, address: IpAddr, spec: &WorkloadSpec) -> Result<(), String> {
+        let api = {
+            let state = self.lock().map_err(|e| e.to_string())?;
+            let cluster_id = state
+                .nodes
+                .get(&address)
+                .and_then(|n| n.config.as_ref())
+                .map(|c| c.cluster_id.clone())
+                .ok_or_else(|| format!("{address} is not a configured node"))?;
+            state
+                .clusters
+                .get(&cluster_id)
+                .and_then(|c| c.kube.as_ref())
+                .map(|k| k.api.clone())
+                .ok_or_else(|| format!("the cluster of {address} has no Kubernetes API yet"))?
+        };
+        api.place_workload(spec)
     }
 
     /// The Kubeconfig call: an admin kubeconfig signed by the cluster's Kubernetes CA, as the
@@ -254,7 +295,36 @@ impl ClusterNodes {
     }
 }
 
+/// `13` of `v1.13.0`.
+fn minor_version(talos_version: &str) -> u32 {
+    talos_version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
 impl NodeSource for ClusterNodes {
+    /// The control planes whose kube-apiserver runs: running, with a healthy etcd (the same
+    /// rule as the listeners above).
+    fn api_servers(&self) -> Vec<IpAddr> {
+        let Ok(state) = self.fleet.lock() else {
+            return Vec::new();
+        };
+        state
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.config.as_ref().is_some_and(|c| {
+                    c.cluster_id == self.cluster_id && c.machine_type == MachineType::Controlplane
+                })
+            })
+            .filter(|(_, n)| n.etcd.healthy && matches!(n.phase, Phase::Running { .. }))
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
     fn nodes(&self) -> Vec<NodeView> {
         self.fleet
             .lock()
