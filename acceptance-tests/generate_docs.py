@@ -22,7 +22,7 @@ placeholders, each alone on its line:
 and may start with front matter whose keys (e.g. `subcategory`) are added to the generated one.
 
 `--check` writes nothing and fails when the committed pages differ: `make test` runs it.
-docs/guides/ is written by hand and left alone. See docs/adr/0014-docs-generated-from-the-schema.md.
+docs/guides/ is written by hand and left alone. See docs/adr/0010-docs-generated-from-the-schema.md.
 """
 
 import argparse

@@ -1,5 +1,5 @@
 //! `castle_talos_secrets`: a cluster's PKI and tokens, generated (or brought from an existing
-//! cluster) and kept in state before any node sees them. ADR 0015 says why.
+//! cluster) and kept in state before any node sees them. ADR 0011 says why.
 
 mod schema;
 

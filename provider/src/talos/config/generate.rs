@@ -260,7 +260,7 @@ fn base_documents(
         "controlPlane".into(),
         json!({ "endpoint": control_plane_endpoint(spec)? }),
     );
-    // Discovery as gen writes it (docs/adr/0011-cluster-discovery.md).
+    // Discovery as gen writes it (docs/adr/0008-cluster-discovery.md).
     cluster.insert(
         "discovery".into(),
         json!({ "enabled": true, "registries": { "kubernetes": { "disabled": true } } }),

@@ -85,7 +85,7 @@ pub(crate) fn network_documents(n: &NodeNetwork<'_>) -> Vec<Value> {
         "kind": "LinkConfig",
         "name": link_name,
         // An explicit metric: an alias-selected link without one is the setup of Talos issue
-        // #12738 (docs/adr/0012-v1-12-network-documents.md).
+        // #12738 (docs/adr/0009-v1-12-network-documents.md).
         "addresses": [{ "address": n.address.to_string(), "routePriority": ROUTE_PRIORITY }],
         "routes": [{ "gateway": n.gateway }],
     }));
