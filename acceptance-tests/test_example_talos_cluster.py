@@ -22,7 +22,8 @@ def test_the_existing_nodes_example_builds_the_lab_cluster_and_tears_it_down(tf)
         for name in ('main.tf', 'variables.tf', 'lab.tfvars'):
             shutil.copy(os.path.join(EXAMPLE, name), t.workdir)
         assert 'Success' in t.run('validate', '-no-color')
-        assert 'Plan: 1 to add' in t.plan('-var-file=lab.tfvars')
+        # The cluster's secrets and the cluster itself.
+        assert 'Plan: 2 to add' in t.plan('-var-file=lab.tfvars')
         t.apply('-var-file=lab.tfvars')
         nodes = lab.nodes()
         assert {nodes[a]['state'] for a in ADDRESSES} == {'running'}
