@@ -134,6 +134,12 @@ def test_etcd_losing_a_member_is_reported_by_the_member_list_check(tf, talos):
     t.write(cluster_hcl())
     t.apply()
     talos.fault(ip('cp-2'), 'lose_etcd_member')
+    # The lab removes the member through another member, as an operator would, in the
+    # background: wait until cp-1's etcd no longer lists it before the update looks.
+    deadline = time.monotonic() + 60
+    while any(m['hostname'] == 'cp-2' for m in talos.nodes()[ip('cp-1')]['etcd_members']):
+        assert time.monotonic() < deadline, talos.nodes()[ip('cp-1')]['etcd_members']
+        time.sleep(0.2)
     # Any update waits for health at the end: add a worker.
     t.write(cluster_hcl(dict(NODES, **{'w-2': 22}), timeouts='update = "10s"'))
     out = flat(t.apply(expect_fail=True))
