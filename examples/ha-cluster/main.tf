@@ -29,7 +29,8 @@ provider "castle" {
 locals {
   prefix_length  = split("/", var.subnet)[1]
   control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, var.first_host + i) }
-  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, var.first_host + var.control_planes + i) }
+  first_worker   = coalesce(var.first_worker_host, var.first_host + var.control_planes)
+  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, local.first_worker + i) }
   nodes          = merge(local.control_planes, local.workers)
 }
 
