@@ -52,7 +52,7 @@ def test_scaling_workers_and_control_planes_in_leaves_nothing_behind_and_a_budge
 
     # A fourth control plane is an even number (warned), and back to three.
     out = ' '.join(flagship.scale(4, 2).split())
-    assert 'An even number of control planes' in out, out
+    assert 'Even number of control-plane nodes (4)' in out, out
     flagship.assert_cluster(4, 2)
     flagship.scale(3, 2)
     flagship.assert_cluster(3, 2)

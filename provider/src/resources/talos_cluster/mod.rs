@@ -628,9 +628,9 @@ fn desired(
     })
 }
 
-/// Refuses a change of control planes that would lose etcd's quorum and warns of an even
-/// number of them. Only when control planes leave are the running ones asked whether they
-/// answer: one that does not counts as a lost member.
+/// Refuses a change of control planes that would lose etcd's quorum (an even number of them
+/// is warned of by the config's validation). Only when control planes leave are the running
+/// ones asked whether they answer: one that does not counts as a lost member.
 async fn check_control_planes(
     diags: &mut Diagnostics,
     prior: &ClusterSpec,
@@ -660,15 +660,7 @@ async fn check_control_planes(
             }
         }
     }
-    let check = cluster::check_quorum(current, desired, &lost);
-    if let Some(warning) = check.warning {
-        diags.warning(
-            "An even number of control planes",
-            warning,
-            AttributePath::new("node"),
-        );
-    }
-    match check.error {
+    match cluster::check_quorum(current, desired, &lost) {
         Some(error) => {
             diags.error(
                 "This change would lose etcd's quorum",
