@@ -329,12 +329,15 @@ def test_a_self_hosted_infisical_behind_a_private_ca_is_trusted_with_ca_cert_pem
         work.write(main_tf(lab, provider_extra=pem))
         work.apply()
         assert stored(lab)["value"] == trimmed(KUBECONFIG)
-        # Without it, the certificate is not trusted: the plan warns that Infisical did not answer.
+        # Without it, the certificate is not trusted: a plan error saying what to set, at once
+        # (retrying cannot help).
         untrusted = tf("private-ca-untrusted")
         untrusted.write(main_tf(lab))
-        result = words(untrusted.plan())
-        assert "Warning: Infisical did not answer" in result
-        assert "certificate" in result
+        result = words(untrusted.plan(expect_fail=True))
+        assert "Error: Infisical's TLS certificate is not trusted" in result, result
+        assert "invalid peer certificate: UnknownIssuer" in result
+        assert "infisical { ca_cert_pem } (or INFISICAL_CA_CERT_PEM)" in result
+        assert "Infisical did not answer" not in result
     finally:
         lab.stop()
 

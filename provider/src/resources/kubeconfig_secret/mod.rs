@@ -383,11 +383,21 @@ impl Resource for KubeconfigSecretResource {
         }
         state.id = state.computed_id();
         let mut queued = private_state.as_ref_option().cloned().unwrap_or_default();
-        for (key, value) in [
-            (state.kubeconfig_key.as_ref_option(), &state.kubeconfig),
-            (state.talosconfig_key.as_ref_option(), &state.talosconfig),
+        // Only a secret Infisical holds (it has a version) settles its request; one whose
+        // creation still waits keeps it.
+        for (key, value, version) in [
+            (
+                state.kubeconfig_key.as_ref_option(),
+                &state.kubeconfig,
+                state.kubeconfig_version,
+            ),
+            (
+                state.talosconfig_key.as_ref_option(),
+                &state.talosconfig,
+                state.talosconfig_version,
+            ),
         ] {
-            if let (Some(key), Value::Value(stored)) = (key, value) {
+            if let (Some(key), Value::Value(stored), true) = (key, value, version.is_value()) {
                 queued.settle(key, stored);
             }
         }
