@@ -409,10 +409,11 @@ mod tests {
             "Proxmox does not answer",
             "at https://other:8006",
         );
+        // tf-provider may append a backtrace to the detail: compare its first line.
         let details: Vec<_> = diags
             .warnings
             .iter()
-            .map(|w| w.detail.to_string())
+            .map(|w| w.detail.lines().next().unwrap_or_default().to_string())
             .collect();
         assert_eq!(details, ["at https://pve:8006", "at https://other:8006"]);
     }
