@@ -149,7 +149,7 @@ impl DiskSize {
 
 impl std::fmt::Display for DiskSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 % GIB == 0 {
+        if self.0.is_multiple_of(GIB) {
             write!(f, "{} GiB", self.0 / GIB)
         } else {
             write!(f, "{:.2} GiB", self.0 as f64 / GIB as f64)
