@@ -244,24 +244,31 @@ def test_folders_that_already_exist_are_used_as_they_are(tf, infisical_lab):
     assert work.plan_is_empty()
 
 
-def test_a_protected_environment_reports_the_queued_change_request(tf, infisical_lab):
+def test_a_queued_first_creation_is_remembered_and_never_queued_twice(tf, infisical_lab):
     infisical_lab.change_policy("prod", bypass_for_machine_identities=False)
     work = tf("change-policy")
     work.write(main_tf(infisical_lab, environment="prod"))
-    result = words(work.apply(expect_fail=True))
+    result = words(work.apply())
     requests = infisical_lab.change_requests()
     assert len(requests) == 1, requests
-    assert ('Infisical did not apply the change but queued it as change request "%s"' % requests[0]["slug"]
-            in result)
+    assert "Warning: Secret KUBECONFIG waits for approval in Infisical" in result, result
+    assert ('Infisical did not create secret KUBECONFIG but queued it as change request "%s"'
+            % requests[0]["slug"] in result)
     assert 'environment "prod" has a change policy that applies to machine identities' in result
-    assert "Approve and merge that request in Infisical, then run terraform apply again" in result
     assert stored(infisical_lab, environment="prod") is None
-    # Approved and merged in Infisical: the next apply finds the value and queues nothing more.
+    # Terraform keeps the resource, so the next apply knows the request and queues no second one.
+    again = words(work.apply())
+    assert len(infisical_lab.change_requests()) == 1
+    assert "No changes" in again and "Warning: Waiting on an Infisical change request" in again, again
+    assert work.resources()["castle_kubeconfig_secret.home"]["kubeconfig_version"] is None
+    # Approved and merged in Infisical: the version shows up and the plan stays empty.
     infisical_lab.merge_change_request(requests[0]["id"])
+    assert work.plan_is_empty()
     work.apply()
     assert len(infisical_lab.change_requests()) == 1
     assert stored(infisical_lab, environment="prod")["value"] == trimmed(KUBECONFIG)
-    assert work.plan_is_empty()
+    assert work.resources()["castle_kubeconfig_secret.home"]["kubeconfig_version"] == \
+        stored(infisical_lab, environment="prod")["version"]
 
 
 def test_a_change_waiting_for_approval_is_not_queued_again(tf, infisical_lab):
@@ -322,12 +329,15 @@ def test_a_self_hosted_infisical_behind_a_private_ca_is_trusted_with_ca_cert_pem
         work.write(main_tf(lab, provider_extra=pem))
         work.apply()
         assert stored(lab)["value"] == trimmed(KUBECONFIG)
-        # Without it, the certificate is not trusted: the plan warns that Infisical did not answer.
+        # Without it, the certificate is not trusted: a plan error saying what to set, at once
+        # (retrying cannot help).
         untrusted = tf("private-ca-untrusted")
         untrusted.write(main_tf(lab))
-        result = words(untrusted.plan())
-        assert "Warning: Infisical did not answer" in result
-        assert "certificate" in result
+        result = words(untrusted.plan(expect_fail=True))
+        assert "Error: Infisical's TLS certificate is not trusted" in result, result
+        assert "invalid peer certificate: UnknownIssuer" in result
+        assert "infisical { ca_cert_pem } (or INFISICAL_CA_CERT_PEM)" in result
+        assert "Infisical did not answer" not in result
     finally:
         lab.stop()
 

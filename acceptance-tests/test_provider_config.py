@@ -64,3 +64,39 @@ provider "castle" {
     t.env['PROXMOX_VE_CA_CERT_PEM'] = pve.ca_pem
     t.apply()
     assert [vm[1] for vm in pve.vms()] == ['solo']
+
+
+def test_an_unknown_proxmox_ca_fails_at_once_naming_the_setting_and_a_ca_bundle_is_trusted(tf, pve, tmp_path):
+    from fakepve.certs import make_cert
+    from test_proxmox_vm import one_vm
+    block = '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {
+  proxmox {
+    endpoint    = "%s"
+    username    = "root@pam"
+    password    = "secret"
+    %%s
+  }
+}
+''' % pve.url
+    t = tf()
+    # No CA given: the lab's certificate is signed by a private CA, which nothing trusts.
+    t.write(block % '' + one_vm())
+    out = ' '.join(t.plan(expect_fail=True).split())
+    assert "Error: Proxmox's TLS certificate is not trusted" in out, out
+    assert 'invalid peer certificate: UnknownIssuer' in out and 'proxmox { ca_cert_pem }' in out, out
+    assert 'Proxmox does not answer' not in out
+    # A bundle: an unrelated CA first, then the lab's (an internal CA with its intermediates).
+    other, _, _ = make_cert(str(tmp_path), name='other-ca', hosts=('127.0.0.9',))
+    with open(other) as f:
+        bundle = f.read().strip() + '\n' + pve.ca_pem.strip()
+    t.write(block % ('ca_cert_pem = <<-PEM\n%s\nPEM' % bundle) + one_vm())
+    t.apply()
+    assert [vm[1] for vm in pve.vms()] == ['solo']
+    t.assert_plan_empty()

@@ -572,7 +572,7 @@ def test_a_vm_migrated_to_another_node_is_followed_not_duplicated(tf, pve):
     assert [(vmid_, node) for vmid_, _, node, *_ in pve.vms()] == [(vmid, 'pve2')]
 
 
-def test_an_ha_managed_vm_is_restarted_and_destroyed_through_the_ha_manager(tf, pve):
+def test_an_ha_managed_vm_is_restarted_through_the_ha_manager_and_leaves_ha_before_its_destroy(tf, pve):
     t = tf()
     t.write(provider_block(pve) + one_vm(extra='cores = 1'))
     t.apply()
@@ -590,8 +590,17 @@ def test_an_ha_managed_vm_is_restarted_and_destroyed_through_the_ha_manager(tf, 
     assert (vmid_after, status, str(config['cores'])) == (vmid, 'running', '2')
     assert [task['type'] for task in pve.sync(lambda: list(pve.pve.tasklog))][-2:] == ['hastop', 'hastart']
     t.assert_plan_empty()
+    seen = len(pve.pve.answers)
     t.destroy()
     assert pve.vms() == []
+    # The HA resource goes first (as `ha-manager remove`), so the HA manager cannot start the VM
+    # again between the stop and the destroy; the stop then acts on the VM directly.
+    writes = [(method, path.split('/api2/json')[-1]) for method, path, status in pve.pve.answers[seen:]
+              if method != 'GET' and status == 200 and not path.endswith('/access/ticket')]
+    assert writes == [('DELETE', '/cluster/ha/resources/vm:%d' % vmid),
+                      ('POST', '/nodes/pve1/qemu/%d/status/shutdown' % vmid),
+                      ('DELETE', '/nodes/pve1/qemu/%d' % vmid)], writes
+    assert 'hastop' not in [task['type'] for task in pve.sync(lambda: list(pve.pve.tasklog))][-2:]
 
 
 def test_a_change_left_pending_by_an_interrupted_apply_is_applied_and_a_destroy_survives_an_offline_storage(tf, pve):
@@ -703,3 +712,94 @@ def test_a_vm_on_another_node_uses_that_nodes_template_or_is_refused_at_plan_tim
     clones = [(task['node'], task['id']) for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmclone']
     assert clones == [('pve2', '9002')]
     t.assert_plan_empty()
+
+
+def ceph_template(pve, node='pve2', vmid=9003, name='talos-ceph'):
+    """A template on shared (RBD) storage on another node than the VMs."""
+    pve.sync(pve.pve.add_ceph_storage, 'ceph-pool')
+    from harness.pve import add_talos_template
+    pve.sync(add_talos_template, pve.pve, node=node, vmid=vmid, name=name, storage='ceph-pool')
+
+
+def test_a_template_on_shared_storage_of_another_node_is_cloned_to_the_vms_node_and_a_timed_out_clone_leaves_nothing(
+        tf, pve):
+    ceph_template(pve)
+    t = tf()
+    hcl = provider_block(pve) + one_vm(template='template_name = "talos-ceph"')
+    # Ceph is so slow that the clone outlives the create's timeout.
+    pve.sync(pve.pve.ceph_slow, 10 ** 6)
+    t.write(hcl.replace('ipv4 {', 'timeouts {\n    create = "15s"\n  }\n  ipv4 {'))
+    out = ' '.join(t.apply(expect_fail=True).split())
+    assert 'timed out' in out, out
+    # castle stopped the clone task; its failure path removed what it made.
+    clones = [task for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmclone']
+    assert [(c['node'], c['id'], c.get('exitstatus')) for c in clones] == [
+        ('pve2', '9003', 'clone failed: interrupted by signal')]
+    assert pve.vms() == [] and t.resources() == {}
+    # Ceph is well again: the next apply clones once more, from pve2 onto the VM's node.
+    pve.sync(pve.pve.ceph_recover)
+    t.write(hcl)
+    t.apply()
+    vms = [(name, node, status) for _, name, node, status, _ in pve.vms()]
+    assert vms == [('solo', 'pve1', 'running')], vms
+    clones = [task for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'qmclone']
+    assert [(c['node'], c['id'], c.get('exitstatus')) for c in clones][1:] == [('pve2', '9003', 'OK')]
+    t.assert_plan_empty()
+
+
+def test_a_node_that_is_down_keeps_its_vm_in_state_and_a_create_there_says_what_to_do(tf, pve):
+    from harness.pve import add_talos_template
+    pve.sync(add_talos_template, pve.pve, node='pve2', vmid=9002)
+    on_pve2 = provider_block(pve) + one_vm(template='template_name = "%s"' % TEMPLATE_NAME).replace(
+        'node = "pve1"', 'node = "pve2"')
+    t = tf()
+    t.write(on_pve2)
+    t.apply()
+    pve.sync(pve.pve.set_node_offline, 'pve2')
+    # pveproxy answers 595 No route to host for pve2: the VM is neither gone nor changed.
+    plan = ' '.join(t.plan().split())
+    assert 'Warning: Proxmox node pve2 does not answer' in plan and 'No changes' in plan, plan
+    second = one_vm(name='two', template='template_name = "%s"' % TEMPLATE_NAME, address='10.5.0.32/24').replace(
+        'node = "pve1"', 'node = "pve2"').replace('"solo" {', '"two" {')
+    t.write(on_pve2 + second)
+    out = ' '.join(t.apply(expect_fail=True).split())
+    assert 'Proxmox node pve2 does not answer (No route to host): it is down or cut off' in out, out
+    assert [vm[1] for vm in pve.vms()] == ['solo']
+    pve.sync(pve.pve.set_node_offline, 'pve2', False)
+    t.apply()
+    assert sorted((name, node) for _, name, node, *_ in pve.vms()) == [('solo', 'pve2'), ('two', 'pve2')]
+    t.assert_plan_empty()
+
+
+def test_disk_sizes_proxmox_writes_in_other_units_are_grown_exactly_and_the_second_plan_is_empty(tf, pve):
+    from harness.pve import add_talos_template
+    # `qm importdisk` and resizes by hand leave sizes such as 10240M or 1228M in the config.
+    pve.sync(add_talos_template, pve.pve, vmid=9004, name='ten-gib-in-mib', disk_size='10240M')
+    pve.sync(add_talos_template, pve.pve, vmid=9005, name='not-whole-gib', disk_size='1228M')
+    t = tf()
+    hcl = provider_block(pve)
+    for name, template, size, address in [('ten', 'ten-gib-in-mib', 10, '10.5.0.41/24'),
+                                          ('odd', 'not-whole-gib', 2, '10.5.0.42/24')]:
+        hcl += one_vm(name=name, template='template_name = "%s"' % template, address=address,
+                      extra='disk {\n    slot = "scsi0"\n    size_gb = %d\n  }' % size).replace(
+            '"solo" {', '"%s" {' % name)
+    t.write(hcl)
+    t.apply()
+    vms = vms_by_name(pve)
+    # A clone writes its disk's size in the largest unit that divides it (pve-common
+    # JSONSchema.pm format_size): 10240M becomes 10G, 1228M stays 1228M. 10 GiB needs no growing;
+    # 1228M is less than 2 GiB and is grown to 2G, not left as is.
+    assert 'size=10G' in vms['ten'][3]['scsi0'] and 'size=2G' in vms['odd'][3]['scsi0'], vms
+    resized = [task['id'] for task in pve.sync(lambda: list(pve.pve.tasklog)) if task['type'] == 'resize']
+    assert resized == [str(vms['odd'][0])], resized
+    state = t.resources()
+    assert [state['castle_proxmox_vm.%s' % n]['disk'][0]['size_gb'] for n in ('ten', 'odd')] == [10, 2]
+    t.assert_plan_empty()
+
+
+def test_a_proxmox_that_does_not_answer_is_one_warning_per_plan_not_one_per_vm(tf, pve):
+    t = tf()
+    t.write(provider_block(pve).replace(pve.url, 'https://127.0.0.1:9') + FIVE_NODES)
+    out = t.plan()
+    assert out.count('Proxmox does not answer') == 1 and 'more similar warning' not in out, out
+    assert 'Plan: 5 to add' in out

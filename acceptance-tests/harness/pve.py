@@ -11,7 +11,9 @@
 - `GET .../config` applies pending changes unless `current=1`, task logs say their `total`,
   `nextid` keeps to the datacenter's `next-id` range, `/cluster/options` shows it;
 - `revoke_tickets_after` expires every login ticket in the middle of a run, and `answers`
-  records each request's status, so a test can check what the lab saw.
+  records each request's status, so a test can check what the lab saw;
+- a running task can be stopped (`DELETE .../tasks/{upid}`; a stopped clone leaves nothing),
+  and an HA resource removed (`DELETE /cluster/ha/resources/vm:N`, Sys.Console on /).
 
 `ServedPve` runs one on its own event loop in a thread, so a test can inject faults
 (`pve.fail`, `flaky_network`, `revoke_tickets`, per-VM timings) while Terraform talks to it.
@@ -52,6 +54,8 @@ class LabPve(FakePve):
         self.next_id = (100, 1000 * 1000)
         # Enabled image storages that are offline (an NFS server that is down).
         self.offline_storages = set()
+        # UPID -> event that stops the task's worker (DELETE /nodes/{node}/tasks/{upid}).
+        self.task_stops = {}
 
     def fail_after(self, passes, method, suffix, **rule):
         """fail(method, suffix, **rule) once `passes` matching requests went through unharmed:
@@ -204,6 +208,69 @@ class LabPve(FakePve):
                     self._require_bridge(request[USER], vm.config[key])
         return await super()._config_put(request)
 
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        """fakepve's task, stoppable as PVE's workers are: pve-manager PVE/API2/Tasks.pm
+        stop_task signals the worker, whose die handler ends it with `interrupted by signal`.
+        A clone's failure path then frees the volumes it allocated and removes the new config
+        (qemu-server src/PVE/API2/Qemu.pm clone_vm), so a stopped clone leaves nothing."""
+        stop = asyncio.Event()
+
+        async def stoppable():
+            work = asyncio.ensure_future(body())
+            halt = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({work, halt}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                halt.cancel()
+                return work.result()
+            work.cancel()
+            try:
+                await work
+            except BaseException:  # the cancelled worker: its outcome no longer counts
+                pass
+            if ttype == 'qmclone' and vm is not None:
+                self._undo_clone(vm)
+            raise TaskError('clone failed: interrupted by signal' if ttype == 'qmclone'
+                            else 'interrupted by signal')
+        upid = await super().task(node, ttype, tid, user, stoppable, vm=vm, lock=lock, log=log)
+        self.task_stops[upid] = stop
+        return upid
+
+    def _undo_clone(self, new):
+        for _key, volume, _props in drives_of(new.config):
+            if 'vm-{0}-'.format(new.vmid) in volume:
+                self._qm_free(volume)
+        if new in self.vms:
+            self.vms.remove(new)
+
+    async def _task_stop(self, v, user):
+        """DELETE /nodes/{node}/tasks/{upid} (pve-manager PVE/API2/Tasks.pm stop_task): its
+        owner, or Sys.Modify on the node, may stop a running task."""
+        task = self.tasks.get(v['upid'])
+        if task is None or task['node'] != v['node']:
+            raise PveError(500, "unable to parse worker upid '{0}'".format(v['upid']))
+        if not self._task_owner(user, task):
+            self.require(user, '/nodes/' + task['node'], 'Sys.Modify')
+        stop = self.task_stops.get(v['upid'])
+        if stop is not None and task['status'] == 'running':
+            stop.set()
+        return None
+
+    async def _ha_remove(self, v, user):
+        """DELETE /cluster/ha/resources/{sid} (pve-ha-manager src/PVE/API2/HA/Resources.pm
+        delete): needs Sys.Console on /; the guest leaves HA management in whatever state it is."""
+        self.require(user, '/', 'Sys.Console')
+        sid = str(v['sid'])
+        vmid = int(sid.split(':')[-1])
+        vm = next((g for g in self.vms if g.vmid == vmid), None)
+        if vm is None or not vm.ha_managed:
+            raise PveError(500, "service 'vm:{0}' is not HA managed".format(vmid))
+        vm.ha_state = None
+        return None
+
+    def _routes_lab_tasks_and_ha(self):
+        return [('DELETE', '/nodes/{node}/tasks/{upid}', self._task_stop),
+                ('DELETE', '/cluster/ha/resources/{sid}', self._ha_remove)]
+
     def _routes_cluster(self):
         return [('GET', '/cluster/nextid', self._nextid), ('GET', '/cluster/options', self._options)]
 
@@ -261,11 +328,13 @@ class LabPve(FakePve):
         return await self.task(node, 'resize', vmid, user, body, vm=vm)
 
 
-def add_talos_template(pve, node='pve1', vmid=TEMPLATE_ID, name=TEMPLATE_NAME, disk_gb=4):
-    """A Talos nocloud template as people prepare it: one scsi disk, a cloud-init drive, virtio NIC."""
+def add_talos_template(pve, node='pve1', vmid=TEMPLATE_ID, name=TEMPLATE_NAME, disk_gb=4, disk_size=None,
+                       storage='local-lvm'):
+    """A Talos nocloud template as people prepare it: one scsi disk, a cloud-init drive, virtio NIC.
+    disk_size is the disk's `size=` as PVE wrote it (e.g. `10240M`), else `<disk_gb>G`."""
     return pve.add_vm(vmid, name, node=node, template=True, config={
-        'scsi0': 'local-lvm:base-{0}-disk-0,size={1}G'.format(vmid, disk_gb),
-        'ide2': 'local-lvm:vm-{0}-cloudinit,media=cdrom'.format(vmid),
+        'scsi0': '{0}:base-{1}-disk-0,size={2}'.format(storage, vmid, disk_size or '%dG' % disk_gb),
+        'ide2': '{0}:vm-{1}-cloudinit,media=cdrom'.format(storage, vmid),
         'scsihw': 'virtio-scsi-single',
         'net0': 'virtio=BC:24:11:00:90:00,bridge=vmbr0',
         'cores': 1,

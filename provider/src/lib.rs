@@ -15,6 +15,7 @@ pub mod proxmox;
 pub mod resources;
 pub mod retry;
 pub mod talos;
+pub mod tls;
 
 /// The version castle reports: Cargo's, which `make release` checks against the release tag.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

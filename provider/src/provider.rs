@@ -85,9 +85,31 @@ impl std::fmt::Display for Unavailable {
 pub struct ProviderData {
     proxmox: OnceLock<Result<Arc<proxmox::Client>, Unavailable>>,
     infisical: OnceLock<Result<Arc<infisical::Client>, Unavailable>>,
+    /// Warnings about the provider's own settings already reported by this process.
+    warned: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl ProviderData {
+    /// Reports a warning about the provider itself (an endpoint that does not answer) once per
+    /// provider process, i.e. once per plan or apply: every resource planning against the same
+    /// endpoint would otherwise repeat it word for word.
+    pub fn warn_once(
+        &self,
+        diags: &mut tf_provider::Diagnostics,
+        summary: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        let (summary, detail) = (summary.into(), detail.into());
+        let first = self
+            .warned
+            .lock()
+            .expect("warnings poisoned")
+            .insert((summary.clone(), detail.clone()));
+        if first {
+            diags.root_warning(summary, detail);
+        }
+    }
+
     /// The Proxmox client, or why there is none.
     pub fn proxmox(&self) -> Result<Arc<proxmox::Client>, Unavailable> {
         self.proxmox
@@ -368,5 +390,31 @@ impl Provider for CastleProvider {
         _diags: &mut Diagnostics,
     ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
         Some(HashMap::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_about_the_provider_is_reported_once_however_many_resources_meet_it() {
+        let data = ProviderData::default();
+        let mut diags = tf_provider::Diagnostics::default();
+        for _ in 0..5 {
+            data.warn_once(&mut diags, "Proxmox does not answer", "at https://pve:8006");
+        }
+        data.warn_once(
+            &mut diags,
+            "Proxmox does not answer",
+            "at https://other:8006",
+        );
+        // tf-provider may append a backtrace to the detail: compare its first line.
+        let details: Vec<_> = diags
+            .warnings
+            .iter()
+            .map(|w| w.detail.lines().next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(details, ["at https://pve:8006", "at https://other:8006"]);
     }
 }

@@ -140,7 +140,7 @@ impl Client {
         let json = Box::pin(self.execute(action, &req, deadline, &[sensitive])).await?;
         serde_json::from_value(json).map_err(|e| Error::Decode {
             action: action.into(),
-            detail: e.to_string(),
+            source: e,
         })
     }
 }

@@ -77,6 +77,25 @@ pub enum Error {
         attempts: u32,
         /// The last transient failure, in words.
         last: String,
+        /// The last failure, when it was the connection rather than an answer.
+        #[source]
+        cause: Option<reqwest::Error>,
+    },
+
+    /// The server's TLS certificate is not one castle trusts: a setting to fix, never retried.
+    #[error(
+        "Infisical at {host} presented a TLS certificate castle does not trust ({reason}). Set the \
+         provider's infisical {{ ca_cert_pem }} (or INFISICAL_CA_CERT_PEM) to the PEM of the CA \
+         that signed it (several certificates may be given)"
+    )]
+    UntrustedCertificate {
+        /// The configured host.
+        host: String,
+        /// rustls's verdict, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
+        /// The failed request.
+        #[source]
+        source: reqwest::Error,
     },
 
     /// The environment has a change policy that applies to machine identities: Infisical queued
@@ -101,12 +120,13 @@ pub enum Error {
     },
 
     /// An answer that is not the JSON Infisical documents.
-    #[error("{action}: unexpected answer from Infisical: {detail}")]
+    #[error("{action}: unexpected answer from Infisical: {source}")]
     Decode {
         /// What was attempted.
         action: String,
         /// What did not parse.
-        detail: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 

@@ -34,10 +34,8 @@ impl Client {
                 &[],
             )
             .await?;
-        let list: FolderList = serde_json::from_value(json).map_err(|e| Error::Decode {
-            action,
-            detail: e.to_string(),
-        })?;
+        let list: FolderList =
+            serde_json::from_value(json).map_err(|e| Error::Decode { action, source: e })?;
         Ok(list.folders.into_iter().map(|f| f.name).collect())
     }
 

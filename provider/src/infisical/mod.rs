@@ -49,6 +49,8 @@ pub enum Credentials {
     Refused(String),
     /// The server did not answer in time.
     Unreachable(String),
+    /// The server's TLS certificate is not trusted (the error says which setting to fix).
+    Untrusted(String),
     /// Something else went wrong (the error, in words).
     Other(String),
 }
@@ -126,6 +128,9 @@ impl Client {
                     Ok(()) => Ok(()),
                     Err(e) if e.is_login_refused() => Err(Credentials::Refused(e.to_string())),
                     Err(e) if e.is_unreachable() => Err(Credentials::Unreachable(e.to_string())),
+                    Err(e @ Error::UntrustedCertificate { .. }) => {
+                        Err(Credentials::Untrusted(e.to_string()))
+                    }
                     Err(e) => Err(Credentials::Other(e.to_string())),
                 }
             })
@@ -138,7 +143,7 @@ impl Client {
         req: &request::ApiRequest,
         token: Option<&str>,
         limit: Duration,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, reqwest::Error> {
         let mut builder = self
             .http
             .request(req.method.clone(), format!("{}{}", self.base, req.path))
@@ -150,7 +155,7 @@ impl Client {
             builder = builder.json(body);
         }
         // reqwest's errors name the URL (host, path, query: no secrets) and the cause.
-        let response = builder.send().await.map_err(|e| error_chain(&e))?;
+        let response = builder.send().await?;
         let status = response.status().as_u16();
         let retry_after = retry::parse_retry_after(
             response
@@ -158,7 +163,7 @@ impl Client {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+        let body = response.bytes().await?;
         Ok(Answer {
             status,
             retry_after,
@@ -197,15 +202,29 @@ impl Client {
                     action: action.into(),
                     attempts,
                     last: "the timeout was reached before the request could be sent".into(),
+                    cause: None,
                 });
             }
             attempts += 1;
-            let (hint, last) = match self.send_once(req, token.as_deref(), remaining).await {
-                Err(transport) => (None, error::scrub(&transport, &scrub_list)),
+            let (hint, last, cause) = match self.send_once(req, token.as_deref(), remaining).await {
+                Err(transport) => {
+                    if let Some(reason) = crate::tls::untrusted_certificate(&transport) {
+                        // Sending again cannot help: the setting has to change.
+                        return Err(Error::UntrustedCertificate {
+                            host: self.config.host.clone(),
+                            reason,
+                            source: transport,
+                        });
+                    }
+                    // reqwest's errors name the URL (host, path, query: no secrets) and the
+                    // cause.
+                    let text = error::scrub(&error_chain(&transport), &scrub_list);
+                    (None, text, Some(transport))
+                }
                 Ok(answer) if (200..300).contains(&answer.status) => {
                     return serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
                         action: action.into(),
-                        detail: e.to_string(),
+                        source: e,
                     });
                 }
                 Ok(answer) => {
@@ -236,7 +255,9 @@ impl Client {
                                 message,
                             })
                         }
-                        Verdict::Retry(hint) => (hint, format!("{}: {message}", answer.status)),
+                        Verdict::Retry(hint) => {
+                            (hint, format!("{}: {message}", answer.status), None)
+                        }
                     }
                 }
             };
@@ -246,6 +267,7 @@ impl Client {
                     action: action.into(),
                     attempts,
                     last,
+                    cause,
                 });
             }
         }

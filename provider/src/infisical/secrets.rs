@@ -91,10 +91,7 @@ fn decode(action: String, environment: &str, json: Json) -> Result<Secret, Error
             slug: approval.slug,
             id: approval.id,
         }),
-        Err(e) => Err(Error::Decode {
-            action,
-            detail: e.to_string(),
-        }),
+        Err(e) => Err(Error::Decode { action, source: e }),
     }
 }
 

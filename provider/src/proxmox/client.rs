@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::error::{classify, Error};
+use super::error::{classify, transport, Error};
 
 /// How to authenticate.
 #[derive(Clone)]
@@ -252,10 +252,10 @@ impl Client {
             (Auth::Password { .. }, None) => {}
         }
         tracing::debug!(%method, path, "proxmox request");
-        let response = request.send().await.map_err(|source| Error::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| transport(&url, source))?;
         read_answer(&url, response).await
     }
 
@@ -277,10 +277,7 @@ impl Client {
             ])
             .send()
             .await
-            .map_err(|source| Error::Transport {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|source| transport(&url, source))?;
         let (data, _): (Value, _) = read_answer(&url, response).await.map_err(|e| match e {
             Error::Api {
                 status, message, ..

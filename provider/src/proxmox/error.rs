@@ -17,6 +17,22 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The server's TLS certificate is not one castle trusts: a setting to fix, never retried.
+    #[error(
+        "Proxmox at {url} presented a TLS certificate castle does not trust ({reason}). Set the \
+         provider's proxmox {{ ca_cert_pem }} (or PROXMOX_VE_CA_CERT_PEM) to the PEM of the CA \
+         that signed it (on a Proxmox node: /etc/pve/pve-root-ca.pem; several certificates may \
+         be given), or insecure = true for a test cluster only"
+    )]
+    UntrustedCertificate {
+        /// What was called.
+        url: String,
+        /// rustls's verdict, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
+        /// The failed request.
+        #[source]
+        source: reqwest::Error,
+    },
     /// Login refused, or a token without the right privileges.
     #[error("Proxmox refused the credentials ({status}): {message}")]
     Auth {
@@ -153,6 +169,11 @@ impl Error {
         text.contains("is not online")
     }
 
+    /// The token or user lacks a privilege (`403 Permission check failed (/, Sys.Console)`).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Error::Api { status: 403, .. })
+    }
+
     /// A start found the VM running already.
     pub fn is_already_running(&self) -> bool {
         self.text().contains("already running")
@@ -193,6 +214,22 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// A request that got no answer: [`Error::UntrustedCertificate`] when TLS refused the server's
+/// certificate, else [`Error::Transport`].
+pub(crate) fn transport(url: &str, source: reqwest::Error) -> Error {
+    match crate::tls::untrusted_certificate(&source) {
+        Some(reason) => Error::UntrustedCertificate {
+            url: url.to_string(),
+            reason,
+            source,
+        },
+        None => Error::Transport {
+            url: url.to_string(),
+            source,
+        },
     }
 }
 
@@ -289,5 +326,19 @@ mod tests {
             err.to_string(),
             "Parameter verification failed.\n  memory: value must have a minimum value of 16"
         );
+    }
+
+    #[test]
+    fn a_node_that_is_down_is_transient_for_reads_but_no_lost_answer() {
+        let down = classify(595, "No route to host".into(), BTreeMap::new());
+        assert!(down.is_node_unreachable() && down.is_transient());
+        // pveproxy never reached the node: a clone that got 595 did not happen.
+        assert!(!down.is_answer_lost());
+        let forbidden = classify(
+            403,
+            "Permission check failed (/, Sys.Console)".into(),
+            BTreeMap::new(),
+        );
+        assert!(forbidden.is_permission_denied() && !forbidden.is_transient());
     }
 }

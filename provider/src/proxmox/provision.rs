@@ -636,20 +636,24 @@ async fn apply_spec(
                     sizes.keys().cloned().collect::<Vec<_>>().join(", ")
                 )))
             }
-            Some(&size) if size > disk.size_gb => {
+            Some(size) if size.gib() > disk.size_gb => {
                 return Err(Error::Api {
                     status: 400,
                     message: format!(
-                        "disk {} is {size} GiB and cannot shrink to {} GiB; set size_gb to at least {size}",
-                        disk.slot, disk.size_gb
+                        "disk {} is {size} and cannot shrink to {} GiB; set size_gb to at least {}",
+                        disk.slot,
+                        disk.size_gb,
+                        size.gib()
                     ),
                     errors: Default::default(),
                 })
             }
-            Some(&size) if size == disk.size_gb => {}
+            Some(size) if !size.below(disk.size_gb) => {}
             Some(_) => {
                 run_task(client, "resize", deadline, || async {
-                    client.resize_disk(node, vmid, &disk.slot, disk.size_gb).await
+                    client
+                        .resize_disk(node, vmid, &disk.slot, disk.size_gb)
+                        .await
                 })
                 .await?;
                 keys.push(disk.slot.clone());
@@ -807,6 +811,32 @@ async fn is_stopped(client: &Client, node: &str, vmid: u32) -> bool {
         .is_ok_and(|status| status.status == "stopped")
 }
 
+/// Takes a VM that is about to be destroyed out of HA first (what `ha-manager remove` does):
+/// otherwise the HA manager, acting on its own schedule, may start it again or move it between
+/// castle's stop and the destroy, and the stop itself only queues a request to it. Without
+/// `Sys.Console` on `/` (the README's role has none) the destroy's `purge` removes the
+/// resource instead (qemu-server `src/PVE/API2/Qemu.pm` destroy_vm: "removed VM N from HA
+/// resource configuration"), after the stop went through the HA manager.
+async fn leave_ha(client: &Client, vmid: u32, deadline: Instant) -> Result<(), Error> {
+    let removed = with_policy(API_CALL, deadline, "remove the HA resource", || {
+        client.remove_ha_resource(vmid)
+    })
+    .await;
+    match removed {
+        Ok(()) => {
+            tracing::info!(vmid, "removed the VM's HA resource before destroying it");
+            Ok(())
+        }
+        Err(e) if e.is_permission_denied() => {
+            tracing::warn!(vmid, error = %e, "cannot remove the HA resource; the destroy's purge will");
+            Ok(())
+        }
+        // Someone removed it meanwhile.
+        Err(e) if e.is_not_found() || e.text().contains("not HA managed") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Stops and destroys the VM with its disks. A VM that is already gone is success.
 pub async fn delete(
     client: &Client,
@@ -820,10 +850,13 @@ pub async fn delete(
             client.vm_status(node, vmid)
         })
         .await?;
+        if status.ha_managed() {
+            leave_ha(client, vmid, deadline).await?;
+        }
         if status.status == "running" {
             power_off(client, node, vmid, shutdown_timeout_secs, deadline).await?;
         }
-        // `purge` also removes the VM's HA resource (once it is stopped), backup and
+        // `purge` also removes the VM's HA resource (if it is still there), backup and
         // replication jobs. `destroy-unreferenced-disks` scans every enabled storage and fails
         // when one is offline (qemu-server `src/PVE/QemuServer.pm` destroy_vm, pve-storage
         // activate_storage: `storage 'X' is not online`): then destroy without the scan.

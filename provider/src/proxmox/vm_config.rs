@@ -92,8 +92,8 @@ pub struct VmFacts {
     pub sockets: u64,
     /// Memory MiB (PVE default 512).
     pub memory: u64,
-    /// Every data disk (not CD-ROMs, EFI or TPM state), by slot, with its size in GiB.
-    pub disks: BTreeMap<String, u64>,
+    /// Every data disk (not CD-ROMs, EFI or TPM state), by slot, with its size.
+    pub disks: BTreeMap<String, DiskSize>,
     /// `net0`.
     pub network: Option<NetworkSpec>,
     /// `ipconfig0`, when static.
@@ -127,25 +127,62 @@ pub fn split_props(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One GiB in bytes: castle's `size_gb` unit, and PVE's `G`.
+pub const GIB: u64 = 1 << 30;
+
+/// A disk's size as PVE reports it, in bytes: `10G`, `10240M` and `10737418240` are one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiskSize(pub u64);
+
+impl DiskSize {
+    /// Whole GiB, rounded up: what `size_gb` shows for a disk that is not a whole number of
+    /// GiB (a template made with `qm importdisk`).
+    pub fn gib(self) -> u64 {
+        self.0.div_ceil(GIB)
+    }
+
+    /// True when the disk is smaller than `size_gb` GiB and needs growing.
+    pub fn below(self, size_gb: u64) -> bool {
+        self.0 < size_gb.saturating_mul(GIB)
+    }
+}
+
+impl std::fmt::Display for DiskSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_multiple_of(GIB) {
+            write!(f, "{} GiB", self.0 / GIB)
+        } else {
+            write!(f, "{:.2} GiB", self.0 as f64 / GIB as f64)
+        }
+    }
+}
+
 /// Parses a PVE size (`8G`, `512M`, `1T`, `2048K`, or plain bytes: pve-common
 /// `src/PVE/JSONSchema.pm` format_size writes bytes without a unit when the size is not
-/// KiB-aligned) into whole GiB, rounding up.
-pub fn size_to_gib(size: &str) -> Option<u64> {
+/// KiB-aligned, and `parse_size` takes a unit-less number as bytes).
+pub fn parse_disk_size(size: &str) -> Option<DiskSize> {
     let size = size.trim();
     let (number, unit) = size.split_at(
         size.find(|c: char| c.is_ascii_alphabetic())
             .unwrap_or(size.len()),
     );
-    let number: f64 = number.parse().ok()?;
-    let gib = match unit {
-        "T" => number * 1024.0,
-        "G" => number,
-        "M" => number / 1024.0,
-        "K" => number / (1024.0 * 1024.0),
-        "" | "B" => number / (1024.0 * 1024.0 * 1024.0),
+    let scale: u64 = match unit {
+        "T" => 1 << 40,
+        "G" => GIB,
+        "M" => 1 << 20,
+        "K" => 1 << 10,
+        "" | "B" => 1,
         _ => return None,
     };
-    Some(gib.ceil() as u64)
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(scale).map(DiskSize);
+    }
+    // PVE writes whole numbers; a fraction (`1.5G`) is taken to the byte.
+    let number: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some(DiskSize((number * scale as f64).round() as u64))
 }
 
 const NIC_MODELS: &[&str] = &[
@@ -262,7 +299,7 @@ pub fn facts(config: &VmConfig) -> VmFacts {
             let size = split_props(v)
                 .into_iter()
                 .find(|(key, _)| key == "size")
-                .and_then(|(_, s)| size_to_gib(&s))?;
+                .and_then(|(_, s)| parse_disk_size(&s))?;
             Some((k.clone(), size))
         })
         .collect();
@@ -436,7 +473,10 @@ mod tests {
             ("onboot", "1"),
         ]);
         let f = facts(&c);
-        assert_eq!(f.disks, BTreeMap::from([("scsi0".to_string(), 10)]));
+        assert_eq!(
+            f.disks,
+            BTreeMap::from([("scsi0".to_string(), DiskSize(10 * GIB))])
+        );
         assert_eq!(
             f.network.as_ref().unwrap().mac.as_deref(),
             Some("BC:24:11:00:00:01")
@@ -557,13 +597,26 @@ mod tests {
     }
 
     #[test]
-    fn sizes_round_up_to_gib() {
-        assert_eq!(size_to_gib("8G"), Some(8));
-        assert_eq!(size_to_gib("512M"), Some(1));
-        assert_eq!(size_to_gib("1T"), Some(1024));
-        assert_eq!(size_to_gib("x"), None);
+    fn one_size_written_in_any_unit_is_the_same_size() {
+        let ten = ["10G", "10240M", "10485760K", "10737418240"].map(parse_disk_size);
+        assert!(
+            ten.iter().all(|size| *size == Some(DiskSize(10 * GIB))),
+            "{ten:?}"
+        );
+        assert_eq!(parse_disk_size("10G").unwrap().gib(), 10);
+        assert!(!parse_disk_size("10240M").unwrap().below(10));
+        assert_eq!(parse_disk_size("1T").unwrap().gib(), 1024);
+        assert_eq!(parse_disk_size("x"), None);
+    }
+
+    #[test]
+    fn a_disk_that_is_not_whole_gib_shows_rounded_up_and_is_still_grown() {
         // No unit means bytes, not GiB.
-        assert_eq!(size_to_gib("1306525184"), Some(2));
-        assert_eq!(size_to_gib("4294967296"), Some(4));
+        let odd = parse_disk_size("1306525184").unwrap();
+        assert_eq!(odd.gib(), 2);
+        assert!(odd.below(2), "1.2 GiB must be grown to size_gb = 2");
+        let odd = parse_disk_size("1228M").unwrap();
+        assert_eq!((odd.gib(), odd.below(2), odd.below(1)), (2, true, false));
+        assert_eq!(odd.to_string(), "1.20 GiB");
     }
 }

@@ -229,4 +229,14 @@ impl Client {
         }
         self.delete(&vm_path(node, vmid), params).await
     }
+
+    /// Takes the VM out of HA management (`DELETE /cluster/ha/resources/vm:N`, pve-ha-manager
+    /// `src/PVE/API2/HA/Resources.pm` delete: needs `Sys.Console` on `/`). The VM keeps its
+    /// current state; from then on power requests act on it directly.
+    pub async fn remove_ha_resource(&self, vmid: u32) -> Result<(), Error> {
+        let _: Value = self
+            .delete(&format!("/cluster/ha/resources/vm:{vmid}"), vec![])
+            .await?;
+        Ok(())
+    }
 }

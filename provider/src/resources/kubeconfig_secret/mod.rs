@@ -67,7 +67,8 @@ impl KubeconfigSecretResource {
                     host = client.host(),
                 ),
             ),
-            Err(Credentials::Unreachable(detail)) => diags.root_warning(
+            Err(Credentials::Unreachable(detail)) => self.data.warn_once(
+                diags,
                 "Infisical did not answer",
                 format!(
                     "Could not reach Infisical at {host} (the provider's infisical.host, or \
@@ -76,8 +77,12 @@ impl KubeconfigSecretResource {
                     host = client.host(),
                 ),
             ),
+            Err(Credentials::Untrusted(detail)) => {
+                diags.root_error("Infisical's TLS certificate is not trusted", detail)
+            }
             Err(Credentials::Other(detail)) => {
-                diags.root_warning("Could not check the Infisical credentials", detail)
+                self.data
+                    .warn_once(diags, "Could not check the Infisical credentials", detail)
             }
         }
     }
@@ -124,6 +129,63 @@ fn waiting_on(queued: Queued) -> Value<Queued> {
         Value::Null
     } else {
         Value::Value(queued)
+    }
+}
+
+/// Whether a write of secret `key` waits in an Infisical change request.
+fn waits(private: &Value<Queued>, key: &str) -> bool {
+    private
+        .as_ref_option()
+        .is_some_and(|q| q.writes.iter().any(|w| w.key == key))
+}
+
+/// Creates one secret (or adopts one holding the value). When Infisical queues the creation as
+/// a change request, the request is recorded in `queued` and a warning says so: the resource
+/// is kept in state with a null version, so the next apply finds the request instead of
+/// queueing a second one (Terraform keeps no private state for a create that fails), and the
+/// version appears once the request is merged. Any other failure is an error (`None`).
+async fn create_once(
+    client: &infisical::Client,
+    at: &SecretRef,
+    value: &str,
+    comment: &str,
+    deadline: Instant,
+    queued: &mut Queued,
+    diags: &mut Diagnostics,
+) -> Option<Value<i64>> {
+    match sync::create_or_adopt(client, at, value, comment, deadline).await {
+        Ok(version) => Some(Value::Value(version)),
+        Err(SyncError::Api(infisical::Error::ChangeRequested {
+            slug,
+            id,
+            environment,
+            ..
+        })) => {
+            diags.root_warning(
+                format!("Secret {} waits for approval in Infisical", at.key),
+                format!(
+                    "Infisical did not create secret {key} but queued it as change request {slug:?} \
+                     (id {id}), because environment {environment:?} has a change policy that \
+                     applies to machine identities. Approve and merge that request in Infisical; \
+                     castle remembers it, queues no second one, and shows the secret's version once \
+                     it is merged. If the request is rejected, change the value or comment to \
+                     queue a new one.",
+                    key = at.key,
+                ),
+            );
+            queued.record(QueuedWrite {
+                key: at.key.clone(),
+                value: value.to_string(),
+                comment: comment.to_string(),
+                slug,
+                id,
+            });
+            Some(Value::Null)
+        }
+        Err(error) => {
+            report(diags, "create the Infisical secret", error);
+            None
+        }
     }
 }
 
@@ -208,8 +270,10 @@ fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut Kubeconfig
     let comment_changed = prior.is_some_and(|p| p.comment != planned.comment);
     let prior = prior.filter(|_| !comment_changed);
     let prior_kube = prior.map(|p| (&p.kubeconfig, p.kubeconfig_version));
+    // A null version with an unchanged value is a creation still waiting in an Infisical change
+    // request (see `create`): it stays null until the request is merged, with no diff.
     planned.kubeconfig_version = match prior_kube {
-        Some((value, version)) if !changed(value, &planned.kubeconfig) && version.is_value() => {
+        Some((value, version)) if !changed(value, &planned.kubeconfig) && !version.is_unknown() => {
             version
         }
         _ => Value::Unknown,
@@ -221,7 +285,7 @@ fn plan_versions(prior: Option<&KubeconfigSecretState>, planned: &mut Kubeconfig
             Some(p)
                 if !changed(&p.talosconfig, &planned.talosconfig)
                     && p.talosconfig_key == planned.talosconfig_key
-                    && p.talosconfig_version.is_value() =>
+                    && !p.talosconfig_version.is_unknown() =>
             {
                 p.talosconfig_version
             }
@@ -279,6 +343,10 @@ impl Resource for KubeconfigSecretResource {
         .await
         {
             Ok(Some(())) => {}
+            Ok(None) if waits(&private_state, &at.key) => {
+                // Its creation waits in a change request: not deleted, not there yet.
+                state.kubeconfig_version = Value::Null;
+            }
             Ok(None) => {
                 tracing::info!(key = %at.key, path = %at.path, "kubeconfig secret deleted outside Terraform");
                 return Some((Value::Null, private_state));
@@ -299,6 +367,9 @@ impl Resource for KubeconfigSecretResource {
             .await
             {
                 Ok(Some(())) => {}
+                Ok(None) if waits(&private_state, &at.key) => {
+                    state.talosconfig_version = Value::Null;
+                }
                 // Planned again by the difference with the configuration; update re-creates it.
                 Ok(None) => {
                     state.talosconfig = Value::Null;
@@ -312,11 +383,21 @@ impl Resource for KubeconfigSecretResource {
         }
         state.id = state.computed_id();
         let mut queued = private_state.as_ref_option().cloned().unwrap_or_default();
-        for (key, value) in [
-            (state.kubeconfig_key.as_ref_option(), &state.kubeconfig),
-            (state.talosconfig_key.as_ref_option(), &state.talosconfig),
+        // Only a secret Infisical holds (it has a version) settles its request; one whose
+        // creation still waits keeps it.
+        for (key, value, version) in [
+            (
+                state.kubeconfig_key.as_ref_option(),
+                &state.kubeconfig,
+                state.kubeconfig_version,
+            ),
+            (
+                state.talosconfig_key.as_ref_option(),
+                &state.talosconfig,
+                state.talosconfig_version,
+            ),
         ] {
-            if let (Some(key), Value::Value(stored)) = (key, value) {
+            if let (Some(key), Value::Value(stored), true) = (key, value, version.is_value()) {
                 queued.settle(key, stored);
             }
         }
@@ -438,30 +519,21 @@ impl Resource for KubeconfigSecretResource {
             .as_ref_option()
             .cloned()
             .unwrap_or_default();
-        match sync::create_or_adopt(&client, &at, &value, &comment, deadline).await {
-            Ok(version) => state.kubeconfig_version = Value::Value(version),
-            Err(error) => {
-                report(diags, action, error);
-                return None;
-            }
-        }
+        let mut queued = private.as_ref_option().cloned().unwrap_or_default();
+        state.kubeconfig_version =
+            create_once(&client, &at, &value, &comment, deadline, &mut queued, diags).await?;
         if let (Some(at), Some(value)) = (
             state.talosconfig_ref(),
             state.talosconfig.as_ref_option().cloned(),
         ) {
-            match sync::create_or_adopt(&client, &at, &value, &comment, deadline).await {
-                Ok(version) => state.talosconfig_version = Value::Value(version),
-                Err(error) => {
-                    // The kubeconfig stays in Infisical; the next apply adopts it.
-                    report(diags, action, error);
-                    return None;
-                }
-            }
+            // On failure the kubeconfig stays in Infisical; the next apply adopts it.
+            state.talosconfig_version =
+                create_once(&client, &at, &value, &comment, deadline, &mut queued, diags).await?;
         } else {
             state.talosconfig_version = Value::Null;
         }
         state.id = state.computed_id();
-        Some((Value::Value(state), private))
+        Some((Value::Value(state), waiting_on(queued)))
     }
 
     async fn update<'a>(
@@ -633,5 +705,33 @@ mod tests {
         plan_versions(Some(&prior), &mut planned);
         assert_eq!(planned.kubeconfig_version, Value::Unknown);
         assert_eq!(planned.talosconfig_version, Value::Unknown);
+    }
+
+    #[test]
+    fn a_creation_waiting_for_approval_plans_no_change_until_its_value_changes() {
+        // Created into a change request: kept in state with a null version.
+        let prior = with("apiVersion: v1\n", None);
+        let mut planned = with("apiVersion: v1\n", None);
+        plan_versions(Some(&prior), &mut planned);
+        assert_eq!(planned.kubeconfig_version, Value::Null);
+        let mut changed = with("apiVersion: v2\n", None);
+        plan_versions(Some(&prior), &mut changed);
+        assert_eq!(changed.kubeconfig_version, Value::Unknown);
+    }
+
+    #[test]
+    fn only_a_secret_with_a_waiting_request_is_kept_when_infisical_lacks_it() {
+        let mut queued = Queued::default();
+        queued.record(QueuedWrite {
+            key: "KUBECONFIG".into(),
+            value: "apiVersion: v1\n".into(),
+            comment: String::new(),
+            slug: "abc".into(),
+            id: "1".into(),
+        });
+        let private = Value::Value(queued);
+        assert!(waits(&private, "KUBECONFIG"));
+        assert!(!waits(&private, "TALOSCONFIG"));
+        assert!(!waits(&Value::Null, "KUBECONFIG"));
     }
 }

@@ -247,6 +247,18 @@ impl Resource for ProxmoxVmResource {
                 tracing::info!(node, vmid, "VM is gone; removing it from state");
                 None
             }
+            Err(e) if e.is_node_unreachable() => {
+                // pveproxy answers 595/596 for a node that is down; the VM is not gone, and
+                // the rest of the plan should not fail for it.
+                diags.root_warning(
+                    format!("Proxmox node {node} does not answer"),
+                    format!(
+                        "VM {vmid} ({name}) could not be read ({e}), so Terraform keeps what it last knew \
+                         of it. Changes to it wait until node {node} is back in the cluster."
+                    ),
+                );
+                Some((state, private_state))
+            }
             Err(e) => {
                 unable(diags, &format!("read VM {vmid} on {node}"), e);
                 None
@@ -398,11 +410,21 @@ impl Resource for ProxmoxVmResource {
                 vmid
             }
             Err(failure) => {
-                unable(
-                    diags,
-                    &format!("create VM {name} on {node}"),
-                    &failure.error,
-                );
+                let action = format!("create VM {name} on {node}");
+                if failure.error.is_node_unreachable() {
+                    unable(
+                        diags,
+                        &action,
+                        format!(
+                            "Proxmox node {node} does not answer ({}): it is down or cut off from \
+                             the cluster. Bring it back and apply again, or set node to another \
+                             node of the cluster.",
+                            failure.error
+                        ),
+                    );
+                } else {
+                    unable(diags, &action, &failure.error);
+                }
                 let vmid = failure.left_behind?;
                 // Keep what exists in state: Terraform marks it tainted and replaces it next time.
                 let mut state = planned_state;
@@ -578,8 +600,13 @@ impl ProxmoxVmResource {
                 );
                 return;
             }
+            Err(e @ proxmox::Error::UntrustedCertificate { .. }) => {
+                diags.root_error("Proxmox's TLS certificate is not trusted", e.to_string());
+                return;
+            }
             Err(e @ proxmox::Error::Transport { .. }) => {
-                diags.root_warning(
+                self.data.warn_once(
+                    diags,
                     "Proxmox does not answer",
                     format!(
                         "{e}. The plan could not check the node and the template; check the provider's proxmox {{ endpoint }} setting."

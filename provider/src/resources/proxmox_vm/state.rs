@@ -259,7 +259,7 @@ impl VmState {
                     let size = facts.disks.get(&slot)?;
                     Some(DiskBlock {
                         slot: Value::Value(slot),
-                        size_gb: Value::Value(*size as i64),
+                        size_gb: Value::Value(size.gib() as i64),
                     })
                 })
                 .collect(),
@@ -268,7 +268,7 @@ impl VmState {
                 .iter()
                 .map(|(slot, size)| DiskBlock {
                     slot: Value::Value(slot.clone()),
-                    size_gb: Value::Value(*size as i64),
+                    size_gb: Value::Value(size.gib() as i64),
                 })
                 .collect(),
             _ => Vec::new(),
