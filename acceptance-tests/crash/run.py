@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -76,20 +77,24 @@ resource "castle_talos_cluster" "this" {
 # gets killed and the variables it runs with; `undo`: the starting point is reached again by
 # applying its variables (otherwise by a destroy).
 SMALL = {'workers': 1}
+# Where the instants of the updates, the VM create and the destroy are counted from: Terraform's
+# first change, so that kills land while resources change rather than while it refreshes.
+FIRST_CHANGE = r'^[^ ].*: (Creating|Modifying|Destroying)\.\.\.'
 OPERATIONS = {
     # The whole example from nothing, killed at any instant: the issue's "Done when".
     'create': dict(start=None, command='apply', vars={}),
     # The issue's own case: killed while castle_talos_cluster forms (instants counted from its
     # "Creating..." line, since the secrets' RSA key can take much of a whole create's time).
-    'cluster-create': dict(start=None, command='apply', vars={}, marker='castle_talos_cluster.this: Creating...'),
+    'cluster-create': dict(start=None, command='apply', vars={}, marker=r'castle_talos_cluster\.this: Creating\.\.\.'),
     # The VMs alone (clone, configure, start), then the whole example.
-    'vm-create': dict(start=None, command='apply', vars={}, target='castle_proxmox_vm.node'),
-    'scale-out': dict(start=SMALL, command='apply', vars={}, undo=True),
-    'scale-in': dict(start={}, command='apply', vars=SMALL, undo=True),
-    'config-roll': dict(start=SMALL, command='apply', vars=dict(SMALL, crash_config_roll='true'), undo=True),
+    'vm-create': dict(start=None, command='apply', vars={}, target='castle_proxmox_vm.node', marker=FIRST_CHANGE),
+    'scale-out': dict(start=SMALL, command='apply', vars={}, undo=True, marker=FIRST_CHANGE),
+    'scale-in': dict(start={}, command='apply', vars=SMALL, undo=True, marker=FIRST_CHANGE),
+    'config-roll': dict(start=SMALL, command='apply', vars=dict(SMALL, crash_config_roll='true'), undo=True,
+                        marker=FIRST_CHANGE),
     'upgrade': dict(start=SMALL, command='apply',
-                    vars=dict(SMALL, talos_version='v1.13.0', kubernetes_version='v1.34.1')),
-    'destroy': dict(start={}, command='destroy', vars={}),
+                    vars=dict(SMALL, talos_version='v1.13.0', kubernetes_version='v1.34.1'), marker=FIRST_CHANGE),
+    'destroy': dict(start={}, command='destroy', vars={}, marker=FIRST_CHANGE),
 }
 
 
@@ -161,7 +166,8 @@ class Session(object):
 
     def timed(self, args, log_name, kill_after=None, marker=None):
         """Runs terraform; with `kill_after`, SIGKILLs its whole process group that many seconds
-        after it started (after `marker` appeared in its output, when given). Returns (seconds
+        after it started (after a line matching the regular expression `marker` appeared in its
+        output, when given). Returns (seconds
         since the start or the marker, returncode, output, killed)."""
         path = os.path.join(self.dir, log_name)
         log = open(path, 'w+')
@@ -170,7 +176,7 @@ class Session(object):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         while marker and proc.poll() is None:
             with open(path) as f:
-                if marker in f.read():
+                if re.search(marker, f.read(), re.M):
                     started = time.monotonic()
                     break
             time.sleep(0.02)
