@@ -48,7 +48,8 @@ sys.path.insert(0, TESTS)
 sys.path.insert(0, HERE)
 
 from harness.lab import lab_binary  # noqa: E402
-from harness.terraform import Terraform, TerraformError, kill_group, terraform_command  # noqa: E402
+from harness.terraform import (Terraform, TerraformError, kill_group, run_in_own_group,  # noqa: E402
+                               terraform_command)
 from checks import Lab, check_converged, check_empty  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, 'examples', 'ha-cluster')
@@ -261,6 +262,9 @@ def one_run(session, op_name, op, seed, duration):
         # The local backend's lock: an fcntl lock the kernel drops with the process, and a
         # .terraform.tfstate.lock.info file the kill leaves behind, which the next run ignores.
         result['lock_info_left'] = killed and os.path.exists(os.path.join(session.work, '.terraform.tfstate.lock.info'))
+        # Terraform's local backend rewrites terraform.tfstate in place (seek, truncate, write): a
+        # kill inside that window leaves it empty or cut, and Terraform forgets every resource.
+        result['state_file_lost'] = killed and not _state_file_readable(os.path.join(session.work, 'terraform.tfstate'))
         session.finish(op, result)
     except (TerraformError, RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
         result['error'] = str(e)[-4000:]
@@ -268,6 +272,16 @@ def one_run(session, op_name, op, seed, duration):
     result['converged'] = not result['error'] and not result['orphans']
     result['seconds'] = round(time.monotonic() - started, 1)
     return result
+
+
+def _state_file_readable(path):
+    try:
+        with open(path) as f:
+            return 'resources' in json.load(f)
+    except FileNotFoundError:
+        return True  # nothing written yet: the kill came before the first resource finished
+    except ValueError:
+        return False
 
 
 def settled(check, seconds=20):
@@ -283,20 +297,32 @@ def settled(check, seconds=20):
 
 
 def _plan_empty(tf, values):
-    tf.run('plan', '-no-color', '-out=tfplan', *var_args(values))
+    """Whether a plan changes no resource. `-detailed-exitcode` answers in one run (0: no change);
+    on 2 (a change, perhaps only to outputs) the JSON plan says whether a resource changes."""
+    args = ['plan', '-no-color', '-detailed-exitcode', '-out=tfplan'] + var_args(values)
+    proc = run_in_own_group(terraform_command() + args, cwd=tf.workdir, env=tf.env, timeout=600)
+    if proc.returncode == 0:
+        return True
+    if proc.returncode != 2:
+        raise TerraformError('terraform plan failed (%d):\n%s%s' % (proc.returncode, proc.stdout, proc.stderr))
     plan = json.loads(tf.run('show', '-json', 'tfplan'))
     return not [rc for rc in plan.get('resource_changes', []) if rc['change']['actions'] != ['no-op']]
 
 
 def summary(results, ops):
-    lines = ['| operation | runs | converged | orphans found | manual steps |', '| --- | --- | --- | --- | --- |']
+    """The table docs/reliability.md publishes: the seeded runs of each operation (not the uncut
+    calibration runs), how many converged, the orphans and manual steps found, how many kills
+    landed while a resource was being changed, and how many left the local state lock's file."""
+    lines = ['| operation | runs | converged | orphans found | manual steps | killed mid-change | lock file left |',
+             '| --- | --- | --- | --- | --- | --- | --- |']
     for op in ops:
         rs = [r for r in results if r['operation'] == op and r['seed']]
         if not rs:
             continue
-        lines.append('| %s | %d | %d | %d | %d |' % (
+        lines.append('| %s | %d | %d | %d | %d | %d | %d |' % (
             op, len(rs), sum(r['converged'] for r in rs), sum(len(r['orphans']) for r in rs),
-            sum(r['manual_steps'] for r in rs)))
+            sum(r['manual_steps'] for r in rs), sum(bool(r['killed_during']) for r in rs),
+            sum(bool(r.get('lock_info_left')) for r in rs)))
     return '\n'.join(lines)
 
 
@@ -422,6 +448,7 @@ def main():
     parser.add_argument('--jobs', type=int, default=int(os.environ.get('JOBS', 1)))
     parser.add_argument('--out', default=os.path.join(ROOT, '.lab', 'crash', 'results.json'))
     parser.add_argument('--part', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--summary', action='store_true', help='print the table of the results in --out and stop')
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so every lab is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -429,6 +456,10 @@ def main():
     unknown = [o for o in ops if o not in OPERATIONS]
     if unknown:
         parser.error('unknown operation(s) %s; known: %s' % (', '.join(unknown), ', '.join(OPERATIONS)))
+    if args.summary:
+        with open(args.out) as f:
+            print(summary(json.load(f), ops))
+        return 0
     base = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(base, exist_ok=True)
     started = time.monotonic()
