@@ -37,6 +37,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -360,6 +361,10 @@ def run_part(op_name, seeds, base, time_scale, save):
 
 def _run_seeds(op_name, op, pending, base, time_scale, save, results, live, part):
     duration = None
+    # The durations of the uncut runs seen so far: the calibration, and every seed whose kill came
+    # after the end. Their median spreads the kills over the operation as it runs now (one
+    # calibration on a busy machine can be twice the typical run).
+    uncut = []
     while pending:
         seed = pending.pop(0)
         if not live:
@@ -368,8 +373,10 @@ def _run_seeds(op_name, op, pending, base, time_scale, save, results, live, part
         session = live[0]
         session.busy = True
         r = one_run(session, op_name, op, seed, duration)
+        if not r.get('killed') and r.get('measured'):
+            uncut.append(r['measured'])
+            duration = statistics.median(uncut)
         if seed == 0:
-            duration = r.get('measured')
             if r['error']:
                 live.pop().stop(keep_as='%s-calibration' % part)
                 raise SystemExit('calibration of %s failed:\n%s' % (op_name, r['error']))
