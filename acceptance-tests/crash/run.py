@@ -313,17 +313,18 @@ def _plan_empty(tf, values):
 def summary(results, ops):
     """The table docs/reliability.md publishes: the seeded runs of each operation (not the uncut
     calibration runs), how many converged, the orphans and manual steps found, how many kills
-    landed while a resource was being changed, and how many left the local state lock's file."""
-    lines = ['| operation | runs | converged | orphans found | manual steps | killed mid-change | lock file left |',
-             '| --- | --- | --- | --- | --- | --- | --- |']
+    landed while a resource was being changed, left the local state lock's file, or emptied the
+    state file."""
+    lines = ['| operation | runs | converged | orphans found | manual steps | killed mid-change | lock file left '
+             '| state file emptied |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for op in ops:
         rs = [r for r in results if r['operation'] == op and r['seed']]
         if not rs:
             continue
-        lines.append('| %s | %d | %d | %d | %d | %d | %d |' % (
+        lines.append('| %s | %d | %d | %d | %d | %d | %d | %d |' % (
             op, len(rs), sum(r['converged'] for r in rs), sum(len(r['orphans']) for r in rs),
             sum(r['manual_steps'] for r in rs), sum(bool(r['killed_during']) for r in rs),
-            sum(bool(r.get('lock_info_left')) for r in rs)))
+            sum(bool(r.get('lock_info_left')) for r in rs), sum(bool(r.get('state_file_lost')) for r in rs)))
     return '\n'.join(lines)
 
 
