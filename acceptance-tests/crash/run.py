@@ -451,6 +451,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--seeds', type=int, default=int(os.environ.get('SEEDS', 20)))
     parser.add_argument('--first-seed', type=int, default=1)
+    parser.add_argument('--only-seeds', default='', help='these seeds (e.g. 2,4,7) instead of --first-seed/--seeds')
     parser.add_argument('--ops', default=','.join(OPERATIONS))
     parser.add_argument('--time-scale', type=float, default=0.2)
     parser.add_argument('--jobs', type=int, default=int(os.environ.get('JOBS', 1)))
@@ -471,7 +472,10 @@ def main():
     base = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(base, exist_ok=True)
     started = time.monotonic()
-    work = parts(ops, args.first_seed, args.seeds, args.jobs)
+    if args.only_seeds:
+        work = [(op, [int(x) for x in args.only_seeds.split(',')]) for op in ops]
+    else:
+        work = parts(ops, args.first_seed, args.seeds, args.jobs)
     if args.jobs > 1:
         fresh = run_parallel(work, args, base)
     else:
