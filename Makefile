@@ -75,12 +75,15 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 release: deps
 	python3 acceptance-tests/release.py --version $(VERSION) --out dist
 
-# Not part of `make test` (about a minute per run): SEEDS runs per operation, each on its own lab.
-# OPS narrows it (e.g. OPS=create,destroy); results in .lab/crash/results.json.
+# Not part of `make test`: SEEDS kills per operation, each operation on a lab reused from seed to
+# seed. OPS narrows it (e.g. OPS=create,destroy); JOBS runs that many parts at once, each in a
+# network namespace of its own (unshare -n: root, or a user namespace); results in
+# .lab/crash/results.json.
 SEEDS ?= 20
-OPS   ?= create,cluster-create,vm-create,scale-out,scale-in,upgrade,destroy
+OPS   ?= vm-create,create,cluster-create,scale-out,scale-in,config-roll,upgrade,destroy
+JOBS  ?= 1
 crash: build venv
-	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS)
+	$(PY) acceptance-tests/crash/run.py --seeds $(SEEDS) --ops $(OPS) --jobs $(JOBS)
 
 lint: deps
 	$(CARGO) fmt --all --check

@@ -1,11 +1,25 @@
 """What a converged lab looks like, read through each system's own API: Proxmox's VM list, the Talos
 fleet's admin API (node states, cluster ids, etcd members), Infisical's secrets. Each check returns
-a list of problems (orphans, strays), empty when all is well."""
+a list of problems (orphans, strays), empty when all is well. etcd's members are asked of the real
+etcd of each control plane, not of the lab's view of it."""
 
+import base64
+import datetime
 import json
+import os
+import re
 import ssl
+import tempfile
 import urllib.parse
 import urllib.request
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Talos constants.EtcdClientPort: every control plane's etcd serves clients here.
+ETCD_CLIENT_PORT = 2379
 
 
 class Lab(object):
@@ -46,6 +60,55 @@ class Lab(object):
         return {(s['environment'], s['path'], s['key']) for s in stored}
 
 
+class Etcd(object):
+    """The real etcd of the lab's control planes, asked directly through its v3 JSON gateway over
+    mutual TLS, with a client certificate this check issues from the etcd CA of the cluster's
+    secrets (as Talos issues its own `admin` etcd client certificate)."""
+
+    def __init__(self, secrets_yaml):
+        ca_crt, ca_key = _etcd_ca(secrets_yaml)
+        ca_cert = x509.load_pem_x509_certificate(ca_crt)
+        ca_private = serialization.load_pem_private_key(ca_key, password=None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'crash-check')]))
+                .issuer_name(ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_private, hashes.SHA256()))
+        self.context = ssl.create_default_context(cadata=ca_crt.decode())
+        self.context.check_hostname = False
+        with tempfile.TemporaryDirectory() as d:
+            crt_path, key_path = os.path.join(d, 'client.crt'), os.path.join(d, 'client.key')
+            with open(crt_path, 'wb') as f:
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+            with open(key_path, 'wb') as f:
+                f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+            self.context.load_cert_chain(crt_path, key_path)
+
+    def members(self, address):
+        """The member list as the etcd at `address` answers it: [(name, is_learner)]."""
+        req = urllib.request.Request('https://%s:%d/v3/cluster/member/list' % (address, ETCD_CLIENT_PORT),
+                                     data=b'{}', headers={'Content-Type': 'application/json'})
+        with urllib.request.urlopen(req, timeout=10, context=self.context) as resp:
+            answer = json.load(resp)
+        return [(m.get('name', ''), bool(m.get('isLearner'))) for m in answer.get('members', [])]
+
+
+def _etcd_ca(secrets_yaml):
+    """certs.etcd.crt and .key of a `talosctl gen secrets` document (base64 of PEM), without a YAML
+    library: the format is fixed (two-space indents, one value a line)."""
+    match = re.search(r'^certs:\n(?:  .*\n)*?  etcd:\n    crt: (\S+)\n    key: (\S+)', secrets_yaml, re.M)
+    if not match:
+        raise ValueError('no certs.etcd in the cluster secrets')
+    return base64.b64decode(match.group(1)), base64.b64decode(match.group(2))
+
+
 def _state(tf):
     return tf.resources()
 
@@ -67,6 +130,7 @@ def check_converged(lab, tf):
     # Every lab node is a running member of this cluster (with the name state gives it) or back in
     # maintenance mode.
     members = {n['address'].split('/')[0]: n for n in cluster['node']}
+    etcd = Etcd(identity['secrets'])
     control_planes = {n['name'] for n in cluster['node'] if n['role'] == 'controlplane'}
     for address, node in sorted(lab.nodes().items()):
         mine = members.get(address)
@@ -79,10 +143,17 @@ def check_converged(lab, tf):
                             % (mine['name'], address, node['state'], node.get('cluster_id')))
             continue
         if mine['role'] == 'controlplane':
-            seen = {m['hostname'] for m in node.get('etcd_members', [])}
-            if seen != control_planes:
-                problems.append('etcd members seen by %s are %s, not the control planes %s'
-                                % (mine['name'], sorted(seen), sorted(control_planes)))
+            try:
+                listed = etcd.members(address)
+            except (OSError, ValueError) as e:
+                problems.append('the etcd of %s (%s) does not answer its member list: %s' % (mine['name'], address, e))
+                continue
+            names = sorted(name for name, _ in listed)
+            learners = sorted(name for name, learner in listed if learner)
+            if names != sorted(control_planes) or learners:
+                problems.append('etcd members seen by %s are %s%s, not the control planes %s'
+                                % (mine['name'], names, ' (learners: %s)' % learners if learners else '',
+                                   sorted(control_planes)))
     # No secret in Infisical that state does not know.
     expected = set()
     for address, values in resources.items():

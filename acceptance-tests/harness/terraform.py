@@ -4,6 +4,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -33,6 +34,31 @@ class TerraformError(AssertionError):
     pass
 
 
+def run_in_own_group(command, cwd, env, timeout):
+    """subprocess.run for Terraform: in a process group of its own, and on timeout the whole group
+    is killed (Terraform, and the provider plugins it started), then TimeoutExpired is raised.
+    subprocess.run's own timeout kills only the direct child and would leave the provider running
+    against the lab."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        stdout, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def kill_group(proc):
+    """SIGKILL to every process of `proc`'s group (it must lead one: start_new_session=True)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 class Terraform(object):
     """One Terraform working directory."""
 
@@ -59,8 +85,7 @@ class Terraform(object):
             f.write(text)
 
     def run(self, *args, expect_fail=False, timeout=600):
-        proc = subprocess.run(terraform_command() + list(args), cwd=self.workdir, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_in_own_group(terraform_command() + list(args), cwd=self.workdir, env=self.env, timeout=timeout)
         self.last = proc
         output = proc.stdout + proc.stderr
         if expect_fail and proc.returncode == 0:
