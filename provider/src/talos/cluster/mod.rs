@@ -8,6 +8,7 @@ mod bring_up;
 mod error;
 mod execute;
 mod health;
+mod kubernetes_upgrade;
 mod plan;
 mod poll;
 mod reboot;
@@ -21,7 +22,7 @@ pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
-pub use plan::{plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
+pub use plan::{kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
