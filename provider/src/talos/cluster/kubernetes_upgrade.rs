@@ -60,8 +60,12 @@ pub async fn upgrade_kubernetes(
                 .filter_map(|later| Some((later, live.get(&later)?.clone())))
                 .filter(|(_, release)| release != version)
                 .collect();
-            let config = with_component_tags(&node.config, &held)
-                .map_err(|e| ClusterError::Credentials(format!("node {}: {e}", node.name)))?;
+            let config = if held.is_empty() {
+                node.config.clone()
+            } else {
+                with_component_tags(&node.config, &held)
+                    .map_err(|e| ClusterError::Credentials(format!("node {}: {e}", node.name)))?
+            };
             let staged = ClusterNode {
                 config,
                 ..(*node).clone()
