@@ -72,14 +72,14 @@ def kubectl(t, *args):
 
 
 def fault(t, address, kind):
-    req = urllib.request.Request('%s/nodes/%s/faults' % (t.lab['admin'], address),
+    req = urllib.request.Request('%s/nodes/%s/faults' % (t.lab['talos']['admin'], address),
                                  data=json.dumps({'kind': kind}).encode(), method='POST',
                                  headers={'Content-Type': 'application/json'})
     urllib.request.urlopen(req, timeout=10).close()
 
 
 def etcd_members(t):
-    with urllib.request.urlopen(t.lab['admin'] + '/nodes', timeout=10) as resp:
+    with urllib.request.urlopen(t.lab['talos']['admin'] + '/nodes', timeout=10) as resp:
         nodes = {n['address']: n for n in json.loads(resp.read())}
     return {address: sorted(m['hostname'] for m in nodes[address]['etcd_members'])
             for address in CONTROL_PLANES.values()}
