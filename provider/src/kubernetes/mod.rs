@@ -5,6 +5,7 @@
 
 pub mod drain;
 pub mod system;
+pub mod versions;
 
 use std::time::Duration;
 

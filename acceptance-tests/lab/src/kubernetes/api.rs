@@ -150,6 +150,11 @@ pub(crate) async fn dispatch(
         (&Method::PATCH, Some(name), None) if t.resource.name == "nodes" => {
             patch_node(&cluster, name, &body)
         }
+        (&Method::PATCH, Some(name), None)
+            if matches!(t.resource.name, "daemonsets" | "deployments") =>
+        {
+            patch_workload(&cluster, &t, name, &body)
+        }
         (&Method::DELETE, Some(name), None) if t.resource.name == "nodes" => {
             delete_node(&cluster, name)
         }
@@ -447,4 +452,57 @@ mod tests {
         assert!(!matches_selector("k8s-app=kube-dns", labels));
         assert!(matches_selector("!missing,tier!=worker", labels));
     }
+}
+
+/// A patch of a DaemonSet or Deployment (server-side apply, merge or strategic merge: the body
+/// is YAML or JSON): the images of the pod template's containers, by name, which is what the
+/// bootstrap manifests change from one release to the next. The workload rolls its pods.
+fn patch_workload(cluster: &KubeCluster, t: &Target, name: &str, body: &[u8]) -> Response {
+    let Ok(patch) = serde_yaml::from_slice::<Value>(body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body of the request was in an unknown format",
+        );
+    };
+    let kind = if t.resource.name == "daemonsets" {
+        "DaemonSet"
+    } else {
+        "Deployment"
+    };
+    let namespace = t.namespace.unwrap_or_default();
+    let containers: Vec<(String, String)> = patch
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c.get("name")?.as_str()?.to_string(),
+                c.get("image")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    {
+        let mut store = cluster.sync();
+        let exists = match kind {
+            "DaemonSet" => namespace == "kube-system" && store.daemonsets.contains_key(name),
+            _ => store
+                .workloads
+                .contains_key(&(namespace.to_string(), name.to_string())),
+        };
+        if !exists {
+            return not_found(t.resource, name);
+        }
+        for (container, image) in &containers {
+            if !store.set_image(kind, namespace, name, container, image) {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    &format!("{kind}.apps \"{name}\" is invalid: spec.template.spec.containers[0].name: Not found: {container:?}"),
+                );
+            }
+        }
+    }
+    get(cluster, t, name, false)
 }

@@ -89,6 +89,10 @@ pub struct KubeAddons {
     pub settings: KubeSettings,
     /// The documents of `cluster.inlineManifests[].contents`, in order.
     pub manifests: Vec<Value>,
+    /// `cluster.proxy.image`: the image of the kube-proxy DaemonSet Talos renders.
+    pub proxy_image: Option<String>,
+    /// `cluster.coreDNS.image`: the CoreDNS image Talos renders (its release's default when unset).
+    pub coredns_image: Option<String>,
 }
 
 impl KubeAddons {
@@ -129,9 +133,16 @@ impl KubeAddons {
                 }
             }
         }
+        let image = |pointer: &str| {
+            main.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         KubeAddons {
             settings,
             manifests,
+            proxy_image: image("/cluster/proxy/image"),
+            coredns_image: image("/cluster/coreDNS/image"),
         }
     }
 }
@@ -292,6 +303,8 @@ pub(crate) struct Store {
     /// Objects of the inline/extra manifests, by (kind, namespace, name).
     pub(crate) manifests: BTreeMap<(String, String, String), Value>,
     pub(crate) settings: KubeSettings,
+    /// Talos applied its bootstrap manifests (kube-proxy, CoreDNS) once already.
+    pub(crate) bootstrapped: bool,
     pub(crate) created: SystemTime,
     pub(crate) revision: u64,
     next_ip: u16,
@@ -355,6 +368,7 @@ impl KubeCluster {
             leases: BTreeMap::new(),
             manifests: BTreeMap::new(),
             settings: KubeSettings::default(),
+            bootstrapped: false,
             created: now,
             revision: 1,
             next_ip: 0,
@@ -438,11 +452,43 @@ impl KubeCluster {
 
     /// The add-ons of a control plane's config: network settings, then the manifests (create
     /// only before Talos 1.13, server-side apply from 1.13).
-    pub fn apply_addons(&self, addons: &KubeAddons, server_side_apply: bool) {
+    pub fn apply_addons(
+        &self,
+        addons: &KubeAddons,
+        default_coredns: &str,
+        server_side_apply: bool,
+    ) {
         if self.lock().settings != addons.settings {
             self.configure(addons.settings.clone());
         }
+        self.apply_bootstrap(
+            addons.proxy_image.as_deref(),
+            addons.coredns_image.as_deref().unwrap_or(default_coredns),
+            server_side_apply,
+        );
         self.apply_manifests(&addons.manifests, server_side_apply);
+    }
+
+    /// The bootstrap manifests' images: kube-proxy's and CoreDNS's as the control plane's
+    /// config renders them. Talos before 1.13 creates them once and leaves them (an upgrade has
+    /// to apply them again, as `talosctl upgrade-k8s` does); 1.13 server-side applies them on
+    /// every change (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
+    fn apply_bootstrap(&self, proxy: Option<&str>, coredns: &str, server_side_apply: bool) {
+        let mut store = self.lock();
+        if store.bootstrapped && !server_side_apply {
+            return;
+        }
+        store.bootstrapped = true;
+        if let Some(image) = proxy {
+            store.set_image(
+                "DaemonSet",
+                "kube-system",
+                "kube-proxy",
+                "kube-proxy",
+                image,
+            );
+        }
+        store.set_image("Deployment", "kube-system", "coredns", "coredns", coredns);
     }
 
     /// The network add-ons the machine config asks for; kube-proxy's and flannel's DaemonSets
@@ -543,6 +589,57 @@ impl KubeCluster {
 }
 
 impl Store {
+    /// Sets the image of a container of a DaemonSet or Deployment; `false` when there is no
+    /// such workload or container. A Deployment whose template changed gets a new ReplicaSet
+    /// (new pod-template-hash) and its old pods are deleted (Kubernetes:
+    /// pkg/controller/deployment/sync.go); a DaemonSet's pods are replaced by the sync.
+    pub(crate) fn set_image(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        image: &str,
+    ) -> bool {
+        let containers = match kind {
+            "DaemonSet" => match self.daemonsets.get_mut(name) {
+                Some(ds) => &mut ds.containers,
+                None => return false,
+            },
+            _ => match self
+                .workloads
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(w) => &mut w.containers,
+                None => return false,
+            },
+        };
+        let Some(slot) = containers.iter_mut().find(|(n, _)| n == container) else {
+            return false;
+        };
+        if slot.1 == image {
+            return true;
+        }
+        slot.1 = image.to_string();
+        self.revision += 1;
+        if kind == "Deployment" {
+            let key = (namespace.to_string(), name.to_string());
+            if let Some(w) = self.workloads.get_mut(&key) {
+                let old = Owner::ReplicaSet(format!("{}-{}", w.name, w.hash));
+                w.hash = suffix(10);
+                let now = SystemTime::now();
+                for pod in self.pods.values_mut().filter(|p| p.owner == old) {
+                    pod.deletion.get_or_insert(Deletion {
+                        timestamp: now,
+                        grace: 0,
+                        gone_at: Instant::now(),
+                    });
+                }
+            }
+        }
+        true
+    }
+
     pub(crate) fn readiness(
         &self,
         node: &NodeRecord,
@@ -641,21 +738,42 @@ impl Store {
         let nodes = &self.nodes;
         self.pods
             .retain(|_, pod| pod.node.as_ref().is_none_or(|n| nodes.contains_key(n)));
-        let version = self
-            .nodes
-            .values()
-            .find(|n| n.view.control_plane)
-            .map(|n| n.view.kubelet_version.clone())
-            .unwrap_or_default();
+        // A static pod whose image changed in the config is restarted by its kubelet (a new
+        // mirror pod, not Ready until the container is up); a DaemonSet pod whose template
+        // changed is replaced (Kubernetes: pkg/kubelet/config, pkg/controller/daemon/update.go).
+        let stale: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| {
+                let Some(record) = p.node.as_ref().and_then(|n| nodes.get(n)) else {
+                    return false;
+                };
+                match &p.owner {
+                    Owner::Node => p.containers.first().is_some_and(|(name, image)| {
+                        record
+                            .view
+                            .static_pods
+                            .iter()
+                            .any(|(n, i)| n == name && i != image)
+                    }),
+                    Owner::DaemonSet(ds) => self
+                        .daemonsets
+                        .get(ds)
+                        .is_some_and(|d| d.containers != p.containers),
+                    Owner::ReplicaSet(_) => false,
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &stale {
+            self.pods.remove(key);
+        }
         let mut wanted: Vec<Pod> = Vec::new();
         for record in self.nodes.values() {
             let node = &record.view.name;
             if record.view.control_plane {
-                for component in [
-                    "kube-apiserver",
-                    "kube-controller-manager",
-                    "kube-scheduler",
-                ] {
+                for (component, image) in &record.view.static_pods {
+                    let component = component.as_str();
                     wanted.push(Pod {
                         namespace: "kube-system".into(),
                         name: format!("{component}-{node}"),
@@ -664,10 +782,7 @@ impl Store {
                         owner: Owner::Node,
                         labels: labels(&[("k8s-app", component), ("tier", "control-plane")]),
                         created: record.view.created,
-                        containers: vec![(
-                            component.into(),
-                            format!("registry.k8s.io/{component}:{version}"),
-                        )],
+                        containers: vec![(component.into(), image.clone())],
                         host_network: true,
                         ip: Some(record.view.internal_ip.to_string()),
                         empty_dir: false,
@@ -711,7 +826,7 @@ impl Store {
                 slot.insert(pod);
             }
         }
-        if self.pods.len() != before {
+        if self.pods.len() != before || !stale.is_empty() {
             self.revision += 1;
         }
     }

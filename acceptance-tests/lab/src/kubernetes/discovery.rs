@@ -19,6 +19,7 @@ pub(crate) struct Resource {
 
 const READ: &[&str] = &["get", "list", "watch"];
 const READ_DELETE: &[&str] = &["delete", "get", "list", "watch"];
+const READ_PATCH: &[&str] = &["get", "list", "patch", "watch"];
 const READ_PATCH_DELETE: &[&str] = &["delete", "get", "list", "patch", "update", "watch"];
 
 /// Every resource the emulated API serves.
@@ -80,7 +81,7 @@ pub(crate) const RESOURCES: &[Resource] = &[
         singular: "daemonset",
         kind: "DaemonSet",
         namespaced: true,
-        verbs: READ,
+        verbs: READ_PATCH,
         short_names: &["ds"],
     },
     Resource {
@@ -90,7 +91,7 @@ pub(crate) const RESOURCES: &[Resource] = &[
         singular: "deployment",
         kind: "Deployment",
         namespaced: true,
-        verbs: READ,
+        verbs: READ_PATCH,
         short_names: &["deploy"],
     },
     Resource {

@@ -51,6 +51,8 @@ pub struct NodeView {
     pub created: SystemTime,
     /// `status.nodeInfo.kubeletVersion`.
     pub kubelet_version: String,
+    /// The static pods the kubelet runs (control planes), `k8s-app` name and image.
+    pub static_pods: Vec<(String, String)>,
     /// `status.nodeInfo.osImage`, e.g. `Talos (v1.12.0)`.
     pub os_image: String,
 }
@@ -70,6 +72,10 @@ pub trait NodeSource: Send + Sync + 'static {
             .filter(|n| n.control_plane)
             .map(|n| n.internal_ip)
             .collect()
+    }
+    /// The release of the kube-apiserver that answers (`v1.35.0`), when known.
+    fn api_server_version(&self) -> Option<String> {
+        None
     }
 }
 
@@ -129,7 +135,12 @@ async fn version(
     if let Err(r) = authorize(&id) {
         return r;
     }
-    let v = app.kubernetes_version.trim_start_matches('v');
+    // The kube-apiserver that answers tells its own release: after an upgrade, the new one.
+    let running = app.source.api_server_version();
+    let v = running
+        .as_deref()
+        .unwrap_or(&app.kubernetes_version)
+        .trim_start_matches('v');
     let mut parts = v.split('.');
     let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
     Json(json!({

@@ -452,7 +452,9 @@ impl View<'_> {
                 m["labels"] = labels_json(&ds.labels);
                 json!({
                     "kind": "DaemonSet", "apiVersion": "apps/v1", "metadata": m,
-                    "spec": { "selector": { "matchLabels": labels_json(&ds.labels) } },
+                    "spec": { "selector": { "matchLabels": labels_json(&ds.labels) },
+                              "template": { "metadata": { "labels": labels_json(&ds.labels) },
+                                            "spec": { "containers": containers_json(&ds.containers) } } },
                     "status": { "desiredNumberScheduled": pods.len(), "currentNumberScheduled": pods.len(),
                                 "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": pods.len(),
                                 "numberMisscheduled": 0 },
@@ -473,7 +475,9 @@ impl View<'_> {
                 m["labels"] = labels_json(&w.labels);
                 json!({
                     "kind": "Deployment", "apiVersion": "apps/v1", "metadata": m,
-                    "spec": { "replicas": w.replicas, "selector": { "matchLabels": labels_json(&w.labels) } },
+                    "spec": { "replicas": w.replicas, "selector": { "matchLabels": labels_json(&w.labels) },
+                              "template": { "metadata": { "labels": labels_json(&w.labels) },
+                                            "spec": { "containers": containers_json(&w.containers) } } },
                     "status": { "replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": pods.len() },
                 })
             })
@@ -836,4 +840,14 @@ fn cells(resource: &str, o: &Value) -> Vec<Value> {
         _ => vec![name, age],
     };
     cells.into_iter().map(Value::String).collect()
+}
+
+/// A pod template's `containers`.
+fn containers_json(containers: &[(String, String)]) -> Value {
+    Value::Array(
+        containers
+            .iter()
+            .map(|(name, image)| json!({ "name": name, "image": image }))
+            .collect(),
+    )
 }

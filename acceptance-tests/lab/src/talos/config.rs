@@ -71,6 +71,9 @@ pub struct MachineConfig {
     pub apiserver_refusal: Option<String>,
     /// Tag of the kubelet image, e.g. `v1.32.0`.
     pub kubelet_version: String,
+    /// The static pods of a control plane with their images (`cluster.apiServer.image`,
+    /// `cluster.controllerManager.image`, `cluster.scheduler.image`), by `k8s-app` name.
+    pub static_pods: Vec<(String, String)>,
     /// Talos release of `machine.install.image` (its tag, when it names a supported release):
     /// what a node in maintenance mode installs, whatever release it booted.
     pub install_version: Option<String>,
@@ -402,6 +405,27 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
     let kubelet_version = str_at("/machine/kubelet/image")
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .unwrap_or_else(|| "v1.32.0".into());
+    // Talos renders the static pods from these fields (Talos: internal/app/machined/pkg/
+    // controllers/k8s/control_plane_static_pod.go (v1.12.0)); the defaults follow the kubelet.
+    let static_pods = if machine_type == MachineType::Controlplane {
+        [
+            ("kube-apiserver", "/cluster/apiServer/image"),
+            (
+                "kube-controller-manager",
+                "/cluster/controllerManager/image",
+            ),
+            ("kube-scheduler", "/cluster/scheduler/image"),
+        ]
+        .into_iter()
+        .map(|(name, pointer)| {
+            let image = str_at(pointer)
+                .unwrap_or_else(|| format!("registry.k8s.io/{name}:{kubelet_version}"));
+            (name.to_string(), image)
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
     let install_image = str_at("/machine/install/image");
     let install_version = install_image
         .clone()
@@ -425,6 +449,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         etcd_ca_key: b64_pem(main.pointer("/cluster/etcd/ca/key")),
         vip,
         kubelet_version,
+        static_pods,
         install_version,
         install_image,
         kube_addons: crate::kubernetes::KubeAddons::from_config(main),

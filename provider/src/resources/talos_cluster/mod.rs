@@ -28,7 +28,9 @@ use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
-use crate::talos::config::{generate_cluster_configs, installer_image, ClusterSpec};
+use crate::talos::config::{
+    generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
+};
 use crate::talos::pki::SecretsBundle;
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -237,6 +239,18 @@ impl Resource for TalosClusterResource {
             state.kubernetes_version = Value::Null;
         }
         plan::fill_defaults(&mut state);
+        if let (Value::Value(from), Value::Value(to)) =
+            (&prior_state.kubernetes_version, &state.kubernetes_version)
+        {
+            if let Err(reason) = crate::talos::config::check_upgrade_path(from, to) {
+                diags.error(
+                    "Unsupported Kubernetes upgrade",
+                    reason,
+                    AttributePath::new("kubernetes_version"),
+                );
+                return None;
+            }
+        }
         let bundle = prior_private_state.as_ref().and_then(|s| s.bundle().ok());
         match (state.to_spec(), &bundle) {
             (Some(spec), Some(bundle)) => {
@@ -394,6 +408,7 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
+                coredns_image: &desired.coredns_image,
             };
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
         }
@@ -480,6 +495,7 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
+                coredns_image: &desired.coredns_image,
             };
             let mut report = cluster::Report::default();
             let result = cluster::execute(&steps, &nodes, &removed, &live, &mut report).await;
@@ -625,6 +641,12 @@ fn desired(
         nodes: credentials::cluster_nodes(spec, configs)?,
         image: installer_image(spec).map_err(|e| e.to_string())?,
         target: plan::target_version(spec).unwrap_or_default(),
+        kubernetes: KubernetesVersion::parse(&spec.kubernetes_version)
+            .map(|v| v.tag().to_string())
+            .map_err(|e| e.to_string())?,
+        coredns_image: TalosVersion::parse(&spec.talos_version)
+            .map(|v| v.minor.default_coredns_image().to_string())
+            .map_err(|e| e.to_string())?,
     })
 }
 
@@ -682,6 +704,36 @@ fn warn_of_upgrades(
     desired: &cluster::Desired,
 ) {
     let target = &desired.target;
+    if let Some(from) = cluster::kubernetes_upgrade(current, desired) {
+        let control_planes: Vec<&str> = desired
+            .nodes
+            .iter()
+            .filter(|n| n.is_control_plane() && current.applied.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        let all: Vec<&str> = desired
+            .nodes
+            .iter()
+            .filter(|n| current.applied.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        diags.warning(
+            "Kubernetes will be upgraded component by component",
+            format!(
+                "The nodes run Kubernetes {} and will run {}, as talosctl upgrade-k8s does it: kube-apiserver, \
+                 kube-controller-manager and kube-scheduler on {} one node at a time (each static pod Ready on {} \
+                 before the next), then the kubelets on {} one by one, then the kube-proxy and CoreDNS manifests. \
+                 Components that already run {} (an upgrade cut short) are left as they are.",
+                from.join(", "),
+                desired.kubernetes,
+                control_planes.join(", "),
+                desired.kubernetes,
+                all.join(", "),
+                desired.kubernetes,
+            ),
+            AttributePath::new("kubernetes_version"),
+        );
+    }
     match cluster::upgrade_reason(current, desired) {
         Some(cluster::UpgradeReason::Release(_))
             if prior_state.talos_version.is_value()

@@ -5,8 +5,10 @@
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::kubernetes_upgrade::{self, Releases};
 use super::plan::Step;
 use super::{Access, ClusterError, ClusterNode, ResetOutcome};
+use crate::talos::config::Component;
 
 /// What Talos answered to a config applied to a running node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,19 @@ pub trait NodeOperations: Sync {
         nodes: &[ClusterNode],
         reinstall: bool,
     ) -> Result<(), ClusterError>;
+    /// The release each Kubernetes component of a node runs, as the cluster reports it (a
+    /// component it does not report is left out).
+    async fn kubernetes_releases(&self, node: &ClusterNode) -> Result<Releases, ClusterError>;
+    /// Waits until `component` runs `version` on the node and is Ready.
+    async fn wait_component(
+        &self,
+        node: &ClusterNode,
+        component: Component,
+        version: &str,
+    ) -> Result<(), ClusterError>;
+    /// Applies the bootstrap manifests (kube-proxy, CoreDNS) again with the images `cluster`'s
+    /// configs give them.
+    async fn sync_bootstrap_manifests(&self, cluster: &[ClusterNode]) -> Result<(), ClusterError>;
 }
 
 /// What the executor tells the caller besides an error: nodes it found not reset.
@@ -102,6 +117,10 @@ pub async fn execute(
                 ops.upgrade(cluster, &pick(cluster, nodes), *reinstall)
                     .await?
             }
+            Step::UpgradeKubernetes { nodes, version } => {
+                kubernetes_upgrade::upgrade_kubernetes(ops, cluster, &pick(cluster, nodes), version)
+                    .await?
+            }
             Step::ApplyNew(names) => ops.apply_new(&pick(cluster, names)).await?,
             Step::ApplyRunning(name) => {
                 let node = one(cluster, name)?;
@@ -131,6 +150,8 @@ pub struct Live<'a> {
     pub image: &'a str,
     /// The release tag upgraded nodes must report.
     pub target: &'a str,
+    /// The CoreDNS image Talos renders for the cluster's release.
+    pub coredns_image: &'a str,
 }
 
 #[async_trait]
@@ -179,6 +200,30 @@ impl NodeOperations for Live<'_> {
             self.image,
             self.target,
             reinstall,
+            self.access,
+            self.deadline,
+        )
+        .await
+    }
+
+    async fn kubernetes_releases(&self, node: &ClusterNode) -> Result<Releases, ClusterError> {
+        Ok(kubernetes_upgrade::read_releases(node, self.access).await)
+    }
+
+    async fn wait_component(
+        &self,
+        node: &ClusterNode,
+        component: Component,
+        version: &str,
+    ) -> Result<(), ClusterError> {
+        kubernetes_upgrade::wait_component(node, component, version, self.access, self.deadline)
+            .await
+    }
+
+    async fn sync_bootstrap_manifests(&self, cluster: &[ClusterNode]) -> Result<(), ClusterError> {
+        kubernetes_upgrade::sync_bootstrap_manifests(
+            cluster,
+            self.coredns_image,
             self.access,
             self.deadline,
         )
@@ -283,6 +328,22 @@ mod tests {
             self.log(format!("upgrade {} reinstall={reinstall}", joined(nodes)));
             Ok(())
         }
+        async fn kubernetes_releases(&self, _: &ClusterNode) -> Result<Releases, ClusterError> {
+            Ok(Releases::new())
+        }
+        async fn wait_component(
+            &self,
+            node: &ClusterNode,
+            component: Component,
+            version: &str,
+        ) -> Result<(), ClusterError> {
+            self.log(format!("wait {} {} {version}", node.name, component.name()));
+            Ok(())
+        }
+        async fn sync_bootstrap_manifests(&self, _: &[ClusterNode]) -> Result<(), ClusterError> {
+            self.log("sync manifests".into());
+            Ok(())
+        }
     }
 
     fn node(name: &str, role: Role, config: &str) -> ClusterNode {
@@ -308,6 +369,8 @@ mod tests {
             nodes: nodes.to_vec(),
             image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
             target: "v1.12.0".into(),
+            kubernetes: "v1.35.0".into(),
+            coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
         }
     }
 

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ClusterNode;
+use crate::talos::config::{component_tag, Component};
 
 /// What the cluster had before this apply.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +37,10 @@ pub struct Desired {
     pub image: String,
     /// The release tag the nodes should report, e.g. `v1.12.0`.
     pub target: String,
+    /// The Kubernetes release the nodes should run, e.g. `v1.35.0`.
+    pub kubernetes: String,
+    /// The CoreDNS image Talos renders for the release (its bootstrap manifest).
+    pub coredns_image: String,
 }
 
 /// One step of an apply.
@@ -54,6 +59,19 @@ pub enum Step {
         nodes: Vec<String>,
         /// Upgrade nodes already on the target release too.
         reinstall: bool,
+    },
+    /// Move the running nodes to another Kubernetes release as `talosctl upgrade-k8s` does:
+    /// kube-apiserver, kube-controller-manager, kube-scheduler one control plane at a time
+    /// (each static pod Ready on the new release before the next), kube-proxy's image in the
+    /// control planes' configs, the kubelets node by node (each Node reporting the release and
+    /// Ready), then the bootstrap manifests (kube-proxy, CoreDNS) applied again. What already
+    /// runs `version` is left alone, so an upgrade cut short resumes where it stopped. Each
+    /// node ends on its desired config.
+    UpgradeKubernetes {
+        /// The running nodes, in configuration order (control planes are taken first).
+        nodes: Vec<String>,
+        /// The release, e.g. `v1.35.0`.
+        version: String,
     },
     /// Apply to machines that run none of our configs yet, all at once.
     ApplyNew(Vec<String>),
@@ -105,6 +123,32 @@ pub fn upgrade_reason(current: &Current, desired: &Desired) -> Option<UpgradeRea
     }
 }
 
+/// The Kubernetes releases the running nodes' configs name now, when any differs from what
+/// `desired` wants: the nodes then go through [`Step::UpgradeKubernetes`].
+pub fn kubernetes_upgrade(current: &Current, desired: &Desired) -> Option<Vec<String>> {
+    let mut from: Vec<String> = Vec::new();
+    let mut differs = false;
+    for node in desired.nodes.iter() {
+        let Some(applied) = current.applied.get(&node.name) else {
+            continue;
+        };
+        for component in Component::ALL {
+            let (Some(old), Some(new)) = (
+                component_tag(applied, component),
+                component_tag(&node.config, component),
+            ) else {
+                continue;
+            };
+            differs |= old != new;
+            if !from.contains(&old) {
+                from.push(old);
+            }
+        }
+    }
+    from.sort();
+    differs.then_some(from)
+}
+
 /// The steps of an apply: `current` is `None` for a new cluster.
 pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let everyone = names(&desired.nodes);
@@ -147,6 +191,15 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
             reinstall: reason == UpgradeReason::Reinstall,
         });
     }
+    // Then Kubernetes, before any new node joins: a kubelet newer than the API servers is
+    // outside the version skew policy. The upgrade leaves each node on its desired config.
+    let kubernetes = kubernetes_upgrade(current, desired).is_some();
+    if kubernetes {
+        steps.push(Step::UpgradeKubernetes {
+            nodes: names(running.iter().copied()),
+            version: desired.kubernetes.clone(),
+        });
+    }
     let new: Vec<&ClusterNode> = desired
         .nodes
         .iter()
@@ -157,11 +210,16 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .copied()
         .filter(|n| current.applied.get(&n.name) != Some(&n.config))
         .collect();
+    let reapplied: Vec<&ClusterNode> = if kubernetes {
+        Vec::new()
+    } else {
+        changed.clone()
+    };
     if !new.is_empty() {
         steps.push(Step::ApplyNew(names(new.iter().copied())));
     }
     // Running nodes one by one, so that a config that reboots them keeps etcd's quorum.
-    steps.extend(changed.iter().map(|n| Step::ApplyRunning(n.name.clone())));
+    steps.extend(reapplied.iter().map(|n| Step::ApplyRunning(n.name.clone())));
     // Ask a control plane that already was a member: Talos bootstraps any control plane whose
     // etcd directory is empty (Talos: internal/app/machined/internal/server/v1alpha1/
     // v1alpha1_server.go (v1.12.0) Bootstrap), so a node that just joined would start a second
@@ -172,7 +230,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .copied()
         .or(first_control_plane);
     steps.extend(established.map(|n| Step::Bootstrap(n.name.clone())));
-    let touched: Vec<String> = names(new.iter().chain(changed.iter()).copied());
+    let touched: Vec<String> = names(new.iter().chain(reapplied.iter()).copied());
     if !touched.is_empty() {
         steps.push(Step::WaitConfigured(touched));
     }
@@ -213,6 +271,8 @@ mod tests {
             nodes,
             image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
             target: "v1.12.0".into(),
+            kubernetes: "v1.35.0".into(),
+            coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
         }
     }
 
@@ -355,5 +415,53 @@ mod tests {
                 },
             ]
         );
+    }
+
+    fn kube_config(version: &str) -> String {
+        format!(
+            "version: v1alpha1\nmachine:\n  kubelet:\n    image: ghcr.io/siderolabs/kubelet:{version}\n\
+             cluster:\n  apiServer:\n    image: registry.k8s.io/kube-apiserver:{version}\n"
+        )
+    }
+
+    #[test]
+    fn a_new_kubernetes_release_upgrades_the_running_nodes_before_a_new_node_joins() {
+        let before = cluster(&kube_config("v1.34.2"));
+        let mut after = cluster(&kube_config("v1.35.0"));
+        after.push(node("w-2", Role::Worker, &kube_config("v1.35.0")));
+        let current = running(&before);
+        let wanted = desired(after);
+        assert_eq!(
+            kubernetes_upgrade(&current, &wanted),
+            Some(vec!["v1.34.2".to_string()])
+        );
+        let steps = plan(Some(&current), &wanted);
+        assert_eq!(
+            steps,
+            vec![
+                Step::UpgradeKubernetes {
+                    nodes: strings(&["cp-1", "cp-2", "w-1"]),
+                    version: "v1.35.0".into()
+                },
+                Step::ApplyNew(strings(&["w-2"])),
+                Step::Bootstrap("cp-1".into()),
+                Step::WaitConfigured(strings(&["w-2"])),
+                Step::WaitHealthy,
+                Step::Upgrade {
+                    nodes: strings(&["w-2"]),
+                    reinstall: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_kubernetes_release_plans_no_kubernetes_upgrade() {
+        let nodes = cluster(&kube_config("v1.35.0"));
+        let current = running(&nodes);
+        assert_eq!(kubernetes_upgrade(&current, &desired(nodes.clone())), None);
+        assert!(!plan(Some(&current), &desired(nodes))
+            .iter()
+            .any(|s| matches!(s, Step::UpgradeKubernetes { .. })));
     }
 }

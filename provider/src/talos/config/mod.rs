@@ -10,6 +10,7 @@
 
 mod endpoint;
 mod generate;
+pub mod kubernetes;
 mod network;
 pub mod patch;
 pub mod schema;
@@ -21,6 +22,9 @@ mod version;
 pub use endpoint::endpoint_url;
 pub use generate::{
     control_plane_endpoint, generate_cluster_configs, generate_node_config, installer_image,
+};
+pub use kubernetes::{
+    check_upgrade_path, component_image, component_tag, with_component_tags, Component,
 };
 pub use schematic::{schematic_id, schematic_yaml};
 pub use spec::{

@@ -68,6 +68,19 @@ impl TalosMinor {
             TalosMinor::V1_13 => "v1.36.0",
         }
     }
+
+    /// The CoreDNS image Talos renders in its bootstrap manifests when the config names none
+    /// (`cluster.coreDNS.image`).
+    // Talos: pkg/machinery/constants/constants.go CoreDNSImage, DefaultCoreDNSVersion at
+    // v1.10.0..v1.13.0.
+    pub fn default_coredns_image(self) -> &'static str {
+        match self {
+            TalosMinor::V1_10 => "registry.k8s.io/coredns/coredns:v1.12.1",
+            TalosMinor::V1_11 => "registry.k8s.io/coredns/coredns:v1.12.2",
+            TalosMinor::V1_12 => "registry.k8s.io/coredns/coredns:v1.13.2",
+            TalosMinor::V1_13 => "registry.k8s.io/coredns/coredns:v1.14.2",
+        }
+    }
 }
 
 /// A Talos version: a release line, optionally with its patch number (`v1.12` or `v1.12.3`).

@@ -109,6 +109,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         vip: None,
         apiserver_refusal: None,
         kubelet_version: "v1.31.0".into(),
+        static_pods: Vec::new(),
         install_version: None,
         install_image: None,
         kube_addons: Default::default(),

@@ -176,11 +176,14 @@ impl Fleet {
             if !serving.contains(address) {
                 continue;
             }
-            let ssa = state
+            let talos = state
                 .nodes
                 .get(address)
-                .is_some_and(|n| minor_version(&n.talos_version) >= 13);
-            kube.api.apply_addons(&config.kube_addons, ssa);
+                .map(|n| n.talos_version.clone())
+                .unwrap_or_default();
+            let ssa = minor_version(&talos) >= 13;
+            kube.api
+                .apply_addons(&config.kube_addons, default_coredns_image(&talos), ssa);
         }
         for addr in wanted {
             if kube.listeners.contains_key(&addr) {
@@ -257,6 +260,22 @@ struct ClusterNodes {
 }
 
 impl ClusterNodes {
+    /// The control planes whose kube-apiserver runs: running, with a healthy etcd (the same
+    /// rule as the listeners).
+    fn api_servers_in(&self, state: &State) -> Vec<IpAddr> {
+        state
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.config.as_ref().is_some_and(|c| {
+                    c.cluster_id == self.cluster_id && c.machine_type == MachineType::Controlplane
+                })
+            })
+            .filter(|(_, n)| n.etcd.healthy && matches!(n.phase, Phase::Running { .. }))
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
     fn views(&self, state: &State) -> Vec<NodeView> {
         let ready_after = self.fleet.scaled(
             self.fleet.inner.options.settle_delay + self.fleet.inner.options.kube_ready_delay,
@@ -288,12 +307,24 @@ impl ClusterNodes {
                     ready: since.elapsed() >= ready_after,
                     created: wall,
                     kubelet_version: config.kubelet_version.clone(),
+                    static_pods: config.static_pods.clone(),
                     os_image: format!("Talos ({})", node.talos_version),
                 })
             })
             .collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
         views
+    }
+}
+
+/// The CoreDNS image a Talos release renders when the config names none.
+// Talos: pkg/machinery/constants/constants.go CoreDNSImage, DefaultCoreDNSVersion (v1.10.0..v1.13.0).
+fn default_coredns_image(talos_version: &str) -> &'static str {
+    match minor_version(talos_version) {
+        ..=10 => "registry.k8s.io/coredns/coredns:v1.12.1",
+        11 => "registry.k8s.io/coredns/coredns:v1.12.2",
+        12 => "registry.k8s.io/coredns/coredns:v1.13.2",
+        _ => "registry.k8s.io/coredns/coredns:v1.14.2",
     }
 }
 
@@ -314,17 +345,23 @@ impl NodeSource for ClusterNodes {
         let Ok(state) = self.fleet.lock() else {
             return Vec::new();
         };
-        state
-            .nodes
+        self.api_servers_in(&state)
+    }
+
+    /// The kube-apiserver behind the VIP (its holder), else the first that runs.
+    fn api_server_version(&self) -> Option<String> {
+        let state = self.fleet.lock().ok()?;
+        let holder = state.clusters.get(&self.cluster_id)?.vip_holder;
+        let serving = self.api_servers_in(&state);
+        let address = holder
+            .filter(|h| serving.contains(h))
+            .or_else(|| serving.first().copied())?;
+        let config = state.nodes.get(&address)?.config.as_ref()?;
+        let (_, image) = config
+            .static_pods
             .iter()
-            .filter(|(_, n)| {
-                n.config.as_ref().is_some_and(|c| {
-                    c.cluster_id == self.cluster_id && c.machine_type == MachineType::Controlplane
-                })
-            })
-            .filter(|(_, n)| n.etcd.healthy && matches!(n.phase, Phase::Running { .. }))
-            .map(|(a, _)| *a)
-            .collect()
+            .find(|(name, _)| name == "kube-apiserver")?;
+        image.rsplit_once(':').map(|(_, tag)| tag.to_string())
     }
 
     fn nodes(&self) -> Vec<NodeView> {
