@@ -158,6 +158,11 @@ pub struct WorkloadSpec {
     /// An emptyDir volume (kubectl drain needs `--delete-emptydir-data`).
     #[serde(default)]
     pub empty_dir: bool,
+    /// `tolerationSeconds` of the pods' own `node.kubernetes.io/unreachable` and `not-ready`
+    /// NoExecute tolerations (as a stateful workload sets them to ride out a node's reboot);
+    /// without it they get the admission plugin's default, 300 s.
+    #[serde(default)]
+    pub toleration_seconds: Option<u64>,
 }
 
 fn default_namespace() -> String {
@@ -223,6 +228,8 @@ pub(crate) struct Workload {
     pub(crate) empty_dir: bool,
     pub(crate) claim: Option<String>,
     pub(crate) preferred_node: Option<String>,
+    /// The pods' own unreachable/not-ready `tolerationSeconds` (None: the default, 300 s).
+    pub(crate) toleration_seconds: Option<u64>,
     pub(crate) created: SystemTime,
 }
 
@@ -388,6 +395,7 @@ impl KubeCluster {
                 empty_dir: false,
                 claim: None,
                 preferred_node: None,
+                toleration_seconds: None,
                 created: now,
             },
         );
@@ -533,6 +541,7 @@ impl KubeCluster {
                 empty_dir: spec.empty_dir,
                 claim: spec.volume.then(|| format!("{}-data", spec.name)),
                 preferred_node: Some(spec.node.clone()),
+                toleration_seconds: spec.toleration_seconds,
                 created: now,
             },
         );
@@ -543,6 +552,12 @@ impl KubeCluster {
 }
 
 impl Store {
+    /// The Ready condition as the node lifecycle controller leaves it: a kubelet that has not
+    /// posted for longer than `--node-monitor-grace-period` makes it Unknown ("Kubelet stopped
+    /// posting node status."), and the node gets the `unreachable` NoExecute taint from which
+    /// the taint eviction counts the pods' `tolerationSeconds`. Kubernetes:
+    /// pkg/controller/nodelifecycle/node_lifecycle_controller.go (`tryUpdateNodeHealth`,
+    /// `processTaintBaseEviction`), pkg/controller/tainteviction/taint_eviction.go.
     pub(crate) fn readiness(
         &self,
         node: &NodeRecord,
@@ -730,12 +745,15 @@ impl Store {
     fn evict_from_lost_nodes(&mut self, timings: &KubeTimings, now: Instant) {
         let mut doomed = Vec::new();
         for (key, pod) in &self.pods {
-            if pod.deletion.is_some() || !matches!(pod.owner, Owner::ReplicaSet(_)) {
+            let Owner::ReplicaSet(rs) = &pod.owner else {
+                continue;
+            };
+            if pod.deletion.is_some() {
                 continue;
             }
             let Some(node) = &pod.node else { continue };
             if let Some(since) = self.lost_since(node, timings, now) {
-                if now.duration_since(since) >= timings.unreachable_toleration {
+                if now.duration_since(since) >= self.toleration(rs, timings) {
                     doomed.push(key.clone());
                 }
             }
@@ -743,6 +761,19 @@ impl Store {
         for key in doomed {
             self.delete_pod(&key, None, timings, now);
         }
+    }
+
+    /// How long the pods of ReplicaSet `rs` tolerate an unreachable node: their own
+    /// `tolerationSeconds`, else the default the admission plugin gives
+    /// (plugin/pkg/admission/defaulttolerationseconds/admission.go), in lab time.
+    pub(crate) fn toleration(&self, rs: &str, timings: &KubeTimings) -> Duration {
+        self.workloads
+            .values()
+            .find(|w| format!("{}-{}", w.name, w.hash) == rs)
+            .and_then(|w| w.toleration_seconds)
+            .map_or(timings.unreachable_toleration, |secs| {
+                timings.unreachable_toleration.mul_f64(secs as f64 / 300.0)
+            })
     }
 
     /// Marks a pod deleted with its grace period (30 s by default); the kubelet removes it once

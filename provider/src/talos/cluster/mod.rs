@@ -10,6 +10,7 @@ mod execute;
 mod health;
 mod plan;
 mod poll;
+mod readiness;
 mod reboot;
 mod teardown;
 mod upgrade;
@@ -22,6 +23,7 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
+pub use readiness::{unready_nodes, Unready};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
