@@ -89,11 +89,16 @@ pub struct KubeAddons {
     pub settings: KubeSettings,
     /// The documents of `cluster.inlineManifests[].contents`, in order.
     pub manifests: Vec<Value>,
+    /// `cluster.extraManifests`: URLs Talos downloads and applies the same way.
+    pub extra_manifests: Vec<String>,
+    /// `cluster.extraManifestHeaders`, sent with each download.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl KubeAddons {
     /// Reads `cluster.network.cni.name`, `cluster.proxy.disabled`,
-    /// `cluster.allowSchedulingOnControlPlanes` and `cluster.inlineManifests` of a v1alpha1
+    /// `cluster.allowSchedulingOnControlPlanes`, `cluster.inlineManifests`,
+    /// `cluster.extraManifests` and `cluster.extraManifestHeaders` of a v1alpha1
     /// document (Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_types.go).
     pub fn from_config(main: &Value) -> Self {
         let settings = KubeSettings {
@@ -129,9 +134,25 @@ impl KubeAddons {
                 }
             }
         }
+        let extra_manifests = main
+            .pointer("/cluster/extraManifests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect();
+        let extra_headers = main
+            .pointer("/cluster/extraManifestHeaders")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
         KubeAddons {
             settings,
             manifests,
+            extra_manifests,
+            extra_headers,
         }
     }
 }
@@ -310,6 +331,8 @@ pub struct KubeCluster {
     pub(crate) kubernetes_version: String,
     pub(crate) timings: KubeTimings,
     store: Mutex<Store>,
+    /// `cluster.extraManifests` URLs downloaded or being downloaded (see [`super::extra`]).
+    pub(crate) extra_fetched: Mutex<BTreeSet<String>>,
 }
 
 const POD_SUFFIX: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -428,6 +451,7 @@ impl KubeCluster {
             kubernetes_version,
             timings,
             store: Mutex::new(store),
+            extra_fetched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -996,5 +1020,48 @@ impl Store {
         let record = self.nodes.remove(name)?;
         self.revision += 1;
         Some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoNodes;
+
+    impl NodeSource for NoNodes {
+        fn nodes(&self) -> Vec<NodeView> {
+            Vec::new()
+        }
+        fn delete(&self, _name: &str) -> Option<NodeView> {
+            None
+        }
+    }
+
+    fn config_map(value: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "settings", "namespace": "default" },
+            "data": { "mode": value },
+        })
+    }
+
+    fn applied(cluster: &KubeCluster) -> Value {
+        let key = ("ConfigMap".into(), "default".into(), "settings".into());
+        cluster.lock().manifests[&key]["data"]["mode"].clone()
+    }
+
+    #[test]
+    fn a_changed_manifest_is_kept_before_talos_1_13_and_applied_from_1_13() {
+        let cluster = KubeCluster::new(
+            Arc::new(NoNodes),
+            "v1.35.0".into(),
+            KubeTimings::scaled(0.1, "v1.35.0"),
+        );
+        cluster.apply_manifests(&[config_map("first")], false);
+        cluster.apply_manifests(&[config_map("second")], false);
+        assert_eq!(applied(&cluster), "first");
+        cluster.apply_manifests(&[config_map("second")], true);
+        assert_eq!(applied(&cluster), "second");
     }
 }
