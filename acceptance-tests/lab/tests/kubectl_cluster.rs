@@ -450,18 +450,33 @@ async fn kubectl_drain_waits_for_disruption_budgets_and_castle_drain_names_the_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cni_none_cluster_stays_not_ready_and_its_inline_manifests_appear() {
+async fn a_cni_none_cluster_stays_not_ready_and_its_inline_and_extra_manifests_appear() {
     let fleet = fleet();
     let vip = ip("127.0.5.10");
     let nodes = [(ip("127.0.5.11"), true, "cp-1")];
+    // An extra manifest on a web server of the LAN, which wants a token header.
+    let served = tokio::net::TcpListener::bind("127.0.5.20:0").await.unwrap();
+    let url = format!("http://{}/extra.yaml", served.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/extra.yaml",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            if headers.get("x-token").and_then(|v| v.to_str().ok()) != Some("lab") {
+                return (axum::http::StatusCode::FORBIDDEN, String::new());
+            }
+            let body = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: extra-system\n";
+            (axum::http::StatusCode::OK, body.to_string())
+        }),
+    );
+    tokio::spawn(async move { axum::serve(served, app).await });
     let k = patched_cluster(&fleet, "lab-cni", vip, &nodes, |config| {
         let mut docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&config)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         let main = docs.iter_mut().find(|d| d.get("cluster").is_some()).unwrap();
-        let patch: serde_yaml::Value = serde_yaml::from_str(
-            "network: { cni: { name: none } }\ninlineManifests:\n  - name: flux\n    contents: |\n      apiVersion: v1\n      kind: Namespace\n      metadata:\n        name: flux-system\n",
-        )
+        let patch: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "network: {{ cni: {{ name: none }} }}\ninlineManifests:\n  - name: flux\n    contents: |\n      apiVersion: v1\n      kind: Namespace\n      metadata:\n        name: flux-system\n\
+             extraManifests: [\"{url}\"]\nextraManifestHeaders: {{ X-Token: lab }}\n"
+        ))
         .unwrap();
         let cluster = main.get_mut("cluster").unwrap().as_mapping_mut().unwrap();
         for (key, value) in patch.as_mapping().unwrap() {
@@ -487,6 +502,12 @@ async fn a_cni_none_cluster_stays_not_ready_and_its_inline_manifests_appear() {
         )
         .await;
     assert!(rows(&ns, 0, "flux-system")[0][1] == "Active", "{ns}");
+    k.until(
+        "the extra manifest's namespace",
+        &["get", "ns", "extra-system"],
+        |t| t.contains("extra-system"),
+    )
+    .await;
     // The kubelet registers, but without a CNI the node never turns Ready, and no flannel runs.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (ok, nodes) = k.run(&["get", "nodes"]);

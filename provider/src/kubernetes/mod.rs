@@ -96,6 +96,10 @@ pub struct NodeHealth {
     pub name: String,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// The `Ready` condition as `kubectl describe node` shows it when it is not `True`:
+    /// status, reason and message, e.g. "Unknown (NodeStatusUnknown: Kubelet stopped posting
+    /// node status.)"; empty when Ready.
+    pub condition: String,
 }
 
 /// The client.
@@ -134,6 +138,24 @@ struct Condition {
     #[serde(rename = "type")]
     kind: String,
     status: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The `Ready` condition of a node's status: whether it is `True`, and how it reads otherwise.
+fn ready_condition(status: Option<NodeStatus>) -> (bool, String) {
+    let ready = status
+        .into_iter()
+        .flat_map(|s| s.conditions)
+        .find(|c| c.kind == "Ready");
+    match ready {
+        Some(c) if c.status == "True" => (true, String::new()),
+        Some(c) if c.reason.is_empty() => (false, c.status),
+        Some(c) => (false, format!("{} ({}: {})", c.status, c.reason, c.message)),
+        None => (false, "no Ready condition yet".into()),
+    }
 }
 
 impl KubeClient {
@@ -256,16 +278,13 @@ impl KubeClient {
         Ok(list
             .items
             .into_iter()
-            .map(|item| NodeHealth {
-                ready: item
-                    .status
-                    .map(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.kind == "Ready" && c.status == "True")
-                    })
-                    .unwrap_or(false),
-                name: item.metadata.name,
+            .map(|item| {
+                let (ready, condition) = ready_condition(item.status);
+                NodeHealth {
+                    name: item.metadata.name,
+                    ready,
+                    condition,
+                }
             })
             .collect())
     }
@@ -305,4 +324,31 @@ pub(crate) fn status_message(body: &str) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(json: &str) -> Option<NodeStatus> {
+        Some(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn a_lost_node_reads_as_kubectl_describe_shows_its_ready_condition() {
+        let lost = status(
+            r#"{"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status."}]}"#,
+        );
+        assert_eq!(
+            ready_condition(lost),
+            (
+                false,
+                "Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)".into()
+            )
+        );
+        let ready = status(r#"{"conditions": [{"type": "Ready", "status": "True"}]}"#);
+        assert_eq!(ready_condition(ready), (true, String::new()));
+        assert!(!ready_condition(None).0);
+    }
 }

@@ -93,11 +93,16 @@ pub struct KubeAddons {
     pub proxy_image: Option<String>,
     /// `cluster.coreDNS.image`: the CoreDNS image Talos renders (its release's default when unset).
     pub coredns_image: Option<String>,
+    /// `cluster.extraManifests`: URLs Talos downloads and applies the same way.
+    pub extra_manifests: Vec<String>,
+    /// `cluster.extraManifestHeaders`, sent with each download.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl KubeAddons {
     /// Reads `cluster.network.cni.name`, `cluster.proxy.disabled`,
-    /// `cluster.allowSchedulingOnControlPlanes` and `cluster.inlineManifests` of a v1alpha1
+    /// `cluster.allowSchedulingOnControlPlanes`, `cluster.inlineManifests`,
+    /// `cluster.extraManifests` and `cluster.extraManifestHeaders` of a v1alpha1
     /// document (Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_types.go).
     pub fn from_config(main: &Value) -> Self {
         let settings = KubeSettings {
@@ -138,11 +143,27 @@ impl KubeAddons {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
+        let extra_manifests = main
+            .pointer("/cluster/extraManifests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect();
+        let extra_headers = main
+            .pointer("/cluster/extraManifestHeaders")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
         KubeAddons {
             settings,
             manifests,
             proxy_image: image("/cluster/proxy/image"),
             coredns_image: image("/cluster/coreDNS/image"),
+            extra_manifests,
+            extra_headers,
         }
     }
 }
@@ -169,6 +190,11 @@ pub struct WorkloadSpec {
     /// An emptyDir volume (kubectl drain needs `--delete-emptydir-data`).
     #[serde(default)]
     pub empty_dir: bool,
+    /// `tolerationSeconds` of the pods' own `node.kubernetes.io/unreachable` and `not-ready`
+    /// NoExecute tolerations (as a stateful workload sets them to ride out a node's reboot);
+    /// without it they get the admission plugin's default, 300 s.
+    #[serde(default)]
+    pub toleration_seconds: Option<u64>,
 }
 
 fn default_namespace() -> String {
@@ -234,6 +260,8 @@ pub(crate) struct Workload {
     pub(crate) empty_dir: bool,
     pub(crate) claim: Option<String>,
     pub(crate) preferred_node: Option<String>,
+    /// The pods' own unreachable/not-ready `tolerationSeconds` (None: the default, 300 s).
+    pub(crate) toleration_seconds: Option<u64>,
     pub(crate) created: SystemTime,
 }
 
@@ -316,6 +344,8 @@ pub struct KubeCluster {
     pub(crate) kubernetes_version: String,
     pub(crate) timings: KubeTimings,
     store: Mutex<Store>,
+    /// `cluster.extraManifests` URLs downloaded or being downloaded (see [`super::extra`]).
+    pub(crate) extra_fetched: Mutex<BTreeSet<String>>,
 }
 
 const POD_SUFFIX: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -402,6 +432,7 @@ impl KubeCluster {
                 empty_dir: false,
                 claim: None,
                 preferred_node: None,
+                toleration_seconds: None,
                 created: now,
             },
         );
@@ -434,6 +465,7 @@ impl KubeCluster {
             kubernetes_version,
             timings,
             store: Mutex::new(store),
+            extra_fetched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -579,6 +611,7 @@ impl KubeCluster {
                 empty_dir: spec.empty_dir,
                 claim: spec.volume.then(|| format!("{}-data", spec.name)),
                 preferred_node: Some(spec.node.clone()),
+                toleration_seconds: spec.toleration_seconds,
                 created: now,
             },
         );
@@ -640,6 +673,12 @@ impl Store {
         true
     }
 
+    /// The Ready condition as the node lifecycle controller leaves it: a kubelet that has not
+    /// posted for longer than `--node-monitor-grace-period` makes it Unknown ("Kubelet stopped
+    /// posting node status."), and the node gets the `unreachable` NoExecute taint from which
+    /// the taint eviction counts the pods' `tolerationSeconds`. Kubernetes:
+    /// pkg/controller/nodelifecycle/node_lifecycle_controller.go (`tryUpdateNodeHealth`,
+    /// `processTaintBaseEviction`), pkg/controller/tainteviction/taint_eviction.go.
     pub(crate) fn readiness(
         &self,
         node: &NodeRecord,
@@ -845,12 +884,15 @@ impl Store {
     fn evict_from_lost_nodes(&mut self, timings: &KubeTimings, now: Instant) {
         let mut doomed = Vec::new();
         for (key, pod) in &self.pods {
-            if pod.deletion.is_some() || !matches!(pod.owner, Owner::ReplicaSet(_)) {
+            let Owner::ReplicaSet(rs) = &pod.owner else {
+                continue;
+            };
+            if pod.deletion.is_some() {
                 continue;
             }
             let Some(node) = &pod.node else { continue };
             if let Some(since) = self.lost_since(node, timings, now) {
-                if now.duration_since(since) >= timings.unreachable_toleration {
+                if now.duration_since(since) >= self.toleration(rs, timings) {
                     doomed.push(key.clone());
                 }
             }
@@ -858,6 +900,19 @@ impl Store {
         for key in doomed {
             self.delete_pod(&key, None, timings, now);
         }
+    }
+
+    /// How long the pods of ReplicaSet `rs` tolerate an unreachable node: their own
+    /// `tolerationSeconds`, else the default the admission plugin gives
+    /// (plugin/pkg/admission/defaulttolerationseconds/admission.go), in lab time.
+    pub(crate) fn toleration(&self, rs: &str, timings: &KubeTimings) -> Duration {
+        self.workloads
+            .values()
+            .find(|w| format!("{}-{}", w.name, w.hash) == rs)
+            .and_then(|w| w.toleration_seconds)
+            .map_or(timings.unreachable_toleration, |secs| {
+                timings.unreachable_toleration.mul_f64(secs as f64 / 300.0)
+            })
     }
 
     /// Marks a pod deleted with its grace period (30 s by default); the kubelet removes it once
@@ -1080,5 +1135,48 @@ impl Store {
         let record = self.nodes.remove(name)?;
         self.revision += 1;
         Some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoNodes;
+
+    impl NodeSource for NoNodes {
+        fn nodes(&self) -> Vec<NodeView> {
+            Vec::new()
+        }
+        fn delete(&self, _name: &str) -> Option<NodeView> {
+            None
+        }
+    }
+
+    fn config_map(value: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "settings", "namespace": "default" },
+            "data": { "mode": value },
+        })
+    }
+
+    fn applied(cluster: &KubeCluster) -> Value {
+        let key = ("ConfigMap".into(), "default".into(), "settings".into());
+        cluster.lock().manifests[&key]["data"]["mode"].clone()
+    }
+
+    #[test]
+    fn a_changed_manifest_is_kept_before_talos_1_13_and_applied_from_1_13() {
+        let cluster = KubeCluster::new(
+            Arc::new(NoNodes),
+            "v1.35.0".into(),
+            KubeTimings::scaled(0.1, "v1.35.0"),
+        );
+        cluster.apply_manifests(&[config_map("first")], false);
+        cluster.apply_manifests(&[config_map("second")], false);
+        assert_eq!(applied(&cluster), "first");
+        cluster.apply_manifests(&[config_map("second")], true);
+        assert_eq!(applied(&cluster), "second");
     }
 }

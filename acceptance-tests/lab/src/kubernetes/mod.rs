@@ -18,6 +18,7 @@ mod api;
 pub mod cluster;
 mod discovery;
 mod eviction;
+mod extra;
 mod render;
 mod tls;
 

@@ -255,6 +255,22 @@ impl View<'_> {
         if let Some(pc) = pod.priority_class {
             spec["priorityClassName"] = json!(pc);
         }
+        if let Owner::ReplicaSet(rs) = &pod.owner {
+            // The NoExecute tolerations of the taints a lost node gets; their seconds (in real
+            // time) are how long the pod stays bound to it. Kubernetes:
+            // plugin/pkg/admission/defaulttolerationseconds/admission.go.
+            let seconds = self
+                .store
+                .workloads
+                .values()
+                .find(|w| &format!("{}-{}", w.name, w.hash) == rs)
+                .and_then(|w| w.toleration_seconds)
+                .unwrap_or(300);
+            spec["tolerations"] = json!(["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+                .iter()
+                .map(|key| json!({ "key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds }))
+                .collect::<Vec<_>>());
+        }
         let ready = self.store.pod_ready(pod, self.timings, self.now);
         let scheduled = pod.node.is_some();
         let started = scheduled && self.store.volume_ready(pod);

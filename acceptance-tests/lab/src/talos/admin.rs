@@ -12,7 +12,7 @@
 //! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
 //! | `POST /nodes/{addr}/power-off` | powers the machine off, keeping its disk | 204, 404 |
 //! | `POST /nodes/{addr}/power-on` | boots a powered-off machine again | 204, 404, 409 if on |
-//! | `POST /nodes/{addr}/workloads` `{"name": "web", "node": "worker-1", "replicas": 1, "min_available": 1, "volume": true, "empty_dir": false, "namespace": "default"}` | a Deployment with its first pods on `node`, optionally a PodDisruptionBudget `name` and a ReadWriteOnce volume, in the Kubernetes of the node's cluster | 201, 409 (no such Kubernetes node, no API yet) |
+//! | `POST /nodes/{addr}/workloads` `{"name": "web", "node": "worker-1", "replicas": 1, "min_available": 1, "volume": true, "empty_dir": false, "namespace": "default", "toleration_seconds": 3600}` | a Deployment with its first pods on `node`, optionally a PodDisruptionBudget `name`, a ReadWriteOnce volume and the pods' own unreachable `tolerationSeconds` (default 300), in the Kubernetes of the node's cluster | 201, 409 (no such Kubernetes node, no API yet) |
 //!
 //! Fault kinds: `never_answer` (TCP accepted, nothing ever answered), `drop_connections` (TCP
 //! accepted and closed at once), `reject_next_config`

@@ -161,6 +161,16 @@ impl Resource for TalosClusterResource {
                 }
             }
         }
+        // A node that is not Ready (its machine stopped outside Terraform, say): named in a
+        // warning, and its reported release forgotten, so the plan shows `node_versions`
+        // changing and apply waits until the node is Ready again. Once it is, the next refresh
+        // records its release again and the plan is empty.
+        for unready in cluster::unready_nodes(&nodes, &states, &access.kube).await {
+            warn_unready(diags, &nodes, &unready);
+            if let Value::Value(versions) = &mut state.node_versions {
+                versions.remove(&unready.name);
+            }
+        }
         if let Value::Value(configs) = &mut state.machine_configs {
             for (node, node_state) in nodes.iter().zip(states) {
                 match node_state {
@@ -284,10 +294,21 @@ impl Resource for TalosClusterResource {
                     .as_ref_option()
                     .map(|v| v.keys().collect::<Vec<_>>())
                     == Some(spec.nodes.keys().collect::<Vec<_>>());
-                state.node_versions = if !reports_change && same_nodes {
-                    prior_state.node_versions.clone()
-                } else {
-                    Value::Unknown
+                state.node_versions = match &prior_state.node_versions {
+                    _ if reports_change => Value::Unknown,
+                    prior if same_nodes => prior.clone(),
+                    // A node that did not report at refresh (not Ready, see `read`): apply
+                    // waits for it and records what it reports then; the others stay.
+                    Value::Value(prior) => Value::Value(
+                        spec.nodes
+                            .keys()
+                            .map(|name| {
+                                let known = prior.get(name).filter(|v| v.is_value());
+                                (name.clone(), known.cloned().unwrap_or(Value::Unknown))
+                            })
+                            .collect(),
+                    ),
+                    _ => Value::Unknown,
                 };
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
@@ -595,6 +616,44 @@ fn write_kubeconfig_file(diags: &mut Diagnostics, state: &ClusterState) {
             );
         }
     }
+}
+
+/// The plan's warning for a node that is not Ready: what Kubernetes and Talos say, and what
+/// apply will do about it.
+fn warn_unready(diags: &mut Diagnostics, nodes: &[ClusterNode], unready: &cluster::Unready) {
+    let name = &unready.name;
+    let ip = nodes
+        .iter()
+        .find(|n| &n.name == name)
+        .map(|n| n.ip.to_string())
+        .unwrap_or_default();
+    let mut seen = Vec::new();
+    if let Some(condition) = &unready.kubernetes {
+        seen.push(format!(
+            "Kubernetes reports {name} NotReady (Ready is {condition})"
+        ));
+    }
+    if let Some(reason) = &unready.talos {
+        seen.push(format!("its Talos API at {ip} does not answer ({reason})"));
+    }
+    let summary = if unready.kubernetes.is_some() {
+        format!("Node {name} is NotReady")
+    } else {
+        format!("Node {name} does not answer")
+    };
+    let machine = if unready.talos.is_some() {
+        " Its machine looks stopped or unreachable: castle_proxmox_vm starts a VM that was stopped outside Terraform."
+    } else {
+        ""
+    };
+    diags.root_warning(
+        summary,
+        format!(
+            "{}.{machine} The next apply waits until {name} is Ready again (up to the update timeout). castle leaves \
+             its pods and volume attachments to Kubernetes: it deletes none of them.",
+            seen.join(", and ")
+        ),
+    );
 }
 
 /// A warning for a node that was not reset (gone, or taken over by another cluster).

@@ -169,7 +169,7 @@ impl Fleet {
             }
             keep
         });
-        // Talos applies the inline manifests from the control planes: create-only before 1.13,
+        // Talos applies the inline and extra manifests from the control planes: create-only before 1.13,
         // server-side apply from 1.13
         // (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
         for (address, config) in &control_planes {
@@ -184,6 +184,7 @@ impl Fleet {
             let ssa = minor_version(&talos) >= 13;
             kube.api
                 .apply_addons(&config.kube_addons, default_coredns_image(&talos), ssa);
+            kube.api.fetch_extra_manifests(&config.kube_addons, ssa);
         }
         for addr in wanted {
             if kube.listeners.contains_key(&addr) {
