@@ -32,14 +32,14 @@ pub fn check_quorum(
     desired: &Desired,
     lost: &BTreeSet<String>,
 ) -> Option<String> {
-    let members: Vec<&str> = current
+    let leaving = leaving_control_planes(current, desired);
+    // etcd's members: the running cluster's control planes.
+    let mut remaining: Vec<&str> = current
         .nodes
         .iter()
         .filter(|n| n.is_control_plane())
         .map(|n| n.name.as_str())
         .collect();
-    let leaving = leaving_control_planes(current, desired);
-    let mut remaining = members.clone();
     for name in &leaving {
         remaining.retain(|m| m != name);
         let healthy = remaining.iter().filter(|m| !lost.contains(**m)).count();
