@@ -62,15 +62,7 @@ ROLL_VARIABLE = '''variable "crash_config_roll" {
   default = false
 }
 '''
-# The VMs are create_before_destroy, as the day-2 design wants (ADR 0012): a scale-in updates the
-# cluster (drain, etcd leave, reset) before Terraform deletes the VM.
-OVERRIDE = '''resource "castle_proxmox_vm" "node" {
-  lifecycle {
-    create_before_destroy = true
-  }
-}
-
-resource "castle_talos_cluster" "this" {
+OVERRIDE = '''resource "castle_talos_cluster" "this" {
   patches = var.crash_config_roll ? ["machine:\\n  sysctls:\\n    net.core.somaxconn: \\"65535\\"\\n"] : []
 }
 '''
