@@ -183,6 +183,9 @@ class Session(object):
             # closed laptop lid or a CI runner timeout.
             kill_group(proc)
             killed = True
+        except BaseException:
+            kill_group(proc)
+            raise
         elapsed = time.monotonic() - started
         log.seek(0)
         output = log.read()
