@@ -437,6 +437,51 @@ def test_a_vm_left_by_an_interrupted_create_is_adopted_but_never_another_workspa
     t.assert_plan_empty()
 
 
+def test_a_clone_killed_before_its_tags_were_set_is_adopted_by_its_notes_and_they_are_cleared(tf, pve):
+    # PVE's clone call takes a name and notes but no tags: a kill during the clone task leaves a
+    # VM whose only mark is the notes castle cloned it with (found by `make crash`).
+    t = tf()
+    other = tf('other-workspace')
+
+    def cloned(vmid, workspace):
+        pve.pve.add_vm(vmid, 'solo', node='pve1', status='stopped', config={
+            'scsi0': 'local-lvm:vm-%d-disk-0,size=4G' % vmid, 'ide2': 'local-lvm:vm-%d-cloudinit,media=cdrom' % vmid,
+            'net0': 'virtio=BC:24:11:00:02:%d,bridge=vmbr0' % (vmid - 100), 'cores': 1, 'memory': 2048,
+            'description': 'castle: clone in progress (%s); the next terraform apply finishes it' % workspace})
+    pve.sync(cloned, 125, workspace_tag(other))
+    pve.sync(cloned, 126, workspace_tag(t))
+    t.write(provider_block(pve) + one_vm())
+    assert 'adopted' in t.apply()
+    assert sorted((vmid, status) for vmid, name, _, status, _ in pve.vms()) == [(125, 'stopped'), (126, 'running')]
+    config = pve.sync(pve.pve.vm, 126).config
+    assert 'description' not in config
+    assert config['tags'] == 'castle-managed;' + workspace_tag(t)
+    t.assert_plan_empty()
+
+
+def test_a_create_killed_after_the_start_is_adopted_but_a_running_vm_whose_create_finished_is_not(tf, pve):
+    # Killed between the start and Terraform's state write: the VM runs, its notes still the
+    # clone marker. A running VM of this workspace without it finished its create (the one a
+    # create_before_destroy replaces, say) and is never taken.
+    t = tf()
+    marker = 'castle: clone in progress (%s); the next terraform apply finishes it' % workspace_tag(t)
+
+    def vm(vmid, name, **extra):
+        pve.pve.add_vm(vmid, name, node='pve1', status='running', config=dict({
+            'scsi0': 'local-lvm:vm-%d-disk-0,size=4G' % vmid, 'ide2': 'local-lvm:vm-%d-cloudinit,media=cdrom' % vmid,
+            'net0': 'virtio=BC:24:11:00:03:%d,bridge=vmbr0' % (vmid - 100), 'cores': 1, 'memory': 2048}, **extra))
+    pve.sync(vm, 127, 'solo', tags='castle-managed;' + workspace_tag(t))
+    # Everything but the notes was done: the configuration is the wanted one.
+    pve.sync(vm, 128, 'solo', tags='castle-managed;' + workspace_tag(t), description=marker,
+             ipconfig0='ip=10.5.0.31/24,gw=10.5.0.1')
+    t.write(provider_block(pve) + one_vm())
+    assert 'adopted' in t.apply()
+    assert t.resources()['castle_proxmox_vm.solo']['id'] == 'pve1/128'
+    assert 'description' not in pve.sync(pve.pve.vm, 128).config
+    assert sorted(vmid for vmid, *_ in pve.vms()) == [127, 128]
+    t.assert_plan_empty()
+
+
 def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, pve):
     t = tf()
     t.write(provider_block(pve) + one_vm(extra='tags = ["talos"]'))

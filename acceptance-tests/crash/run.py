@@ -62,15 +62,7 @@ ROLL_VARIABLE = '''variable "crash_config_roll" {
   default = false
 }
 '''
-# The VMs are create_before_destroy, as the day-2 design wants (ADR 0012): a scale-in updates the
-# cluster (drain, etcd leave, reset) before Terraform deletes the VM.
-OVERRIDE = '''resource "castle_proxmox_vm" "node" {
-  lifecycle {
-    create_before_destroy = true
-  }
-}
-
-resource "castle_talos_cluster" "this" {
+OVERRIDE = '''resource "castle_talos_cluster" "this" {
   patches = var.crash_config_roll ? ["machine:\\n  sysctls:\\n    net.core.somaxconn: \\"65535\\"\\n"] : []
 }
 '''
@@ -191,6 +183,9 @@ class Session(object):
             # closed laptop lid or a CI runner timeout.
             kill_group(proc)
             killed = True
+        except BaseException:
+            kill_group(proc)
+            raise
         elapsed = time.monotonic() - started
         log.seek(0)
         output = log.read()

@@ -47,6 +47,10 @@ def run_in_own_group(command, cwd, env, timeout):
         kill_group(proc)
         stdout, stderr = proc.communicate()
         raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): nothing of this Terraform outlives the caller.
+        kill_group(proc)
+        raise
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 

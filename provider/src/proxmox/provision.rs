@@ -181,6 +181,9 @@ pub async fn create(
     let mut vm = vm.clone();
     vm.spec.mark_managed = true;
     vm.spec.workspace_tag = Some(workspace_tag());
+    // The clone carries the clone marker as its notes (see [`clone_marker`]) until the create has
+    // done everything else; then the wanted notes replace it (or none, when none are wanted).
+    let notes = vm.spec.description.take().unwrap_or_default();
     let vm = &vm;
     let leftover = with_policy(API_CALL, deadline, "look for a leftover VM", || {
         find_leftover(client, vm)
@@ -197,7 +200,13 @@ pub async fn create(
         }
         None => clone_with_free_id(client, vm, &template, deadline).await?,
     };
-    let result = configure_new(client, vm, vmid, deadline).await;
+    let mut result = configure_new(client, vm, vmid, deadline).await;
+    if result.is_ok() {
+        // The last call of the create: from here the VM is no longer a leftover.
+        if let Err(e) = clear_clone_marker(client, &vm.node, vmid, &notes, deadline).await {
+            result = Err(e);
+        }
+    }
     client.release_vmid(vmid);
     match result {
         Ok(more) => {
@@ -225,37 +234,78 @@ pub async fn create(
     }
 }
 
-/// A stopped VM with this name on this node that castle created from this workspace (it
-/// carries [`MANAGED_TAG`] and this workspace's [`workspace_tag`]) and no create of this process
-/// holds: what a crash between clone and start leaves behind.
-/// A running VM is never taken: it may be the one a `create_before_destroy` replaces.
+/// The notes a clone is created with: PVE's clone call takes a name and a description but no
+/// tags (qemu-server `src/PVE/API2/Qemu.pm` clone_vm), so until the configuration that follows
+/// sets [`MANAGED_TAG`] and the workspace tag, this marker is what says the VM is this
+/// workspace's. A crash inside that window (the whole clone task, minutes for a full clone)
+/// leaves a VM that only the marker tells apart from someone else's.
+fn clone_marker(workspace: &str) -> String {
+    format!("castle: clone in progress ({workspace}); the next terraform apply finishes it")
+}
+
+/// Replaces the clone marker with the wanted notes (removes it when there are none).
+async fn clear_clone_marker(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    notes: &str,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let (params, delete) = if notes.trim_end().is_empty() {
+        (vec![], vec!["description".to_string()])
+    } else {
+        (vec![("description".to_string(), notes.to_string())], vec![])
+    };
+    with_policy(LOCKED, deadline, "write the notes", || {
+        client.set_vm_config(node, vmid, params.clone(), &delete)
+    })
+    .await
+}
+
+/// A VM with this name on this node that castle created from this workspace and no create of
+/// this process holds: what a crash inside a create leaves behind. Its notes are still the
+/// [`clone_marker`] of this workspace (the create never finished), running or not; or, from a
+/// castle that cleared the marker earlier, it is stopped and carries [`MANAGED_TAG`] and this
+/// workspace's [`workspace_tag`]. A running VM without the marker is never taken: it may be the
+/// one a `create_before_destroy` replaces, whose create finished.
 async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error> {
     let reserved = client
         .reserved_ids
         .lock()
         .expect("vmid reservations poisoned")
         .clone();
-    Ok(client
+    let Some(workspace) = vm.spec.workspace_tag.as_deref() else {
+        return Ok(None);
+    };
+    let candidates: Vec<ClusterVm> = client
         .cluster_vms()
         .await?
         .into_iter()
-        .find(|found| {
+        .filter(|found| {
             found.node == vm.node
                 && found.name.as_deref() == Some(vm.spec.name.as_str())
                 && !found.is_template()
-                && found.status.as_deref() == Some("stopped")
-                && found.tags.as_deref().map(parse_tags).is_some_and(|t| {
-                    t.contains(MANAGED_TAG)
-                        && vm
-                            .spec
-                            .workspace_tag
-                            .as_ref()
-                            .is_some_and(|w| t.contains(w))
-                })
                 && vm.vm_id.is_none_or(|id| id == found.vmid)
                 && !reserved.contains(&found.vmid)
         })
-        .map(|found| found.vmid))
+        .collect();
+    for found in &candidates {
+        let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
+        if found.status.as_deref() == Some("stopped")
+            && tags.contains(MANAGED_TAG)
+            && tags.contains(workspace)
+        {
+            return Ok(Some(found.vmid));
+        }
+    }
+    let marker = clone_marker(workspace);
+    for found in candidates {
+        let config = client.vm_config(&vm.node, found.vmid).await?;
+        if config.0.get("description").map(|d| d.trim_end()) == Some(marker.as_str()) {
+            return Ok(Some(found.vmid));
+        }
+    }
+    Ok(None)
 }
 
 /// This Terraform working directory's and workspace's marker: `castle-ws-` and 8 hex digits of
@@ -311,7 +361,7 @@ async fn clone_with_free_id(
             storage: vm.clone.storage.clone(),
             pool: vm.clone.pool.clone(),
             target: (template.node != vm.node).then(|| vm.node.clone()),
-            description: vm.spec.description.clone(),
+            description: vm.spec.workspace_tag.as_deref().map(clone_marker),
         };
         let started = unless_done(
             deadline,
