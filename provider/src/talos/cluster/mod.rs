@@ -11,7 +11,9 @@ mod health;
 mod kubernetes_upgrade;
 mod plan;
 mod poll;
+mod quorum;
 mod reboot;
+mod remove;
 mod teardown;
 mod upgrade;
 
@@ -23,7 +25,9 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
-pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
+pub use quorum::{check_quorum, leaving_control_planes, QuorumCheck};
+pub use remove::remove_node;
+pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;
