@@ -380,7 +380,10 @@ fn delete_budget(cluster: &KubeCluster, t: &Target, name: &str) -> Response {
     let Some(object) = one(cluster, t, name) else {
         return not_found(t.resource, name);
     };
-    let key = (t.namespace.unwrap_or_default().to_string(), name.to_string());
+    let key = (
+        t.namespace.unwrap_or_default().to_string(),
+        name.to_string(),
+    );
     cluster.lock().budgets.remove(&key);
     Json(object).into_response()
 }
