@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, 'examples', 'ha-cluster')
 KUBECTL = os.environ.get('KUBECTL', 'kubectl')
 CONTROL_PLANES = {'cp-1': '127.0.0.211', 'cp-2': '127.0.0.212', 'cp-3': '127.0.0.213'}
-WORKERS = {'w-1': '127.0.0.214', 'w-2': '127.0.0.215'}
+WORKERS = {'w-1': '127.0.0.221', 'w-2': '127.0.0.222'}
 
 
 def said(out):

@@ -432,28 +432,6 @@ fn delete_pod(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::matches_selector;
-
-    #[test]
-    fn selectors_as_talos_health_and_kubectl_send_them() {
-        let labels = |k: &str| match k {
-            "k8s-app" => Some("kube-apiserver".to_string()),
-            "tier" => Some("control-plane".to_string()),
-            _ => None,
-        };
-        assert!(matches_selector("k8s-app = kube-apiserver", labels));
-        assert!(matches_selector(
-            "k8s-app in (kube-apiserver,kube-scheduler),tier",
-            labels
-        ));
-        assert!(!matches_selector("k8s-app notin (kube-apiserver)", labels));
-        assert!(!matches_selector("k8s-app=kube-dns", labels));
-        assert!(matches_selector("!missing,tier!=worker", labels));
-    }
-}
-
 /// A patch of a DaemonSet or Deployment (server-side apply, merge or strategic merge: the body
 /// is YAML or JSON): the images of the pod template's containers, by name, which is what the
 /// bootstrap manifests change from one release to the next. The workload rolls its pods.
@@ -505,4 +483,26 @@ fn patch_workload(cluster: &KubeCluster, t: &Target, name: &str, body: &[u8]) ->
         }
     }
     get(cluster, t, name, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_selector;
+
+    #[test]
+    fn selectors_as_talos_health_and_kubectl_send_them() {
+        let labels = |k: &str| match k {
+            "k8s-app" => Some("kube-apiserver".to_string()),
+            "tier" => Some("control-plane".to_string()),
+            _ => None,
+        };
+        assert!(matches_selector("k8s-app = kube-apiserver", labels));
+        assert!(matches_selector(
+            "k8s-app in (kube-apiserver,kube-scheduler),tier",
+            labels
+        ));
+        assert!(!matches_selector("k8s-app notin (kube-apiserver)", labels));
+        assert!(!matches_selector("k8s-app=kube-dns", labels));
+        assert!(matches_selector("!missing,tier!=worker", labels));
+    }
 }

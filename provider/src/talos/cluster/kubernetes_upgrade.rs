@@ -264,7 +264,11 @@ mod tests {
 
     #[async_trait]
     impl NodeOperations for FakeCluster {
-        async fn remove(&self, _: &ClusterNode) -> Result<ResetOutcome, ClusterError> {
+        async fn remove(
+            &self,
+            _: &ClusterNode,
+            _: &[ClusterNode],
+        ) -> Result<ResetOutcome, ClusterError> {
             unreachable!()
         }
         async fn apply_new(&self, _: &[ClusterNode]) -> Result<(), ClusterError> {
