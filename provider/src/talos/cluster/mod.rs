@@ -26,7 +26,7 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
-pub use quorum::{check_quorum, leaving_control_planes, QuorumCheck};
+pub use quorum::{check_quorum, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
 pub use remove::remove_node;
 pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
