@@ -124,6 +124,8 @@ pub struct Live<'a> {
     pub image: &'a str,
     /// The release tag upgraded nodes must report.
     pub target: &'a str,
+    /// The extensions upgraded nodes must report, when castle knows them.
+    pub extensions: Option<&'a [String]>,
 }
 
 #[async_trait]
@@ -165,8 +167,11 @@ impl NodeOperations for Live<'_> {
         super::upgrade_nodes(
             cluster,
             nodes,
-            self.image,
-            self.target,
+            &super::upgrade::Target {
+                image: self.image,
+                tag: self.target,
+                extensions: self.extensions,
+            },
             reinstall,
             self.access,
             self.deadline,
@@ -287,6 +292,7 @@ mod tests {
             nodes: nodes.to_vec(),
             image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
             target: "v1.12.0".into(),
+            extensions: Some(vec![]),
         }
     }
 
@@ -301,6 +307,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
+            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
         }
     }
