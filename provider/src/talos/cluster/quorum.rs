@@ -100,7 +100,7 @@ pub fn check_quorum(current: &Current, desired: &Desired, lost: &BTreeSet<String
         }
     }
     let changed = wanted.len() != members.len() || !leaving.is_empty();
-    if changed && !wanted.is_empty() && wanted.len() % 2 == 0 {
+    if changed && !wanted.is_empty() && wanted.len().is_multiple_of(2) {
         check.warning = Some(format!(
             "The cluster will have {} control planes ({}). etcd needs a majority: {} tolerate the loss of {} member(s), \
              no more than {} would. An odd number of control planes is the usual choice.",
