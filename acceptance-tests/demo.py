@@ -82,7 +82,9 @@ def main():
         tfvars = f.read().replace('"../../.lab/pve-ca.pem"', json.dumps(os.path.join(LAB, 'pve-ca.pem')))
     with open(os.path.join(work, 'lab.auto.tfvars'), 'w') as f:
         f.write(tfvars)
-    tf = Terraform(work)
+    with open(lab['factory']['ca_cert']) as f:
+        factory = {'TALOS_IMAGE_FACTORY_URL': lab['factory']['url'], 'TALOS_IMAGE_FACTORY_CA_CERT_PEM': f.read()}
+    tf = Terraform(work, env=factory)
     ok = False
     try:
         step('terraform apply of examples/%s with lab.tfvars' % EXAMPLE)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness.lab import TalosLab
+from harness.lab import LONGHORN, TalosLab
 
 pytestmark = pytest.mark.acceptance
 
@@ -16,7 +16,7 @@ ADDRESSES = ['127.0.0.%d' % n for n in range(211, 216)]
 
 
 def test_the_existing_nodes_example_builds_the_lab_cluster_and_tears_it_down(tf):
-    lab = TalosLab(ADDRESSES)
+    lab = TalosLab(ADDRESSES, template_extensions=LONGHORN)
     try:
         t = tf()
         for name in ('main.tf', 'variables.tf', 'lab.tfvars'):

@@ -40,7 +40,7 @@ resource "castle_talos_cluster" "lab" {
 
 @pytest.mark.parametrize('talos', sorted(DEFAULT_KUBERNETES))
 def test_a_cluster_comes_up_on_every_release_line_with_its_default_kubernetes(tf, talos):
-    lab = TalosLab([PREFIX + '11'], talos_version=talos)
+    lab = TalosLab([PREFIX + '11'], talos_version=talos, template_extensions=())
     try:
         t = tf()
         t.write(HCL % {'prefix': PREFIX, 'talos': talos})

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from harness.lab import TalosLab
+from harness.lab import LONGHORN, TalosLab
 
 pytestmark = pytest.mark.acceptance
 
@@ -52,7 +52,7 @@ output "kubeconfig" {
 
 @pytest.fixture
 def talos():
-    lab = TalosLab(addresses() + [PREFIX + '23'])
+    lab = TalosLab(addresses() + [PREFIX + '23'], template_extensions=LONGHORN)
     try:
         yield lab
     finally:

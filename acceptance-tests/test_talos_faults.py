@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness.lab import TalosLab
+from harness.lab import LONGHORN, TalosLab
 
 pytestmark = pytest.mark.acceptance
 
@@ -45,7 +45,7 @@ resource "castle_talos_cluster" "home" {
 
 @pytest.fixture
 def talos():
-    lab = TalosLab([PREFIX + str(n) for n in NODES.values()] + [PREFIX + '22'])
+    lab = TalosLab([PREFIX + str(n) for n in NODES.values()] + [PREFIX + '22'], template_extensions=LONGHORN)
     try:
         yield lab
     finally:

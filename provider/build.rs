@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "common/common.proto",
         "machine/machine.proto",
         "storage/storage.proto",
+        "cosi/resource.proto",
     ]
     .map(|f| root.join(f));
     // Debian's protobuf-compiler ships the well-known types in /usr/include.

@@ -91,23 +91,63 @@ class InfisicalLab(object):
             self.proc.kill()
 
 
-class TalosLab(object):
-    """`castle-lab talos`: emulated Talos nodes (and the Kubernetes API behind the VIP)."""
+# The Image Factory of the lab that runs now (`TalosLab`), for Terraform's environment.
+_factory = {}
 
-    def __init__(self, addresses, admin='127.0.0.1:0', time_scale=0.3, talos_version=None):
-        import socket
+
+def factory_env():
+    """TALOS_IMAGE_FACTORY_* for castle: the running lab's factory, else a loopback address where
+    nothing listens (port 9, discard), so an upload fails at once instead of leaving the host."""
+    return dict(_factory) or {'TALOS_IMAGE_FACTORY_URL': 'https://127.0.0.1:9'}
+
+
+def _free_port(host):
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return str(s.getsockname()[1])
+
+
+# The extensions Longhorn needs: the template the README recommends for clusters that set them.
+LONGHORN = ('siderolabs/iscsi-tools', 'siderolabs/util-linux-tools')
+
+
+class TalosLab(object):
+    """`castle-lab talos`: emulated Talos nodes (and the Kubernetes API behind the VIP), booted
+    from a template disk image of `talos_version` with `template_extensions` (or from an ISO
+    that installs, with `iso_boot`), and the lab's Image Factory."""
+
+    def __init__(self, addresses, admin='127.0.0.1:0', time_scale=0.3, talos_version=None,
+                 template_extensions=(), iso_boot=False):
+        import tempfile
         host, port = admin.split(':')
         if port == '0':
-            with socket.socket() as s:
-                s.bind((host, 0))
-                port = str(s.getsockname()[1])
+            port = _free_port(host)
         self.admin = 'http://%s:%s' % (host, port)
+        self._dir = tempfile.mkdtemp(prefix='castle-lab-factory-')
+        ca_file = os.path.join(self._dir, 'factory-ca.pem')
+        self.factory_url = 'https://127.0.0.1:%s' % _free_port('127.0.0.1')
         args = [lab_binary(), 'talos', '--nodes', ','.join(addresses), '--admin', '%s:%s' % (host, port),
-                '--time-scale', str(time_scale)]
+                '--time-scale', str(time_scale), '--factory', self.factory_url[len('https://'):],
+                '--factory-ca-out', ca_file, '--template-extensions', ','.join(template_extensions)]
         if talos_version:
             args += ['--talos-version', talos_version]
+        if iso_boot:
+            args += ['--iso-boot']
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._wait_ready()
+        with open(ca_file) as f:
+            self.factory_ca_pem = f.read()
+        _factory.clear()
+        _factory.update({'TALOS_IMAGE_FACTORY_URL': self.factory_url,
+                         'TALOS_IMAGE_FACTORY_CA_CERT_PEM': self.factory_ca_pem})
+
+    def schematics(self):
+        """Every schematic upload the lab's factory answered: [{'id', 'extensions'}], in order."""
+        import ssl
+        context = ssl.create_default_context(cadata=self.factory_ca_pem)
+        with urllib.request.urlopen(self.factory_url + '/__lab/schematics', timeout=10, context=context) as resp:
+            return json.loads(resp.read().decode())['uploads']
 
     def _wait_ready(self):
         import time
@@ -143,6 +183,8 @@ class TalosLab(object):
         self._call('POST', '/nodes', {'address': address})
 
     def stop(self):
+        if _factory.get('TALOS_IMAGE_FACTORY_URL') == self.factory_url:
+            _factory.clear()
         self.proc.terminate()
         try:
             self.proc.wait(10)

@@ -15,6 +15,7 @@ use tf_provider::schema::{
 use tf_provider::value::{self, Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
+use crate::talos::factory::FactorySettings;
 use crate::{infisical, proxmox, resources};
 
 /// The `proxmox { ... }` block.
@@ -48,6 +49,15 @@ pub struct InfisicalBlock {
     pub ca_cert_pem: Value<String>,
 }
 
+/// The `image_factory { ... }` block.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ImageFactoryBlock {
+    /// Base URL.
+    pub url: Value<String>,
+    /// Extra CA certificate(s) (PEM) to trust.
+    pub ca_cert_pem: Value<String>,
+}
+
 /// The whole provider configuration.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ProviderConfig {
@@ -57,6 +67,9 @@ pub struct ProviderConfig {
     /// Optional Infisical section.
     #[serde(with = "value::serde_as_vec", default)]
     pub infisical: Value<InfisicalBlock>,
+    /// Optional Image Factory section.
+    #[serde(with = "value::serde_as_vec", default)]
+    pub image_factory: Value<ImageFactoryBlock>,
 }
 
 /// Why a client is not available to a resource.
@@ -87,6 +100,7 @@ pub struct ProviderData {
     infisical: OnceLock<Result<Arc<infisical::Client>, Unavailable>>,
     /// Warnings about the provider's own settings already reported by this process.
     warned: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    factory: OnceLock<FactorySettings>,
 }
 
 impl ProviderData {
@@ -123,6 +137,15 @@ impl ProviderData {
         let data = Self::default();
         let _ = data.infisical.set(Ok(Arc::new(client)));
         data
+    }
+
+    /// The Image Factory castle uploads schematics to and takes installers from:
+    /// factory.talos.dev unless configured.
+    pub fn factory(&self) -> FactorySettings {
+        self.factory
+            .get()
+            .cloned()
+            .unwrap_or_else(FactorySettings::public)
     }
 
     /// The Infisical client, or why there is none.
@@ -272,6 +295,18 @@ impl Provider for CastleProvider {
             },
             ..Default::default()
         };
+        let image_factory = Block {
+            description: Description::markdown(
+                "The Image Factory `castle_talos_cluster` uploads the schematic of its `extensions` to and \
+                 takes its installer image from (`<factory host>/installer/<schematic id>:<version>`). Each \
+                 argument falls back to the environment variable named with it.",
+            ),
+            attributes: map! {
+                "url" => string_attr("Base URL, default `https://factory.talos.dev`; a self-hosted factory must serve its registry on the same host. Env: `TALOS_IMAGE_FACTORY_URL`.", false),
+                "ca_cert_pem" => string_attr("PEM of the CA certificate(s) to trust for a factory behind a private CA. Env: `TALOS_IMAGE_FACTORY_CA_CERT_PEM`.", false)
+            },
+            ..Default::default()
+        };
         Some(Schema {
             version: 1,
             block: Block {
@@ -280,7 +315,8 @@ impl Provider for CastleProvider {
                 ),
                 blocks: map! {
                     "proxmox" => NestedBlock::Optional(proxmox),
-                    "infisical" => NestedBlock::Optional(infisical)
+                    "infisical" => NestedBlock::Optional(infisical),
+                    "image_factory" => NestedBlock::Optional(image_factory)
                 },
                 ..Default::default()
             },
@@ -369,6 +405,29 @@ impl Provider for CastleProvider {
                 Err(Unavailable::Missing(message))
             }
         };
+        let factory_block = config
+            .image_factory
+            .as_ref_option()
+            .cloned()
+            .unwrap_or_default();
+        let factory = FactorySettings {
+            url: or_env(&factory_block.url, "TALOS_IMAGE_FACTORY_URL")
+                .unwrap_or_else(|| crate::talos::factory::DEFAULT_URL.to_string()),
+            ca_cert_pem: or_env(
+                &factory_block.ca_cert_pem,
+                "TALOS_IMAGE_FACTORY_CA_CERT_PEM",
+            ),
+        };
+        if let Err(e) = factory.host() {
+            diags.error(
+                "Invalid Image Factory URL",
+                e,
+                AttributePath::new("image_factory")
+                    .index(0)
+                    .attribute("url"),
+            );
+        }
+        let _ = self.data.factory.set(factory);
         let _ = self.data.proxmox.set(proxmox);
         let _ = self.data.infisical.set(infisical);
         if diags.errors.is_empty() {

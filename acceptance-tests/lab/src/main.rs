@@ -9,6 +9,8 @@
 //!
 //! castle-lab talos --nodes 127.0.0.211,127.0.0.212 --admin 127.0.0.1:7000 \
 //!                  [--time-scale 1.0] [--talos-version v1.12.0]
+//!                  [--template-extensions siderolabs/iscsi-tools,…] [--iso-boot]
+//!                  [--factory 127.0.0.1:4443 --factory-ca-out FILE]
 //!
 //! castle-lab infisical --listen 127.0.0.1:8200 [--state FILE] [--token-ttl SECONDS]
 //!                     [--token-max-ttl SECONDS] [--tls-ca-out FILE]
@@ -26,7 +28,7 @@ use castle_lab::talos::{admin, Fleet, FleetOptions};
 
 const USAGE: &str = "usage: castle-lab up|serve [--pve IP:PORT] [--admin IP:PORT] [--infisical IP:PORT] [--state-dir DIR] [--time-scale S]
        castle-lab status|down [--state-dir DIR]
-       castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z]
+       castle-lab talos --nodes IP[,IP…] --admin IP:PORT [--time-scale F] [--talos-version vX.Y.Z] [--template-extensions EXT[,EXT…]] [--iso-boot] [--factory IP:PORT --factory-ca-out FILE]
        castle-lab infisical --listen IP:PORT [--state FILE] [--token-ttl SECONDS] [--token-max-ttl SECONDS] [--tls-ca-out FILE]";
 
 fn main() {
@@ -114,7 +116,42 @@ async fn talos(args: &[String]) -> anyhow::Result<()> {
     if let Some(version) = flag(args, "--talos-version") {
         options.default_talos_version = version.to_string();
     }
-    let fleet = Fleet::new(options);
+    if let Some(list) = flag(args, "--template-extensions") {
+        options.template_extensions = list
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+    }
+    options.iso_boot = args.iter().any(|a| a == "--iso-boot");
+    // The Image Factory, on loopback HTTPS; its CA goes to --factory-ca-out for clients.
+    let factory_addr: SocketAddr = flag(args, "--factory")
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("--factory must be IP:PORT")?;
+    anyhow::ensure!(
+        factory_addr.ip().is_loopback(),
+        "--factory must be on loopback"
+    );
+    let factory_listener = tokio::net::TcpListener::bind(factory_addr)
+        .await
+        .with_context(|| format!("unable to bind the Image Factory on {factory_addr}"))?;
+    let factory_ca = castle_lab::infisical::PrivateCa::generate(factory_addr.ip())?;
+    if let Some(path) = flag(args, "--factory-ca-out") {
+        std::fs::write(path, &factory_ca.ca_pem)
+            .with_context(|| format!("unable to write {path}"))?;
+    }
+    tracing::info!(addr = %factory_listener.local_addr()?, "Image Factory listening");
+    let fleet = Fleet::new(options.clone());
+    let factory = options.factory.clone();
+    let stopping = fleet.clone();
+    let factory_task = tokio::spawn(async move {
+        factory
+            .serve(factory_listener, &factory_ca, async move {
+                stopping.stopped().await
+            })
+            .await
+    });
     for node in nodes {
         fleet.add_node(node, None)?;
         tracing::info!(%node, "Talos node in maintenance mode on port 50000");
@@ -131,6 +168,7 @@ async fn talos(args: &[String]) -> anyhow::Result<()> {
     tracing::info!("stopping");
     fleet.shutdown();
     admin.await??;
+    factory_task.await??;
     Ok(())
 }
 

@@ -3,5 +3,6 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod factory;
 pub mod pki;
 pub mod proto;

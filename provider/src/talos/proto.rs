@@ -26,3 +26,11 @@ pub mod machine {
 pub mod storage {
     tonic::include_proto!("storage");
 }
+
+/// `cosi.resource`: the resource API (`State/List`), e.g. the ExtensionStatus resources.
+pub mod cosi {
+    /// `cosi.resource`.
+    pub mod resource {
+        tonic::include_proto!("cosi.resource");
+    }
+}

@@ -23,7 +23,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use state::{ChangeRequest, Lab, StoredSecret, Write};
-pub use tls::{run_tls, PrivateCa};
+pub use tls::{run_tls, serve_tls, PrivateCa};
 
 /// The machine identity and project the emulator knows.
 #[derive(Debug, Clone, PartialEq, Eq)]

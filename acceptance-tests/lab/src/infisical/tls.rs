@@ -59,7 +59,16 @@ pub async fn run_tls(
     ca: &PrivateCa,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = router(lab);
+    serve_tls(listener, router(lab), ca, shutdown).await
+}
+
+/// Serves `app` over TLS with the CA's server certificate on `listener` until `shutdown`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    ca: &PrivateCa,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
     // Connections live in the set: when this future ends, they all close.
     let mut connections = JoinSet::new();

@@ -40,6 +40,8 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// The Infisical emulator (`--infisical`, default 127.0.0.3:8200).
     pub infisical: SocketAddr,
+    /// The Image Factory (`--factory`, default 127.0.0.4:4443), HTTPS.
+    pub factory: SocketAddr,
     /// `--state-dir`, default `<repo>/.lab`.
     pub state_dir: PathBuf,
     /// `--time-scale`: multiplies every lab delay (0.1 is ten times faster).
@@ -53,6 +55,7 @@ impl Settings {
             pve: "127.0.0.2:8006".parse().expect("valid address"),
             admin: "127.0.0.1:7000".parse().expect("valid address"),
             infisical: "127.0.0.3:8200".parse().expect("valid address"),
+            factory: "127.0.0.4:4443".parse().expect("valid address"),
             state_dir: repo
                 .map(|r| r.join(".lab"))
                 .unwrap_or_else(|| ".lab".into()),
@@ -82,6 +85,7 @@ impl Settings {
                 "--pve" => s.pve = address("--pve")?,
                 "--admin" => s.admin = address("--admin")?,
                 "--infisical" => s.infisical = address("--infisical")?,
+                "--factory" => s.factory = address("--factory")?,
                 "--state-dir" => s.state_dir = value.into(),
                 "--time-scale" => {
                     s.time_scale = value
@@ -107,6 +111,8 @@ impl Settings {
             self.admin.to_string(),
             "--infisical".into(),
             self.infisical.to_string(),
+            "--factory".into(),
+            self.factory.to_string(),
             "--state-dir".into(),
             self.state_dir.display().to_string(),
             "--time-scale".into(),
@@ -129,6 +135,11 @@ impl Settings {
         self.state_dir.join("castle-lab.log")
     }
 
+    /// The CA to trust for the Image Factory.
+    pub fn factory_ca(&self) -> PathBuf {
+        self.state_dir.join("factory-ca.pem")
+    }
+
     /// fakepve's certificate, the CA to trust for the Proxmox endpoint.
     pub fn pve_ca(&self) -> PathBuf {
         self.state_dir.join("pve-ca.pem")
@@ -148,6 +159,18 @@ pub struct LabFile {
     pub talos: TalosInfo,
     /// The Infisical emulator.
     pub infisical: InfisicalInfo,
+    /// The Image Factory.
+    pub factory: FactoryInfo,
+}
+
+/// Image Factory part of [`LabFile`]: what `TALOS_IMAGE_FACTORY_URL` and
+/// `TALOS_IMAGE_FACTORY_CA_CERT_PEM` take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FactoryInfo {
+    /// `https://127.0.0.4:4443`.
+    pub url: String,
+    /// Path of the PEM CA certificate to trust.
+    pub ca_cert: PathBuf,
 }
 
 /// Proxmox part of [`LabFile`].
@@ -180,6 +203,8 @@ pub struct TalosInfo {
     pub kubernetes_port: u16,
     /// Talos version of the machines booted from the template.
     pub talos_version: String,
+    /// System extensions of the template's disk image.
+    pub template_extensions: Vec<String>,
 }
 
 /// Infisical part of [`LabFile`].
@@ -221,6 +246,7 @@ impl LabFile {
                 talos_port: fleet.talos_port,
                 kubernetes_port: fleet.kube_port,
                 talos_version: fleet.default_talos_version.clone(),
+                template_extensions: fleet.template_extensions.clone(),
             },
             infisical: InfisicalInfo {
                 host: format!("http://{}", settings.infisical),
@@ -229,6 +255,11 @@ impl LabFile {
                 project_id: identity.project_id,
                 environment: identity.environments[0].clone(),
                 environments: identity.environments,
+            },
+            factory: FactoryInfo {
+                url: format!("https://{}", settings.factory),
+                ca_cert: std::path::absolute(settings.factory_ca())
+                    .unwrap_or_else(|_| settings.factory_ca()),
             },
         }
     }

@@ -33,9 +33,17 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     // Our own listeners first: a taken port fails before anything else started.
     let admin_listener = control::bind(settings.admin, "--admin").await?;
     let infisical_listener = control::bind(settings.infisical, "--infisical").await?;
+    let factory_listener = control::bind(settings.factory, "--factory").await?;
     std::fs::write(settings.pid_file(), format!("{me}\n"))
         .with_context(|| format!("unable to write {}", settings.pid_file().display()))?;
-    let outcome = run(settings, &root, admin_listener, infisical_listener).await;
+    let outcome = run(
+        settings,
+        &root,
+        admin_listener,
+        infisical_listener,
+        factory_listener,
+    )
+    .await;
     // Leave no file that says we are up; but never remove another lab's.
     if control::read_pid(&settings.pid_file()) == Some(me) {
         let _ = std::fs::remove_file(settings.pid_file());
@@ -49,6 +57,7 @@ async fn run(
     root: &std::path::Path,
     admin_listener: tokio::net::TcpListener,
     infisical_listener: tokio::net::TcpListener,
+    factory_listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
     // Installed before anything starts: a SIGTERM during start-up stops the lab cleanly.
     let mut signals = Signals::new()?;
@@ -64,8 +73,24 @@ async fn run(
         // Node disks (etcd data, etcd logs) under the state directory; a machine that appears
         // gets a blank one.
         disk_dir: Some(settings.state_dir.join("disks")),
+        // The template the README recommends for the flagship example: the Image Factory's
+        // disk image with Longhorn's extensions in.
+        template_extensions: vec![
+            "siderolabs/iscsi-tools".into(),
+            "siderolabs/util-linux-tools".into(),
+        ],
         ..FleetOptions::default()
     };
+    let factory_ca = crate::infisical::PrivateCa::generate(settings.factory.ip())?;
+    std::fs::write(settings.factory_ca(), &factory_ca.ca_pem)
+        .with_context(|| format!("unable to write {}", settings.factory_ca().display()))?;
+    let factory = options.factory.clone();
+    let factory_stopped = stopped();
+    let factory_task = tokio::spawn(async move {
+        factory
+            .serve(factory_listener, &factory_ca, factory_stopped)
+            .await
+    });
     let fleet = Fleet::new(options.clone());
     let admin_task = tokio::spawn(admin::run(admin_listener, fleet.clone(), stopped()));
     let infisical = Arc::new(crate::infisical::Lab::new(
@@ -89,6 +114,7 @@ async fn run(
     fleet.shutdown();
     let _ = admin_task.await;
     let _ = infisical_task.await;
+    let _ = factory_task.await;
     tracing::info!("castle-lab stopped");
     outcome
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use castle::talos::proto::cosi::resource::state_server::StateServer;
 use castle::talos::proto::machine::machine_service_server::MachineServiceServer;
 use castle::talos::proto::storage::storage_service_server::StorageServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -215,10 +216,11 @@ pub(crate) async fn serve(
             .max_encoding_message_size(MAX_MESSAGE),
     )
     .add_service(
-        StorageServiceServer::new(api)
+        StorageServiceServer::new(api.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )
+    .add_service(StateServer::new(api))
     .into_axum_router();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut connections = JoinSet::new();

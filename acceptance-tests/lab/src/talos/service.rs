@@ -1,5 +1,6 @@
-//! The gRPC services of one emulated node: `machine.MachineService` and
-//! `storage.StorageService`, answering from the fleet's state.
+//! The gRPC services of one emulated node: `machine.MachineService`,
+//! `storage.StorageService` and the COSI `cosi.resource.State` (extensions only), answering
+//! from the fleet's state.
 //!
 //! Maintenance mode accepts `Version`, `Disks`, `ServiceList` and `ApplyConfiguration`; every
 //! other call answers `Unimplemented` ("… is not available in maintenance mode"), as the
@@ -14,6 +15,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use castle::talos::proto::common;
+use castle::talos::proto::cosi::resource::{self as cosi, state_server::State};
 use castle::talos::proto::machine::{self, machine_service_server::MachineService};
 use castle::talos::proto::storage::{self, storage_service_server::StorageService};
 use rustls::pki_types::CertificateDer;
@@ -359,5 +361,69 @@ impl StorageService for NodeApi {
                 disks: vec![disk],
             }],
         }))
+    }
+}
+
+/// The COSI resource API, for the one resource type castle lists: the node's system
+/// extensions (`talosctl get extensions`; Talos: pkg/machinery/resources/runtime/
+/// extension_status.go (v1.12.0), ids `0`, `1`, ... in load order). An Image Factory image
+/// carries one more, `schematic`, whose version is the schematic id.
+#[tonic::async_trait]
+impl State for NodeApi {
+    type ListStream =
+        Pin<Box<dyn Stream<Item = std::result::Result<cosi::ListResponse, Status>> + Send>>;
+
+    async fn list(&self, request: Request<cosi::ListRequest>) -> Result<Self::ListStream> {
+        self.configured_only("List")?;
+        let request = request.into_inner();
+        if request.namespace != "runtime" || request.r#type != "ExtensionStatuses.runtime.talos.dev"
+        {
+            return Err(Status::not_found(format!(
+                "resource type {:?} in namespace {:?} is not served by castle-lab",
+                request.r#type, request.namespace
+            )));
+        }
+        let (extensions, schematic) = {
+            let state = self.fleet.lock_api()?;
+            let node = state.serving(self.address)?;
+            (node.extensions.clone(), node.schematic.clone())
+        };
+        let mut specs: Vec<String> = extensions
+            .iter()
+            .map(|e| {
+                let name = e.rsplit('/').next().unwrap_or(e);
+                format!(
+                    "image: {name}.sqsh\nmetadata:\n    name: {name}\n    version: v1.0.0\n    author: Sidero Labs\n    description: castle-lab\n"
+                )
+            })
+            .collect();
+        if let Some(id) = schematic {
+            specs.push(format!(
+                "image: schematic.sqsh\nmetadata:\n    name: schematic\n    version: {id}\n    author: Image Factory\n    description: This extension holds the schematic ID.\n"
+            ));
+        }
+        let items: Vec<std::result::Result<cosi::ListResponse, Status>> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, yaml_spec)| {
+                Ok(cosi::ListResponse {
+                    resource: Some(cosi::Resource {
+                        metadata: Some(cosi::Metadata {
+                            namespace: "runtime".into(),
+                            r#type: "ExtensionStatuses.runtime.talos.dev".into(),
+                            id: i.to_string(),
+                            version: "1".into(),
+                            owner: "runtime.ExtensionStatusController".into(),
+                            phase: "running".into(),
+                        }),
+                        spec: Some(cosi::Spec {
+                            proto_spec: Vec::new(),
+                            yaml_spec,
+                        }),
+                    }),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 }

@@ -12,6 +12,7 @@ mod schema;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use state::ClusterSecrets;
 pub use state::ClusterState;
 
+use crate::provider::ProviderData;
 use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
@@ -31,15 +33,45 @@ use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::{
     generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
 };
+use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The resource. It needs no provider configuration: it talks to the nodes directly.
-#[derive(Default)]
-pub struct TalosClusterResource;
+/// The resource. It talks to the nodes directly; of the provider configuration it only uses
+/// the Image Factory.
+pub struct TalosClusterResource {
+    data: Arc<ProviderData>,
+}
+
+impl TalosClusterResource {
+    /// The resource over the provider's configuration.
+    pub fn new(data: Arc<ProviderData>) -> Self {
+        TalosClusterResource { data }
+    }
+
+    /// Sets the Image Factory host on a state read from Terraform, so its spec names the
+    /// factory's installer.
+    fn with_factory(&self, mut state: ClusterState) -> ClusterState {
+        state.factory_host = self.data.factory().host().ok();
+        state
+    }
+
+    /// Uploads the schematic of the configured extensions when the installer comes from the
+    /// factory (idempotent; the vanilla schematic of no extension is known to every factory).
+    async fn upload_schematic(&self, spec: &ClusterSpec) -> Result<(), cluster::ClusterError> {
+        if spec.install_image.is_some() || spec.extensions.is_empty() {
+            return Ok(());
+        }
+        let id = factory::upload_schematic(&self.data.factory(), &spec.extensions)
+            .await
+            .map_err(cluster::ClusterError::Credentials)?;
+        tracing::info!(schematic = %id, "schematic uploaded to the Image Factory");
+        Ok(())
+    }
+}
 
 fn deadline(state: &ClusterState, operation: Operation, default: Duration) -> Instant {
     let timeouts = state.timeouts.as_ref_option().cloned().unwrap_or_default();
@@ -123,6 +155,7 @@ impl Resource for TalosClusterResource {
         private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        state = self.with_factory(state);
         // A kubeconfig file changed or removed outside Terraform: null in state, so the plan
         // shows it and apply writes it again.
         if let (Value::Value(path), Value::Value(kubeconfig)) =
@@ -171,6 +204,11 @@ impl Resource for TalosClusterResource {
                 versions.remove(&unready.name);
             }
         }
+        if let Value::Value(reported) = &mut state.node_extensions {
+            for (name, list) in cluster::reported_extensions(&nodes, &access).await {
+                reported.insert(name, extensions_value(&list));
+            }
+        }
         if let Value::Value(configs) = &mut state.machine_configs {
             for (node, node_state) in nodes.iter().zip(states) {
                 match node_state {
@@ -199,17 +237,21 @@ impl Resource for TalosClusterResource {
         _config_state: Self::State<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let mut state = proposed_state;
+        let mut state = self.with_factory(proposed_state);
         identity::check(diags, &state)?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
-            Some(spec) => plan::check_spec(&spec, None, diags).map(drop)?,
+            Some(spec) => {
+                plan::check_spec(&spec, None, diags).map(drop)?;
+                warn_of_template_upgrades(diags, &spec);
+            }
             None => plan::check_known(&state, diags)?,
         }
         state.kubeconfig = Value::Unknown;
         state.talosconfig = Value::Unknown;
         state.machine_configs = Value::Unknown;
         state.node_versions = Value::Unknown;
+        state.node_extensions = Value::Unknown;
         state.client_certificate_expires_at = Value::Unknown;
         Some((state, None))
     }
@@ -223,7 +265,8 @@ impl Resource for TalosClusterResource {
         prior_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        let mut state = proposed_state;
+        let mut state = self.with_factory(proposed_state);
+        let prior_state = self.with_factory(prior_state);
         identity::check(diags, &state)?;
         let other_identity =
             identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
@@ -233,6 +276,7 @@ impl Resource for TalosClusterResource {
             state.talosconfig = Value::Unknown;
             state.machine_configs = Value::Unknown;
             state.node_versions = Value::Unknown;
+            state.node_extensions = Value::Unknown;
             state.client_certificate_expires_at = Value::Unknown;
             if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
@@ -310,6 +354,11 @@ impl Resource for TalosClusterResource {
                     ),
                     _ => Value::Unknown,
                 };
+                state.node_extensions = if !reports_change && same_nodes {
+                    prior_state.node_extensions.clone()
+                } else {
+                    Value::Unknown
+                };
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
                 let due = prior_private_state
@@ -328,6 +377,7 @@ impl Resource for TalosClusterResource {
                 }
                 state.machine_configs = Value::Unknown;
                 state.node_versions = Value::Unknown;
+                state.node_extensions = Value::Unknown;
                 state.kubeconfig = Value::Unknown;
                 state.talosconfig = Value::Unknown;
                 state.client_certificate_expires_at = Value::Unknown;
@@ -354,6 +404,7 @@ impl Resource for TalosClusterResource {
         _planned_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let planned_state = self.with_factory(planned_state);
         let deadline = deadline(&planned_state, Operation::Create, CREATE_TIMEOUT);
         let spec = planned_state
             .to_spec()
@@ -412,6 +463,7 @@ impl Resource for TalosClusterResource {
         // Every value of the state a failed create saves must be known: what the nodes
         // report, even if that is nothing.
         state.node_versions = Value::Value(BTreeMap::new());
+        state.node_extensions = Value::Value(BTreeMap::new());
         let access = credentials::access(&spec, &bundle, &secrets);
         let nodes = credentials::cluster_nodes(&spec, &configs);
         let (access, nodes) = match (access, nodes) {
@@ -422,6 +474,7 @@ impl Resource for TalosClusterResource {
             }
         };
         let result = async {
+            self.upload_schematic(&spec).await?;
             let desired = desired(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let steps = cluster::plan(None, &desired);
             let live = cluster::Live {
@@ -430,11 +483,14 @@ impl Resource for TalosClusterResource {
                 image: &desired.image,
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
+                extensions: desired.extensions.as_deref(),
             };
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
         }
         .await;
         state.node_versions = versions_value(&cluster::reported_versions(&nodes, &access).await);
+        state.node_extensions =
+            all_extensions_value(&cluster::reported_extensions(&nodes, &access).await);
         if let Err(e) = result {
             unable(diags, &format!("create cluster {name}"), &e);
             // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
@@ -455,6 +511,8 @@ impl Resource for TalosClusterResource {
         planned_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let planned_state = self.with_factory(planned_state);
+        let prior_state = self.with_factory(prior_state);
         let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
         let spec = planned_state
             .to_spec()
@@ -493,7 +551,8 @@ impl Resource for TalosClusterResource {
             None
         };
         record(&mut state, &configs, issued);
-        let result: Result<BTreeMap<String, String>, cluster::ClusterError> = async {
+        let result: Result<Reported, cluster::ClusterError> = async {
+            self.upload_schematic(&spec).await?;
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
@@ -517,6 +576,7 @@ impl Resource for TalosClusterResource {
                 image: &desired.image,
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
+                extensions: desired.extensions.as_deref(),
             };
             let mut report = cluster::Report::default();
             let result = cluster::execute(&steps, &nodes, &removed, &live, &mut report).await;
@@ -524,11 +584,14 @@ impl Resource for TalosClusterResource {
                 warn_unless_reset(diags, node, outcome);
             }
             result?;
-            Ok(cluster::reported_versions(&nodes, &access).await)
+            Ok((
+                cluster::reported_versions(&nodes, &access).await,
+                cluster::reported_extensions(&nodes, &access).await,
+            ))
         }
         .await;
-        let versions = match result {
-            Ok(versions) => versions,
+        let (versions, extensions) = match result {
+            Ok(reported) => reported,
             Err(e) => {
                 unable(diags, &format!("update cluster {}", spec.name), e);
                 return None;
@@ -542,6 +605,7 @@ impl Resource for TalosClusterResource {
             }
         }
         state.node_versions = versions_value(&versions);
+        state.node_extensions = all_extensions_value(&extensions);
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -687,6 +751,21 @@ fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
                 .collect(),
             _ => BTreeMap::new(),
         },
+        extensions: match &state.node_extensions {
+            Value::Value(map) => map
+                .iter()
+                .filter_map(|(k, v)| {
+                    let list = v.as_ref_option()?;
+                    Some((
+                        k.clone(),
+                        list.iter()
+                            .filter_map(|e| e.as_ref_option().cloned())
+                            .collect(),
+                    ))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        },
         image: installer_image(prior).ok(),
     }
 }
@@ -706,6 +785,10 @@ fn desired(
         coredns_image: TalosVersion::parse(&spec.talos_version)
             .map(|v| v.minor.default_coredns_image().to_string())
             .map_err(|e| e.to_string())?,
+        extensions: spec
+            .install_image
+            .is_none()
+            .then(|| cluster::extension_names(&spec.extensions)),
     })
 }
 
@@ -818,6 +901,22 @@ fn warn_of_upgrades(
                     .join(", ")
             ),
         ),
+        Some(cluster::UpgradeReason::Extensions(other)) => diags.root_warning(
+            "Nodes will be reinstalled one by one",
+            format!(
+                "{} will install {} with an in-place upgrade, control planes first, the cluster healthy in between, \
+                 so that every node runs the configured extensions.",
+                other
+                    .iter()
+                    .map(|(n, e)| match e.is_empty() {
+                        true => format!("{n} (no extension)"),
+                        false => format!("{n} (runs {})", e.join(", ")),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                desired.image
+            ),
+        ),
         Some(cluster::UpgradeReason::Reinstall) => diags.root_warning(
             "Nodes will be reinstalled one by one",
             "The installer image changed (system extensions or install_image): each node installs it \
@@ -825,6 +924,45 @@ fn warn_of_upgrades(
         ),
         None => {}
     }
+}
+
+/// What the nodes report after an update: releases and extensions, by node.
+type Reported = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+
+/// The plan's note at create: nodes booted from a template of another release or with other
+/// extensions are upgraded once they joined (a disk image does not install its config's
+/// installer; see [`cluster::Step::Upgrade`]).
+fn warn_of_template_upgrades(diags: &mut Diagnostics, spec: &ClusterSpec) {
+    let Ok(image) = installer_image(spec) else {
+        return;
+    };
+    diags.root_warning(
+        "Nodes are brought to talos_version and extensions after they join",
+        format!(
+            "A node booted from a disk image keeps the image's release and extensions when it takes its configuration. \
+             Every node that then reports another release than {} or other extensions is upgraded to {image}, one at \
+             a time, the cluster healthy in between. Build the template from the Image Factory image of this release \
+             and these extensions to skip these upgrades.",
+            plan::target_version(spec).unwrap_or_else(|| spec.talos_version.clone())
+        ),
+    );
+}
+
+/// One node's extensions as state holds them.
+fn extensions_value(list: &[String]) -> Value<Vec<Value<String>>> {
+    Value::Value(list.iter().map(|e| Value::Value(e.clone())).collect())
+}
+
+/// `node_extensions` as state holds them.
+fn all_extensions_value(
+    reported: &BTreeMap<String, Vec<String>>,
+) -> Value<BTreeMap<String, Value<Vec<Value<String>>>>> {
+    Value::Value(
+        reported
+            .iter()
+            .map(|(k, v)| (k.clone(), extensions_value(v)))
+            .collect(),
+    )
 }
 
 /// `node_versions` as state holds them.

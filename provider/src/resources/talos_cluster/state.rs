@@ -84,11 +84,17 @@ pub struct ClusterState {
     pub machine_configs: Value<BTreeMap<String, Value<String>>>,
     /// Node name to the Talos release it runs.
     pub node_versions: Value<BTreeMap<String, Value<String>>>,
+    /// Node name to the system extensions it runs.
+    pub node_extensions: Value<BTreeMap<String, Value<Vec<Value<String>>>>>,
     /// Expiry of the client certificates.
     pub client_certificate_expires_at: Value<String>,
     /// Timeouts.
     #[serde(with = "value::serde_as_vec")]
     pub timeouts: Value<TimeoutsBlock>,
+    /// Registry host of the provider's Image Factory (not an attribute: the resource sets it
+    /// from the provider configuration before it maps the state to a spec).
+    #[serde(skip)]
+    pub factory_host: Option<String>,
 }
 
 /// What never leaves the provider: the secrets bundle and the issued client certificates.
@@ -250,6 +256,7 @@ impl ClusterState {
             nameservers: strings(&self.nameservers)?,
             install_image: optional(&self.install_image)?,
             extensions: strings(&self.extensions)?,
+            factory_host: self.factory_host.clone(),
             disk_encryption,
             patches: strings(&self.patches)?,
             role_patches,

@@ -17,6 +17,6 @@ pub mod tls;
 
 pub use connect::{ConnectOptions, TALOS_API_PORT};
 pub use error::{ErrorClass, TalosError};
-pub use node::{ApplyMode, BootstrapOutcome, NodeClient};
+pub use node::{ApplyMode, BootstrapOutcome, Extension, NodeClient};
 pub use probe::{probe, NodeState};
 pub use tls::Credentials;

@@ -10,10 +10,38 @@ use super::connect::{connect, ConnectOptions};
 use super::error::TalosError;
 use super::tls::{insecure_config, mtls_config, Credentials};
 use crate::talos::proto::common;
+use crate::talos::proto::cosi::resource::{self as cosi, state_client::StateClient};
 use crate::talos::proto::machine::{self, machine_service_client::MachineServiceClient};
 use crate::talos::proto::storage::{self, storage_service_client::StorageServiceClient};
 
 pub use crate::talos::proto::machine::apply_configuration_request::Mode as ApplyMode;
+
+/// One system extension a node runs (an ExtensionStatus's `metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Its name, e.g. `iscsi-tools` (official extensions drop the `siderolabs/` prefix here).
+    pub name: String,
+    /// Its version; for the Image Factory's `schematic` extension, the schematic id.
+    pub version: String,
+}
+
+impl Extension {
+    /// Reads an ExtensionStatus spec (`image: ...`, `metadata: {name, version, ...}`).
+    fn from_spec(yaml: &str) -> Option<Extension> {
+        let spec: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
+        let metadata = spec.get("metadata")?;
+        let field = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        Some(Extension {
+            name: field("name")?,
+            version: field("version").unwrap_or_default(),
+        })
+    }
+}
 
 /// A connection to one node's Talos API (one connection per node: castle addresses each node
 /// directly rather than routing through another one).
@@ -22,6 +50,7 @@ pub struct NodeClient {
     address: IpAddr,
     machine: MachineServiceClient<Channel>,
     storage: StorageServiceClient<Channel>,
+    state: StateClient<Channel>,
     node_header: Option<String>,
 }
 
@@ -119,9 +148,10 @@ impl NodeClient {
             machine: MachineServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX)
                 .max_encoding_message_size(MAX),
-            storage: StorageServiceClient::new(channel)
+            storage: StorageServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX)
                 .max_encoding_message_size(MAX),
+            state: StateClient::new(channel),
             node_header: None,
         }
     }
@@ -307,6 +337,32 @@ impl NodeClient {
         let reply = self.machine.clone().upgrade(self.request(request)).await;
         let reply = reply.map_err(status_error("Upgrade"))?.into_inner();
         Ok(single("Upgrade", reply.messages, |m| m.metadata.as_ref())?.ack)
+    }
+
+    /// The system extensions the node runs, as `talosctl get extensions` lists them: the
+    /// ExtensionStatus resources of the `runtime` namespace (Talos:
+    /// pkg/machinery/resources/runtime/extension_status.go (v1.12.0)), listed through the COSI
+    /// resource API Talos serves beside MachineService. An Image Factory image also carries an
+    /// extension named `schematic` whose version is the schematic id.
+    pub async fn extensions(&self) -> Result<Vec<Extension>, TalosError> {
+        let request = cosi::ListRequest {
+            namespace: "runtime".into(),
+            r#type: "ExtensionStatuses.runtime.talos.dev".into(),
+        };
+        let reply = self.state.clone().list(self.request(request)).await;
+        let mut stream = reply.map_err(status_error("List"))?.into_inner();
+        let mut extensions = Vec::new();
+        while let Some(item) = stream.message().await.map_err(status_error("List"))? {
+            let yaml = item
+                .resource
+                .and_then(|r| r.spec)
+                .map(|s| s.yaml_spec)
+                .unwrap_or_default();
+            if let Some(extension) = Extension::from_spec(&yaml) {
+                extensions.push(extension);
+            }
+        }
+        Ok(extensions)
     }
 
     /// The node's boot id (`MachineService/Read` of `/proc/sys/kernel/random/boot_id`): it

@@ -152,6 +152,8 @@ pub struct Live<'a> {
     pub target: &'a str,
     /// The CoreDNS image Talos renders for the cluster's release.
     pub coredns_image: &'a str,
+    /// The extensions upgraded nodes must report, when castle knows them.
+    pub extensions: Option<&'a [String]>,
 }
 
 #[async_trait]
@@ -197,8 +199,11 @@ impl NodeOperations for Live<'_> {
         super::upgrade_nodes(
             cluster,
             nodes,
-            self.image,
-            self.target,
+            &super::upgrade::Target {
+                image: self.image,
+                tag: self.target,
+                extensions: self.extensions,
+            },
             reinstall,
             self.access,
             self.deadline,
@@ -371,6 +376,7 @@ mod tests {
             target: "v1.12.0".into(),
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
+            extensions: Some(vec![]),
         }
     }
 
@@ -385,6 +391,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
+            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
         }
     }

@@ -25,15 +25,17 @@ pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
-pub use plan::{kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
+pub use plan::{
+    extension_names, kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason,
+};
 pub use quorum::{check_quorum, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
 pub use remove::remove_node;
 pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
-pub use upgrade::upgrade_nodes;
+pub use upgrade::{upgrade_nodes, Target};
 
 use crate::kubernetes::KubeAccess;
-use crate::talos::client::{probe, ConnectOptions, Credentials, NodeState};
+use crate::talos::client::{probe, ConnectOptions, Credentials, NodeClient, NodeState};
 use crate::talos::config::Role;
 
 /// One node as the operations need it.
@@ -84,4 +86,41 @@ pub async fn reported_versions(nodes: &[ClusterNode], access: &Access) -> BTreeM
             _ => None,
         })
         .collect()
+}
+
+/// The system extensions each node runs now, by name (sorted, without the Image Factory's own
+/// `schematic`); nodes that do not answer with our credentials are left out.
+pub async fn reported_extensions(
+    nodes: &[ClusterNode],
+    access: &Access,
+) -> BTreeMap<String, Vec<String>> {
+    let lists = futures::future::join_all(nodes.iter().map(|n| node_extensions(n, access))).await;
+    nodes
+        .iter()
+        .zip(lists)
+        .filter_map(|(node, list)| list.map(|l| (node.name.clone(), l)))
+        .collect()
+}
+
+/// One node's extensions, or `None` if it does not answer.
+pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Vec<String>> {
+    let call = async {
+        let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
+        client.extensions().await
+    };
+    let listed = tokio::time::timeout(
+        crate::talos::client::probe::PROBE_STEP_TIMEOUT + access.connect.connect_timeout,
+        call,
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n != "schematic")
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(names)
 }

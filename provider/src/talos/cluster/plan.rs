@@ -24,6 +24,9 @@ pub struct Current {
     pub applied: BTreeMap<String, String>,
     /// The Talos release each node last reported, by name.
     pub versions: BTreeMap<String, String>,
+    /// The system extensions each node last reported, by name (sorted, as `talosctl get
+    /// extensions` names them). A node missing here has not reported any yet.
+    pub extensions: BTreeMap<String, Vec<String>>,
     /// The installer image of the previous configuration.
     pub image: Option<String>,
 }
@@ -41,6 +44,21 @@ pub struct Desired {
     pub kubernetes: String,
     /// The CoreDNS image Talos renders for the release (its bootstrap manifest).
     pub coredns_image: String,
+    /// The system extensions the nodes should report (sorted names, see
+    /// [`extension_names`]); `None` when castle cannot know them (a custom `install_image`).
+    pub extensions: Option<Vec<String>>,
+}
+
+/// The names nodes report for configured official extensions: `siderolabs/iscsi-tools` runs
+/// as `iscsi-tools` (Talos: the extension's manifest `metadata.name`). Sorted, no duplicates.
+pub fn extension_names(extensions: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = extensions
+        .iter()
+        .map(|e| e.trim().rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One step of an apply.
@@ -50,8 +68,9 @@ pub enum Step {
     Remove(String),
     /// Bring nodes to the installer image, one at a time (control planes first), each back and
     /// the cluster healthy before the next. Without `reinstall`, a node that reports the
-    /// target release is left alone: that is how a machine booted from a disk image of another
-    /// release is brought to the target after it joined (a disk image does not install:
+    /// target release and the configured extensions is left alone: that is how a machine
+    /// booted from a disk image of another release or other extensions is brought to the
+    /// target after it joined (a disk image does not install:
     /// Talos: internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0)
     /// `Install` runs only when the machine is not installed yet).
     Upgrade {
@@ -91,6 +110,8 @@ pub enum Step {
 pub enum UpgradeReason {
     /// Nodes report another release than the target: (node, release) pairs.
     Release(Vec<(String, String)>),
+    /// Nodes run other system extensions than configured: (node, extensions) pairs.
+    Extensions(Vec<(String, Vec<String>)>),
     /// Same release, another installer image (extensions or `install_image`).
     Reinstall,
 }
@@ -114,6 +135,18 @@ pub fn upgrade_reason(current: &Current, desired: &Desired) -> Option<UpgradeRea
         .collect();
     if !off.is_empty() {
         return Some(UpgradeReason::Release(off));
+    }
+    if let Some(wanted_extensions) = &desired.extensions {
+        let other: Vec<(String, Vec<String>)> = current
+            .extensions
+            .iter()
+            .filter(|(name, _)| wanted.contains(name) && current.applied.contains_key(*name))
+            .filter(|(_, reported)| *reported != wanted_extensions)
+            .map(|(name, reported)| (name.clone(), reported.clone()))
+            .collect();
+        if !other.is_empty() {
+            return Some(UpgradeReason::Extensions(other));
+        }
     }
     match &current.image {
         Some(image) if *image != desired.image && !current.applied.is_empty() => {
@@ -273,6 +306,7 @@ mod tests {
             target: "v1.12.0".into(),
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
+            extensions: Some(vec![]),
         }
     }
 
@@ -287,6 +321,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
+            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
         }
     }
@@ -392,6 +427,42 @@ mod tests {
                 nodes: strings(&["cp-1", "cp-2", "w-1"]),
                 reinstall: true
             })
+        );
+    }
+
+    #[test]
+    fn a_node_without_the_configured_extensions_is_upgraded_and_the_reason_names_it() {
+        let nodes = cluster("a");
+        let mut current = running(&nodes);
+        current
+            .extensions
+            .insert("w-1".into(), vec!["iscsi-tools".into()]);
+        let wanted = desired(nodes);
+        assert_eq!(
+            upgrade_reason(&current, &wanted),
+            Some(UpgradeReason::Extensions(vec![(
+                "w-1".into(),
+                vec!["iscsi-tools".to_string()]
+            )]))
+        );
+        assert_eq!(
+            plan(Some(&current), &wanted).first(),
+            Some(&Step::Upgrade {
+                nodes: strings(&["cp-1", "cp-2", "w-1"]),
+                reinstall: false
+            })
+        );
+    }
+
+    #[test]
+    fn official_extensions_are_compared_by_the_names_nodes_report() {
+        assert_eq!(
+            extension_names(&[
+                "siderolabs/util-linux-tools".into(),
+                "siderolabs/iscsi-tools".into(),
+                "siderolabs/iscsi-tools".into()
+            ]),
+            vec!["iscsi-tools".to_string(), "util-linux-tools".into()]
         );
     }
 

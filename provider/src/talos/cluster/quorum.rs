@@ -117,6 +117,7 @@ mod tests {
             target: String::new(),
             kubernetes: String::new(),
             coredns_image: String::new(),
+            extensions: None,
         }
     }
 

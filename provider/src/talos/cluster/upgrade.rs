@@ -10,18 +10,29 @@ use super::reboot::{boot_id, wait_rebooted};
 use super::{wait_healthy, Access, ClusterError, ClusterNode};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
-/// Upgrades each of `nodes` that is not yet on `target_tag` to the installer `image` (each of
-/// them when `reinstall`: a new image of the same release, e.g. other system extensions).
-/// `cluster` is the whole cluster, for the health checks between nodes.
+/// What an upgrade brings nodes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The installer image.
+    pub image: &'a str,
+    /// The release tag the nodes must report after it.
+    pub tag: &'a str,
+    /// The extensions (names as nodes report them) the nodes must run after it, when known.
+    pub extensions: Option<&'a [String]>,
+}
+
+/// Upgrades each of `nodes` that does not yet report the target's release and extensions to
+/// the installer image (each of them when `reinstall`: a new image castle cannot tell apart by
+/// what nodes report, e.g. another `install_image`). `cluster` is the whole cluster, for the
+/// health checks between nodes.
 ///
 /// A node is done when it is back under a new boot id (an Upgrade answers before the node
 /// cordons, drains and reboots, and a reinstall keeps the release tag, so the tag alone would
-/// pass at once) and reports `target_tag`.
+/// pass at once) and reports the target release.
 pub async fn upgrade_nodes(
     cluster: &[ClusterNode],
     nodes: &[ClusterNode],
-    image: &str,
-    target_tag: &str,
+    target: &Target<'_>,
     reinstall: bool,
     access: &Access,
     deadline: Instant,
@@ -29,21 +40,35 @@ pub async fn upgrade_nodes(
     let mut order: Vec<&ClusterNode> = nodes.iter().collect();
     order.sort_by_key(|n| (!n.is_control_plane(), n.name.clone()));
     for node in order {
-        if let NodeState::Configured { talos_version } =
-            probe(node.ip, &access.talos, &access.connect).await
-        {
-            if talos_version == target_tag && !reinstall {
-                continue;
-            }
+        if !reinstall && on_target(node, target, access).await {
+            continue;
         }
         let boot = boot_id(node, access, deadline).await?;
-        start_upgrade(node, image, access, deadline).await?;
+        start_upgrade(node, target.image, access, deadline).await?;
         wait_rebooted(node, &boot, access, deadline).await?;
-        wait_for_version(node, target_tag, access, deadline).await?;
+        wait_for_version(node, target.tag, access, deadline).await?;
         wait_healthy(cluster, access, deadline).await?;
-        tracing::info!(node = %node.name, version = target_tag, "node upgraded");
+        tracing::info!(node = %node.name, version = target.tag, image = target.image, "node upgraded");
     }
     Ok(())
+}
+
+/// Whether the node already reports the target release and extensions.
+async fn on_target(node: &ClusterNode, target: &Target<'_>, access: &Access) -> bool {
+    let NodeState::Configured { talos_version } =
+        probe(node.ip, &access.talos, &access.connect).await
+    else {
+        return false;
+    };
+    if talos_version != target.tag {
+        return false;
+    }
+    match target.extensions {
+        None => true,
+        Some(wanted) => super::node_extensions(node, access)
+            .await
+            .is_some_and(|reported| reported == wanted),
+    }
 }
 
 /// Sends the Upgrade. Talos refuses with plain errors (gRPC Unknown) for a bad image, an etcd

@@ -41,8 +41,9 @@ pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     }
     let version = TalosVersion::parse(&spec.talos_version)?;
     let tag = version.tag().ok_or_else(|| invalid(spec))?;
+    let host = spec.factory_host.as_deref().unwrap_or("factory.talos.dev");
     Ok(format!(
-        "factory.talos.dev/installer/{}:{tag}",
+        "{host}/installer/{}:{tag}",
         schematic_id(&spec.extensions)
     ))
 }

@@ -108,6 +108,10 @@ pub struct ClusterSpec {
     pub install_image: Option<String>,
     /// Official system extensions, e.g. `siderolabs/iscsi-tools` (Image Factory schematic).
     pub extensions: Vec<String>,
+    /// Registry host of the Image Factory the installer comes from, e.g. `127.0.0.1:4443`;
+    /// `None` for factory.talos.dev.
+    #[serde(default)]
+    pub factory_host: Option<String>,
     /// STATE and EPHEMERAL encryption.
     pub disk_encryption: Option<DiskEncryption>,
     /// Patches for every node, applied first.

@@ -78,7 +78,16 @@ impl Fleet {
             return Ok(Applied::DryRun);
         }
         if maintenance {
-            node.install(&parsed);
+            // A disk image is installed already (its META partition says so): the node
+            // reboots into the release it booted, and `machine.install.image` waits for an
+            // upgrade (Talos: internal/app/machined/pkg/runtime/v1alpha1/
+            // v1alpha1_sequencer.go (v1.12.0) runs `Install` only when not installed). An ISO
+            // boot installs that image.
+            if self.inner.options.iso_boot {
+                let image = parsed.install_image.clone();
+                let resolved = image.as_deref().and_then(|i| self.resolve(i).ok());
+                node.install(&parsed, resolved);
+            }
             node.config = Some(Arc::new(parsed));
             self.start_reboot(&mut state, address, true, After::Running);
             return Ok(Applied::Installing);

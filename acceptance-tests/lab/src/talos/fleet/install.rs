@@ -1,4 +1,6 @@
-//! Installing Talos from `machine.install.image`, and the Upgrade call.
+//! The images a node runs: the template's disk image, which does not install; an ISO boot, which
+//! installs `machine.install.image`; and the Upgrade call, which pulls an installer image (from
+//! the lab's Image Factory, or Sidero's plain installer) and reboots into it.
 
 use std::net::IpAddr;
 
@@ -7,15 +9,29 @@ use tonic::Status;
 use super::config::{self, MachineConfig, MachineType};
 use super::{After, Fleet, Node};
 
+/// What an installer image holds, once pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// Its release tag.
+    pub(crate) tag: String,
+    /// Its system extensions (official names).
+    pub(crate) extensions: Vec<String>,
+    /// Its Image Factory schematic, for factory images.
+    pub(crate) schematic: Option<String>,
+}
+
 impl Node {
-    /// Installing writes the installer image's release to disk: that is what the node runs
-    /// after the reboot, whatever it booted from.
-    pub(crate) fn install(&mut self, config: &MachineConfig) {
+    /// Installing (ISO boot) writes the installer image's release and extensions to disk:
+    /// that is what the node runs after the reboot.
+    pub(crate) fn install(&mut self, config: &MachineConfig, resolved: Option<Resolved>) {
         if let Some(version) = config.install_version.clone() {
             self.pending_version = Some(version);
         }
         if let Some(image) = config.install_image.clone() {
             self.installed_images.push(image);
+        }
+        if let Some(resolved) = resolved {
+            self.pending_extensions = Some((resolved.extensions, resolved.schematic));
         }
     }
 }
@@ -40,6 +56,7 @@ impl Fleet {
                 "{tag:?} is not a Talos release the lab has"
             )));
         }
+        let resolved = self.resolve(image).map_err(refuse)?;
         let mut state = self.lock_api()?;
         let host = state.serving(address)?.talos_version.clone();
         if let Some(minimum) = minimum_upgrade_from(&tag) {
@@ -73,10 +90,52 @@ impl Fleet {
         }
         let node = state.serving_mut(address)?;
         node.pending_version = Some(tag);
+        node.pending_extensions = Some((resolved.extensions, resolved.schematic));
         node.installed_images.push(image.to_string());
         drop(state);
         self.reboot_after_drain(address, true, After::Running, |_| {});
         Ok(())
+    }
+}
+
+impl Fleet {
+    /// What pulling `image` gives, or why the pull fails. The lab's Image Factory serves
+    /// `<host>/installer/<schematic id>:<tag>` (and `installer-secureboot`) for the schematics
+    /// it knows, as factory.talos.dev does; `ghcr.io/siderolabs/installer:<tag>` is the plain
+    /// release. Anything else cannot be pulled on loopback.
+    pub(crate) fn resolve(&self, image: &str) -> Result<Resolved, String> {
+        let (name, tag) = image
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .ok_or_else(|| format!("failed to parse reference {image:?}: no tag"))?;
+        let not_found = || format!("failed to resolve reference {image:?}: {image}: not found");
+        if name == "ghcr.io/siderolabs/installer"
+            || name == "ghcr.io/siderolabs/installer-secureboot"
+        {
+            return Ok(Resolved {
+                tag: tag.to_string(),
+                extensions: Vec::new(),
+                schematic: None,
+            });
+        }
+        let factory = &self.inner.options.factory;
+        let (host, path) = name.split_once('/').unwrap_or((name, ""));
+        if host != factory.host() {
+            return Err(format!(
+                "failed to resolve reference {image:?}: failed to do request: Head \"https://{host}/v2/{path}/manifests/{tag}\": \
+                 dial tcp: lookup {host}: no such host"
+            ));
+        }
+        let id = path
+            .strip_prefix("installer/")
+            .or_else(|| path.strip_prefix("installer-secureboot/"))
+            .ok_or_else(not_found)?;
+        let extensions = factory.extensions(id).ok_or_else(not_found)?;
+        Ok(Resolved {
+            tag: tag.to_string(),
+            extensions,
+            schematic: Some(id.to_string()),
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! | `mod.rs` | the nodes, adding and removing machines, what the admin API shows |
 //! | `power.rs` | power off/on, reboots, the Reboot call |
 //! | `apply.rs` | ApplyConfiguration and its modes |
-//! | `install.rs` | installing from `machine.install.image`, Upgrade |
+//! | `install.rs` | the disk image that does not install, an ISO boot that does, Upgrade and the Image Factory images it pulls |
 //! | `reset.rs` | Reset |
 //! | `etcd/` | a real etcd per control plane (`service.rs`), its JSON-gateway client (`client.rs`), Bootstrap and the etcd calls (`mod.rs`) |
 //! | `kube.rs` | the Kubernetes API on the VIP and control planes, its Node objects, Kubeconfig |
@@ -43,6 +43,7 @@ use tonic::Status;
 
 use super::config::{self, MachineConfig, MachineType};
 use super::server;
+use crate::factory::Factory;
 use crate::pki;
 
 pub use etcd::Member;
@@ -75,8 +76,16 @@ pub struct FleetOptions {
     /// Time from power-on to the Talos API answering (firmware, kernel, machined), for nodes
     /// started with [`Fleet::add_booting_node`] or [`Fleet::power_on`].
     pub boot_delay: Duration,
-    /// Talos version of nodes added without one.
+    /// Talos version of nodes added without one: the template's release.
     pub default_talos_version: String,
+    /// System extensions of the template's disk image (official names, e.g.
+    /// `siderolabs/iscsi-tools`): what a node booted from it runs until an upgrade.
+    pub template_extensions: Vec<String>,
+    /// Nodes boot an ISO and install `machine.install.image` when they get a config, instead
+    /// of booting the template's disk image (which is installed already and keeps its release).
+    pub iso_boot: bool,
+    /// The Image Factory installer references are resolved against.
+    pub factory: Factory,
     /// Where the nodes' disks live (one folder per address: etcd data, certificates, logs).
     /// `None` (unless `$CASTLE_LAB_DISKS` names one): a temporary folder, deleted with the
     /// fleet.
@@ -99,6 +108,9 @@ impl Default for FleetOptions {
             kube_ready_delay: Duration::from_millis(1000),
             boot_delay: Duration::from_millis(2000),
             default_talos_version: "v1.12.0".into(),
+            template_extensions: Vec::new(),
+            iso_boot: false,
+            factory: Factory::default(),
             disk_dir: std::env::var_os("CASTLE_LAB_DISKS").map(PathBuf::from),
             etcd_binary: std::env::var_os("CASTLE_LAB_ETCD")
                 .map(PathBuf::from)
@@ -147,6 +159,12 @@ pub(crate) struct Node {
     pub(crate) etcd: etcd::NodeEtcd,
     /// Version to run after the pending reboot (upgrade).
     pub(crate) pending_version: Option<String>,
+    /// System extensions it runs (official names), from its image.
+    pub(crate) extensions: Vec<String>,
+    /// The Image Factory schematic of its image, if it came from the factory.
+    pub(crate) schematic: Option<String>,
+    /// Extensions and schematic to run after the pending reboot (upgrade).
+    pub(crate) pending_extensions: Option<(Vec<String>, Option<String>)>,
     /// Installer images written to disk, oldest first (install, then each upgrade).
     pub(crate) installed_images: Vec<String>,
     wake: watch::Sender<u64>,
@@ -266,6 +284,10 @@ pub struct NodeSummary {
     pub faults: Faults,
     /// Installer images written to disk, oldest first (for tests: what was installed).
     pub installed_images: Vec<String>,
+    /// System extensions the node runs, as `talosctl get extensions` names them.
+    pub extensions: Vec<String>,
+    /// The Image Factory schematic of the image it runs, if any.
+    pub schematic: Option<String>,
     /// Why kube-apiserver does not start on this control plane, if it does not.
     pub kube_apiserver_failure: Option<String>,
 }
@@ -361,6 +383,9 @@ impl Fleet {
         let disk = etcd::node_disk(&self.inner.disks, address);
         let _ = std::fs::remove_dir_all(&disk);
         std::fs::create_dir_all(&disk).map_err(|e| FleetError::Disk(disk.clone(), e))?;
+        // The template's disk image: its release, extensions and schematic.
+        let extensions = self.inner.options.template_extensions.clone();
+        let schematic = Some(self.inner.options.factory.preload(&extensions));
         let (wake, wake_rx) = watch::channel(0);
         let task = tokio::spawn(server::node_loop(
             self.clone(),
@@ -378,6 +403,9 @@ impl Fleet {
                 disk,
                 etcd: Default::default(),
                 pending_version: None,
+                extensions,
+                schematic,
+                pending_extensions: None,
                 installed_images: Vec::new(),
                 wake,
                 task: Some(task),
@@ -438,6 +466,8 @@ impl Fleet {
                     vip,
                     faults: node.faults.clone(),
                     installed_images: node.installed_images.clone(),
+                    extensions: node.extensions.clone(),
+                    schematic: node.schematic.clone(),
                     kube_apiserver_failure: node
                         .config
                         .as_ref()

@@ -175,6 +175,10 @@ impl Fleet {
         if let Some(v) = node.pending_version.take() {
             node.talos_version = v;
         }
+        if let Some((extensions, schematic)) = node.pending_extensions.take() {
+            node.extensions = extensions;
+            node.schematic = schematic;
+        }
         node.phase = match then {
             After::Maintenance => Phase::Maintenance,
             After::Running => Phase::running(),

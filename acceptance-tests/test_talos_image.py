@@ -1,0 +1,68 @@
+"""The Talos image story: nodes boot the template's disk image, which does not install the
+config's installer (Talos runs `Install` only on a machine not installed yet), so castle brings
+each node to `talos_version` and `extensions` with an upgrade after it joined, through the Image
+Factory it uploaded the schematic to."""
+
+import pytest
+
+from harness.lab import TalosLab
+from test_talos_cluster import PREFIX, cluster_hcl
+
+pytestmark = pytest.mark.acceptance
+
+NODES = {'cp-1': 11, 'w-1': 21}
+TEMPLATE = 'v1.12.0'
+TARGET = 'v1.13.0'
+EXTENSIONS = ['siderolabs/qemu-guest-agent', 'siderolabs/iscsi-tools']
+
+
+@pytest.fixture
+def talos():
+    # The template: an older release with no extension, as the plain nocloud image.
+    lab = TalosLab([PREFIX + str(h) for h in NODES.values()], talos_version=TEMPLATE, template_extensions=())
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_nodes_booted_from_an_older_template_end_on_talos_version_with_their_extensions(tf, talos):
+    t = tf()
+    t.write(cluster_hcl(NODES)
+            .replace('talos_version      = "v1.12.0"', 'talos_version      = "%s"' % TARGET)
+            .replace('extensions         = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]',
+                     'extensions         = ["%s"]' % '", "'.join(EXTENSIONS)))
+    plan = t.plan()
+    assert 'Nodes are brought to talos_version and extensions after they join' in plan, plan
+
+    t.apply()
+
+    # castle uploaded the schematic before any node pulled its installer.
+    uploads = talos.schematics()
+    assert [u['extensions'] for u in uploads] == [sorted(EXTENSIONS)], uploads
+    schematic = uploads[0]['id']
+    nodes = talos.nodes()
+    for host in NODES.values():
+        node = nodes[PREFIX + str(host)]
+        assert node['talos_version'] == TARGET, node
+        assert node['schematic'] == schematic, node
+        # Booted from the disk image, then exactly one upgrade: the factory's installer.
+        assert node['installed_images'] == ['%s/installer/%s:%s' % (talos.factory_url[len('https://'):], schematic,
+                                                                    TARGET)], node
+    cluster = t.resources()['castle_talos_cluster.home']
+    assert cluster['node_versions'] == {name: TARGET for name in NODES}
+    assert cluster['node_extensions'] == {name: ['iscsi-tools', 'qemu-guest-agent'] for name in NODES}
+    t.assert_plan_empty()
+
+
+def test_an_installer_whose_schematic_the_factory_never_saw_is_refused_by_the_node(tf, talos):
+    # A pinned install_image of the lab's factory that nobody uploaded: the node's pull fails,
+    # and castle says so in seconds, naming the image.
+    unknown = '%s/installer/%s:%s' % (talos.factory_url[len('https://'):], 'ab' * 32, TARGET)
+    t = tf()
+    t.write(cluster_hcl({'cp-1': 11}, extra='install_image = "%s"' % unknown)
+            .replace('talos_version      = "v1.12.0"', 'talos_version      = "%s"' % TARGET)
+            .replace('extensions         = ["siderolabs/iscsi-tools", "siderolabs/util-linux-tools"]', ''))
+    out = t.apply(expect_fail=True)
+    assert 'error validating installer image' in out and 'not found' in out, out
+    assert talos.nodes()[PREFIX + '11']['talos_version'] == TEMPLATE
