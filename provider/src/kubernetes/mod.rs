@@ -4,6 +4,7 @@
 //! No Terraform types.
 
 pub mod drain;
+pub mod endpoints;
 pub mod system;
 
 use std::time::Duration;
@@ -95,6 +96,8 @@ pub struct NodeHealth {
     pub name: String,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// The `InternalIP` of `status.addresses`, as its kubelet reports it.
+    pub internal_ip: Option<String>,
 }
 
 /// The client.
@@ -126,6 +129,15 @@ struct Metadata {
 struct NodeStatus {
     #[serde(default)]
     conditions: Vec<Condition>,
+    #[serde(default)]
+    addresses: Vec<NodeAddress>,
+}
+
+#[derive(Deserialize)]
+struct NodeAddress {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
 }
 
 #[derive(Deserialize)]
@@ -255,16 +267,22 @@ impl KubeClient {
         Ok(list
             .items
             .into_iter()
-            .map(|item| NodeHealth {
-                ready: item
-                    .status
-                    .map(|s| {
+            .map(|item| {
+                let status = item.status.as_ref();
+                NodeHealth {
+                    ready: status.is_some_and(|s| {
                         s.conditions
                             .iter()
                             .any(|c| c.kind == "Ready" && c.status == "True")
-                    })
-                    .unwrap_or(false),
-                name: item.metadata.name,
+                    }),
+                    internal_ip: status.and_then(|s| {
+                        s.addresses
+                            .iter()
+                            .find(|a| a.kind == "InternalIP")
+                            .map(|a| a.address.clone())
+                    }),
+                    name: item.metadata.name,
+                }
             })
             .collect())
     }

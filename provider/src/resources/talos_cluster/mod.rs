@@ -252,6 +252,7 @@ impl Resource for TalosClusterResource {
                 let steps = match &planned {
                     Some((current, desired)) => {
                         warn_of_upgrades(diags, &prior_state, &state, current, desired);
+                        warn_of_moves(diags, current, desired);
                         cluster::plan(Some(current), desired)
                     }
                     None => vec![],
@@ -667,6 +668,28 @@ fn warn_of_upgrades(
         ),
         None => {}
     }
+}
+
+/// The plan's warning for nodes whose address changes.
+fn warn_of_moves(diags: &mut Diagnostics, current: &cluster::Current, desired: &cluster::Desired) {
+    let moves: Vec<String> = cluster::readdressed(current, desired)
+        .iter()
+        .filter_map(|name| {
+            let from = current.nodes.iter().find(|n| &n.name == name)?;
+            let to = desired.nodes.iter().find(|n| &n.name == name)?;
+            Some(format!("{name} from {} to {}", from.ip, to.ip))
+        })
+        .collect();
+    if moves.is_empty() {
+        return;
+    }
+    diags.root_warning(
+        "Nodes change their address",
+        format!(
+            "{}: each must already run at its new address when the cluster is updated (castle_proxmox_vm restarts              its VM with the new cloud-init address first). castle then applies its new config there, one node              at a time, and waits until its etcd peer URL, its Kubernetes InternalIP and the kubernetes endpoints              show the new address. The kubeconfig stays on the endpoint.",
+            moves.join(", ")
+        ),
+    );
 }
 
 /// `node_versions` as state holds them.

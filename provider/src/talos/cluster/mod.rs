@@ -21,7 +21,7 @@ pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
-pub use plan::{plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
+pub use plan::{plan, readdressed, upgrade_reason, Current, Desired, Step, UpgradeReason};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
