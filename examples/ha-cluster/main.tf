@@ -26,9 +26,9 @@ provider "castle" {
   }
 }
 
+# Addresses follow first_host in order; node_hosts moves single nodes elsewhere.
 locals {
   prefix_length  = split("/", var.subnet)[1]
-  # Addresses follow first_host in order; node_hosts moves single nodes elsewhere.
   control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "cp-${i + 1}", var.first_host + i)) }
   workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "w-${i + 1}", var.first_host + var.control_planes + i)) }
   nodes          = merge(local.control_planes, local.workers)
