@@ -30,7 +30,8 @@ provider "castle" {
 locals {
   prefix_length  = split("/", var.subnet)[1]
   control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "cp-${i + 1}", var.first_host + i)) }
-  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "w-${i + 1}", var.first_host + var.control_planes + i)) }
+  first_worker   = coalesce(var.first_worker_host, var.first_host + var.control_planes)
+  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "w-${i + 1}", local.first_worker + i)) }
   nodes          = merge(local.control_planes, local.workers)
 }
 
@@ -64,6 +65,15 @@ resource "castle_proxmox_vm" "node" {
   nameservers = var.nameservers
 
   tags = ["talos", var.cluster_name, contains(keys(local.control_planes), each.key) ? "controlplane" : "worker"]
+
+  # Scale-in stays graceful: when a node leaves local.nodes, Terraform first updates
+  # castle_talos_cluster (castle drains the node, takes a control plane out of etcd, resets the
+  # machine and deletes its Kubernetes Node) and only then deletes the VM. Without this,
+  # Terraform deletes the VM first and castle meets a machine that is already gone
+  # (docs/adr/0012-day-2-order.md).
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
 # The cluster's identity (CAs, keys, tokens), stored by Terraform before any node sees it: an

@@ -10,7 +10,9 @@ mod execute;
 mod health;
 mod plan;
 mod poll;
+mod quorum;
 mod reboot;
+mod remove;
 mod teardown;
 mod upgrade;
 
@@ -22,7 +24,9 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{plan, readdressed, upgrade_reason, Current, Desired, Step, UpgradeReason};
-pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
+pub use quorum::{check_quorum, leaving_control_planes, QuorumCheck};
+pub use remove::remove_node;
+pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;
