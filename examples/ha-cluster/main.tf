@@ -26,11 +26,12 @@ provider "castle" {
   }
 }
 
+# Addresses follow first_host in order; node_hosts moves single nodes elsewhere.
 locals {
   prefix_length  = split("/", var.subnet)[1]
-  control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, var.first_host + i) }
+  control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "cp-${i + 1}", var.first_host + i)) }
   first_worker   = coalesce(var.first_worker_host, var.first_host + var.control_planes)
-  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, local.first_worker + i) }
+  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, lookup(var.node_hosts, "w-${i + 1}", local.first_worker + i)) }
   nodes          = merge(local.control_planes, local.workers)
 }
 

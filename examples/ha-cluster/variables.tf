@@ -102,6 +102,12 @@ variable "first_worker_host" {
   default     = null
 }
 
+variable "node_hosts" {
+  description = "Host numbers in the subnet for single nodes, by name (e.g. { \"cp-2\" = 220 }): the others keep first_host's order. Changing one re-addresses that node in place: its VM restarts with the new address, then castle updates its config, certificates and etcd peer URL."
+  type        = map(number)
+  default     = {}
+}
+
 variable "vip" {
   description = "Virtual IP of the Kubernetes API, free, in the subnet."
   type        = string

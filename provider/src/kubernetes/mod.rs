@@ -4,6 +4,7 @@
 //! No Terraform types.
 
 pub mod drain;
+pub mod endpoints;
 pub mod system;
 pub mod versions;
 
@@ -100,6 +101,8 @@ pub struct NodeHealth {
     /// status, reason and message, e.g. "Unknown (NodeStatusUnknown: Kubelet stopped posting
     /// node status.)"; empty when Ready.
     pub condition: String,
+    /// The `InternalIP` of `status.addresses`, as its kubelet reports it.
+    pub internal_ip: Option<String>,
 }
 
 /// The client.
@@ -131,6 +134,15 @@ struct Metadata {
 struct NodeStatus {
     #[serde(default)]
     conditions: Vec<Condition>,
+    #[serde(default)]
+    addresses: Vec<NodeAddress>,
+}
+
+#[derive(Deserialize)]
+struct NodeAddress {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
 }
 
 #[derive(Deserialize)]
@@ -279,11 +291,18 @@ impl KubeClient {
             .items
             .into_iter()
             .map(|item| {
+                let internal_ip = item.status.as_ref().and_then(|s| {
+                    s.addresses
+                        .iter()
+                        .find(|a| a.kind == "InternalIP")
+                        .map(|a| a.address.clone())
+                });
                 let (ready, condition) = ready_condition(item.status);
                 NodeHealth {
                     name: item.metadata.name,
                     ready,
                     condition,
+                    internal_ip,
                 }
             })
             .collect())

@@ -15,6 +15,9 @@ pub struct Guest {
     pub name: String,
     /// Whether the VM is running.
     pub running: bool,
+    /// Seconds since it started (0 when stopped): a smaller number than at the last look
+    /// means it was restarted in between, even if no look saw it stopped.
+    pub uptime: u64,
 }
 
 /// What to do to the fleet.
@@ -30,6 +33,14 @@ pub enum Change {
     /// The VM of this node was destroyed, or its address went to another VM: the node is gone
     /// for good.
     Remove(IpAddr),
+    /// The VM of the node at `from` booted with the address `to`: the machine boots from its
+    /// disk at the new address (a configured node keeps its config).
+    Readdress {
+        /// The address it had.
+        from: IpAddr,
+        /// The address its cloud-init config gives now.
+        to: IpAddr,
+    },
 }
 
 /// What the lab knows of one VM it has seen running.
@@ -39,6 +50,7 @@ struct Machine {
     /// when another running VM held the address.
     address: Option<IpAddr>,
     running: bool,
+    uptime: u64,
 }
 
 /// The VMs seen so far and the nodes they have. Fed with one snapshot of the hypervisor at a
@@ -49,13 +61,19 @@ pub struct Machines {
 }
 
 impl Machines {
-    /// VMs that are running now and were not running at the last look: their config must be
-    /// read (a VM reads its cloud-init network config when it boots, so this is the moment
-    /// that counts).
+    /// VMs that are running now and were not running at the last look, or were restarted
+    /// since (their uptime went down): their config must be read (a VM reads its cloud-init
+    /// network config when it boots, so this is the moment that counts).
     pub fn booted<'a>(&self, guests: &'a [Guest]) -> Vec<&'a Guest> {
         guests
             .iter()
-            .filter(|g| g.running && !self.known.get(&g.vmid).is_some_and(|m| m.running))
+            .filter(|g| {
+                g.running
+                    && !self
+                        .known
+                        .get(&g.vmid)
+                        .is_some_and(|m| m.running && g.uptime >= m.uptime)
+            })
             .collect()
     }
 
@@ -95,39 +113,62 @@ impl Machines {
         // Started VMs.
         for &(vmid, address) in booted {
             let previous = self.known.get(&vmid).copied();
+            let uptime = guests
+                .iter()
+                .find(|g| g.vmid == vmid)
+                .map_or(0, |g| g.uptime);
             let mut machine = Machine {
                 address,
                 running: true,
+                uptime,
             };
+            // Restarted between two looks: the node went down first.
+            if let Some(Machine {
+                address: Some(old),
+                running: true,
+                ..
+            }) = previous
+            {
+                changes.push(Change::PowerOff(old));
+            }
             match (previous.and_then(|m| m.address), address) {
                 (Some(old), Some(new)) if old == new => changes.push(Change::PowerOn(new)),
-                (old, new) => {
-                    // The disk's node lived at another address (or at none): it is no longer
-                    // reachable where anyone would look, so it goes.
-                    if let Some(old) = old {
-                        changes.push(Change::Remove(old));
-                    }
-                    if let Some(new) = new {
-                        match self.holder(new, vmid) {
-                            Some((_, true)) => {
-                                // Another running VM has this address: an address conflict
-                                // on a real network; the newcomer gets no node.
-                                tracing::warn!(vmid, %new, "address already used by a running VM");
-                                machine.address = None;
-                            }
-                            Some((other, false)) => {
-                                // The address belonged to a stopped VM: the new machine
-                                // takes it over.
-                                self.known.remove(&other);
-                                changes.push(Change::Remove(new));
-                                changes.push(Change::Boot(new));
-                            }
-                            None => changes.push(Change::Boot(new)),
-                        }
-                    }
+                (old, None) => {
+                    // No lab address any more: the machine is unreachable for good.
+                    changes.extend(old.map(Change::Remove));
                 }
+                (old, Some(new)) => match self.holder(new, vmid) {
+                    Some((_, true)) => {
+                        // Another running VM has this address: an address conflict on a
+                        // real network; the newcomer gets no node, and the old address is
+                        // no longer where its machine is.
+                        tracing::warn!(vmid, %new, "address already used by a running VM");
+                        machine.address = None;
+                        changes.extend(old.map(Change::Remove));
+                    }
+                    holder => {
+                        if let Some((other, _)) = holder {
+                            // The address belonged to a stopped VM: this machine takes it
+                            // over.
+                            self.known.remove(&other);
+                            changes.push(Change::Remove(new));
+                        }
+                        // The machine keeps its disk: booted at another address, a
+                        // configured node keeps its config (see `Fleet::readdress`).
+                        changes.push(match old {
+                            Some(from) => Change::Readdress { from, to: new },
+                            None => Change::Boot(new),
+                        });
+                    }
+                },
             }
             self.known.insert(vmid, machine);
+        }
+        // Uptimes of the VMs that kept running.
+        for guest in guests.iter().filter(|g| g.running) {
+            if let Some(machine) = self.known.get_mut(&guest.vmid) {
+                machine.uptime = guest.uptime;
+            }
         }
         changes
     }
@@ -165,6 +206,7 @@ mod tests {
             node: "pve1".into(),
             name: format!("vm-{vmid}"),
             running,
+            uptime: if running { 10 } else { 0 },
         }
     }
 
@@ -262,16 +304,58 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_restarted_with_another_address_loses_the_old_node() {
+    fn a_vm_restarted_with_another_address_moves_its_machine_there() {
         let mut m = Machines::default();
         poll(&mut m, &[guest(100, true)], &[(100, "ip=127.0.3.11/24")]);
         poll(&mut m, &[guest(100, false)], &[]);
         assert_eq!(
             poll(&mut m, &[guest(100, true)], &[(100, "ip=127.0.3.12/24")]),
+            vec![Change::Readdress {
+                from: ip("127.0.3.11"),
+                to: ip("127.0.3.12")
+            }]
+        );
+        // Stopping it now powers off the node at its new address.
+        assert_eq!(
+            poll(&mut m, &[guest(100, false)], &[]),
+            vec![Change::PowerOff(ip("127.0.3.12"))]
+        );
+    }
+
+    #[test]
+    fn a_vm_restarted_between_two_looks_is_seen_by_its_uptime() {
+        let mut m = Machines::default();
+        poll(&mut m, &[guest(100, true)], &[(100, "ip=127.0.3.11/24")]);
+        let restarted = Guest {
+            uptime: 0,
+            ..guest(100, true)
+        };
+        assert_eq!(
+            poll(
+                &mut m,
+                std::slice::from_ref(&restarted),
+                &[(100, "ip=127.0.3.12/24")]
+            ),
             vec![
-                Change::Remove(ip("127.0.3.11")),
-                Change::Boot(ip("127.0.3.12"))
+                Change::PowerOff(ip("127.0.3.11")),
+                Change::Readdress {
+                    from: ip("127.0.3.11"),
+                    to: ip("127.0.3.12")
+                }
             ]
+        );
+        // Its uptime growing again is no restart.
+        assert!(m.booted(&[guest(100, true)]).is_empty());
+    }
+
+    #[test]
+    fn a_vm_restarted_without_a_lab_address_loses_its_node() {
+        let mut m = Machines::default();
+        poll(&mut m, &[guest(100, true)], &[(100, "ip=127.0.3.11/24")]);
+        poll(&mut m, &[guest(100, false)], &[]);
+        assert_eq!(
+            poll(&mut m, &[guest(100, true)], &[(100, "ip=dhcp")]),
+            vec![Change::Remove(ip("127.0.3.11"))]
         );
     }
 

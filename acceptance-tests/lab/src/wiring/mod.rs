@@ -9,6 +9,7 @@
 //! | started, first time, `ip=127.x.y.z/NN` | [`Fleet::add_booting_node`]: maintenance mode after the boot delay |
 //! | stopped | [`Fleet::power_off`]: gone from the network, disk kept |
 //! | started again | [`Fleet::power_on`]: boots its installed config, or maintenance if blank |
+//! | started again with another address | [`Fleet::readdress`]: boots from its disk at the new address |
 //! | destroyed | [`Fleet::remove_node`] |
 //!
 //! So a Terraform run against the lab meets the same ordering as against real hardware: a
@@ -81,6 +82,11 @@ fn apply(fleet: &Fleet, change: &Change) {
             other => other,
         },
         Change::PowerOff(address) => fleet.power_off(address),
+        Change::Readdress { from, to } => match fleet.readdress(from, to) {
+            // Removed through the admin API meanwhile: the machine boots blank.
+            Err(FleetError::NoSuchNode(_)) => fleet.add_booting_node(to, None),
+            other => other,
+        },
         Change::Remove(address) => match fleet.remove_node(address) {
             Err(FleetError::NoSuchNode(_)) => Ok(()),
             other => other,

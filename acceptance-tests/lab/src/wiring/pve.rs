@@ -74,6 +74,8 @@ struct Resource {
     template: Value,
     #[serde(rename = "type", default)]
     kind: String,
+    #[serde(default)]
+    uptime: u64,
 }
 
 impl Pve {
@@ -185,6 +187,7 @@ impl Pve {
                 node: r.node,
                 name: r.name,
                 running: r.status == "running",
+                uptime: r.uptime,
             })
             .collect())
     }

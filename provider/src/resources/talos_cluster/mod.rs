@@ -320,6 +320,7 @@ impl Resource for TalosClusterResource {
                 let steps = match (&planned, &prior_spec, &prior_private_state) {
                     (Some((current, desired)), Some(prior), Some(secrets)) => {
                         warn_of_upgrades(diags, &prior_state, &state, current, desired);
+                        warn_of_moves(diags, current, desired);
                         check_control_planes(diags, prior, bundle, secrets, current, desired)
                             .await?;
                         cluster::plan(Some(current), desired)
@@ -944,6 +945,28 @@ fn warn_of_template_upgrades(diags: &mut Diagnostics, spec: &ClusterSpec) {
              a time, the cluster healthy in between. Build the template from the Image Factory image of this release \
              and these extensions to skip these upgrades.",
             plan::target_version(spec).unwrap_or_else(|| spec.talos_version.clone())
+        ),
+    );
+}
+
+/// The plan's warning for nodes whose address changes.
+fn warn_of_moves(diags: &mut Diagnostics, current: &cluster::Current, desired: &cluster::Desired) {
+    let moves: Vec<String> = cluster::readdressed(current, desired)
+        .iter()
+        .filter_map(|name| {
+            let from = current.nodes.iter().find(|n| &n.name == name)?;
+            let to = desired.nodes.iter().find(|n| &n.name == name)?;
+            Some(format!("{name} from {} to {}", from.ip, to.ip))
+        })
+        .collect();
+    if moves.is_empty() {
+        return;
+    }
+    diags.root_warning(
+        "Nodes change their address",
+        format!(
+            "{}: each must already run at its new address when the cluster is updated (castle_proxmox_vm restarts              its VM with the new cloud-init address first). castle then applies its new config there, one node              at a time, and waits until its etcd peer URL, its Kubernetes InternalIP and the kubernetes endpoints              show the new address. The kubeconfig stays on the endpoint.",
+            moves.join(", ")
         ),
     );
 }

@@ -132,6 +132,15 @@ pub async fn execute(
                     ops.wait_healthy(cluster).await?;
                 }
             }
+            Step::ApplyReaddressed(name) => {
+                let node = one(cluster, name)?;
+                if let Applied::Rebooting { boot } = ops.apply_running(node).await? {
+                    ops.wait_rebooted(node, &boot).await?;
+                }
+                // Healthy means: its etcd member advertises the new peer URL, its Node reports
+                // the new InternalIP and the old API server lease has expired.
+                ops.wait_healthy(cluster).await?;
+            }
             Step::Bootstrap(name) => ops.bootstrap(one(cluster, name)?).await?,
             Step::WaitConfigured(names) => ops.wait_configured(&pick(cluster, names)).await?,
             Step::WaitHealthy => ops.wait_healthy(cluster).await?,
@@ -474,6 +483,21 @@ mod tests {
         let error = run(None, &cluster("a"), &ops).await.unwrap_err();
         assert!(error.to_string().contains("unknown keys"), "{error}");
         assert_eq!(ops.calls(), vec!["apply cp-1,cp-2,cp-3"]);
+    }
+
+    #[tokio::test]
+    async fn a_moved_control_plane_is_healthy_at_its_new_address_before_any_other_node_changes() {
+        let before = cluster("a");
+        let mut after = cluster("b");
+        after[1].ip = "127.0.0.220".parse().unwrap();
+        let ops = Recorder::default();
+        run(Some(&running(&before)), &after, &ops).await.unwrap();
+        assert_eq!(
+            ops.calls()[..4],
+            ["apply cp-2", "wait healthy", "apply cp-1", "apply cp-3"],
+            "{:?}",
+            ops.calls()
+        );
     }
 
     #[tokio::test]

@@ -1,8 +1,16 @@
 //! Health the way talosctl judges it, checked in one pass and repeated until it holds: etcd
 //! healthy on every control plane, the same member list everywhere with exactly the control
-//! planes in it, apid and kubelet up on every node, then the Kubernetes API ready through the
-//! endpoint with every node registered and Ready, then what talosctl checks inside Kubernetes:
-//! static pods, kube-proxy, CoreDNS, every node schedulable ([`KubeClient::check_system`]).
+//! planes in it, each advertising its node's address, apid and kubelet up on every node, then
+//! the Kubernetes API ready through the endpoint with every node registered and Ready at its
+//! address, the `kubernetes` endpoints exactly the control planes' addresses, then what
+//! talosctl checks inside Kubernetes: static pods, kube-proxy, CoreDNS, every node
+//! schedulable ([`KubeClient::check_system`]).
+//!
+//! The addresses matter after a node changed its address: Talos moves the etcd member's peer
+//! URL itself once etcd runs at the new address (Talos:
+//! internal/app/machined/pkg/controllers/etcd/advertised_peer.go (v1.12.0)), the kubelet
+//! reports its new InternalIP, and the old API server lease expires (Kubernetes:
+//! pkg/controlplane/reconcilers/lease.go); until then the cluster is not as configured.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -31,6 +39,8 @@ pub enum HealthCheck {
     KubernetesApi,
     /// Every node registered and Ready.
     NodesReady,
+    /// The `kubernetes` endpoints list exactly the control planes' addresses.
+    ApiEndpoints,
     /// Static pods, kube-proxy and CoreDNS Ready, every node schedulable.
     SystemPods,
 }
@@ -40,10 +50,17 @@ impl fmt::Display for HealthCheck {
         f.write_str(match self {
             HealthCheck::TalosApi => "the Talos API (apid) to answer",
             HealthCheck::EtcdHealthy => "etcd to be healthy",
-            HealthCheck::EtcdMembers => "the etcd member list to hold exactly the control planes",
+            HealthCheck::EtcdMembers => {
+                "the etcd member list to hold exactly the control planes, each at its address"
+            }
             HealthCheck::Kubelet => "kubelet to be healthy",
             HealthCheck::KubernetesApi => "the Kubernetes API to be ready through the endpoint",
-            HealthCheck::NodesReady => "every node to be registered and Ready in Kubernetes",
+            HealthCheck::NodesReady => {
+                "every node to be registered and Ready in Kubernetes at its address"
+            }
+            HealthCheck::ApiEndpoints => {
+                "the kubernetes endpoints to list exactly the control planes' addresses"
+            }
             HealthCheck::SystemPods => {
                 "the control plane's static pods, kube-proxy and CoreDNS to be Ready and every node schedulable"
             }
@@ -79,7 +96,7 @@ fn service_state(services: &[ServiceInfo], id: &str) -> Result<(), String> {
 async fn check_node(
     node: &ClusterNode,
     access: &Access,
-) -> Result<Option<BTreeSet<String>>, Failure> {
+) -> Result<Option<Vec<EtcdMember>>, Failure> {
     let fail = |check, last: String| Failure {
         check,
         node: format!("{} ({})", node.name, node.ip),
@@ -106,7 +123,7 @@ async fn check_node(
     if let Some(last) = unready_member(&members) {
         return Err(fail(HealthCheck::EtcdMembers, last));
     }
-    Ok(Some(members.into_iter().map(|m| m.hostname).collect()))
+    Ok(Some(members))
 }
 
 /// One pass of every check; the first failure found.
@@ -135,11 +152,17 @@ pub async fn check(
         .collect();
     for (node, result) in nodes.iter().zip(results) {
         if let Some(members) = result? {
-            if members != expected {
+            let names: BTreeSet<String> = members.iter().map(|m| m.hostname.clone()).collect();
+            let last = if names != expected {
+                Some(member_difference(&names, &expected))
+            } else {
+                stale_peer_url(&members, nodes)
+            };
+            if let Some(last) = last {
                 return Err(Failure {
                     check: HealthCheck::EtcdMembers,
                     node: format!("{} ({})", node.name, node.ip),
-                    last: member_difference(&members, &expected),
+                    last,
                 });
             }
         }
@@ -160,7 +183,18 @@ pub async fn check(
         .map_err(|e| cluster(HealthCheck::NodesReady, e.to_string()))?;
     for node in nodes {
         match registered.iter().find(|n| n.name == node.name) {
-            Some(n) if n.ready => {}
+            Some(n) if n.ready && n.internal_ip.as_deref() == Some(&node.ip.to_string()) => {}
+            Some(n) if n.ready => {
+                return Err(cluster(
+                    HealthCheck::NodesReady,
+                    format!(
+                        "node {} reports InternalIP {}, not {}",
+                        node.name,
+                        n.internal_ip.as_deref().unwrap_or("(none)"),
+                        node.ip
+                    ),
+                ))
+            }
             Some(_) => {
                 return Err(cluster(
                     HealthCheck::NodesReady,
@@ -174,6 +208,13 @@ pub async fn check(
                 ))
             }
         }
+    }
+    let endpoints = kube
+        .api_server_endpoints()
+        .await
+        .map_err(|e| cluster(HealthCheck::ApiEndpoints, e.to_string()))?;
+    if let Some(last) = endpoint_difference(&endpoints, nodes) {
+        return Err(cluster(HealthCheck::ApiEndpoints, last));
     }
     let control_planes: Vec<&str> = nodes
         .iter()
@@ -199,6 +240,56 @@ fn unready_member(members: &[EtcdMember]) -> Option<String> {
             None
         }
     })
+}
+
+/// etcd's peer URL of a control plane at `ip` (Talos: `https://<address>:2380`).
+fn peer_url(ip: std::net::IpAddr) -> String {
+    format!("https://{}", std::net::SocketAddr::new(ip, 2380))
+}
+
+/// A member whose peer URLs do not name its control plane's address: one whose machine came
+/// back at another address, before Talos updated its member.
+fn stale_peer_url(members: &[EtcdMember], nodes: &[ClusterNode]) -> Option<String> {
+    members.iter().find_map(|m| {
+        let node = nodes.iter().find(|n| n.name == m.hostname)?;
+        let wanted = peer_url(node.ip);
+        (!m.peer_urls.contains(&wanted)).then(|| {
+            format!(
+                "member {} advertises {}, not {wanted}",
+                m.hostname,
+                m.peer_urls.join(", ")
+            )
+        })
+    })
+}
+
+/// Says how the `kubernetes` endpoints differ from the control planes' addresses: a stale
+/// address of a control plane that moved, or one that is missing.
+fn endpoint_difference(endpoints: &BTreeSet<String>, nodes: &[ClusterNode]) -> Option<String> {
+    let expected: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.is_control_plane())
+        .map(|n| n.ip.to_string())
+        .collect();
+    if *endpoints == expected {
+        return None;
+    }
+    let join = |set: Vec<&String>| {
+        set.into_iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("endpoints {}", join(endpoints.iter().collect()));
+    let missing: Vec<&String> = expected.difference(endpoints).collect();
+    if !missing.is_empty() {
+        text += &format!("; missing {}", join(missing));
+    }
+    let extra: Vec<&String> = endpoints.difference(&expected).collect();
+    if !extra.is_empty() {
+        text += &format!("; not a control plane's address: {}", join(extra));
+    }
+    Some(text)
 }
 
 /// Says how a member list differs from the control planes: "members cp-1, cp-3; missing cp-2".
@@ -275,6 +366,63 @@ mod tests {
         assert_eq!(
             unready_member(&unstarted).as_deref(),
             Some("member 2a has not started yet")
+        );
+    }
+
+    fn control_plane(name: &str, ip: &str) -> ClusterNode {
+        ClusterNode {
+            name: name.into(),
+            ip: ip.parse().unwrap(),
+            role: crate::talos::config::Role::ControlPlane,
+            config: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_member_still_at_its_old_address_is_named() {
+        let nodes = [
+            control_plane("cp-1", "127.0.0.211"),
+            control_plane("cp-2", "127.0.0.220"),
+        ];
+        let member = |name: &str, url: &str| EtcdMember {
+            hostname: name.into(),
+            peer_urls: vec![url.into()],
+            ..Default::default()
+        };
+        let moved = [
+            member("cp-1", "https://127.0.0.211:2380"),
+            member("cp-2", "https://127.0.0.212:2380"),
+        ];
+        assert_eq!(
+            stale_peer_url(&moved, &nodes).as_deref(),
+            Some("member cp-2 advertises https://127.0.0.212:2380, not https://127.0.0.220:2380")
+        );
+        let updated = [
+            member("cp-1", "https://127.0.0.211:2380"),
+            member("cp-2", "https://127.0.0.220:2380"),
+        ];
+        assert_eq!(stale_peer_url(&updated, &nodes), None);
+    }
+
+    #[test]
+    fn a_stale_kubernetes_endpoint_is_named() {
+        let nodes = [
+            control_plane("cp-1", "127.0.0.211"),
+            control_plane("cp-2", "127.0.0.220"),
+        ];
+        let stale = set(&["127.0.0.211", "127.0.0.212", "127.0.0.220"]);
+        assert_eq!(
+            endpoint_difference(&stale, &nodes).as_deref(),
+            Some("endpoints 127.0.0.211, 127.0.0.212, 127.0.0.220; not a control plane's address: 127.0.0.212")
+        );
+        let missing = set(&["127.0.0.211"]);
+        assert_eq!(
+            endpoint_difference(&missing, &nodes).as_deref(),
+            Some("endpoints 127.0.0.211; missing 127.0.0.220")
+        );
+        assert_eq!(
+            endpoint_difference(&set(&["127.0.0.211", "127.0.0.220"]), &nodes),
+            None
         );
     }
 

@@ -26,7 +26,8 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{
-    extension_names, kubernetes_upgrade, plan, upgrade_reason, Current, Desired, Step, UpgradeReason,
+    extension_names, kubernetes_upgrade, plan, readdressed, upgrade_reason, Current, Desired, Step,
+    UpgradeReason,
 };
 pub use quorum::{check_quorum, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};

@@ -97,6 +97,11 @@ pub enum Step {
     /// Apply a changed config to one running node; if Talos answers that it reboots, wait for
     /// the reboot and for health before the next step.
     ApplyRunning(String),
+    /// A running node whose address changed (its VM booted at the new one, see
+    /// [`readdressed`]): apply its config (new static address and certificate SANs) there,
+    /// then wait until the cluster is healthy at the new address (its etcd member's peer URL,
+    /// its Node's InternalIP, the `kubernetes` endpoints) before any other node is touched.
+    ApplyReaddressed(String),
     /// Bootstrap etcd on this control plane (a no-op once bootstrapped).
     Bootstrap(String),
     /// Wait until these nodes answer over mutual TLS with this cluster's credentials.
@@ -182,6 +187,26 @@ pub fn kubernetes_upgrade(current: &Current, desired: &Desired) -> Option<Vec<St
     differs.then_some(from)
 }
 
+/// Running nodes (one of our configs applied) whose address is not the one they had: their
+/// VM booted at the new address with the config of the old one. Talos keeps the config and
+/// merges the platform's address with the config's static one (Talos:
+/// internal/app/machined/pkg/controllers/network/address_merge.go (v1.12.0)), so the node
+/// answers at the new address with its old identity, and its etcd member keeps its ID.
+pub fn readdressed(current: &Current, desired: &Desired) -> Vec<String> {
+    desired
+        .nodes
+        .iter()
+        .filter(|n| current.applied.contains_key(&n.name))
+        .filter(|n| {
+            current
+                .nodes
+                .iter()
+                .any(|old| old.name == n.name && old.ip != n.ip)
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 /// The steps of an apply: `current` is `None` for a new cluster.
 pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let everyone = names(&desired.nodes);
@@ -212,6 +237,16 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     for gone in current.nodes.iter().filter(|n| !wanted.contains(&n.name)) {
         steps.push(Step::Remove(gone.name.clone()));
     }
+    // Moved nodes next, one at a time: until a moved control plane runs its new config and
+    // etcd has its new peer URL, the other members reach it only one way, so no other node may
+    // go down before. Before an upgrade too: its health checks want every member at its
+    // address.
+    let moved = readdressed(current, desired);
+    steps.extend(
+        moved
+            .iter()
+            .map(|name| Step::ApplyReaddressed(name.clone())),
+    );
     // A new release first: configs for a newer contract are refused by an older node.
     let running: Vec<&ClusterNode> = desired
         .nodes
@@ -242,6 +277,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .iter()
         .copied()
         .filter(|n| current.applied.get(&n.name) != Some(&n.config))
+        .filter(|n| !moved.contains(&n.name))
         .collect();
     let reapplied: Vec<&ClusterNode> = if kubernetes {
         Vec::new()
@@ -263,7 +299,14 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .copied()
         .or(first_control_plane);
     steps.extend(established.map(|n| Step::Bootstrap(n.name.clone())));
-    let touched: Vec<String> = names(new.iter().chain(reapplied.iter()).copied());
+    let touched: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| {
+            moved.contains(&n.name) || new.iter().chain(reapplied.iter()).any(|c| c.name == n.name)
+        })
+        .map(|n| n.name.clone())
+        .collect();
     if !touched.is_empty() {
         steps.push(Step::WaitConfigured(touched));
     }
@@ -428,6 +471,46 @@ mod tests {
                 reinstall: true
             })
         );
+    }
+
+    fn at(mut nodes: Vec<ClusterNode>, name: &str, ip: &str) -> Vec<ClusterNode> {
+        for n in nodes.iter_mut().filter(|n| n.name == name) {
+            n.ip = ip.parse().unwrap();
+            n.config = format!("{}-at-{ip}", n.config);
+        }
+        nodes
+    }
+
+    #[test]
+    fn a_moved_control_plane_is_applied_and_healthy_at_its_new_address_before_the_others() {
+        let before = cluster("a");
+        // cp-2 moved; cp-1's config changed too (another edit in the same apply).
+        let mut after = at(cluster("a"), "cp-2", "127.0.0.220");
+        after[0].config = "b".into();
+        let steps = plan(Some(&running(&before)), &desired(after));
+        assert_eq!(
+            steps,
+            vec![
+                Step::ApplyReaddressed("cp-2".into()),
+                Step::ApplyRunning("cp-1".into()),
+                Step::Bootstrap("cp-1".into()),
+                Step::WaitConfigured(strings(&["cp-1", "cp-2"])),
+                Step::WaitHealthy,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_moved_node_is_settled_before_an_upgrade_and_a_new_node_is_not_moved() {
+        let before = cluster("a");
+        let mut current = running(&before);
+        current.versions.insert("w-1".into(), "v1.11.5".into());
+        let mut after = at(cluster("a"), "w-1", "127.0.0.230");
+        after.push(node("w-2", Role::Worker, "a"));
+        let steps = plan(Some(&current), &desired(after.clone()));
+        assert_eq!(steps[0], Step::ApplyReaddressed("w-1".into()));
+        assert!(matches!(steps[1], Step::Upgrade { .. }), "{steps:?}");
+        assert_eq!(readdressed(&current, &desired(after)), strings(&["w-1"]));
     }
 
     #[test]

@@ -105,6 +105,7 @@ mod tests {
             } else {
                 "Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)".into()
             },
+            internal_ip: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `mod.rs` | the nodes, adding and removing machines, what the admin API shows |
 //! | `power.rs` | power off/on, reboots, the Reboot call |
+//! | `readdress.rs` | a configured machine booted with another address keeps its config and etcd member |
 //! | `apply.rs` | ApplyConfiguration and its modes |
 //! | `install.rs` | the disk image that does not install, an ISO boot that does, Upgrade and the Image Factory images it pulls |
 //! | `reset.rs` | Reset |
@@ -27,6 +28,7 @@ mod faults;
 mod install;
 mod kube;
 mod power;
+mod readdress;
 mod reset;
 mod trustd;
 

@@ -198,6 +198,22 @@ impl EtcdClient {
         .map(drop)
     }
 
+    /// `MemberUpdate`: the member's peer URLs become `peer_urls`.
+    pub async fn update_peer_urls(
+        &self,
+        address: IpAddr,
+        id: u64,
+        peer_urls: &[String],
+    ) -> Result<(), EtcdError> {
+        self.call(
+            address,
+            "/v3/cluster/member/update",
+            json!({ "ID": id.to_string(), "peerURLs": peer_urls }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Talos's `ValidateQuorum`: a linearizable read of the key `health` goes through consensus,
     /// so it answers only with quorum (and never on a learner).
     pub async fn quorum_read(&self, address: IpAddr) -> Result<(), EtcdError> {

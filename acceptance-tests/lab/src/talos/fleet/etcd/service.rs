@@ -5,7 +5,11 @@
 //! (a new cluster when bootstrapped, `existing` when joining, nothing when the data directory
 //! holds a member already), `buildInitialCluster`/`addMember` (remove a member with the same
 //! name, `MemberAddAsLearner`, retried every few seconds), `promoteMember` (retried until the
-//! learner caught up), `Runner` (restarted forever), `HealthFunc` (`ValidateQuorum`).
+//! learner caught up), `Runner` (restarted forever), `HealthFunc` (`ValidateQuorum`); and
+//! `internal/app/machined/pkg/controllers/etcd/advertised_peer.go` (v1.12.0): once the local
+//! etcd is healthy, its member's peer URLs are updated (`MemberUpdate`) to the address it
+//! advertises now, so a member whose machine came back at another address follows it without
+//! leaving the cluster.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -122,8 +126,34 @@ async fn check(fleet: &Fleet, spec: &Spec, learner: &mut Option<u64>) {
             *learner = None;
         }
     }
+    if healthy {
+        if let Some((me, members)) = &listed {
+            advertise_peer_url(spec, *me, members).await;
+        }
+    }
     let (me, members) = listed.map_or((None, vec![]), |(me, m)| (Some(me), m));
     fleet.etcd_health(spec.address, healthy, me, members);
+}
+
+/// Talos's `AdvertisedPeerController`: the local member's peer URLs are the address the node
+/// advertises (its first routed address); when they differ, `MemberUpdate` through the local
+/// etcd. The other members reach it at the new URL from then on.
+async fn advertise_peer_url(spec: &Spec, me: u64, members: &[Member]) {
+    let wanted = vec![peer_url(spec.address)];
+    let Some(member) = members.iter().find(|m| m.id == me) else {
+        return;
+    };
+    if member.peer_urls == wanted {
+        return;
+    }
+    match spec
+        .client
+        .update_peer_urls(spec.address, me, &wanted)
+        .await
+    {
+        Ok(()) => tracing::info!(address = %spec.address, "updated etcd peer URLs to {wanted:?}"),
+        Err(e) => tracing::debug!(address = %spec.address, "unable to update etcd peer URLs: {e}"),
+    }
 }
 
 /// Talos's `promoteMember`: `MemberPromote` through any other member; refused until the learner
