@@ -23,7 +23,7 @@ pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>
     let mut resources: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
     resources.insert(
         "talos_cluster".into(),
-        Box::new(talos_cluster::TalosClusterResource),
+        Box::new(talos_cluster::TalosClusterResource::new(data.clone())),
     );
     resources.insert(
         "talos_secrets".into(),

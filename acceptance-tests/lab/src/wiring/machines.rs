@@ -30,6 +30,16 @@ pub enum Change {
     /// The VM of this node was destroyed, or its address went to another VM: the node is gone
     /// for good.
     Remove(IpAddr),
+    /// VM `vmid` started with the address of VM `holder`, which still runs: on a real network
+    /// both would answer ARP for it. The newcomer gets no node; the clash is recorded.
+    Clash {
+        /// The address both claim.
+        address: IpAddr,
+        /// The VM that started last.
+        vmid: u32,
+        /// The running VM that held the address.
+        holder: u32,
+    },
 }
 
 /// What the lab knows of one VM it has seen running.
@@ -109,11 +119,16 @@ impl Machines {
                     }
                     if let Some(new) = new {
                         match self.holder(new, vmid) {
-                            Some((_, true)) => {
+                            Some((holder, true)) => {
                                 // Another running VM has this address: an address conflict
                                 // on a real network; the newcomer gets no node.
-                                tracing::warn!(vmid, %new, "address already used by a running VM");
+                                tracing::warn!(vmid, holder, %new, "address already used by a running VM");
                                 machine.address = None;
+                                changes.push(Change::Clash {
+                                    address: new,
+                                    vmid,
+                                    holder,
+                                });
                             }
                             Some((other, false)) => {
                                 // The address belonged to a stopped VM: the new machine
@@ -282,12 +297,31 @@ mod tests {
         poll(&mut m, &[guest(100, true)], &cfg);
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, true)], &cfg),
-            vec![]
+            vec![Change::Clash {
+                address: ip("127.0.3.11"),
+                vmid: 101,
+                holder: 100
+            }]
         );
         // Stopping the newcomer leaves the first VM's node alone.
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, false)], &cfg),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_vm_stopped_and_its_successor_started_between_two_looks_is_a_hand_over_not_a_clash() {
+        let mut m = Machines::default();
+        let cfg = [(100, "ip=127.0.3.11/24"), (101, "ip=127.0.3.11/24")];
+        poll(&mut m, &[guest(100, true), guest(101, false)], &cfg);
+        assert_eq!(
+            poll(&mut m, &[guest(100, false), guest(101, true)], &cfg),
+            vec![
+                Change::PowerOff(ip("127.0.3.11")),
+                Change::Remove(ip("127.0.3.11")),
+                Change::Boot(ip("127.0.3.11"))
+            ]
         );
     }
 
@@ -307,7 +341,11 @@ mod tests {
         // The old VM coming back finds its address taken.
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, true)], &cfg),
-            vec![]
+            vec![Change::Clash {
+                address: ip("127.0.3.11"),
+                vmid: 100,
+                holder: 101
+            }]
         );
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::plan::Step;
-use super::{Access, ClusterError, ClusterNode, ResetOutcome};
+use super::{Access, ClusterError, ClusterNode, Replacement, ResetOutcome, VmPower};
 
 /// What Talos answered to a config applied to a running node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,14 @@ pub enum Applied {
 pub trait NodeOperations: Sync {
     /// Takes a node out of etcd and Kubernetes and resets it.
     async fn remove(&self, node: &ClusterNode) -> Result<ResetOutcome, ClusterError>;
+    /// Replaces the machine behind `node` (see [`super::replace_node`]); `cluster` is every
+    /// node.
+    async fn replace(
+        &self,
+        cluster: &[ClusterNode],
+        node: &ClusterNode,
+        replacement: &Replacement,
+    ) -> Result<(), ClusterError>;
     /// Applies configs to machines that run none of ours yet, all at once.
     async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError>;
     /// Applies a config to a running node and says whether it reboots for it.
@@ -95,6 +103,10 @@ pub async fn execute(
                 ops.upgrade(cluster, &pick(cluster, nodes), *reinstall)
                     .await?
             }
+            Step::Replace(replacement) => {
+                let node = one(cluster, &replacement.node)?;
+                ops.replace(cluster, node, replacement).await?
+            }
             Step::ApplyNew(names) => ops.apply_new(&pick(cluster, names)).await?,
             Step::ApplyRunning(name) => {
                 let node = one(cluster, name)?;
@@ -124,12 +136,31 @@ pub struct Live<'a> {
     pub image: &'a str,
     /// The release tag upgraded nodes must report.
     pub target: &'a str,
+    /// Power over the nodes' VMs, for replacements; `None` without a Proxmox client.
+    pub power: Option<&'a dyn VmPower>,
 }
 
 #[async_trait]
 impl NodeOperations for Live<'_> {
     async fn remove(&self, node: &ClusterNode) -> Result<ResetOutcome, ClusterError> {
         super::remove_node(node, self.access, self.deadline).await
+    }
+
+    async fn replace(
+        &self,
+        cluster: &[ClusterNode],
+        node: &ClusterNode,
+        replacement: &Replacement,
+    ) -> Result<(), ClusterError> {
+        super::replace_node(
+            cluster,
+            node,
+            replacement,
+            self.power,
+            self.access,
+            self.deadline,
+        )
+        .await
     }
 
     async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError> {
@@ -214,6 +245,18 @@ mod tests {
             self.log(format!("remove {}", node.name));
             Ok(ResetOutcome::Reset)
         }
+        async fn replace(
+            &self,
+            _cluster: &[ClusterNode],
+            node: &ClusterNode,
+            replacement: &Replacement,
+        ) -> Result<(), ClusterError> {
+            self.log(format!(
+                "replace {} {:?} -> {:?}",
+                node.name, replacement.old_vm, replacement.new_vm
+            ));
+            Ok(())
+        }
         async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError> {
             self.log(format!("apply {}", joined(nodes)));
             match &self.refuse_apply {
@@ -287,6 +330,7 @@ mod tests {
             nodes: nodes.to_vec(),
             image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
             target: "v1.12.0".into(),
+            ..Default::default()
         }
     }
 
@@ -302,6 +346,7 @@ mod tests {
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
+            ..Default::default()
         }
     }
 
@@ -397,5 +442,43 @@ mod tests {
         run(Some(&running(&before)), &after, &ops).await.unwrap();
         assert_eq!(ops.calls()[0], "remove cp-3");
         assert_eq!(ops.calls()[1], "bootstrap cp-1");
+    }
+
+    #[tokio::test]
+    async fn replaced_machines_go_one_at_a_time_control_planes_first() {
+        let before = cluster("a");
+        let mut current = running(&before);
+        let mut wanted = desired(&before);
+        for (name, old, new) in [
+            ("cp-1", "pve1/100", "pve1/200"),
+            ("w-1", "pve1/103", "pve1/203"),
+            ("cp-3", "pve1/102", "pve1/202"),
+        ] {
+            let machine = |vm: &str| crate::talos::cluster::Machine {
+                vm: Some(vm.into()),
+                mac: None,
+            };
+            current.machines.insert(name.into(), machine(old));
+            wanted.machines.insert(name.into(), machine(new));
+        }
+        let steps = plan(Some(&current), &wanted);
+        let ops = Recorder::default();
+        execute(&steps, &before, &[], &ops, &mut Report::default())
+            .await
+            .unwrap();
+        let calls = ops.calls();
+        assert_eq!(
+            calls[..3],
+            [
+                "replace cp-1 Some(\"pve1/100\") -> Some(\"pve1/200\")",
+                "replace cp-3 Some(\"pve1/102\") -> Some(\"pve1/202\")",
+                "replace w-1 Some(\"pve1/103\") -> Some(\"pve1/203\")",
+            ],
+            "{calls:#?}"
+        );
+        assert_eq!(
+            calls[3], "bootstrap cp-2",
+            "the control plane that kept its machine is asked: {calls:#?}"
+        );
     }
 }

@@ -11,6 +11,7 @@ mod health;
 mod plan;
 mod poll;
 mod reboot;
+mod replace;
 mod teardown;
 mod upgrade;
 
@@ -21,7 +22,10 @@ pub use bring_up::{apply_configs, bootstrap, wait_configured};
 pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
-pub use plan::{plan, upgrade_reason, Current, Desired, Step, UpgradeReason};
+pub use plan::{
+    plan, replacements, upgrade_reason, Current, Desired, Machine, Step, UpgradeReason,
+};
+pub use replace::{replace_node, Replacement, VmPower};
 pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 

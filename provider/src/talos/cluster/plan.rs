@@ -11,7 +11,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ClusterNode;
+use super::{ClusterNode, Replacement};
+
+/// What tells one machine from another behind a node name: its VM and its NIC's MAC, when
+/// the configuration gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// The VM's id (`node/vmid` for Proxmox).
+    pub vm: Option<String>,
+    /// The MAC address of the NIC that carries the node's address.
+    pub mac: Option<String>,
+}
+
+impl Machine {
+    /// Whether `other` is another machine: another VM, or another MAC, where both are known.
+    fn differs(&self, other: &Machine) -> bool {
+        let vm = matches!((&self.vm, &other.vm), (Some(a), Some(b)) if a != b);
+        let mac =
+            matches!((&self.mac, &other.mac), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b));
+        vm || mac
+    }
+}
 
 /// What the cluster had before this apply.
 #[derive(Debug, Clone, Default)]
@@ -25,10 +45,12 @@ pub struct Current {
     pub versions: BTreeMap<String, String>,
     /// The installer image of the previous configuration.
     pub image: Option<String>,
+    /// The machine behind each node, by name.
+    pub machines: BTreeMap<String, Machine>,
 }
 
 /// What the cluster should be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Desired {
     /// Every node with its config, control planes first.
     pub nodes: Vec<ClusterNode>,
@@ -36,6 +58,8 @@ pub struct Desired {
     pub image: String,
     /// The release tag the nodes should report, e.g. `v1.12.0`.
     pub target: String,
+    /// The machine behind each node, by name.
+    pub machines: BTreeMap<String, Machine>,
 }
 
 /// One step of an apply.
@@ -55,6 +79,9 @@ pub enum Step {
         /// Upgrade nodes already on the target release too.
         reinstall: bool,
     },
+    /// A node whose machine changed: the old one out, the new one in, the cluster healthy
+    /// before the next step ([`super::replace_node`]).
+    Replace(Replacement),
     /// Apply to machines that run none of our configs yet, all at once.
     ApplyNew(Vec<String>),
     /// Apply a changed config to one running node; if Talos answers that it reboots, wait for
@@ -135,11 +162,13 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     for gone in current.nodes.iter().filter(|n| !wanted.contains(&n.name)) {
         steps.push(Step::Remove(gone.name.clone()));
     }
+    let replacements = replacements(current, desired);
+    let replaced: BTreeSet<&String> = replacements.iter().map(|r| &r.node).collect();
     // A new release first: configs for a newer contract are refused by an older node.
     let running: Vec<&ClusterNode> = desired
         .nodes
         .iter()
-        .filter(|n| current.applied.contains_key(&n.name))
+        .filter(|n| current.applied.contains_key(&n.name) && !replaced.contains(&n.name))
         .collect();
     if let Some(reason) = upgrade_reason(current, desired) {
         steps.push(Step::Upgrade {
@@ -147,6 +176,9 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
             reinstall: reason == UpgradeReason::Reinstall,
         });
     }
+    // One machine at a time, control planes first, each joined and the cluster healthy
+    // before the next.
+    steps.extend(replacements.iter().cloned().map(Step::Replace));
     let new: Vec<&ClusterNode> = desired
         .nodes
         .iter()
@@ -177,13 +209,43 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         steps.push(Step::WaitConfigured(touched));
     }
     steps.push(Step::WaitHealthy);
-    if !new.is_empty() {
+    // New machines (replacements too) may have booted another release than the target.
+    let fresh: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| !current.applied.contains_key(&n.name) || replaced.contains(&n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    if !fresh.is_empty() {
         steps.push(Step::Upgrade {
-            nodes: names(new.iter().copied()),
+            nodes: fresh,
             reinstall: false,
         });
     }
     steps
+}
+
+/// The nodes whose machine changes (another VM or another MAC than the previous apply
+/// recorded), in the desired order (control planes first). Only nodes that ran this
+/// cluster's config count: a node that never did is simply new.
+pub fn replacements(current: &Current, desired: &Desired) -> Vec<Replacement> {
+    desired
+        .nodes
+        .iter()
+        .filter(|n| current.applied.contains_key(&n.name))
+        .filter_map(|n| {
+            let old = current.nodes.iter().find(|o| o.name == n.name)?;
+            let before = current.machines.get(&n.name)?;
+            let after = desired.machines.get(&n.name)?;
+            before.differs(after).then(|| Replacement {
+                node: n.name.clone(),
+                old_ip: old.ip,
+                old_control_plane: old.is_control_plane(),
+                old_vm: before.vm.clone(),
+                new_vm: after.vm.clone(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -213,6 +275,7 @@ mod tests {
             nodes,
             image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
             target: "v1.12.0".into(),
+            ..Default::default()
         }
     }
 
@@ -228,6 +291,7 @@ mod tests {
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
+            ..Default::default()
         }
     }
 
@@ -355,5 +419,112 @@ mod tests {
                 },
             ]
         );
+    }
+
+    fn on_vms(
+        current: &mut Current,
+        desired: &mut Desired,
+        before: &[(&str, &str)],
+        after: &[(&str, &str)],
+    ) {
+        let machines = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(name, vm)| {
+                    (
+                        name.to_string(),
+                        Machine {
+                            vm: Some(vm.to_string()),
+                            mac: None,
+                        },
+                    )
+                })
+                .collect()
+        };
+        current.machines = machines(before);
+        desired.machines = machines(after);
+    }
+
+    #[test]
+    fn a_node_on_a_new_vm_is_replaced_instead_of_reconfigured() {
+        let before = cluster("a");
+        let mut current = running(&before);
+        // The new machine's config differs (its MAC), but it is a new machine, not a change.
+        let mut after = cluster("a");
+        after[1].config = "b".into();
+        let mut wanted = desired(after);
+        on_vms(
+            &mut current,
+            &mut wanted,
+            &[
+                ("cp-1", "pve1/100"),
+                ("cp-2", "pve1/101"),
+                ("w-1", "pve1/102"),
+            ],
+            &[
+                ("cp-1", "pve1/100"),
+                ("cp-2", "pve1/201"),
+                ("w-1", "pve1/102"),
+            ],
+        );
+        let steps = plan(Some(&current), &wanted);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Replace(Replacement {
+                    node: "cp-2".into(),
+                    old_ip: "127.0.0.1".parse().unwrap(),
+                    old_control_plane: true,
+                    old_vm: Some("pve1/101".into()),
+                    new_vm: Some("pve1/201".into()),
+                }),
+                Step::Bootstrap("cp-1".into()),
+                Step::WaitHealthy,
+                Step::Upgrade {
+                    nodes: strings(&["cp-2"]),
+                    reinstall: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_mac_is_a_new_machine_and_machine_ids_given_only_now_are_not() {
+        let nodes = cluster("a");
+        let mut current = running(&nodes);
+        let mut wanted = desired(nodes.clone());
+        // vm_id added to a configuration that had none: the same machines.
+        wanted.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: Some("pve1/102".into()),
+                mac: None,
+            },
+        );
+        current.machines.insert("w-1".into(), Machine::default());
+        assert!(replacements(&current, &wanted).is_empty());
+        current.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: None,
+                mac: Some("bc:24:11:00:00:01".into()),
+            },
+        );
+        wanted.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: None,
+                mac: Some("BC:24:11:00:00:01".into()),
+            },
+        );
+        assert!(
+            replacements(&current, &wanted).is_empty(),
+            "MACs compare case-insensitively"
+        );
+        wanted.machines.get_mut("w-1").unwrap().mac = Some("bc:24:11:00:00:02".into());
+        let names: Vec<String> = replacements(&current, &wanted)
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        assert_eq!(names, strings(&["w-1"]));
     }
 }
