@@ -63,6 +63,12 @@ resource "castle_proxmox_vm" "node" {
   nameservers = var.nameservers
 
   tags = ["talos", var.cluster_name, contains(keys(local.control_planes), each.key) ? "controlplane" : "worker"]
+
+  # A replaced VM is created before the old one goes (it waits, stopped, for its address),
+  # and the cluster takes a node out before its VM is deleted.
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
 # The cluster's identity (CAs, keys, tokens), stored by Terraform before any node sees it: an
@@ -93,6 +99,7 @@ resource "castle_talos_cluster" "this" {
       name        = node.key
       address     = castle_proxmox_vm.node[node.key].ipv4[0].address
       mac_address = castle_proxmox_vm.node[node.key].mac_address
+      vm_id       = castle_proxmox_vm.node[node.key].id
       role        = contains(keys(local.control_planes), node.key) ? "controlplane" : "worker"
     }
   }
