@@ -61,6 +61,8 @@ class Pve(object):
 
     def call(self, method, path, params=None, auth=True):
         body = urllib.parse.urlencode(params or {}).encode() if method != 'GET' else None
+        if method == 'GET' and params:
+            path += '?' + urllib.parse.urlencode(params)
         req = urllib.request.Request(self.base + path, data=body, method=method,
                                      headers=self.headers if auth else {})
         with urllib.request.urlopen(req, context=self.tls, timeout=10) as resp:
