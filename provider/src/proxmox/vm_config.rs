@@ -522,6 +522,37 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_waiting_for_its_address_is_tagged_and_the_tag_never_shows() {
+        let fresh = config(&[("name", "w"), ("tags", "talos")]);
+        let spec = VmSpec {
+            name: "w".into(),
+            mark_managed: true,
+            awaits_address: true,
+            ..Default::default()
+        };
+        let (params, _) = config_changes(&spec, &fresh);
+        assert_eq!(
+            params,
+            vec![(
+                "tags".to_string(),
+                "castle-awaits-address;castle-managed;talos".to_string()
+            )]
+        );
+        let made = config(&[
+            ("name", "w"),
+            ("tags", "castle-awaits-address;castle-managed;talos"),
+        ]);
+        assert_eq!(facts(&made).tags, BTreeSet::from(["talos".to_string()]));
+        // An update with the same tags leaves the marker where it is.
+        let update = VmSpec {
+            name: "w".into(),
+            tags: Some(BTreeSet::from(["talos".to_string()])),
+            ..Default::default()
+        };
+        assert!(config_changes(&update, &made).0.is_empty());
+    }
+
+    #[test]
     fn the_managed_tag_is_added_on_create_kept_on_update_and_never_shown() {
         let fresh = config(&[("name", "w"), ("tags", "talos")]);
         let spec = VmSpec {
