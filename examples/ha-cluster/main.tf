@@ -29,7 +29,8 @@ provider "castle" {
 locals {
   prefix_length  = split("/", var.subnet)[1]
   control_planes = { for i in range(var.control_planes) : "cp-${i + 1}" => cidrhost(var.subnet, var.first_host + i) }
-  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, var.first_host + var.control_planes + i) }
+  first_worker   = coalesce(var.first_worker_host, var.first_host + var.control_planes)
+  workers        = { for i in range(var.workers) : "w-${i + 1}" => cidrhost(var.subnet, local.first_worker + i) }
   nodes          = merge(local.control_planes, local.workers)
 }
 
@@ -64,8 +65,13 @@ resource "castle_proxmox_vm" "node" {
 
   tags = ["talos", var.cluster_name, contains(keys(local.control_planes), each.key) ? "controlplane" : "worker"]
 
-  # A replaced VM is created before the old one goes (it waits, stopped, for its address),
-  # and the cluster takes a node out before its VM is deleted.
+  # Scale-in stays graceful: when a node leaves local.nodes, Terraform first updates
+  # castle_talos_cluster (castle drains the node, takes a control plane out of etcd, resets the
+  # machine and deletes its Kubernetes Node) and only then deletes the VM. Without this,
+  # Terraform deletes the VM first and castle meets a machine that is already gone
+  # (docs/adr/0012-day-2-order.md).
+  # A replaced VM is created while the old one still holds its address: it waits, stopped,
+  # until castle_talos_cluster hands the address over (docs/adr/0013-address-hand-over.md).
   lifecycle {
     create_before_destroy = true
   }

@@ -91,9 +91,15 @@ variable "subnet" {
 }
 
 variable "first_host" {
-  description = "Host number of cp-1 in the subnet; the others follow."
+  description = "Host number of cp-1 in the subnet; the other control planes follow."
   type        = number
   default     = 11
+}
+
+variable "first_worker_host" {
+  description = "Host number of w-1 in the subnet; the other workers follow. Null puts them right after the control planes, so that adding a control plane would move every worker's address: set it if you may scale control planes."
+  type        = number
+  default     = null
 }
 
 variable "vip" {

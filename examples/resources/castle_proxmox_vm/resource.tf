@@ -33,4 +33,10 @@ resource "castle_proxmox_vm" "node" {
   }
   nameservers = ["10.0.0.1"]
   tags        = ["talos"]
+
+  # For VMs that feed a castle_talos_cluster: a VM removed from the map is deleted only after
+  # the cluster took its node out (drained, left etcd, reset), not before.
+  lifecycle {
+    create_before_destroy = true
+  }
 }

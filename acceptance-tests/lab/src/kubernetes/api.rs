@@ -1,6 +1,6 @@
 //! The REST paths of the served resources: list and get (JSON, or a `Table` when kubectl asks),
-//! Node patch (cordon) and delete, Pod delete with a grace period, and the `pods/eviction`
-//! subresource that honours PodDisruptionBudgets.
+//! Node patch (cordon) and delete, Pod delete with a grace period, PodDisruptionBudget delete,
+//! and the `pods/eviction` subresource that honours PodDisruptionBudgets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,6 +160,9 @@ pub(crate) async fn dispatch(
             &query,
             &body,
         ),
+        (&Method::DELETE, Some(name), None) if t.resource.name == "poddisruptionbudgets" => {
+            delete_budget(&cluster, &t, name)
+        }
         (&Method::POST, Some(name), Some("eviction")) if t.resource.name == "pods" => {
             super::eviction::evict(&cluster, t.namespace.unwrap_or_default(), name, &body)
         }
@@ -362,6 +365,22 @@ fn delete_node(cluster: &KubeCluster, name: &str) -> Response {
     cluster.source.delete(name);
     cluster.lock().delete_node(name);
     Json(node).into_response()
+}
+
+/// Deletes a PodDisruptionBudget (`kubectl delete pdb NAME`): evictions of its pods are no
+/// longer refused. The answer is the object as it was, as the API server returns a deleted
+/// object without finalizers (Kubernetes: staging/src/k8s.io/apiserver/pkg/registry/generic/
+/// registry/store.go `Delete`).
+fn delete_budget(cluster: &KubeCluster, t: &Target, name: &str) -> Response {
+    let Some(object) = one(cluster, t, name) else {
+        return not_found(t.resource, name);
+    };
+    let key = (
+        t.namespace.unwrap_or_default().to_string(),
+        name.to_string(),
+    );
+    cluster.lock().budgets.remove(&key);
+    Json(object).into_response()
 }
 
 /// `gracePeriodSeconds` from the query or the DeleteOptions body.

@@ -100,7 +100,7 @@ pub(crate) const RESOURCES: &[Resource] = &[
         singular: "poddisruptionbudget",
         kind: "PodDisruptionBudget",
         namespaced: true,
-        verbs: READ,
+        verbs: READ_DELETE,
         short_names: &["pdb"],
     },
     Resource {

@@ -313,12 +313,14 @@ impl Resource for TalosClusterResource {
                     .as_ref()
                     .map(|prior| current(&prior_state, prior))
                     .zip(desired(&state, &spec, &configs).ok());
-                let steps = match &planned {
-                    Some((current, desired)) => {
+                let steps = match (&planned, &prior_spec, &prior_private_state) {
+                    (Some((current, desired)), Some(prior), Some(secrets)) => {
                         warn_of_upgrades(diags, &prior_state, &state, current, desired);
+                        check_control_planes(diags, prior, bundle, secrets, current, desired)
+                            .await?;
                         cluster::plan(Some(current), desired)
                     }
-                    None => vec![],
+                    _ => vec![],
                 };
                 let reports_change = planned.is_none()
                     || steps.iter().any(|s| {
@@ -748,6 +750,59 @@ fn desired(
         image: installer_image(spec).map_err(|e| e.to_string())?,
         target: plan::target_version(spec).unwrap_or_default(),
     })
+}
+
+/// Refuses a change of control planes that would lose etcd's quorum and warns of an even
+/// number of them. Only when control planes leave are the running ones asked whether they
+/// answer: one that does not counts as a lost member.
+async fn check_control_planes(
+    diags: &mut Diagnostics,
+    prior: &ClusterSpec,
+    bundle: &SecretsBundle,
+    secrets: &ClusterSecrets,
+    current: &cluster::Current,
+    desired: &cluster::Desired,
+) -> Option<()> {
+    let mut lost = BTreeSet::new();
+    if !cluster::leaving_control_planes(current, desired).is_empty() {
+        if let Ok(access) = credentials::access(prior, bundle, secrets) {
+            let control_planes: Vec<&ClusterNode> = current
+                .nodes
+                .iter()
+                .filter(|n| n.is_control_plane())
+                .collect();
+            let states = futures::future::join_all(
+                control_planes
+                    .iter()
+                    .map(|n| probe(n.ip, &access.talos, &access.connect)),
+            )
+            .await;
+            for (node, node_state) in control_planes.iter().zip(states) {
+                if !matches!(node_state, NodeState::Configured { .. }) {
+                    lost.insert(node.name.clone());
+                }
+            }
+        }
+    }
+    let check = cluster::check_quorum(current, desired, &lost);
+    if let Some(warning) = check.warning {
+        diags.warning(
+            "An even number of control planes",
+            warning,
+            AttributePath::new("node"),
+        );
+    }
+    match check.error {
+        Some(error) => {
+            diags.error(
+                "This change would lose etcd's quorum",
+                error,
+                AttributePath::new("node"),
+            );
+            None
+        }
+        None => Some(()),
+    }
 }
 
 /// The plan's warnings for nodes apply will upgrade.

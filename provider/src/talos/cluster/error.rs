@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use crate::kubernetes::drain::DrainError;
 use crate::talos::client::TalosError;
 
 /// What went wrong, on which node.
@@ -61,6 +62,10 @@ pub enum ClusterError {
         #[source]
         source: TalosError,
     },
+    /// A node that leaves the cluster could not be drained (a PodDisruptionBudget refused until
+    /// the deadline, or the Kubernetes API failed); the message names the pod and what to do.
+    #[error("{0}")]
+    Drain(#[from] DrainError),
     /// Bad credentials in state or settings.
     #[error("{0}")]
     Credentials(String),

@@ -25,8 +25,13 @@ pub enum Applied {
 /// the deadline the implementation was made with.
 #[async_trait]
 pub trait NodeOperations: Sync {
-    /// Takes a node out of etcd and Kubernetes and resets it.
-    async fn remove(&self, node: &ClusterNode) -> Result<ResetOutcome, ClusterError>;
+    /// Takes a node out of the cluster whose remaining nodes are `cluster`: drained, out of
+    /// etcd, reset, its Kubernetes Node deleted.
+    async fn remove(
+        &self,
+        node: &ClusterNode,
+        cluster: &[ClusterNode],
+    ) -> Result<ResetOutcome, ClusterError>;
     /// Replaces the machine behind `node` (see [`super::replace_node`]); `cluster` is every
     /// node.
     async fn replace(
@@ -91,7 +96,9 @@ pub async fn execute(
         match step {
             Step::Remove(name) => {
                 let node = one(removed, name)?;
-                let outcome = ops.remove(node).await?;
+                // One at a time: each removal is over (a control plane out of etcd, as another
+                // control plane's member list shows) before the next starts.
+                let outcome = ops.remove(node, cluster).await?;
                 if !matches!(
                     outcome,
                     ResetOutcome::Reset | ResetOutcome::AlreadyInMaintenance
@@ -142,8 +149,12 @@ pub struct Live<'a> {
 
 #[async_trait]
 impl NodeOperations for Live<'_> {
-    async fn remove(&self, node: &ClusterNode) -> Result<ResetOutcome, ClusterError> {
-        super::remove_node(node, self.access, self.deadline).await
+    async fn remove(
+        &self,
+        node: &ClusterNode,
+        cluster: &[ClusterNode],
+    ) -> Result<ResetOutcome, ClusterError> {
+        super::remove_node(node, cluster, self.access, self.deadline).await
     }
 
     async fn replace(
@@ -220,6 +231,7 @@ mod tests {
         calls: Mutex<Vec<String>>,
         reboots: Vec<String>,
         refuse_apply: Option<String>,
+        refuse_remove: Option<String>,
     }
 
     impl Recorder {
@@ -241,9 +253,18 @@ mod tests {
 
     #[async_trait]
     impl NodeOperations for Recorder {
-        async fn remove(&self, node: &ClusterNode) -> Result<ResetOutcome, ClusterError> {
+        async fn remove(
+            &self,
+            node: &ClusterNode,
+            _cluster: &[ClusterNode],
+        ) -> Result<ResetOutcome, ClusterError> {
             self.log(format!("remove {}", node.name));
-            Ok(ResetOutcome::Reset)
+            match &self.refuse_remove {
+                Some(name) if *name == node.name => Err(ClusterError::Credentials(format!(
+                    "draining node {name}: pod default/web could not be evicted"
+                ))),
+                _ => Ok(ResetOutcome::Reset),
+            }
         }
         async fn replace(
             &self,
@@ -480,5 +501,33 @@ mod tests {
             calls[3], "bootstrap cp-2",
             "the control plane that kept its machine is asked: {calls:#?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_be_drained_fails_the_apply_before_anything_else_changes() {
+        let mut before = cluster("a");
+        before.push(node("w-2", Role::Worker, "a"));
+        let after: Vec<ClusterNode> = before[..3].to_vec();
+        let ops = Recorder {
+            refuse_remove: Some("w-1".into()),
+            ..Default::default()
+        };
+        let error = run(Some(&running(&before)), &after, &ops)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("pod default/web"), "{error}");
+        // w-2 is not touched, no config is applied: the next apply starts from the same place.
+        assert_eq!(ops.calls(), vec!["remove w-1"]);
+    }
+
+    #[tokio::test]
+    async fn removed_control_planes_leave_one_at_a_time() {
+        let mut before = cluster("a");
+        before.push(node("cp-4", Role::ControlPlane, "a"));
+        before.push(node("cp-5", Role::ControlPlane, "a"));
+        let after: Vec<ClusterNode> = before[..4].to_vec();
+        let ops = Recorder::default();
+        run(Some(&running(&before)), &after, &ops).await.unwrap();
+        assert_eq!(ops.calls()[..2], ["remove cp-4", "remove cp-5"]);
     }
 }

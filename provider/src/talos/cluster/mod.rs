@@ -10,7 +10,9 @@ mod execute;
 mod health;
 mod plan;
 mod poll;
+mod quorum;
 mod reboot;
+mod remove;
 mod replace;
 mod teardown;
 mod upgrade;
@@ -25,8 +27,10 @@ pub use health::{wait_healthy, HealthCheck};
 pub use plan::{
     plan, replacements, upgrade_reason, Current, Desired, Machine, Step, UpgradeReason,
 };
+pub use quorum::{check_quorum, leaving_control_planes, QuorumCheck};
+pub use remove::remove_node;
 pub use replace::{replace_node, Replacement, VmPower};
-pub use teardown::{remove_node, reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
+pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::upgrade_nodes;
 
 use crate::kubernetes::KubeAccess;

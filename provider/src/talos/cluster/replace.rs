@@ -100,7 +100,7 @@ pub async fn replace_node(
         remove_ghost(cluster, &old, access, deadline).await?;
     } else {
         tracing::info!(node = %node.name, "taking the old machine out of the cluster");
-        let outcome = super::remove_node(&old, access, deadline).await?;
+        let outcome = super::remove_node(&old, cluster, access, deadline).await?;
         if !matches!(
             outcome,
             ResetOutcome::Reset | ResetOutcome::AlreadyInMaintenance

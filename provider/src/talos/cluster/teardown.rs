@@ -1,6 +1,6 @@
-//! Taking nodes out: a control plane leaves etcd first, the Kubernetes node object goes, and
-//! the machine is reset (STATE and EPHEMERAL wiped) back to maintenance mode, so it can be
-//! reused without leaving a ghost behind.
+//! Resetting machines (STATE and EPHEMERAL wiped) back to maintenance mode, so they can be
+//! reused without leaving a ghost behind: every node when the cluster is destroyed, one node
+//! at the end of its removal ([`super::remove`]).
 
 use std::time::Duration;
 
@@ -8,8 +8,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
-use super::{Access, ClusterError, ClusterNode};
-use crate::kubernetes::KubeClient;
+use super::{ClusterError, ClusterNode};
 use crate::talos::client::{probe, ConnectOptions, Credentials, NodeClient, NodeState};
 
 /// How long a node may stay unreachable before a reset takes it for gone. A node in the middle
@@ -54,7 +53,7 @@ pub async fn reset_nodes(
     .await
 }
 
-async fn reset_one(
+pub(super) async fn reset_one(
     node: &ClusterNode,
     talos: &Credentials,
     connect: &ConnectOptions,
@@ -163,34 +162,4 @@ async fn wait_back_in_maintenance(
             });
         }
     }
-}
-
-/// Removes one node from a running cluster: a control plane leaves etcd, its Kubernetes node
-/// object is deleted, then it is reset gracefully.
-pub async fn remove_node(
-    node: &ClusterNode,
-    access: &Access,
-    deadline: Instant,
-) -> Result<ResetOutcome, ClusterError> {
-    if node.is_control_plane() {
-        let leave = bounded(deadline, async {
-            let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
-            client.etcd_leave_cluster().await
-        });
-        match leave.await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::warn!(node = %node.name, error = %e.describe(), "leaving etcd failed; the reset will retry it")
-            }
-            None => {
-                tracing::warn!(node = %node.name, "no answer to leaving etcd; the reset will retry it")
-            }
-        }
-    }
-    if let Ok(kube) = KubeClient::new(&access.kube) {
-        if let Err(e) = kube.delete_node(&node.name).await {
-            tracing::warn!(node = %node.name, error = %e, "could not delete the Kubernetes node object");
-        }
-    }
-    reset_one(node, &access.talos, &access.connect, true, deadline).await
 }
