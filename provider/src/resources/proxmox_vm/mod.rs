@@ -430,7 +430,7 @@ impl Resource for ProxmoxVmResource {
                 return Some((state, planned_private_state));
             }
         };
-        let started = planned_state.started.clone();
+        let started = planned_state.started;
         let mut state = planned_state;
         if self
             .read_back(diags, &client, &mut state, &node, vmid)
@@ -509,7 +509,7 @@ impl Resource for ProxmoxVmResource {
             unable(diags, &format!("update VM {vmid} on {node}"), e);
             return Some((prior_state, planned_private_state));
         }
-        let planned_started = planned_state.started.clone();
+        let planned_started = planned_state.started;
         let mut state = planned_state;
         if self
             .read_back(diags, &client, &mut state, &node, vmid)
