@@ -71,6 +71,8 @@ resource "castle_proxmox_vm" "node" {
   # machine and deletes its Kubernetes Node) and only then deletes the VM. Without this,
   # Terraform deletes the VM first and castle meets a machine that is already gone
   # (docs/adr/0012-day-2-order.md).
+  # A replaced VM is created while the old one still holds its address: it waits, stopped,
+  # until castle_talos_cluster hands the address over (docs/adr/0013-address-hand-over.md).
   lifecycle {
     create_before_destroy = true
   }
@@ -104,6 +106,7 @@ resource "castle_talos_cluster" "this" {
       name        = node.key
       address     = castle_proxmox_vm.node[node.key].ipv4[0].address
       mac_address = castle_proxmox_vm.node[node.key].mac_address
+      vm_id       = castle_proxmox_vm.node[node.key].id
       role        = contains(keys(local.control_planes), node.key) ? "controlplane" : "worker"
     }
   }

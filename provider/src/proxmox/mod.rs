@@ -7,6 +7,7 @@
 mod client;
 pub mod cluster;
 mod error;
+pub mod handover;
 pub mod provision;
 pub mod retry;
 pub mod tasks;

@@ -520,7 +520,7 @@ async fn configure_new(
 /// is sent again within the deadline. For an HA-managed VM the task only queues a request to
 /// the HA manager (`src/PVE/API2/Qemu.pm` vm_start: `ha-manager set --state started`), so
 /// castle waits until the VM runs.
-async fn start(
+pub(crate) async fn start(
     client: &Client,
     node: &str,
     vmid: u32,
@@ -813,6 +813,28 @@ pub async fn update(
         }
     }
     Ok(rebooted)
+}
+
+/// A hard stop (`status/stop`), waiting until the VM reports it is stopped; a VM already
+/// stopped is left alone.
+pub(crate) async fn stop(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<(), Error> {
+    if is_stopped(client, node, vmid).await {
+        return Ok(());
+    }
+    let stop = async {
+        run_task(client, "stop", deadline, || client.stop_vm(node, vmid)).await?;
+        wait_power_state(client, node, vmid, "stopped", deadline).await
+    }
+    .await;
+    match stop {
+        Err(e) if !e.is_not_found() && is_stopped(client, node, vmid).await => Ok(()),
+        other => other,
+    }
 }
 
 /// Shutdown that falls back to a hard stop.

@@ -67,7 +67,16 @@ pub struct VmSpec {
     pub mark_managed: bool,
     /// The workspace's marker tag (on create; see [`WORKSPACE_TAG_PREFIX`]).
     pub workspace_tag: Option<String>,
+    /// Add [`AWAITS_ADDRESS_TAG`] (on a create that leaves the VM stopped because another VM
+    /// of the workspace still holds its address).
+    pub awaits_address: bool,
 }
+
+/// The tag of a VM created stopped because another running VM of the same workspace holds its
+/// static address (a `create_before_destroy` replacement): whoever hands the address over
+/// (the cluster's node replacement, or the old VM's deletion) starts it and drops the tag. Not
+/// shown in the resource's `tags`.
+pub const AWAITS_ADDRESS_TAG: &str = "castle-awaits-address";
 
 /// Prefix of the tag that marks which Terraform working directory and workspace created a VM,
 /// so that only that workspace adopts it after an interrupted create (VM names are not unique
@@ -324,7 +333,9 @@ pub fn facts(config: &VmConfig) -> VmFacts {
             .map(parse_tags)
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| t != MANAGED_TAG && !t.starts_with(WORKSPACE_TAG_PREFIX))
+            .filter(|t| {
+                t != MANAGED_TAG && t != AWAITS_ADDRESS_TAG && !t.starts_with(WORKSPACE_TAG_PREFIX)
+            })
             .collect(),
         workspace: config
             .get("tags")
@@ -399,14 +410,22 @@ pub fn config_changes(spec: &VmSpec, current: &VmConfig) -> (Params, Vec<String>
     }
     let marked = spec.mark_managed || now.managed;
     let workspace = spec.workspace_tag.clone().or_else(|| now.workspace.clone());
-    if spec.tags.is_some() || (marked && !now.managed) || workspace != now.workspace {
+    if spec.tags.is_some()
+        || (marked && !now.managed)
+        || workspace != now.workspace
+        || spec.awaits_address
+    {
         let mut wanted = spec.tags.clone().unwrap_or_else(|| now.tags.clone());
         if *spec.tags.as_ref().unwrap_or(&now.tags) != now.tags
             || marked != now.managed
             || workspace != now.workspace
+            || spec.awaits_address
         {
             if marked {
                 wanted.insert(MANAGED_TAG.to_string());
+            }
+            if spec.awaits_address {
+                wanted.insert(AWAITS_ADDRESS_TAG.to_string());
             }
             if let Some(workspace) = &workspace {
                 wanted.insert(workspace.clone());
@@ -540,6 +559,37 @@ mod tests {
             "tags".to_string(),
             "description".to_string()
         ]));
+    }
+
+    #[test]
+    fn a_vm_waiting_for_its_address_is_tagged_and_the_tag_never_shows() {
+        let fresh = config(&[("name", "w"), ("tags", "talos")]);
+        let spec = VmSpec {
+            name: "w".into(),
+            mark_managed: true,
+            awaits_address: true,
+            ..Default::default()
+        };
+        let (params, _) = config_changes(&spec, &fresh);
+        assert_eq!(
+            params,
+            vec![(
+                "tags".to_string(),
+                "castle-awaits-address;castle-managed;talos".to_string()
+            )]
+        );
+        let made = config(&[
+            ("name", "w"),
+            ("tags", "castle-awaits-address;castle-managed;talos"),
+        ]);
+        assert_eq!(facts(&made).tags, BTreeSet::from(["talos".to_string()]));
+        // An update with the same tags leaves the marker where it is.
+        let update = VmSpec {
+            name: "w".into(),
+            tags: Some(BTreeSet::from(["talos".to_string()])),
+            ..Default::default()
+        };
+        assert!(config_changes(&update, &made).0.is_empty());
     }
 
     #[test]

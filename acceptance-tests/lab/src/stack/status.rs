@@ -114,6 +114,19 @@ pub async fn status(settings: &Settings) -> anyhow::Result<i32> {
     if let Ok(nodes) = &health.talos {
         print!("{}", describe_nodes(nodes));
     }
+    let clashes = async {
+        http()
+            .get(format!("{}/address-clashes", lab.talos.admin))
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<Vec<Value>>()
+            .await
+    }
+    .await;
+    if let Ok(clashes) = clashes {
+        print!("{}", describe_clashes(&clashes));
+    }
     Ok(if health.ok() { 0 } else { 1 })
 }
 
@@ -207,6 +220,23 @@ fn describe_nodes(nodes: &[Value]) -> String {
     out
 }
 
+/// VMs started on an address another running VM held (the admin API's `/address-clashes`).
+fn describe_clashes(clashes: &[Value]) -> String {
+    if clashes.is_empty() {
+        return "\nAddress clashes: none\n".into();
+    }
+    let mut out = String::from("\nAddress clashes (a VM started where another running VM held the address; it got no node):\n");
+    for c in clashes {
+        out.push_str(&format!(
+            "  {:<16} VM {} started while VM {} ran there\n",
+            c["address"].as_str().unwrap_or("-"),
+            c["vmid"],
+            c["holder"],
+        ));
+    }
+    out
+}
+
 /// A control plane's etcd member ID (hex, as etcdctl prints it), its health, and whether it
 /// holds the VIP.
 fn etcd_column(node: &Value) -> String {
@@ -245,5 +275,16 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("cp-2         etcd 11 (unhealthy)\n"), "{out}");
+    }
+
+    #[test]
+    fn status_names_each_address_clash() {
+        assert_eq!(describe_clashes(&[]), "\nAddress clashes: none\n");
+        let clashes = serde_json::json!([{ "address": "127.0.0.212", "vmid": 107, "holder": 101, "seen_at": 0 }]);
+        let out = describe_clashes(clashes.as_array().unwrap());
+        assert!(
+            out.contains("127.0.0.212      VM 107 started while VM 101 ran there"),
+            "{out}"
+        );
     }
 }

@@ -107,6 +107,7 @@ pub fn router(fleet: Fleet) -> Router<()> {
         .route("/nodes/:address/power-off", post(power_off))
         .route("/nodes/:address/power-on", post(power_on))
         .route("/nodes/:address/workloads", post(place_workload))
+        .route("/address-clashes", get(address_clashes))
         .with_state(fleet)
 }
 
@@ -123,6 +124,10 @@ pub async fn run(
 
 async fn list(State(fleet): State<Fleet>) -> Response {
     Json(fleet.summaries()).into_response()
+}
+
+async fn address_clashes(State(fleet): State<Fleet>) -> Response {
+    Json(fleet.address_clashes()).into_response()
 }
 
 async fn one(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {

@@ -41,6 +41,16 @@ pub enum Change {
         /// The address its cloud-init config gives now.
         to: IpAddr,
     },
+    /// VM `vmid` started with the address of VM `holder`, which still runs: on a real network
+    /// both would answer ARP for it. The newcomer gets no node; the clash is recorded.
+    Clash {
+        /// The address both claim.
+        address: IpAddr,
+        /// The VM that started last.
+        vmid: u32,
+        /// The running VM that held the address.
+        holder: u32,
+    },
 }
 
 /// What the lab knows of one VM it has seen running.
@@ -138,13 +148,18 @@ impl Machines {
                     changes.extend(old.map(Change::Remove));
                 }
                 (old, Some(new)) => match self.holder(new, vmid) {
-                    Some((_, true)) => {
+                    Some((holder, true)) => {
                         // Another running VM has this address: an address conflict on a
-                        // real network; the newcomer gets no node, and the old address is
-                        // no longer where its machine is.
-                        tracing::warn!(vmid, %new, "address already used by a running VM");
+                        // real network; the newcomer gets no node (the clash is recorded), and
+                        // the old address is no longer where its machine is.
+                        tracing::warn!(vmid, holder, %new, "address already used by a running VM");
                         machine.address = None;
                         changes.extend(old.map(Change::Remove));
+                        changes.push(Change::Clash {
+                            address: new,
+                            vmid,
+                            holder,
+                        });
                     }
                     holder => {
                         if let Some((other, _)) = holder {
@@ -366,12 +381,31 @@ mod tests {
         poll(&mut m, &[guest(100, true)], &cfg);
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, true)], &cfg),
-            vec![]
+            vec![Change::Clash {
+                address: ip("127.0.3.11"),
+                vmid: 101,
+                holder: 100
+            }]
         );
         // Stopping the newcomer leaves the first VM's node alone.
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, false)], &cfg),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_vm_stopped_and_its_successor_started_between_two_looks_is_a_hand_over_not_a_clash() {
+        let mut m = Machines::default();
+        let cfg = [(100, "ip=127.0.3.11/24"), (101, "ip=127.0.3.11/24")];
+        poll(&mut m, &[guest(100, true), guest(101, false)], &cfg);
+        assert_eq!(
+            poll(&mut m, &[guest(100, false), guest(101, true)], &cfg),
+            vec![
+                Change::PowerOff(ip("127.0.3.11")),
+                Change::Remove(ip("127.0.3.11")),
+                Change::Boot(ip("127.0.3.11"))
+            ]
         );
     }
 
@@ -391,7 +425,11 @@ mod tests {
         // The old VM coming back finds its address taken.
         assert_eq!(
             poll(&mut m, &[guest(100, true), guest(101, true)], &cfg),
-            vec![]
+            vec![Change::Clash {
+                address: ip("127.0.3.11"),
+                vmid: 100,
+                holder: 101
+            }]
         );
     }
 }

@@ -11,6 +11,7 @@
 //! | started again | [`Fleet::power_on`]: boots its installed config, or maintenance if blank |
 //! | started again with another address | [`Fleet::readdress`]: boots from its disk at the new address |
 //! | destroyed | [`Fleet::remove_node`] |
+//! | started at the address of another running VM | no node; [`Fleet::record_address_clash`] |
 //!
 //! So a Terraform run against the lab meets the same ordering as against real hardware: a
 //! node answers only once its VM has been cloned, configured and started.
@@ -91,6 +92,14 @@ fn apply(fleet: &Fleet, change: &Change) {
             Err(FleetError::NoSuchNode(_)) => Ok(()),
             other => other,
         },
+        Change::Clash {
+            address,
+            vmid,
+            holder,
+        } => {
+            fleet.record_address_clash(address, vmid, holder);
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => tracing::info!(?change, "VM change applied to the Talos fleet"),

@@ -22,7 +22,7 @@ use state::{bare_ip, format_id, parse_id, CloneBlock};
 
 use crate::provider::{ProviderData, Unavailable};
 use crate::proxmox::retry::{with_policy, API_CALL};
-use crate::proxmox::{self, provision};
+use crate::proxmox::{self, handover, provision};
 use crate::resources::diag::{path, unable};
 use crate::resources::timeouts::Operation;
 
@@ -394,7 +394,7 @@ impl Resource for ProxmoxVmResource {
             .as_ref_option()
             .cloned()
             .unwrap_or_default();
-        let new_vm = provision::NewVm {
+        let mut new_vm = provision::NewVm {
             node: node.clone(),
             vm_id: planned_state.vm_id.as_ref_option().map(|v| *v as u32),
             clone: planned_state.clone_source(),
@@ -402,6 +402,19 @@ impl Resource for ProxmoxVmResource {
             started: planned_state.started != Value::Value(false),
         };
         let name = new_vm.spec.name.clone();
+        // A replacement made before its predecessor goes (create_before_destroy) must not
+        // come up beside it at the same address: it waits, stopped, for the hand-over.
+        let holder = match self.address_holder(&client, &new_vm, deadline).await {
+            Ok(holder) => holder,
+            Err(e) => {
+                unable(diags, &format!("create VM {name} on {node}"), e);
+                return None;
+            }
+        };
+        if holder.is_some() {
+            new_vm.started = false;
+            new_vm.spec.awaits_address = true;
+        }
         let vmid = match provision::create(&client, &new_vm, deadline).await {
             Ok((vmid, warnings)) => {
                 for warning in warnings {
@@ -439,6 +452,7 @@ impl Resource for ProxmoxVmResource {
                 return Some((state, planned_private_state));
             }
         };
+        let started = planned_state.started;
         let mut state = planned_state;
         if self
             .read_back(diags, &client, &mut state, &node, vmid)
@@ -450,6 +464,23 @@ impl Resource for ProxmoxVmResource {
             state.id = Value::Value(format_id(&node, vmid));
             state.vm_id = Value::Value(vmid as i64);
             state.fill_unknowns();
+        }
+        if let Some(holder) = holder {
+            // It runs as soon as the address is handed over, within this apply.
+            state.started = started;
+            let address = state
+                .ipv4_address
+                .as_ref_option()
+                .cloned()
+                .unwrap_or_default();
+            diags.root_warning(
+                format!("VM {name} waits for its address"),
+                format!(
+                    "VM {holder} of this workspace still runs at {address}, so the new VM {name} ({node}/{vmid}) was \
+                     created stopped: the address will be handed over. castle_talos_cluster starts it when it replaces \
+                     the node's machine (give the node block vm_id), otherwise deleting {holder} starts it."
+                ),
+            );
         }
         Some((state, planned_private_state))
     }
@@ -466,7 +497,25 @@ impl Resource for ProxmoxVmResource {
         let client = self.client(diags)?;
         let (node, vmid) = prior_state.node_vmid()?;
         let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
-        let started = planned_state.started != Value::Value(false);
+        let mut started = planned_state.started != Value::Value(false);
+        if started && prior_state.started == Value::Value(false) {
+            if let Some(holder) = self
+                .holder_while_waiting(&client, &prior_state, vmid, deadline)
+                .await
+            {
+                // Still waiting for a hand-over (an apply stopped half-way): starting it now
+                // would put two machines on one address.
+                started = false;
+                diags.root_warning(
+                    format!("VM {vmid} still waits for its address"),
+                    format!(
+                        "VM {holder} of this workspace still runs at its address, so VM {vmid} stays stopped. \
+                         It starts when the address is handed over (the node's replacement in castle_talos_cluster, \
+                         or the deletion of {holder})."
+                    ),
+                );
+            }
+        }
         let spec = planned_state.to_spec();
         if let Err(e) = provision::update(
             &client,
@@ -482,6 +531,7 @@ impl Resource for ProxmoxVmResource {
             unable(diags, &format!("update VM {vmid} on {node}"), e);
             return Some((prior_state, planned_private_state));
         }
+        let planned_started = planned_state.started;
         let mut state = planned_state;
         if self
             .read_back(diags, &client, &mut state, &node, vmid)
@@ -491,6 +541,8 @@ impl Resource for ProxmoxVmResource {
             // Keep the prior state: the next refresh shows what the update left.
             return Some((prior_state, planned_private_state));
         }
+        // Held back for a hand-over: state says what was planned, the next refresh what runs.
+        state.started = planned_started;
         Some((state, planned_private_state))
     }
 
@@ -504,13 +556,13 @@ impl Resource for ProxmoxVmResource {
         let client = self.client(diags)?;
         let (node, vmid) = prior_state.node_vmid()?;
         let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
-        match provision::delete(&client, &node, vmid, SHUTDOWN_SECS, deadline).await {
-            Ok(()) => Some(()),
-            Err(e) => {
-                unable(diags, &format!("delete VM {vmid} on {node}"), e);
-                None
-            }
+        if let Err(e) = provision::delete(&client, &node, vmid, SHUTDOWN_SECS, deadline).await {
+            unable(diags, &format!("delete VM {vmid} on {node}"), e);
+            return None;
         }
+        self.hand_over_address(diags, &client, &prior_state, deadline)
+            .await;
+        Some(())
     }
 
     async fn import<'a>(
@@ -548,6 +600,67 @@ impl Resource for ProxmoxVmResource {
 }
 
 impl ProxmoxVmResource {
+    /// The running VM of this workspace that holds the static address `vm` is to have, if any.
+    async fn address_holder(
+        &self,
+        client: &proxmox::Client,
+        vm: &provision::NewVm,
+        deadline: Instant,
+    ) -> Result<Option<handover::WorkspaceVm>, proxmox::Error> {
+        match (&vm.spec.ipv4, vm.started) {
+            (Some(ipv4), true) => handover::running_holder(client, &ipv4.address, deadline).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// The running VM that holds the address this stopped VM waits for, if it waits for one.
+    async fn holder_while_waiting(
+        &self,
+        client: &proxmox::Client,
+        prior: &VmState,
+        vmid: u32,
+        deadline: Instant,
+    ) -> Option<handover::WorkspaceVm> {
+        let address = prior.ipv4_address.as_ref_option()?;
+        let waiting = handover::awaiting(client, address, deadline).await.ok()??;
+        if waiting.vmid != vmid {
+            return None;
+        }
+        handover::running_holder(client, address, deadline)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// After a VM is deleted: a stopped VM of the workspace created to take over its address
+    /// (and not started by a cluster's node replacement) is started now.
+    async fn hand_over_address(
+        &self,
+        diags: &mut Diagnostics,
+        client: &proxmox::Client,
+        prior: &VmState,
+        deadline: Instant,
+    ) {
+        let Value::Value(address) = &prior.ipv4_address else {
+            return;
+        };
+        let result = async {
+            let Some(waiting) = handover::awaiting(client, address, deadline).await? else {
+                return Ok(None);
+            };
+            tracing::info!(vm = %waiting, %address, "starting the VM that waited for this address");
+            handover::take_over(client, &waiting.node, waiting.vmid, deadline).await?;
+            Ok::<_, proxmox::Error>(Some(waiting))
+        }
+        .await;
+        if let Err(e) = result {
+            diags.root_warning(
+                format!("The VM waiting for {address} was not started"),
+                format!("{e}. The next terraform apply starts it."),
+            );
+        }
+    }
+
     /// Reads the VM after a write, so state holds what Proxmox really has.
     async fn read_back(
         &self,

@@ -204,6 +204,7 @@ impl VmState {
             on_boot: known(&self.on_boot),
             mark_managed: false,
             workspace_tag: None,
+            awaits_address: false,
         }
     }
 

@@ -10,6 +10,7 @@ mod kubeconfig_file;
 mod plan;
 mod schema;
 mod state;
+mod vm_power;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 use state::ClusterSecrets;
 pub use state::ClusterState;
 
-use crate::provider::ProviderData;
+use crate::provider::{ProviderData, Unavailable};
 use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
@@ -40,8 +41,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The resource. It talks to the nodes directly; of the provider configuration it only uses
-/// the Image Factory.
+/// The resource. It talks to the nodes directly; of the provider configuration it uses the
+/// Image Factory, and the Proxmox client only to hand a node's address over to a new VM
+/// (`vm_id`).
 pub struct TalosClusterResource {
     data: Arc<ProviderData>,
 }
@@ -71,6 +73,45 @@ impl TalosClusterResource {
         tracing::info!(schematic = %id, "schematic uploaded to the Image Factory");
         Ok(())
     }
+
+    /// Plan-time: `vm_id` needs the provider's Proxmox client.
+    fn check_power(&self, diags: &mut Diagnostics, state: &ClusterState) -> Option<()> {
+        let named: Vec<String> = node_entries(state)
+            .filter(|e| !e.vm_id.is_null())
+            .map(|e| e.name.as_ref_option().cloned().unwrap_or_default())
+            .collect();
+        if named.is_empty() {
+            return Some(());
+        }
+        if let Err(Unavailable::Missing(message)) = self.data.proxmox() {
+            diags.error(
+                "vm_id needs the provider's proxmox block",
+                format!(
+                    "node {} sets vm_id, which castle uses to stop and start the node's VMs when its machine is replaced, \
+                     but the provider has no Proxmox client: {message}. Configure the provider's proxmox block, or remove vm_id.",
+                    named.join(", ")
+                ),
+                AttributePath::new("node"),
+            );
+            return None;
+        }
+        Some(())
+    }
+
+    /// The power over the nodes' VMs, when the provider has a Proxmox client.
+    fn power(&self) -> Option<vm_power::ProxmoxPower> {
+        self.data.proxmox().ok().map(vm_power::ProxmoxPower)
+    }
+}
+
+/// The node blocks that are known.
+fn node_entries(state: &ClusterState) -> impl Iterator<Item = &state::NodeEntry> {
+    state
+        .node
+        .as_ref_option()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_ref_option())
 }
 
 fn deadline(state: &ClusterState, operation: Operation, default: Duration) -> Instant {
@@ -123,6 +164,15 @@ impl Resource for TalosClusterResource {
                         diags.error(
                             "Invalid node role",
                             format!("node {name:?}: role {role:?} must be \"controlplane\" or \"worker\"."),
+                            AttributePath::new("node"),
+                        );
+                    }
+                }
+                if let Value::Value(vm_id) = &entry.vm_id {
+                    if vm_power::parse_vm_id(vm_id).is_none() {
+                        diags.error(
+                            "Invalid vm_id",
+                            format!("node {name:?}: vm_id {vm_id:?} must be node/vmid, e.g. castle_proxmox_vm.x.id (\"pve1/105\")."),
                             AttributePath::new("node"),
                         );
                     }
@@ -239,6 +289,7 @@ impl Resource for TalosClusterResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let mut state = self.with_factory(proposed_state);
         identity::check(diags, &state)?;
+        self.check_power(diags, &state)?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
             Some(spec) => {
@@ -268,6 +319,8 @@ impl Resource for TalosClusterResource {
         let mut state = self.with_factory(proposed_state);
         let prior_state = self.with_factory(prior_state);
         identity::check(diags, &state)?;
+        self.check_power(diags, &state)?;
+        warn_of_replacements(diags, &prior_state, &state);
         let other_identity =
             identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
         if other_identity || (state.name.is_value() && state.name != prior_state.name) {
@@ -316,7 +369,7 @@ impl Resource for TalosClusterResource {
                 let planned = prior_spec
                     .as_ref()
                     .map(|prior| current(&prior_state, prior))
-                    .zip(desired(&spec, &configs).ok());
+                    .zip(desired(&state, &spec, &configs).ok());
                 let steps = match (&planned, &prior_spec, &prior_private_state) {
                     (Some((current, desired)), Some(prior), Some(secrets)) => {
                         warn_of_upgrades(diags, &prior_state, &state, current, desired);
@@ -331,7 +384,9 @@ impl Resource for TalosClusterResource {
                     || steps.iter().any(|s| {
                         matches!(
                             s,
-                            cluster::Step::Upgrade { .. } | cluster::Step::ApplyNew(_)
+                            cluster::Step::Upgrade { .. }
+                                | cluster::Step::ApplyNew(_)
+                                | cluster::Step::Replace(_)
                         )
                     });
                 let same_nodes = prior_state
@@ -476,7 +531,8 @@ impl Resource for TalosClusterResource {
         };
         let result = async {
             self.upload_schematic(&spec).await?;
-            let desired = desired(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let desired =
+                desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let steps = cluster::plan(None, &desired);
             let live = cluster::Live {
                 access: &access,
@@ -485,6 +541,7 @@ impl Resource for TalosClusterResource {
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
                 extensions: desired.extensions.as_deref(),
+                power: None,
             };
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
         }
@@ -558,7 +615,8 @@ impl Resource for TalosClusterResource {
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
                 .map_err(cluster::ClusterError::Credentials)?;
-            let desired = desired(&spec, &configs).map_err(cluster::ClusterError::Credentials)?;
+            let desired =
+                desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let prior_spec = prior_state.to_spec();
             let current = prior_spec
                 .as_ref()
@@ -571,6 +629,7 @@ impl Resource for TalosClusterResource {
                 .filter(|n| !spec.nodes.contains_key(&n.name))
                 .cloned()
                 .collect();
+            let power = self.power();
             let live = cluster::Live {
                 access: &access,
                 deadline,
@@ -578,6 +637,7 @@ impl Resource for TalosClusterResource {
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
                 extensions: desired.extensions.as_deref(),
+                power: power.as_ref().map(|p| p as &dyn cluster::VmPower),
             };
             let mut report = cluster::Report::default();
             let result = cluster::execute(&steps, &nodes, &removed, &live, &mut report).await;
@@ -768,15 +828,68 @@ fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
             _ => BTreeMap::new(),
         },
         image: installer_image(prior).ok(),
+        machines: machines(state),
     }
+}
+
+/// The machine behind each node, as the node blocks name it (VM and MAC).
+fn machines(state: &ClusterState) -> BTreeMap<String, cluster::Machine> {
+    node_entries(state)
+        .filter_map(|e| {
+            Some((
+                e.name.as_ref_option()?.clone(),
+                cluster::Machine {
+                    vm: e.vm_id.as_ref_option().cloned(),
+                    mac: e.mac_address.as_ref_option().cloned(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The plan's warning for nodes whose machine apply replaces: their VM (or MAC) changes, or
+/// is being replaced and so is not known yet.
+fn warn_of_replacements(diags: &mut Diagnostics, prior: &ClusterState, planned: &ClusterState) {
+    let before: BTreeMap<&String, &state::NodeEntry> = node_entries(prior)
+        .filter_map(|e| Some((e.name.as_ref_option()?, e)))
+        .collect();
+    let changes = |old: &Value<String>, new: &Value<String>| {
+        old.is_value()
+            && (new.is_unknown()
+                || (new.is_value()
+                    && !old
+                        .as_ref_option()
+                        .unwrap()
+                        .eq_ignore_ascii_case(new.as_ref_option().unwrap())))
+    };
+    let replaced: Vec<String> = node_entries(planned)
+        .filter_map(|e| {
+            let name = e.name.as_ref_option()?;
+            let old = before.get(name)?;
+            (changes(&old.vm_id, &e.vm_id) || changes(&old.mac_address, &e.mac_address))
+                .then(|| name.clone())
+        })
+        .collect();
+    if replaced.is_empty() {
+        return;
+    }
+    diags.root_warning(
+        format!("The machine of {} will be replaced", replaced.join(", ")),
+        "Its VM changes: apply takes the old machine out (a control plane leaves etcd first, the Node object \
+         goes, the machine is reset and its VM stopped; a VM that is gone leaves its etcd member removed), then \
+         starts the new VM at the same address, configures it and waits until it joined etcd as a voter and \
+         the cluster is healthy. One node at a time, so etcd keeps its quorum.",
+    );
 }
 
 /// The cluster as the configuration wants it, for the reconcile plan.
 fn desired(
+    state: &ClusterState,
     spec: &ClusterSpec,
     configs: &BTreeMap<String, String>,
 ) -> Result<cluster::Desired, String> {
     Ok(cluster::Desired {
+        machines: machines(state),
         nodes: credentials::cluster_nodes(spec, configs)?,
         image: installer_image(spec).map_err(|e| e.to_string())?,
         target: plan::target_version(spec).unwrap_or_default(),

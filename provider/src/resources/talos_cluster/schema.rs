@@ -28,7 +28,8 @@ pub fn schema() -> Schema {
         "role" => attr(String, Required, "`controlplane` or `worker`. Use an odd number of control planes (1, 3 or 5): an even number is allowed but warned about, since it tolerates no more failures than one less."),
         "install_disk" => attr(String, Optional, "Disk Talos installs to (default `/dev/sda`)."),
         "mac_address" => attr(String, Optional, "MAC address of the NIC that carries `address` (e.g. `castle_proxmox_vm.x.mac_address`). Without it, the machine's only physical NIC is used: the VM must then have exactly one NIC."),
-        "patches" => attr(List(String.into()), Optional, "Patches for this node only, applied last (strategic-merge YAML or RFC 6902 JSON patches, as `patches`).")
+        "patches" => attr(List(String.into()), Optional, "Patches for this node only, applied last (strategic-merge YAML or RFC 6902 JSON patches, as `patches`)."),
+        "vm_id" => attr(String, Optional, "The VM behind the node, `node/vmid` (`castle_proxmox_vm.x.id`); needs the provider's `proxmox` block. When it changes (a new template, `terraform apply -replace`, a VM rebuilt after it was lost), castle replaces the node's machine: the old one leaves etcd and Kubernetes and is reset and its VM stopped (or, if its VM is gone, its etcd member and Node object are removed), then the new VM, created stopped while the old one held the address, is started, configured and joins etcd as a learner that is promoted; one node at a time, the cluster healthy in between. A changed `mac_address` is a new machine too.")
         },
         ..Default::default()
     };

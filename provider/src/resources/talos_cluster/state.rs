@@ -25,6 +25,9 @@ pub struct NodeEntry {
     pub install_disk: Value<String>,
     /// MAC of the NIC.
     pub mac_address: Value<String>,
+    /// The VM behind the node (`node/vmid`), for replacing its machine.
+    #[serde(default)]
+    pub vm_id: Value<String>,
     /// Node patches.
     pub patches: Value<Vec<Value<String>>>,
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::kubernetes_upgrade::{self, Releases};
 use super::plan::Step;
-use super::{Access, ClusterError, ClusterNode, ResetOutcome};
+use super::{Access, ClusterError, ClusterNode, Replacement, ResetOutcome, VmPower};
 use crate::talos::config::Component;
 
 /// What Talos answered to a config applied to a running node.
@@ -34,6 +34,14 @@ pub trait NodeOperations: Sync {
         node: &ClusterNode,
         cluster: &[ClusterNode],
     ) -> Result<ResetOutcome, ClusterError>;
+    /// Replaces the machine behind `node` (see [`super::replace_node`]); `cluster` is every
+    /// node.
+    async fn replace(
+        &self,
+        cluster: &[ClusterNode],
+        node: &ClusterNode,
+        replacement: &Replacement,
+    ) -> Result<(), ClusterError>;
     /// Applies configs to machines that run none of ours yet, all at once.
     async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError>;
     /// Applies a config to a running node and says whether it reboots for it.
@@ -121,6 +129,10 @@ pub async fn execute(
                 kubernetes_upgrade::upgrade_kubernetes(ops, cluster, &pick(cluster, nodes), version)
                     .await?
             }
+            Step::Replace(replacement) => {
+                let node = one(cluster, &replacement.node)?;
+                ops.replace(cluster, node, replacement).await?
+            }
             Step::ApplyNew(names) => ops.apply_new(&pick(cluster, names)).await?,
             Step::ApplyRunning(name) => {
                 let node = one(cluster, name)?;
@@ -163,6 +175,8 @@ pub struct Live<'a> {
     pub coredns_image: &'a str,
     /// The extensions upgraded nodes must report, when castle knows them.
     pub extensions: Option<&'a [String]>,
+    /// Power over the nodes' VMs, for replacements; `None` without a Proxmox client.
+    pub power: Option<&'a dyn VmPower>,
 }
 
 #[async_trait]
@@ -173,6 +187,23 @@ impl NodeOperations for Live<'_> {
         cluster: &[ClusterNode],
     ) -> Result<ResetOutcome, ClusterError> {
         super::remove_node(node, cluster, self.access, self.deadline).await
+    }
+
+    async fn replace(
+        &self,
+        cluster: &[ClusterNode],
+        node: &ClusterNode,
+        replacement: &Replacement,
+    ) -> Result<(), ClusterError> {
+        super::replace_node(
+            cluster,
+            node,
+            replacement,
+            self.power,
+            self.access,
+            self.deadline,
+        )
+        .await
     }
 
     async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError> {
@@ -294,6 +325,18 @@ mod tests {
                 _ => Ok(ResetOutcome::Reset),
             }
         }
+        async fn replace(
+            &self,
+            _cluster: &[ClusterNode],
+            node: &ClusterNode,
+            replacement: &Replacement,
+        ) -> Result<(), ClusterError> {
+            self.log(format!(
+                "replace {} {:?} -> {:?}",
+                node.name, replacement.old_vm, replacement.new_vm
+            ));
+            Ok(())
+        }
         async fn apply_new(&self, nodes: &[ClusterNode]) -> Result<(), ClusterError> {
             self.log(format!("apply {}", joined(nodes)));
             match &self.refuse_apply {
@@ -386,6 +429,7 @@ mod tests {
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
             extensions: Some(vec![]),
+            ..Default::default()
         }
     }
 
@@ -402,6 +446,7 @@ mod tests {
                 .collect(),
             extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
+            ..Default::default()
         }
     }
 
@@ -512,6 +557,44 @@ mod tests {
         run(Some(&running(&before)), &after, &ops).await.unwrap();
         assert_eq!(ops.calls()[0], "remove cp-3");
         assert_eq!(ops.calls()[1], "bootstrap cp-1");
+    }
+
+    #[tokio::test]
+    async fn replaced_machines_go_one_at_a_time_control_planes_first() {
+        let before = cluster("a");
+        let mut current = running(&before);
+        let mut wanted = desired(&before);
+        for (name, old, new) in [
+            ("cp-1", "pve1/100", "pve1/200"),
+            ("w-1", "pve1/103", "pve1/203"),
+            ("cp-3", "pve1/102", "pve1/202"),
+        ] {
+            let machine = |vm: &str| crate::talos::cluster::Machine {
+                vm: Some(vm.into()),
+                mac: None,
+            };
+            current.machines.insert(name.into(), machine(old));
+            wanted.machines.insert(name.into(), machine(new));
+        }
+        let steps = plan(Some(&current), &wanted);
+        let ops = Recorder::default();
+        execute(&steps, &before, &[], &ops, &mut Report::default())
+            .await
+            .unwrap();
+        let calls = ops.calls();
+        assert_eq!(
+            calls[..3],
+            [
+                "replace cp-1 Some(\"pve1/100\") -> Some(\"pve1/200\")",
+                "replace cp-3 Some(\"pve1/102\") -> Some(\"pve1/202\")",
+                "replace w-1 Some(\"pve1/103\") -> Some(\"pve1/203\")",
+            ],
+            "{calls:#?}"
+        );
+        assert_eq!(
+            calls[3], "bootstrap cp-2",
+            "the control plane that kept its machine is asked: {calls:#?}"
+        );
     }
 
     #[tokio::test]

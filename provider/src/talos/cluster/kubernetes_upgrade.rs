@@ -271,6 +271,14 @@ mod tests {
         ) -> Result<ResetOutcome, ClusterError> {
             unreachable!()
         }
+        async fn replace(
+            &self,
+            _: &[ClusterNode],
+            _: &ClusterNode,
+            _: &crate::talos::cluster::Replacement,
+        ) -> Result<(), ClusterError> {
+            unreachable!()
+        }
         async fn apply_new(&self, _: &[ClusterNode]) -> Result<(), ClusterError> {
             unreachable!()
         }

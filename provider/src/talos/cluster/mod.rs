@@ -15,6 +15,7 @@ mod quorum;
 mod readiness;
 mod reboot;
 mod remove;
+mod replace;
 mod teardown;
 mod upgrade;
 
@@ -26,12 +27,13 @@ pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{
-    extension_names, kubernetes_upgrade, plan, readdressed, upgrade_reason, Current, Desired, Step,
-    UpgradeReason,
+    extension_names, kubernetes_upgrade, plan, readdressed, replacements, upgrade_reason, Current,
+    Desired, Machine, Step, UpgradeReason,
 };
 pub use quorum::{check_quorum, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
 pub use remove::remove_node;
+pub use replace::{replace_node, Replacement, VmPower};
 pub use teardown::{reset_nodes, ResetOutcome, UNREACHABLE_GRACE};
 pub use upgrade::{upgrade_nodes, Target};
 

@@ -11,8 +11,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ClusterNode;
+use super::{ClusterNode, Replacement};
 use crate::talos::config::{component_tag, Component};
+
+/// What tells one machine from another behind a node name: its VM and its NIC's MAC, when
+/// the configuration gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// The VM's id (`node/vmid` for Proxmox).
+    pub vm: Option<String>,
+    /// The MAC address of the NIC that carries the node's address.
+    pub mac: Option<String>,
+}
+
+impl Machine {
+    /// Whether `other` is another machine: another VM, or another MAC, where both are known.
+    fn differs(&self, other: &Machine) -> bool {
+        let vm = matches!((&self.vm, &other.vm), (Some(a), Some(b)) if a != b);
+        let mac =
+            matches!((&self.mac, &other.mac), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b));
+        vm || mac
+    }
+}
 
 /// What the cluster had before this apply.
 #[derive(Debug, Clone, Default)]
@@ -29,10 +49,12 @@ pub struct Current {
     pub extensions: BTreeMap<String, Vec<String>>,
     /// The installer image of the previous configuration.
     pub image: Option<String>,
+    /// The machine behind each node, by name.
+    pub machines: BTreeMap<String, Machine>,
 }
 
 /// What the cluster should be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Desired {
     /// Every node with its config, control planes first.
     pub nodes: Vec<ClusterNode>,
@@ -47,6 +69,8 @@ pub struct Desired {
     /// The system extensions the nodes should report (sorted names, see
     /// [`extension_names`]); `None` when castle cannot know them (a custom `install_image`).
     pub extensions: Option<Vec<String>>,
+    /// The machine behind each node, by name.
+    pub machines: BTreeMap<String, Machine>,
 }
 
 /// The names nodes report for configured official extensions: `siderolabs/iscsi-tools` runs
@@ -92,6 +116,9 @@ pub enum Step {
         /// The release, e.g. `v1.35.0`.
         version: String,
     },
+    /// A node whose machine changed: the old one out, the new one in, the cluster healthy
+    /// before the next step ([`super::replace_node`]).
+    Replace(Replacement),
     /// Apply to machines that run none of our configs yet, all at once.
     ApplyNew(Vec<String>),
     /// Apply a changed config to one running node; if Talos answers that it reboots, wait for
@@ -237,11 +264,16 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     for gone in current.nodes.iter().filter(|n| !wanted.contains(&n.name)) {
         steps.push(Step::Remove(gone.name.clone()));
     }
+    let replacements = replacements(current, desired);
+    let replaced: BTreeSet<&String> = replacements.iter().map(|r| &r.node).collect();
     // Moved nodes next, one at a time: until a moved control plane runs its new config and
     // etcd has its new peer URL, the other members reach it only one way, so no other node may
     // go down before. Before an upgrade too: its health checks want every member at its
-    // address.
-    let moved = readdressed(current, desired);
+    // address. A replaced node is a new machine, not a moved one.
+    let moved: Vec<String> = readdressed(current, desired)
+        .into_iter()
+        .filter(|name| !replaced.contains(name))
+        .collect();
     steps.extend(
         moved
             .iter()
@@ -251,7 +283,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let running: Vec<&ClusterNode> = desired
         .nodes
         .iter()
-        .filter(|n| current.applied.contains_key(&n.name))
+        .filter(|n| current.applied.contains_key(&n.name) && !replaced.contains(&n.name))
         .collect();
     if let Some(reason) = upgrade_reason(current, desired) {
         steps.push(Step::Upgrade {
@@ -259,7 +291,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
             reinstall: reason == UpgradeReason::Reinstall,
         });
     }
-    // Then Kubernetes, before any new node joins: a kubelet newer than the API servers is
+    // Then Kubernetes, before any new machine joins: a kubelet newer than the API servers is
     // outside the version skew policy. The upgrade leaves each node on its desired config.
     let kubernetes = kubernetes_upgrade(current, desired).is_some();
     if kubernetes {
@@ -268,6 +300,9 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
             version: desired.kubernetes.clone(),
         });
     }
+    // Replaced machines one at a time, control planes first, each joined and the cluster
+    // healthy before the next.
+    steps.extend(replacements.iter().cloned().map(Step::Replace));
     let new: Vec<&ClusterNode> = desired
         .nodes
         .iter()
@@ -303,7 +338,8 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .nodes
         .iter()
         .filter(|n| {
-            moved.contains(&n.name) || new.iter().chain(reapplied.iter()).any(|c| c.name == n.name)
+            moved.contains(&n.name)
+                || new.iter().chain(reapplied.iter()).any(|c| c.name == n.name)
         })
         .map(|n| n.name.clone())
         .collect();
@@ -311,13 +347,43 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         steps.push(Step::WaitConfigured(touched));
     }
     steps.push(Step::WaitHealthy);
-    if !new.is_empty() {
+    // New machines (replacements too) may have booted another release than the target.
+    let fresh: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| !current.applied.contains_key(&n.name) || replaced.contains(&n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    if !fresh.is_empty() {
         steps.push(Step::Upgrade {
-            nodes: names(new.iter().copied()),
+            nodes: fresh,
             reinstall: false,
         });
     }
     steps
+}
+
+/// The nodes whose machine changes (another VM or another MAC than the previous apply
+/// recorded), in the desired order (control planes first). Only nodes that ran this
+/// cluster's config count: a node that never did is simply new.
+pub fn replacements(current: &Current, desired: &Desired) -> Vec<Replacement> {
+    desired
+        .nodes
+        .iter()
+        .filter(|n| current.applied.contains_key(&n.name))
+        .filter_map(|n| {
+            let old = current.nodes.iter().find(|o| o.name == n.name)?;
+            let before = current.machines.get(&n.name)?;
+            let after = desired.machines.get(&n.name)?;
+            before.differs(after).then(|| Replacement {
+                node: n.name.clone(),
+                old_ip: old.ip,
+                old_control_plane: old.is_control_plane(),
+                old_vm: before.vm.clone(),
+                new_vm: after.vm.clone(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -350,6 +416,7 @@ mod tests {
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
             extensions: Some(vec![]),
+            ..Default::default()
         }
     }
 
@@ -366,6 +433,7 @@ mod tests {
                 .collect(),
             extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
+            ..Default::default()
         }
     }
 
@@ -617,5 +685,112 @@ mod tests {
         assert!(!plan(Some(&current), &desired(nodes))
             .iter()
             .any(|s| matches!(s, Step::UpgradeKubernetes { .. })));
+    }
+
+    fn on_vms(
+        current: &mut Current,
+        desired: &mut Desired,
+        before: &[(&str, &str)],
+        after: &[(&str, &str)],
+    ) {
+        let machines = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(name, vm)| {
+                    (
+                        name.to_string(),
+                        Machine {
+                            vm: Some(vm.to_string()),
+                            mac: None,
+                        },
+                    )
+                })
+                .collect()
+        };
+        current.machines = machines(before);
+        desired.machines = machines(after);
+    }
+
+    #[test]
+    fn a_node_on_a_new_vm_is_replaced_instead_of_reconfigured() {
+        let before = cluster("a");
+        let mut current = running(&before);
+        // The new machine's config differs (its MAC), but it is a new machine, not a change.
+        let mut after = cluster("a");
+        after[1].config = "b".into();
+        let mut wanted = desired(after);
+        on_vms(
+            &mut current,
+            &mut wanted,
+            &[
+                ("cp-1", "pve1/100"),
+                ("cp-2", "pve1/101"),
+                ("w-1", "pve1/102"),
+            ],
+            &[
+                ("cp-1", "pve1/100"),
+                ("cp-2", "pve1/201"),
+                ("w-1", "pve1/102"),
+            ],
+        );
+        let steps = plan(Some(&current), &wanted);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Replace(Replacement {
+                    node: "cp-2".into(),
+                    old_ip: "127.0.0.1".parse().unwrap(),
+                    old_control_plane: true,
+                    old_vm: Some("pve1/101".into()),
+                    new_vm: Some("pve1/201".into()),
+                }),
+                Step::Bootstrap("cp-1".into()),
+                Step::WaitHealthy,
+                Step::Upgrade {
+                    nodes: strings(&["cp-2"]),
+                    reinstall: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_mac_is_a_new_machine_and_machine_ids_given_only_now_are_not() {
+        let nodes = cluster("a");
+        let mut current = running(&nodes);
+        let mut wanted = desired(nodes.clone());
+        // vm_id added to a configuration that had none: the same machines.
+        wanted.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: Some("pve1/102".into()),
+                mac: None,
+            },
+        );
+        current.machines.insert("w-1".into(), Machine::default());
+        assert!(replacements(&current, &wanted).is_empty());
+        current.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: None,
+                mac: Some("bc:24:11:00:00:01".into()),
+            },
+        );
+        wanted.machines.insert(
+            "w-1".into(),
+            Machine {
+                vm: None,
+                mac: Some("BC:24:11:00:00:01".into()),
+            },
+        );
+        assert!(
+            replacements(&current, &wanted).is_empty(),
+            "MACs compare case-insensitively"
+        );
+        wanted.machines.get_mut("w-1").unwrap().mac = Some("bc:24:11:00:00:02".into());
+        let names: Vec<String> = replacements(&current, &wanted)
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        assert_eq!(names, strings(&["w-1"]));
     }
 }

@@ -115,9 +115,7 @@ mod tests {
             nodes: names.iter().map(|n| node(n)).collect(),
             image: String::new(),
             target: String::new(),
-            kubernetes: String::new(),
-            coredns_image: String::new(),
-            extensions: None,
+            ..Default::default()
         }
     }
 

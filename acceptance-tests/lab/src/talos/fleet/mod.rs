@@ -12,6 +12,7 @@
 //! | `etcd/` | a real etcd per control plane (`service.rs`), its JSON-gateway client (`client.rs`), Bootstrap and the etcd calls (`mod.rs`) |
 //! | `kube.rs` | the Kubernetes API on the VIP and control planes, its Node objects, Kubeconfig |
 //! | `faults.rs` | injected faults |
+//! | `clashes.rs` | VMs started on an address another running VM held |
 //!
 //! All state sits behind one `std::sync::Mutex` that is never held across an `.await`; each
 //! node has a task (`server::node_loop`) that serves whatever the state says and is woken
@@ -23,6 +24,7 @@
 
 mod apply;
 mod boot;
+mod clashes;
 mod etcd;
 mod faults;
 mod install;
@@ -48,6 +50,7 @@ use super::server;
 use crate::factory::Factory;
 use crate::pki;
 
+pub use clashes::AddressClash;
 pub use etcd::Member;
 pub use faults::{Fault, Faults};
 pub(crate) use power::{After, Phase};
@@ -241,6 +244,8 @@ pub(crate) struct Inner {
     temporary_disks: bool,
     state: Mutex<State>,
     shutdown: watch::Sender<bool>,
+    /// Address clashes seen by the wiring (see `clashes.rs`).
+    clashes: Mutex<Vec<AddressClash>>,
 }
 
 /// Handle on the emulated fleet. Cheap to clone; all clones see the same nodes.
@@ -320,6 +325,7 @@ impl Fleet {
                     clusters: HashMap::new(),
                 }),
                 shutdown,
+                clashes: Mutex::new(Vec::new()),
             }),
         }
     }

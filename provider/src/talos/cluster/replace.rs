@@ -1,0 +1,234 @@
+//! Replacing the machine behind a node (a new VM at the node's address: a template change,
+//! `terraform apply -replace`, a VM lost and rebuilt), one node at a time, never two machines
+//! on one address:
+//!
+//! 1. The old machine goes. If it still exists it leaves gracefully, as a removed node does
+//!    ([`super::remove_node`]: a control plane leaves etcd, the Node object goes, the machine
+//!    is reset), then its VM is stopped. If its VM is gone (deleted outside Terraform), its
+//!    ghost etcd member is removed through a healthy control plane and its Node object
+//!    deleted, without waiting for a machine that cannot answer.
+//! 2. The address is silent, then the new VM is started (it was created stopped, waiting for
+//!    the address), answers in maintenance mode, gets its config, and a control plane joins
+//!    etcd as a learner that Talos promotes once it caught up (Talos:
+//!    internal/app/machined/pkg/system/services/etcd.go (v1.12.0) `addMember`,
+//!    `promoteMember`).
+//! 3. The cluster is healthy (every member voting, exactly the control planes) before the
+//!    next node: a replaced control plane costs the cluster one voter at a time, so quorum
+//!    holds throughout.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
+use super::{Access, ClusterError, ClusterNode, ResetOutcome};
+use crate::kubernetes::KubeClient;
+use crate::talos::client::{probe, NodeClient, NodeState};
+use crate::talos::config::Role;
+
+/// A node whose machine changes: what the previous apply knew of the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// Node name (the same before and after).
+    pub node: String,
+    /// The old machine's address.
+    pub old_ip: IpAddr,
+    /// Whether the old machine was a control plane.
+    pub old_control_plane: bool,
+    /// The old machine's VM (`node/vmid`), if the configuration named it.
+    pub old_vm: Option<String>,
+    /// The new machine's VM, if the configuration names it.
+    pub new_vm: Option<String>,
+}
+
+impl Replacement {
+    /// The old machine as the removal needs it.
+    fn old_node(&self) -> ClusterNode {
+        ClusterNode {
+            name: self.node.clone(),
+            ip: self.old_ip,
+            role: if self.old_control_plane {
+                Role::ControlPlane
+            } else {
+                Role::Worker
+            },
+            config: String::new(),
+        }
+    }
+}
+
+/// Power over the VMs behind nodes, by their id (`node/vmid` for Proxmox). Errors are
+/// messages for the user.
+#[async_trait]
+pub trait VmPower: Sync {
+    /// Whether the VM still exists.
+    async fn exists(&self, vm: &str, deadline: Instant) -> Result<bool, String>;
+    /// Stops the VM (hard: its machine was reset or is gone); a VM already stopped or gone
+    /// is what was asked for.
+    async fn stop(&self, vm: &str, deadline: Instant) -> Result<(), String>;
+    /// Starts the VM (it may wait for this address); a running VM is what was asked for.
+    async fn start(&self, vm: &str, deadline: Instant) -> Result<(), String>;
+}
+
+fn power_error(vm: &str, what: &str, message: String) -> ClusterError {
+    ClusterError::Credentials(format!("unable to {what} VM {vm}: {message}"))
+}
+
+/// Replaces the machine behind `node` (see the module). `cluster` is every node of the
+/// desired cluster; `power` is `None` when the provider has no Proxmox client (then the VMs
+/// are left as they are).
+pub async fn replace_node(
+    cluster: &[ClusterNode],
+    node: &ClusterNode,
+    replacement: &Replacement,
+    power: Option<&dyn VmPower>,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let old = replacement.old_node();
+    let old_vm = replacement.old_vm.as_deref().zip(power);
+    // Proxmox hands out the lowest free VMID, so a VM rebuilt after its predecessor was deleted
+    // outside Terraform often gets the same id: then the old VM is gone, and the id names the
+    // new machine, which must not be taken out.
+    let reused = replacement.old_vm.is_some() && replacement.old_vm == replacement.new_vm;
+    let gone = match old_vm {
+        _ if reused => true,
+        Some((vm, power)) => !power
+            .exists(vm, deadline)
+            .await
+            .map_err(|e| power_error(vm, "look up", e))?,
+        None => false,
+    };
+    if gone {
+        tracing::info!(node = %node.name, "the old machine's VM is gone: removing what it left behind");
+        remove_ghost(cluster, &old, access, deadline).await?;
+    } else {
+        tracing::info!(node = %node.name, "taking the old machine out of the cluster");
+        let outcome = super::remove_node(&old, cluster, access, deadline).await?;
+        if !matches!(
+            outcome,
+            ResetOutcome::Reset | ResetOutcome::AlreadyInMaintenance
+        ) {
+            tracing::warn!(node = %node.name, ?outcome, "the old machine was not reset");
+        }
+        if let Some((vm, power)) = old_vm {
+            power
+                .stop(vm, deadline)
+                .await
+                .map_err(|e| power_error(vm, "stop", e))?;
+            wait_silent(&old, access, deadline).await?;
+        }
+    }
+    if let (Some(vm), Some(power)) = (&replacement.new_vm, power) {
+        power
+            .start(vm, deadline)
+            .await
+            .map_err(|e| power_error(vm, "start", e))?;
+    }
+    tracing::info!(node = %node.name, "configuring the new machine");
+    super::apply_configs(std::slice::from_ref(node), access, deadline).await?;
+    super::wait_configured(std::slice::from_ref(node), access, deadline).await?;
+    // Healthy means every etcd member votes and the members are exactly the control planes:
+    // the new one was promoted from learner.
+    super::wait_healthy(cluster, access, deadline).await
+}
+
+/// What a machine whose VM was deleted leaves behind: its etcd member (a voter that never
+/// answers again, so one failure less before quorum is lost) and its Node object. The
+/// member is removed through a healthy control plane, before the new machine joins.
+async fn remove_ghost(
+    cluster: &[ClusterNode],
+    old: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    if old.is_control_plane() {
+        let others: Vec<&ClusterNode> = cluster
+            .iter()
+            .filter(|n| n.is_control_plane() && n.name != old.name)
+            .collect();
+        let mut backoff = Backoff::new();
+        let mut last = String::from("no other control plane");
+        loop {
+            for other in &others {
+                match bounded(deadline, remove_member_through(other, &old.name, access)).await {
+                    Some(Ok(())) => {
+                        return delete_node_object(old, access).await;
+                    }
+                    Some(Err(e)) => last = format!("{}: {e}", other.name),
+                    None => {
+                        last = format!(
+                            "{}: no answer within {} s",
+                            other.name,
+                            ATTEMPT_TIMEOUT.as_secs()
+                        )
+                    }
+                }
+            }
+            if !backoff.wait(deadline).await {
+                return Err(ClusterError::Timeout {
+                    check: "a control plane to remove the lost machine's etcd member".into(),
+                    node: format!("{} ({})", old.name, old.ip),
+                    last,
+                });
+            }
+        }
+    }
+    delete_node_object(old, access).await
+}
+
+/// Removes the etcd member named `hostname` through `through`; done when there is none.
+async fn remove_member_through(
+    through: &ClusterNode,
+    hostname: &str,
+    access: &Access,
+) -> Result<(), String> {
+    let client = NodeClient::connect(through.ip, &access.talos, &access.connect)
+        .await
+        .map_err(|e| e.describe())?;
+    let members = client.etcd_member_list().await.map_err(|e| e.describe())?;
+    for member in members.iter().filter(|m| m.hostname == hostname) {
+        tracing::info!(member = %format!("{:x}", member.id), %hostname, through = %through.name, "removing the lost machine's etcd member");
+        client
+            .etcd_remove_member_by_id(member.id)
+            .await
+            .map_err(|e| e.describe())?;
+    }
+    Ok(())
+}
+
+async fn delete_node_object(old: &ClusterNode, access: &Access) -> Result<(), ClusterError> {
+    if let Ok(kube) = KubeClient::new(&access.kube) {
+        if let Err(e) = kube.delete_node(&old.name).await {
+            tracing::warn!(node = %old.name, error = %e, "could not delete the Kubernetes node object");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until nothing answers at the old machine's address any more, so the new VM never
+/// meets its predecessor on the network (a VM reported stopped may still be going down).
+async fn wait_silent(
+    old: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let last = match bounded(deadline, probe(old.ip, &access.talos, &access.connect)).await {
+            Some(NodeState::Unreachable { .. }) => return Ok(()),
+            Some(NodeState::Maintenance) => "a machine still answers in maintenance mode",
+            Some(NodeState::Configured { .. }) => "the old machine still answers",
+            Some(NodeState::ForeignCluster) => "a machine of another cluster answers",
+            None => "no answer yet",
+        };
+        if !backoff.wait(deadline).await {
+            return Err(ClusterError::Timeout {
+                check: "the old machine's address to be free".into(),
+                node: format!("{} ({})", old.name, old.ip),
+                last: last.to_string(),
+            });
+        }
+    }
+}
