@@ -338,8 +338,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         .nodes
         .iter()
         .filter(|n| {
-            moved.contains(&n.name)
-                || new.iter().chain(reapplied.iter()).any(|c| c.name == n.name)
+            moved.contains(&n.name) || new.iter().chain(reapplied.iter()).any(|c| c.name == n.name)
         })
         .map(|n| n.name.clone())
         .collect();
