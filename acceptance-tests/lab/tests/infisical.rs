@@ -413,7 +413,11 @@ async fn a_private_ca_is_trusted_through_ca_cert_pem() {
         .login(Instant::now() + Duration::from_secs(2))
         .await
         .unwrap_err();
-    assert!(untrusted.is_unreachable(), "{untrusted}");
+    // An untrusted certificate is its own error, never retried as an unreachable server.
+    assert!(
+        matches!(untrusted, Error::UntrustedCertificate { .. }),
+        "{untrusted}"
+    );
     assert!(
         untrusted.to_string().to_lowercase().contains("certificate"),
         "{untrusted}"
