@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from harness.lab import lab_binary
+from harness.lab import lab_binary, stack_factory_env
 from harness.terraform import Terraform
 
 pytestmark = pytest.mark.acceptance
@@ -51,7 +51,7 @@ def flagship(tmp_path):
         tfvars = (work / 'lab.tfvars').read_text().replace('"../../.lab/pve-ca.pem"',
                                                            json.dumps(str(state / 'pve-ca.pem')))
         (work / 'lab.auto.tfvars').write_text(tfvars)
-        t = Terraform(work)
+        t = Terraform(work, env=stack_factory_env(lab))
         t.lab = lab
         yield t
         t.run('destroy', '-auto-approve', '-no-color')

@@ -28,7 +28,7 @@ import urllib.request
 
 import pytest
 
-from harness.lab import lab_binary
+from harness.lab import lab_binary, stack_factory_env
 from harness.terraform import Terraform
 
 pytestmark = pytest.mark.acceptance
@@ -96,7 +96,7 @@ class Cluster(object):
             tfvars = f.read().replace('"../../.lab/pve-ca.pem"', json.dumps(self.lab['proxmox']['ca_cert']))
         with open(os.path.join(work, 'lab.auto.tfvars'), 'w') as f:
             f.write(tfvars)
-        self.tf = Terraform(work)
+        self.tf = Terraform(work, env=stack_factory_env(self.lab))
         self.pve = Pve(self.lab['proxmox'])
 
     def stop(self):

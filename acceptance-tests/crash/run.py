@@ -48,7 +48,7 @@ ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 sys.path.insert(0, HERE)
 
-from harness.lab import lab_binary  # noqa: E402
+from harness.lab import lab_binary, stack_factory_env  # noqa: E402
 from harness.terraform import (Terraform, TerraformError, kill_group, run_in_own_group,  # noqa: E402
                                terraform_command)
 from checks import Lab, check_converged, check_empty  # noqa: E402
@@ -137,7 +137,8 @@ class Session(object):
             f.write(OVERRIDE)
         # The provider's own log (castle logs no secret), for whoever looks into a failed run.
         self.tf = Terraform(self.work, env={'TF_LOG_PROVIDER': 'INFO',
-                                            'TF_LOG_PATH': os.path.join(self.dir, 'terraform.log')})
+                                            'TF_LOG_PATH': os.path.join(self.dir, 'terraform.log'),
+                                            **stack_factory_env(self.lab.info)})
         return self
 
     def stop(self, keep_as=None):

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness.lab import lab_binary
+from harness.lab import lab_binary, stack_factory_env
 from harness.terraform import ROOT, Terraform
 
 EXAMPLE = os.path.join(ROOT, 'examples', 'ha-cluster')
@@ -40,7 +40,7 @@ class Flagship(object):
             raise RuntimeError('castle-lab up failed:\n' + up.stdout + up.stderr)
         with open(os.path.join(self.state, 'lab.json')) as f:
             self.info = json.load(f)
-        self.tf = Terraform(os.path.join(self.workdir, 'ha-cluster'))
+        self.tf = Terraform(os.path.join(self.workdir, 'ha-cluster'), env=stack_factory_env(self.info))
         for name in ('main.tf', 'variables.tf', 'outputs.tf'):
             shutil.copy(os.path.join(EXAMPLE, name), self.tf.workdir)
         pve, infisical = self.info['proxmox'], self.info['infisical']

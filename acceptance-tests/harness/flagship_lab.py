@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from harness.lab import lab_binary
+from harness.lab import lab_binary, stack_factory_env
 from harness.terraform import Terraform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +39,7 @@ class FlagshipLab(object):
                                       json.dumps(os.path.join(self.state_dir, 'pve-ca.pem')))
         with open(os.path.join(work, 'lab.auto.tfvars'), 'w') as f:
             f.write(tfvars)
-        self.tf = Terraform(work)
+        self.tf = Terraform(work, env=stack_factory_env(self.info))
 
     def _lab(self, *args, check=True):
         env = dict(os.environ, CASTLE_LAB_PYTHON=sys.executable)

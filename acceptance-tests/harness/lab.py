@@ -101,6 +101,12 @@ def factory_env():
     return dict(_factory) or {'TALOS_IMAGE_FACTORY_URL': 'https://127.0.0.1:9'}
 
 
+def stack_factory_env(info):
+    """TALOS_IMAGE_FACTORY_* for castle from a whole lab's `lab.json` (`castle-lab up`)."""
+    with open(info['factory']['ca_cert']) as f:
+        return {'TALOS_IMAGE_FACTORY_URL': info['factory']['url'], 'TALOS_IMAGE_FACTORY_CA_CERT_PEM': f.read()}
+
+
 def _free_port(host):
     import socket
     with socket.socket() as s:
