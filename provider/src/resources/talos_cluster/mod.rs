@@ -546,9 +546,9 @@ impl Resource for TalosClusterResource {
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
         }
         .await;
-        state.node_versions = versions_value(&cluster::reported_versions(&nodes, &access).await);
-        state.node_extensions =
-            all_extensions_value(&cluster::reported_extensions(&nodes, &access).await);
+        let (versions, extensions) = cluster::reported(&nodes, &access).await;
+        state.node_versions = versions_value(&versions);
+        state.node_extensions = all_extensions_value(&extensions);
         if let Err(e) = result {
             unable(diags, &format!("create cluster {name}"), &e);
             // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
@@ -645,10 +645,7 @@ impl Resource for TalosClusterResource {
                 warn_unless_reset(diags, node, outcome);
             }
             result?;
-            Ok((
-                cluster::reported_versions(&nodes, &access).await,
-                cluster::reported_extensions(&nodes, &access).await,
-            ))
+            Ok(cluster::reported(&nodes, &access).await)
         }
         .await;
         let (versions, extensions) = match result {

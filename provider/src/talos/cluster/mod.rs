@@ -91,6 +91,18 @@ pub async fn reported_versions(nodes: &[ClusterNode], access: &Access) -> BTreeM
         .collect()
 }
 
+/// What the nodes report, releases and extensions, asked at once: a node that does not answer
+/// costs one probe timeout, not two (a failed apply must end within its timeout).
+pub async fn reported(
+    nodes: &[ClusterNode],
+    access: &Access,
+) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+    tokio::join!(
+        reported_versions(nodes, access),
+        reported_extensions(nodes, access)
+    )
+}
+
 /// The system extensions each node runs now, by name (sorted, without the Image Factory's own
 /// `schematic`); nodes that do not answer with our credentials are left out.
 pub async fn reported_extensions(
