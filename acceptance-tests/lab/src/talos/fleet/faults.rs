@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -21,7 +21,8 @@ pub struct Faults {
     pub drop_connections: bool,
     /// The next ApplyConfiguration answers InvalidArgument with this reason.
     pub reject_next_config: Option<String>,
-    /// Replaces install and reboot delays (before time scaling).
+    /// Replaces install and reboot delays (before time scaling). Clearing the faults ends a
+    /// reboot slowed by it after the ordinary reboot delay.
     #[serde(serialize_with = "ser_duration_ms")]
     pub slow_reboot: Option<Duration>,
 }
@@ -78,10 +79,17 @@ impl Fleet {
         Ok(())
     }
 
-    /// Clears every fault of a node (a hanging node starts answering again).
+    /// Clears every fault of a node (a hanging node starts answering again; a slowed reboot
+    /// ends after the ordinary reboot delay).
     pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {
+        let ordinary = Instant::now() + self.scaled(self.inner.options.reboot_delay);
         let mut state = self.lock()?;
         let node = state.node_mut(address)?;
+        if node.faults.slow_reboot.is_some() {
+            if let Phase::Rebooting { until, .. } = &mut node.phase {
+                *until = (*until).min(ordinary);
+            }
+        }
         node.faults = Faults::default();
         node.wake();
         Ok(())
