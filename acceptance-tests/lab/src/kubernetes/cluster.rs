@@ -12,7 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::discovery::{self, Resource};
 use super::{NodeSource, NodeView};
+
+/// A stored object: API group, kind, namespace (empty for cluster-wide kinds) and name.
+pub(crate) type ObjectKey = (String, String, String, String);
 
 /// The control plane's durations in lab time: a real second is [`LAB_SECOND`] at time scale 1
 /// (the lab's boots and reboots are about that much shorter than real ones), times the scale.
@@ -328,8 +332,9 @@ pub(crate) struct Store {
     pub(crate) attachments: BTreeMap<String, Attachment>,
     /// API server address -> lease expiry.
     pub(crate) leases: BTreeMap<IpAddr, Instant>,
-    /// Objects of the inline/extra manifests, by (kind, namespace, name).
-    pub(crate) manifests: BTreeMap<(String, String, String), Value>,
+    /// Objects of kinds the controllers do not model (ConfigMaps, Secrets, RBAC, CRDs and their
+    /// custom resources, ...), as the manifests declared them (see [`super::manifests`]).
+    pub(crate) objects: BTreeMap<ObjectKey, Value>,
     pub(crate) settings: KubeSettings,
     /// Talos applied its bootstrap manifests (kube-proxy, CoreDNS) once already.
     pub(crate) bootstrapped: bool,
@@ -396,7 +401,7 @@ impl KubeCluster {
             budgets: BTreeMap::new(),
             attachments: BTreeMap::new(),
             leases: BTreeMap::new(),
-            manifests: BTreeMap::new(),
+            objects: BTreeMap::new(),
             settings: KubeSettings::default(),
             bootstrapped: false,
             created: now,
@@ -482,47 +487,6 @@ impl KubeCluster {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The add-ons of a control plane's config: network settings, then the manifests (create
-    /// only before Talos 1.13, server-side apply from 1.13).
-    pub fn apply_addons(
-        &self,
-        addons: &KubeAddons,
-        default_coredns: &str,
-        server_side_apply: bool,
-    ) {
-        if self.lock().settings != addons.settings {
-            self.configure(addons.settings.clone());
-        }
-        self.apply_bootstrap(
-            addons.proxy_image.as_deref(),
-            addons.coredns_image.as_deref().unwrap_or(default_coredns),
-            server_side_apply,
-        );
-        self.apply_manifests(&addons.manifests, server_side_apply);
-    }
-
-    /// The bootstrap manifests' images: kube-proxy's and CoreDNS's as the control plane's
-    /// config renders them. Talos before 1.13 creates them once and leaves them (an upgrade has
-    /// to apply them again, as `talosctl upgrade-k8s` does); 1.13 server-side applies them on
-    /// every change (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
-    fn apply_bootstrap(&self, proxy: Option<&str>, coredns: &str, server_side_apply: bool) {
-        let mut store = self.lock();
-        if store.bootstrapped && !server_side_apply {
-            return;
-        }
-        store.bootstrapped = true;
-        if let Some(image) = proxy {
-            store.set_image(
-                "DaemonSet",
-                "kube-system",
-                "kube-proxy",
-                "kube-proxy",
-                image,
-            );
-        }
-        store.set_image("Deployment", "kube-system", "coredns", "coredns", coredns);
-    }
-
     /// The network add-ons the machine config asks for; kube-proxy's and flannel's DaemonSets
     /// follow them.
     pub fn configure(&self, settings: KubeSettings) {
@@ -534,37 +498,6 @@ impl KubeCluster {
             store.daemonsets.remove("kube-flannel");
         }
         store.settings = settings;
-    }
-
-    /// Applies the objects of the inline and extra manifests. Talos before 1.13 only creates
-    /// what is missing; from 1.13 it server-side applies, so a changed object is updated
-    /// (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
-    pub fn apply_manifests(&self, documents: &[Value], server_side_apply: bool) {
-        let mut store = self.lock();
-        for doc in documents {
-            let (Some(kind), Some(name)) = (doc["kind"].as_str(), doc["metadata"]["name"].as_str())
-            else {
-                continue;
-            };
-            let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("");
-            let key = (kind.to_string(), namespace.to_string(), name.to_string());
-            match store.manifests.get(&key) {
-                Some(_) if !server_side_apply => continue,
-                Some(current) if current == doc => continue,
-                _ => {}
-            }
-            if kind == "Namespace" && !store.namespaces.contains_key(name) {
-                store.namespaces.insert(
-                    name.into(),
-                    Namespace {
-                        created: SystemTime::now(),
-                        uid: uid(),
-                    },
-                );
-            }
-            store.manifests.insert(key, doc.clone());
-            store.revision += 1;
-        }
     }
 
     /// Places a Deployment (and its optional budget and volume) with its first pods on a node.
@@ -701,12 +634,25 @@ impl Store {
     /// Kubernetes: pkg/kubelet/kubelet_node_status.go (`NetworkReady` in the Ready condition).
     pub(crate) fn network_ready(&self) -> bool {
         let manifest_cni = self
-            .manifests
+            .objects
             .keys()
-            .any(|(kind, _, _)| kind == "DaemonSet");
+            .any(|(group, kind, _, _)| group == "apps" && kind == "DaemonSet");
         let cni = self.settings.cni == "flannel" || manifest_cni;
         let proxy = self.settings.kube_proxy || manifest_cni;
         cni && proxy
+    }
+
+    /// Every resource the API serves now (the CustomResourceDefinitions stored add theirs).
+    pub(crate) fn served(&self) -> Vec<Resource> {
+        let crds: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((group, kind, _, _), _)| {
+                group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition"
+            })
+            .map(|(_, o)| o.clone())
+            .collect();
+        discovery::served(&crds)
     }
 
     /// Runs the controllers up to `now`.
@@ -1135,48 +1081,5 @@ impl Store {
         let record = self.nodes.remove(name)?;
         self.revision += 1;
         Some(record)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct NoNodes;
-
-    impl NodeSource for NoNodes {
-        fn nodes(&self) -> Vec<NodeView> {
-            Vec::new()
-        }
-        fn delete(&self, _name: &str) -> Option<NodeView> {
-            None
-        }
-    }
-
-    fn config_map(value: &str) -> Value {
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": { "name": "settings", "namespace": "default" },
-            "data": { "mode": value },
-        })
-    }
-
-    fn applied(cluster: &KubeCluster) -> Value {
-        let key = ("ConfigMap".into(), "default".into(), "settings".into());
-        cluster.lock().manifests[&key]["data"]["mode"].clone()
-    }
-
-    #[test]
-    fn a_changed_manifest_is_kept_before_talos_1_13_and_applied_from_1_13() {
-        let cluster = KubeCluster::new(
-            Arc::new(NoNodes),
-            "v1.35.0".into(),
-            KubeTimings::scaled(0.1, "v1.35.0"),
-        );
-        cluster.apply_manifests(&[config_map("first")], false);
-        cluster.apply_manifests(&[config_map("second")], false);
-        assert_eq!(applied(&cluster), "first");
-        cluster.apply_manifests(&[config_map("second")], true);
-        assert_eq!(applied(&cluster), "second");
     }
 }
