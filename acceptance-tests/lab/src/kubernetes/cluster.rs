@@ -231,6 +231,30 @@ pub(crate) struct Deletion {
     pub(crate) gone_at: Instant,
 }
 
+/// Who disrupts a pod, as its `DisruptionTarget` condition says (Kubernetes:
+/// staging/src/k8s.io/api/core/v1/types.go `DisruptionTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disruption {
+    /// A NoExecute taint the pod no longer tolerates (pkg/controller/tainteviction/
+    /// taint_eviction.go `addConditionAndDeletePod`).
+    TaintManager,
+    /// An Eviction (pkg/registry/core/pod/storage/eviction.go).
+    EvictionApi,
+}
+
+impl Disruption {
+    /// The condition's reason and message.
+    pub(crate) fn reason(self) -> (&'static str, &'static str) {
+        match self {
+            Disruption::TaintManager => (
+                "DeletionByTaintManager",
+                "Taint manager: deleting due to NoExecute taint",
+            ),
+            Disruption::EvictionApi => ("EvictionByEvictionAPI", "Eviction API: evicting"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Pod {
     pub(crate) namespace: String,
@@ -247,6 +271,8 @@ pub(crate) struct Pod {
     pub(crate) claim: Option<String>,
     pub(crate) priority_class: Option<&'static str>,
     pub(crate) deletion: Option<Deletion>,
+    /// Why the control plane is removing it (the `DisruptionTarget` condition).
+    pub(crate) disruption: Option<Disruption>,
     /// When its containers are up (Ready), once scheduled.
     pub(crate) ready_at: Option<Instant>,
 }
@@ -303,6 +329,9 @@ pub(crate) struct NodeRecord {
     pub(crate) unschedulable: bool,
     /// Labels set through the API on top of the kubelet's.
     pub(crate) extra_labels: BTreeMap<String, String>,
+    /// Since when the kubelet posts NotReady (kept while it stops posting), for the
+    /// `not-ready` NoExecute taint.
+    pub(crate) not_ready_since: Option<(Instant, SystemTime)>,
     /// Pod CIDR index (10.244.N.0/24).
     pub(crate) index: u8,
 }
@@ -666,7 +695,7 @@ impl Store {
         self.sync_nodes(views, now);
         self.sync_leases(timings, api_servers, now);
         self.sync_static_and_daemon_pods(now + timings.container_start);
-        self.evict_from_lost_nodes(timings, now);
+        self.evict_from_tainted_nodes(timings, now);
         self.finish_deletions(views, now);
         self.sync_deployments(timings, now);
         self.sync_attachments();
@@ -675,12 +704,18 @@ impl Store {
     /// Kubelets (re-)register and post status. Kubernetes: pkg/kubelet/kubelet_node_status.go.
     fn sync_nodes(&mut self, views: &[NodeView], now: Instant) {
         let wall = SystemTime::now();
+        let network = self.network_ready();
         for view in views {
             match self.nodes.get_mut(&view.name) {
                 Some(record) => {
                     record.view = view.clone();
                     record.heartbeat = now;
                     record.heartbeat_wall = wall;
+                    if view.ready && network {
+                        record.not_ready_since = None;
+                    } else {
+                        record.not_ready_since.get_or_insert((now, wall));
+                    }
                 }
                 None => {
                     let used: BTreeSet<u8> = self.nodes.values().map(|n| n.index).collect();
@@ -693,6 +728,7 @@ impl Store {
                             heartbeat_wall: wall,
                             unschedulable: false,
                             extra_labels: BTreeMap::new(),
+                            not_ready_since: None,
                             index,
                         },
                     );
@@ -774,6 +810,7 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        disruption: None,
                         ready_at: Some(ready_at),
                     });
                 }
@@ -799,6 +836,7 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        disruption: None,
                         ready_at: Some(ready_at),
                     });
                 }
@@ -816,18 +854,36 @@ impl Store {
         }
     }
 
-    /// When did the node's pods lose it: the kubelet's last status plus the grace period.
-    fn lost_since(&self, node: &str, timings: &KubeTimings, now: Instant) -> Option<Instant> {
-        let record = self.nodes.get(node)?;
-        (self.readiness(record, timings, now) == Readiness::Unknown)
-            .then(|| record.heartbeat + timings.node_monitor_grace)
+    /// Since when the node carries a NoExecute taint of the node lifecycle controller:
+    /// `node.kubernetes.io/not-ready` while its kubelet posts NotReady, `unreachable` once it
+    /// stopped posting for the grace period (the two swap in place, and the taint eviction
+    /// keeps counting from the first). Kubernetes: pkg/controller/nodelifecycle/
+    /// node_lifecycle_controller.go (`doNoExecuteTaintingPass`), pkg/controller/tainteviction/
+    /// taint_eviction.go (`processPodOnNode` keeps the earlier scheduled eviction).
+    pub(crate) fn tainted_since(
+        &self,
+        record: &NodeRecord,
+        timings: &KubeTimings,
+        now: Instant,
+    ) -> Option<Instant> {
+        let not_ready = record.not_ready_since.map(|(t, _)| t);
+        match self.readiness(record, timings, now) {
+            Readiness::Ready => None,
+            Readiness::NotReady => not_ready,
+            Readiness::Unknown => {
+                let unreachable = record.heartbeat + timings.node_monitor_grace;
+                Some(not_ready.map_or(unreachable, |t| t.min(unreachable)))
+            }
+        }
     }
 
-    /// Pods of a node that stayed unreachable past their `tolerationSeconds` are deleted; those
-    /// of DaemonSets and static pods tolerate it forever and stay.
-    /// Kubernetes: pkg/controller/tainteviction/taint_eviction.go,
+    /// Pods on a NotReady or unreachable node past their `tolerationSeconds` are deleted, with
+    /// the `DisruptionTarget` condition `DeletionByTaintManager` (no `NodeLost` reason: that
+    /// came from the node controller's own pod eviction, gone with `--enable-taint-manager`;
+    /// the pod shows Terminating); those of DaemonSets and static pods tolerate it forever
+    /// and stay. Kubernetes: pkg/controller/tainteviction/taint_eviction.go,
     /// pkg/controller/daemon/util/daemonset_util.go (DaemonSet tolerations).
-    fn evict_from_lost_nodes(&mut self, timings: &KubeTimings, now: Instant) {
+    fn evict_from_tainted_nodes(&mut self, timings: &KubeTimings, now: Instant) {
         let mut doomed = Vec::new();
         for (key, pod) in &self.pods {
             let Owner::ReplicaSet(rs) = &pod.owner else {
@@ -836,14 +892,19 @@ impl Store {
             if pod.deletion.is_some() {
                 continue;
             }
-            let Some(node) = &pod.node else { continue };
-            if let Some(since) = self.lost_since(node, timings, now) {
+            let Some(record) = pod.node.as_ref().and_then(|n| self.nodes.get(n)) else {
+                continue;
+            };
+            if let Some(since) = self.tainted_since(record, timings, now) {
                 if now.duration_since(since) >= self.toleration(rs, timings) {
                     doomed.push(key.clone());
                 }
             }
         }
         for key in doomed {
+            if let Some(pod) = self.pods.get_mut(&key) {
+                pod.disruption = Some(Disruption::TaintManager);
+            }
             self.delete_pod(&key, None, timings, now);
         }
     }
@@ -972,6 +1033,7 @@ impl Store {
                     claim: workload.claim.clone(),
                     priority_class: workload.priority_class,
                     deletion: None,
+                    disruption: None,
                     ready_at,
                 };
                 self.pods
@@ -1081,5 +1143,112 @@ impl Store {
         let record = self.nodes.remove(name)?;
         self.revision += 1;
         Some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubernetes::render::View;
+
+    /// Two workers whose kubelets post what the test sets.
+    struct Kubelets(Mutex<Vec<NodeView>>);
+
+    impl NodeSource for Kubelets {
+        fn nodes(&self) -> Vec<NodeView> {
+            self.0.lock().unwrap().clone()
+        }
+        fn delete(&self, _name: &str) -> Option<NodeView> {
+            None
+        }
+    }
+
+    fn worker(name: &str, index: u8) -> NodeView {
+        NodeView {
+            name: name.into(),
+            internal_ip: IpAddr::from([127, 0, 9, index]),
+            control_plane: false,
+            ready: true,
+            created: SystemTime::now(),
+            kubelet_version: "v1.35.0".into(),
+            static_pods: Vec::new(),
+            os_image: "Talos (v1.12.0)".into(),
+        }
+    }
+
+    #[test]
+    fn pods_of_a_not_ready_node_are_evicted_after_their_toleration_by_the_taint_manager() {
+        let kubelets = Arc::new(Kubelets(Mutex::new(vec![
+            worker("w-1", 1),
+            worker("w-2", 2),
+        ])));
+        let timings = KubeTimings::scaled(0.1, "v1.35.0");
+        let cluster = KubeCluster::new(kubelets.clone(), "v1.35.0".into(), timings);
+        let spec: WorkloadSpec =
+            serde_json::from_value(serde_json::json!({ "name": "web", "node": "w-1" })).unwrap();
+        cluster.place_workload(&spec).unwrap();
+        let web_on = |store: &Store, node: &str| {
+            store
+                .pods
+                .values()
+                .filter(|p| p.name.starts_with("web-") && p.node.as_deref() == Some(node))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // w-1's kubelet keeps posting, but NotReady.
+        kubelets.0.lock().unwrap()[0].ready = false;
+        let t0 = Instant::now();
+        let mut store = cluster.lock();
+        let views = kubelets.nodes();
+        store.sync(&timings, &views, &[], t0);
+        let node = View {
+            store: &store,
+            timings: &timings,
+            now: t0,
+        }
+        .node("w-1")
+        .unwrap();
+        let taints = node["spec"]["taints"].to_string();
+        assert!(
+            taints.contains(r#""effect":"NoExecute","key":"node.kubernetes.io/not-ready""#),
+            "{taints}"
+        );
+        // Within the toleration (300 s) the pod stays.
+        store.sync(
+            &timings,
+            &views,
+            &[],
+            t0 + timings.unreachable_toleration / 2,
+        );
+        assert!(web_on(&store, "w-1")[0].deletion.is_none());
+        // Past it, the taint manager deletes it: Terminating with DeletionByTaintManager; the
+        // ReplicaSet makes a new one on w-2.
+        let late = t0 + timings.unreachable_toleration;
+        store.sync(&timings, &views, &[], late);
+        let evicted = web_on(&store, "w-1");
+        assert!(evicted[0].deletion.is_some());
+        let shown = View {
+            store: &store,
+            timings: &timings,
+            now: late,
+        }
+        .pod(&evicted[0]);
+        assert!(
+            shown["metadata"]["deletionTimestamp"].is_string(),
+            "{shown}"
+        );
+        let conditions = shown["status"]["conditions"].to_string();
+        assert!(
+            conditions.contains(r#""reason":"DeletionByTaintManager""#),
+            "{conditions}"
+        );
+        assert!(
+            shown["status"].get("reason").is_none(),
+            "no NodeLost: {shown}"
+        );
+        assert_eq!(web_on(&store, "w-2").len(), 1);
+        // The NotReady kubelet still runs: it removes the pod once its containers stopped.
+        store.sync(&timings, &views, &[], late + timings.container_stop * 2);
+        assert!(web_on(&store, "w-1").is_empty());
     }
 }

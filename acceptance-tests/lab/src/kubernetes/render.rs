@@ -152,6 +152,9 @@ impl View<'_> {
             }
             Readiness::NotReady => {
                 taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
+                if let Some((_, since)) = record.not_ready_since {
+                    taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "timeAdded": rfc3339(since)}));
+                }
             }
             Readiness::Ready => {}
         }
@@ -312,6 +315,10 @@ impl View<'_> {
                 json!("0/N nodes are available: no node is Ready and schedulable.");
         }
         conditions.push(json!({ "type": "Ready", "status": if ready { "True" } else { "False" } }));
+        if let Some(disruption) = pod.disruption {
+            let (reason, message) = disruption.reason();
+            conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": reason, "message": message }));
+        }
         let node_ip = pod
             .node
             .as_ref()
