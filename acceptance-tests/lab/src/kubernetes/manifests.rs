@@ -14,6 +14,7 @@
 //!   what Talos created; an object in it is skipped, an existing one is added to it, a missing
 //!   one is created by server-side apply (field manager `talos`) with the annotation
 //!   `config.k8s.io/owning-inventory`. An object deleted by hand stays deleted.
+//!
 //! Updating the objects is `talosctl upgrade-k8s`'s job (castle's Kubernetes upgrade does it for
 //! the bootstrap manifests' images).
 
