@@ -728,7 +728,7 @@ impl Store {
                             heartbeat_wall: wall,
                             unschedulable: false,
                             extra_labels: BTreeMap::new(),
-                            not_ready_since: None,
+                            not_ready_since: (!(view.ready && network)).then_some((now, wall)),
                             index,
                         },
                     );
