@@ -1168,3 +1168,87 @@ fn applied_configs(state: &ClusterState) -> BTreeMap<String, String> {
         _ => BTreeMap::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: Option<&str>) -> Value<String> {
+        s.map(|s| Value::Value(s.to_string()))
+            .unwrap_or(Value::Null)
+    }
+
+    fn cluster(nodes: &[(&str, Value<String>, Value<String>)]) -> ClusterState {
+        ClusterState {
+            node: Value::Value(
+                nodes
+                    .iter()
+                    .map(|(name, vm_id, mac)| {
+                        Value::Value(state::NodeEntry {
+                            name: value(Some(name)),
+                            vm_id: vm_id.clone(),
+                            mac_address: mac.clone(),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_vm_or_one_being_created_replaces_the_nodes_machine() {
+        let prior = cluster(&[
+            (
+                "cp-1",
+                value(Some("pve1/101")),
+                value(Some("bc:24:11:00:00:01")),
+            ),
+            (
+                "cp-2",
+                value(Some("pve1/102")),
+                value(Some("bc:24:11:00:00:02")),
+            ),
+        ]);
+        let planned = cluster(&[
+            (
+                "cp-1",
+                value(Some("pve1/106")),
+                value(Some("bc:24:11:00:00:06")),
+            ),
+            ("cp-2", Value::Unknown, Value::Unknown),
+        ]);
+        assert_eq!(replaced_nodes(&prior, &planned), vec!["cp-1", "cp-2"]);
+    }
+
+    #[test]
+    fn a_new_mac_on_the_same_vm_is_not_a_replacement() {
+        let prior = cluster(&[(
+            "w-1",
+            value(Some("pve1/104")),
+            value(Some("bc:24:11:00:00:04")),
+        )]);
+        let planned = cluster(&[(
+            "w-1",
+            value(Some("pve1/104")),
+            value(Some("BC:24:11:AA:BB:01")),
+        )]);
+        assert!(replaced_nodes(&prior, &planned).is_empty());
+    }
+
+    #[test]
+    fn a_node_without_vm_id_is_replaced_by_its_new_mac_and_warned_of_naming_vm_id() {
+        let prior = cluster(&[("w-1", Value::Null, value(Some("bc:24:11:00:00:04")))]);
+        let planned = cluster(&[("w-1", Value::Null, Value::Unknown)]);
+        assert_eq!(replaced_nodes(&prior, &planned), vec!["w-1"]);
+        let mut diags = Diagnostics::default();
+        warn_of_replacements(&mut diags, &prior, &planned);
+        let said = format!("{diags:?}");
+        assert!(said.contains("Node w-1 has no vm_id"), "{said}");
+        assert!(
+            said.contains("vm_id = castle_proxmox_vm.<name>.id"),
+            "{said}"
+        );
+    }
+}
