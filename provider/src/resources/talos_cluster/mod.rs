@@ -31,6 +31,7 @@ use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
+use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::{
     generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
 };
@@ -539,7 +540,10 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
-                coredns_image: &desired.coredns_image,
+                release_images: ReleaseImages {
+                    coredns: &desired.coredns_image,
+                    flannel: &desired.flannel_image,
+                },
                 extensions: desired.extensions.as_deref(),
                 power: None,
             };
@@ -635,7 +639,10 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
-                coredns_image: &desired.coredns_image,
+                release_images: ReleaseImages {
+                    coredns: &desired.coredns_image,
+                    flannel: &desired.flannel_image,
+                },
                 extensions: desired.extensions.as_deref(),
                 power: power.as_ref().map(|p| p as &dyn cluster::VmPower),
             };
@@ -895,6 +902,9 @@ fn desired(
             .map_err(|e| e.to_string())?,
         coredns_image: TalosVersion::parse(&spec.talos_version)
             .map(|v| v.minor.default_coredns_image().to_string())
+            .map_err(|e| e.to_string())?,
+        flannel_image: TalosVersion::parse(&spec.talos_version)
+            .map(|v| v.minor.flannel_image().to_string())
             .map_err(|e| e.to_string())?,
         extensions: spec
             .install_image
