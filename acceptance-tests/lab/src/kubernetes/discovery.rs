@@ -20,6 +20,8 @@ pub(crate) struct Resource {
 const READ: &[&str] = &["get", "list", "watch"];
 const READ_DELETE: &[&str] = &["delete", "get", "list", "watch"];
 const READ_PATCH: &[&str] = &["get", "list", "patch", "watch"];
+/// Objects kept as written: read and server-side applied.
+const READ_APPLY: &[&str] = &["create", "get", "list", "patch", "watch"];
 const READ_PATCH_DELETE: &[&str] = &["delete", "get", "list", "patch", "update", "watch"];
 
 /// Every resource the emulated API serves.
@@ -61,7 +63,7 @@ pub(crate) const RESOURCES: &[Resource] = &[
         singular: "service",
         kind: "Service",
         namespaced: true,
-        verbs: READ,
+        verbs: READ_PATCH,
         short_names: &["svc"],
     },
     Resource {
@@ -122,6 +124,46 @@ pub(crate) const RESOURCES: &[Resource] = &[
         kind: "VolumeAttachment",
         namespaced: false,
         verbs: READ,
+        short_names: &[],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        verbs: READ_APPLY,
+        short_names: &["cm"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        verbs: READ_APPLY,
+        short_names: &["sa"],
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        verbs: READ_APPLY,
+        short_names: &[],
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        verbs: READ_APPLY,
         short_names: &[],
     },
 ];
