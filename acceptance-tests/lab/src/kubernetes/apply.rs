@@ -130,3 +130,42 @@ pub(crate) fn apply_service(existing: Option<Value>, doc: &Value) -> Response {
     }
     Json(existing).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(manager: Option<&str>) -> HashMap<String, String> {
+        manager
+            .map(|m| HashMap::from([("fieldManager".to_string(), m.to_string())]))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_apply_needs_a_field_manager_and_the_urls_name() {
+        let body = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns"}}"#;
+        let refused = applied_object("coredns", &query(None), body).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let refused = applied_object("other", &query(Some("talos")), body).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(applied_object("coredns", &query(Some("talos")), body).is_ok());
+    }
+
+    #[test]
+    fn a_services_cluster_ip_may_not_change_once_set() {
+        let existing = json!({ "metadata": { "name": "kube-dns" },
+            "spec": { "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"] } });
+        let moved =
+            json!({ "metadata": { "name": "kube-dns" }, "spec": { "clusterIP": "10.96.0.99" } });
+        assert_eq!(
+            apply_service(Some(existing.clone()), &moved).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let same =
+            json!({ "metadata": { "name": "kube-dns" }, "spec": { "clusterIPs": ["10.96.0.10"] } });
+        assert_eq!(
+            apply_service(Some(existing), &same).status(),
+            StatusCode::OK
+        );
+    }
+}

@@ -985,7 +985,8 @@ fn warn_of_upgrades(
             format!(
                 "The nodes run Kubernetes {} and will run {}, as talosctl upgrade-k8s does it: kube-apiserver, \
                  kube-controller-manager and kube-scheduler on {} one node at a time (each static pod Ready on {} \
-                 before the next), then the kubelets on {} one by one, then the kube-proxy and CoreDNS manifests. \
+                 before the next), then the kubelets on {} one by one, then the bootstrap manifests (flannel, kube-proxy, \
+                 CoreDNS), rolled out. \
                  Components that already run {} (an upgrade cut short) are left as they are.",
                 from.join(", "),
                 desired.kubernetes,
