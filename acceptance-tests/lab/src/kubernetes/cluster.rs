@@ -495,6 +495,7 @@ impl KubeCluster {
         &self,
         addons: &KubeAddons,
         default_coredns: &str,
+        flannel: &str,
         server_side_apply: bool,
     ) {
         if self.lock().settings != addons.settings {
@@ -503,21 +504,28 @@ impl KubeCluster {
         self.apply_bootstrap(
             addons.proxy_image.as_deref(),
             addons.coredns_image.as_deref().unwrap_or(default_coredns),
+            flannel,
             server_side_apply,
         );
         self.apply_manifests(&addons.manifests, server_side_apply);
     }
 
-    /// The bootstrap manifests' images: kube-proxy's and CoreDNS's as the control plane's
-    /// config renders them. Talos before 1.13 creates them once and leaves them (an upgrade has
+    /// The bootstrap manifests' images: kube-proxy's, CoreDNS's and flannel's as the control
+    /// plane's config and Talos release render them. Talos before 1.13 creates them once and leaves them (an upgrade has
     /// to apply them again, as `talosctl upgrade-k8s` does); 1.13 server-side applies them on
     /// every change (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
-    fn apply_bootstrap(&self, proxy: Option<&str>, coredns: &str, server_side_apply: bool) {
+    fn apply_bootstrap(
+        &self,
+        proxy: Option<&str>,
+        coredns: &str,
+        flannel: &str,
+        server_side_apply: bool,
+    ) {
         let mut store = self.lock();
         if store.bootstrapped && !server_side_apply {
             return;
         }
-        store.bootstrapped = true;
+        let first = !std::mem::replace(&mut store.bootstrapped, true);
         if let Some(image) = proxy {
             store.set_image(
                 "DaemonSet",
@@ -528,6 +536,22 @@ impl KubeCluster {
             );
         }
         store.set_image("Deployment", "kube-system", "coredns", "coredns", coredns);
+        store.set_image(
+            "DaemonSet",
+            "kube-system",
+            "kube-flannel",
+            "kube-flannel",
+            flannel,
+        );
+        if first {
+            // Created with these images: the first generation.
+            for ds in store.daemonsets.values_mut() {
+                ds.generation = 1;
+            }
+            for w in store.workloads.values_mut() {
+                w.generation = 1;
+            }
+        }
     }
 
     /// The network add-ons the machine config asks for; kube-proxy's and flannel's DaemonSets
