@@ -1,7 +1,8 @@
 """Day 2 on the flagship example: Kubernetes upgraded by one minor release with one edit of
 `kubernetes_version` and one `terraform apply`, as `talosctl upgrade-k8s` does it; a jump over a
 minor release refused at plan time; an upgrade cut short by a node that refuses its config
-resumes on the next apply.
+resumes on the next apply; after each upgrade the bootstrap manifests (flannel, kube-proxy,
+CoreDNS) are applied again and rolled out.
 
 Runs the whole lab (`castle-lab up`: Proxmox, Talos nodes behind VIP 127.0.0.210, Infisical)
 on its default addresses, so run it in a network namespace of its own (see README).
@@ -96,6 +97,25 @@ def assert_runs(t, version):
     assert t.plan_is_empty(), t.plan()
 
 
+# The flannel image Talos v1.12 renders (pkg/images/list.go, constants.go FlannelVersion).
+FLANNEL = 'ghcr.io/siderolabs/flannel:v0.27.4'
+
+
+def rolled_out(t, kind, name):
+    """A workload as kubectl shows it, with its rollout complete: the new generation observed,
+    every pod on the current template and Ready."""
+    o = json.loads(kubectl(t, 'get', kind, name, '-n', 'kube-system', '-o', 'json'))
+    status = o['status']
+    assert status.get('observedGeneration') == o['metadata']['generation'], (name, o['metadata'], status)
+    if kind == 'daemonset':
+        want = status['desiredNumberScheduled']
+        assert want > 0 and status['updatedNumberScheduled'] == status['numberReady'] == want, (name, status)
+    else:
+        want = status['replicas']
+        assert want > 0 and status['updatedReplicas'] == status['readyReplicas'] == want, (name, status)
+    return o
+
+
 def test_kubernetes_is_upgraded_one_minor_at_a_time_and_an_interrupted_upgrade_resumes(flagship):
     t = flagship
     set_kubernetes_version(t, 'v1.33.5')
@@ -114,6 +134,7 @@ def test_kubernetes_is_upgraded_one_minor_at_a_time_and_an_interrupted_upgrade_r
     assert 'The nodes run Kubernetes v1.33.5 and will run v1.34.2' in plan, plan
     t.apply()
     assert_runs(t, 'v1.34.2')
+    proxy_generation = rolled_out(t, 'daemonset', 'kube-proxy')['metadata']['generation']
 
     # A worker refuses its next config half-way through the next upgrade: the apply fails
     # naming it, and the next apply finishes the job from where it stopped.
@@ -126,3 +147,23 @@ def test_kubernetes_is_upgraded_one_minor_at_a_time_and_an_interrupted_upgrade_r
     assert versions['w-2'] == 'v1.34.2' and versions['cp-1'] == 'v1.35.0', nodes
     t.apply()
     assert_runs(t, 'v1.35.0')
+
+    # The bootstrap manifests were applied again as talosctl upgrade-k8s does: kube-proxy moved
+    # to a new generation and rolled out, CoreDNS and flannel run the release's images with
+    # every pod on them, and the manifests' other objects are there to read.
+    proxy = rolled_out(t, 'daemonset', 'kube-proxy')
+    assert proxy['metadata']['generation'] > proxy_generation, proxy['metadata']
+    flannel = rolled_out(t, 'daemonset', 'kube-flannel')
+    assert flannel['spec']['template']['spec']['containers'][0]['image'] == FLANNEL, flannel['spec']
+    rolled_out(t, 'deployment', 'coredns')
+    pods = json.loads(kubectl(t, 'get', 'pods', '-n', 'kube-system', '-o', 'json'))['items']
+    images = {}
+    for p in pods:
+        images.setdefault(p['metadata']['labels'].get('k8s-app'), set()).add(p['spec']['containers'][0]['image'])
+    assert images['flannel'] == {FLANNEL}, images
+    assert images['kube-dns'] == {'registry.k8s.io/coredns/coredns:v1.13.2'}, images
+    corefile = json.loads(kubectl(t, 'get', 'configmap', 'coredns', '-n', 'kube-system', '-o', 'json'))
+    assert 'kubernetes cluster.local in-addr.arpa ip6.arpa' in corefile['data']['Corefile'], corefile
+    binding = json.loads(kubectl(t, 'get', 'clusterrolebinding', 'kube-proxy', '-o', 'json'))
+    assert binding['roleRef']['name'] == 'system:node-proxier', binding
+    assert t.plan_is_empty(), t.plan()

@@ -3,6 +3,7 @@
 //! them: [`system`]), to drain a node as `kubectl drain` does ([`drain`]) and to remove it.
 //! No Terraform types.
 
+pub mod apply;
 pub mod drain;
 pub mod endpoints;
 pub mod system;

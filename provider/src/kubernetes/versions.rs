@@ -1,9 +1,8 @@
 //! What releases the Kubernetes components run, as the cluster reports them (the mirror pods
-//! of the static pods, the Node's kubelet version, the kube-proxy DaemonSet), and the
-//! server-side apply of a bootstrap manifest's new image: what `talosctl upgrade-k8s` reads and
-//! writes through the Kubernetes API.
+//! of the static pods, the Node's kubelet version, the kube-proxy DaemonSet): what
+//! `talosctl upgrade-k8s` reads through the Kubernetes API to know where an upgrade stands.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{status_message, KubeClient, KubeError};
 
@@ -120,49 +119,6 @@ impl KubeClient {
                 url: format!("{}{path}", self.server()),
                 status,
                 message: status_message(&body),
-            }),
-        }
-    }
-
-    /// Server-side applies `image` to container `container` of a kube-system workload
-    /// (`DaemonSet` or `Deployment`), as Talos's field manager, taking the field over. An
-    /// absent object (kube-proxy disabled) is left absent.
-    // Talos: pkg/cluster/kubernetes/talos_managed.go (v1.12.0) syncManifests (go-kubernetes
-    // manifests.SyncWithLog applies the bootstrap manifests with server-side apply), field
-    // manager "talos" (pkg/machinery/constants KubernetesFieldManagerName, v1.13.0).
-    pub async fn apply_image(
-        &self,
-        kind: &str,
-        name: &str,
-        container: &str,
-        image: &str,
-    ) -> Result<bool, KubeError> {
-        let resource = match kind {
-            "DaemonSet" => "daemonsets",
-            _ => "deployments",
-        };
-        let path = format!(
-            "/apis/apps/v1/namespaces/kube-system/{resource}/{name}?fieldManager=talos&force=true"
-        );
-        let body = json!({
-            "apiVersion": "apps/v1", "kind": kind,
-            "metadata": { "name": name, "namespace": "kube-system" },
-            "spec": { "template": { "spec": { "containers": [{ "name": container, "image": image }] } } },
-        });
-        let (status, text) = self
-            .send(
-                reqwest::Method::PATCH,
-                &path,
-                Some(("application/apply-patch+yaml", body.to_string())),
-            )
-            .await?;
-        match status {
-            200 | 201 => Ok(true),
-            404 => Ok(false),
-            _ => Err(KubeError::Status {
-                url: format!("{}{path}", self.server()),
-                status,
-                message: status_message(&text),
             }),
         }
     }

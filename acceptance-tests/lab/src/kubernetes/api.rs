@@ -1,6 +1,7 @@
 //! The REST paths of the served resources: list and get (JSON, or a `Table` when kubectl asks),
 //! Node patch (cordon) and delete, Pod delete with a grace period, PodDisruptionBudget delete,
-//! and the `pods/eviction` subresource that honours PodDisruptionBudgets.
+//! the `pods/eviction` subresource that honours PodDisruptionBudgets, and server-side apply of
+//! workloads and of the bootstrap manifests' other objects ([`apply`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use super::apply;
 use super::cluster::KubeCluster;
 use super::discovery::{self, Resource};
 use super::render::{self, View};
@@ -159,7 +161,28 @@ pub(crate) async fn dispatch(
         (&Method::PATCH, Some(name), None)
             if matches!(t.resource.name.as_str(), "daemonsets" | "deployments") =>
         {
+            if apply::is_apply(&headers) {
+                if let Err(refused) = apply::applied_object(name, &query, &body) {
+                    return refused;
+                }
+            }
             patch_workload(&cluster, &t, name, &body)
+        }
+        (&Method::PATCH, Some(name), None)
+            if apply::is_apply(&headers)
+                && (t.resource.name == "services" || !discovery::modelled(&t.resource)) =>
+        {
+            let doc = match apply::applied_object(name, &query, &body) {
+                Ok(doc) => doc,
+                Err(refused) => return refused,
+            };
+            if t.resource.name == "services" {
+                apply::apply_service(one(&cluster, &t, name), &doc)
+            } else {
+                apply::apply_kept(&cluster, &t.resource, t.namespace, doc, |c| {
+                    one(c, &t, name)
+                })
+            }
         }
         (&Method::DELETE, Some(name), None) if t.resource.name == "nodes" => {
             delete_node(&cluster, name)

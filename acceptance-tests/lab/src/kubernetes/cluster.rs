@@ -280,6 +280,8 @@ pub(crate) struct Pod {
 #[derive(Debug, Clone)]
 pub(crate) struct Workload {
     pub(crate) namespace: String,
+    /// `metadata.generation`: 1, and one more for each change of the pod template.
+    pub(crate) generation: i64,
     pub(crate) name: String,
     pub(crate) replicas: u32,
     pub(crate) hash: String,
@@ -298,6 +300,8 @@ pub(crate) struct Workload {
 #[derive(Debug, Clone)]
 pub(crate) struct DaemonSet {
     pub(crate) name: String,
+    /// `metadata.generation`: 1, and one more for each change of the pod template.
+    pub(crate) generation: i64,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) containers: Vec<(String, String)>,
     pub(crate) created: SystemTime,
@@ -451,6 +455,7 @@ impl KubeCluster {
             ("kube-system".into(), "coredns".into()),
             Workload {
                 namespace: "kube-system".into(),
+                generation: 1,
                 name: "coredns".into(),
                 replicas: 2,
                 hash: suffix(10),
@@ -474,6 +479,7 @@ impl KubeCluster {
             "kube-proxy".into(),
             DaemonSet {
                 name: "kube-proxy".into(),
+                generation: 1,
                 labels: labels(&[("k8s-app", "kube-proxy")]),
                 containers: vec![(
                     "kube-proxy".into(),
@@ -486,6 +492,7 @@ impl KubeCluster {
             "kube-flannel".into(),
             DaemonSet {
                 name: "kube-flannel".into(),
+                generation: 1,
                 labels: labels(&[("app", "flannel"), ("k8s-app", "flannel")]),
                 containers: vec![(
                     "kube-flannel".into(),
@@ -563,6 +570,7 @@ impl KubeCluster {
             (spec.namespace.clone(), spec.name.clone()),
             Workload {
                 namespace: spec.namespace.clone(),
+                generation: 1,
                 name: spec.name.clone(),
                 replicas: spec.replicas,
                 hash: suffix(10),
@@ -596,16 +604,16 @@ impl Store {
         container: &str,
         image: &str,
     ) -> bool {
-        let containers = match kind {
+        let (containers, generation) = match kind {
             "DaemonSet" => match self.daemonsets.get_mut(name) {
-                Some(ds) => &mut ds.containers,
+                Some(ds) => (&mut ds.containers, &mut ds.generation),
                 None => return false,
             },
             _ => match self
                 .workloads
                 .get_mut(&(namespace.to_string(), name.to_string()))
             {
-                Some(w) => &mut w.containers,
+                Some(w) => (&mut w.containers, &mut w.generation),
                 None => return false,
             },
         };
@@ -616,6 +624,9 @@ impl Store {
             return true;
         }
         slot.1 = image.to_string();
+        // Kubernetes: pkg/registry/apps/daemonset/strategy.go, deployment/strategy.go
+        // PrepareForUpdate: a changed spec bumps metadata.generation.
+        *generation += 1;
         self.revision += 1;
         if kind == "Deployment" {
             let key = (namespace.to_string(), name.to_string());

@@ -21,6 +21,8 @@ pub(crate) struct Resource {
 const READ: &[&str] = &["get", "list", "watch"];
 const READ_DELETE: &[&str] = &["delete", "get", "list", "watch"];
 const READ_PATCH: &[&str] = &["get", "list", "patch", "watch"];
+/// Objects kept as written: read, server-side applied, deleted.
+const READ_APPLY_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
 const READ_PATCH_DELETE: &[&str] = &["delete", "get", "list", "patch", "update", "watch"];
 
 /// group, version, plural, singular, kind, namespaced, verbs, short names.
@@ -65,7 +67,7 @@ const MODELLED: &[Row] = &[
         "service",
         "Service",
         true,
-        READ,
+        READ_PATCH,
         &["svc"],
     ),
     (
@@ -142,7 +144,7 @@ const STORED: &[Row] = &[
         "configmap",
         "ConfigMap",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["cm"],
     ),
     (
@@ -152,7 +154,7 @@ const STORED: &[Row] = &[
         "secret",
         "Secret",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -162,7 +164,7 @@ const STORED: &[Row] = &[
         "serviceaccount",
         "ServiceAccount",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["sa"],
     ),
     (
@@ -172,7 +174,7 @@ const STORED: &[Row] = &[
         "persistentvolumeclaim",
         "PersistentVolumeClaim",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["pvc"],
     ),
     (
@@ -182,10 +184,19 @@ const STORED: &[Row] = &[
         "statefulset",
         "StatefulSet",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["sts"],
     ),
-    ("batch", "v1", "jobs", "job", "Job", true, READ_DELETE, &[]),
+    (
+        "batch",
+        "v1",
+        "jobs",
+        "job",
+        "Job",
+        true,
+        READ_APPLY_DELETE,
+        &[],
+    ),
     (
         "batch",
         "v1",
@@ -193,7 +204,7 @@ const STORED: &[Row] = &[
         "cronjob",
         "CronJob",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["cj"],
     ),
     (
@@ -203,7 +214,7 @@ const STORED: &[Row] = &[
         "role",
         "Role",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -213,7 +224,7 @@ const STORED: &[Row] = &[
         "rolebinding",
         "RoleBinding",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -223,7 +234,7 @@ const STORED: &[Row] = &[
         "clusterrole",
         "ClusterRole",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -233,7 +244,7 @@ const STORED: &[Row] = &[
         "clusterrolebinding",
         "ClusterRoleBinding",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -243,7 +254,7 @@ const STORED: &[Row] = &[
         "customresourcedefinition",
         "CustomResourceDefinition",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["crd", "crds"],
     ),
     (
@@ -253,7 +264,7 @@ const STORED: &[Row] = &[
         "networkpolicy",
         "NetworkPolicy",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["netpol"],
     ),
     (
@@ -263,7 +274,7 @@ const STORED: &[Row] = &[
         "ingress",
         "Ingress",
         true,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["ing"],
     ),
     (
@@ -273,7 +284,7 @@ const STORED: &[Row] = &[
         "ingressclass",
         "IngressClass",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -283,7 +294,7 @@ const STORED: &[Row] = &[
         "storageclass",
         "StorageClass",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["sc"],
     ),
     (
@@ -293,7 +304,7 @@ const STORED: &[Row] = &[
         "priorityclass",
         "PriorityClass",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &["pc"],
     ),
     (
@@ -303,7 +314,7 @@ const STORED: &[Row] = &[
         "mutatingwebhookconfiguration",
         "MutatingWebhookConfiguration",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
     (
@@ -313,7 +324,7 @@ const STORED: &[Row] = &[
         "validatingwebhookconfiguration",
         "ValidatingWebhookConfiguration",
         false,
-        READ_DELETE,
+        READ_APPLY_DELETE,
         &[],
     ),
 ];

@@ -70,22 +70,36 @@ fn inventory_entry(group: &str, kind: &str, namespace: &str, name: &str) -> Stri
 impl KubeCluster {
     /// The add-ons of a control plane's config: network settings, then the bootstrap and the
     /// cluster's manifests, as the node's Talos release applies them.
-    pub fn apply_addons(&self, addons: &KubeAddons, default_coredns: &str, rule: ManifestRule) {
+    pub fn apply_addons(
+        &self,
+        addons: &KubeAddons,
+        default_coredns: &str,
+        flannel: &str,
+        rule: ManifestRule,
+    ) {
         if self.lock().settings != addons.settings {
             self.configure(addons.settings.clone());
         }
         self.apply_bootstrap(
             addons.proxy_image.as_deref(),
             addons.coredns_image.as_deref().unwrap_or(default_coredns),
+            flannel,
             rule,
         );
         self.apply_manifests(&addons.manifests, rule);
     }
 
-    /// The bootstrap manifests' images: kube-proxy's and CoreDNS's as the first control plane's
-    /// config renders them, set once; a later change is applied by a Kubernetes upgrade
-    /// (`talosctl upgrade-k8s`, castle's upgrade). From 1.13 the inventory records them.
-    fn apply_bootstrap(&self, proxy: Option<&str>, coredns: &str, rule: ManifestRule) {
+    /// The bootstrap manifests' images: kube-proxy's, CoreDNS's and flannel's as the first
+    /// control plane's config and Talos release render them, set once (the objects' first
+    /// generation); a later change is applied by a Kubernetes upgrade (`talosctl upgrade-k8s`,
+    /// castle's upgrade). From 1.13 the inventory records them.
+    fn apply_bootstrap(
+        &self,
+        proxy: Option<&str>,
+        coredns: &str,
+        flannel: &str,
+        rule: ManifestRule,
+    ) {
         let mut store = self.lock();
         if !store.bootstrapped {
             store.bootstrapped = true;
@@ -99,6 +113,19 @@ impl KubeCluster {
                 );
             }
             store.set_image("Deployment", "kube-system", "coredns", "coredns", coredns);
+            store.set_image(
+                "DaemonSet",
+                "kube-system",
+                "kube-flannel",
+                "kube-flannel",
+                flannel,
+            );
+            for ds in store.daemonsets.values_mut() {
+                ds.generation = 1;
+            }
+            for w in store.workloads.values_mut() {
+                w.generation = 1;
+            }
         }
         if rule == ManifestRule::Inventory {
             let mut entries = store.inventory();

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 mod api;
+mod apply;
 pub mod cluster;
 mod discovery;
 mod eviction;

@@ -486,16 +486,21 @@ impl View<'_> {
                     .filter(|p| p.owner == Owner::DaemonSet(ds.name.clone()))
                     .collect();
                 let ready = pods.iter().filter(|p| self.store.pod_ready(p, self.timings, self.now)).count();
+                // Kubernetes: pkg/controller/daemon/daemon_controller.go updateDaemonSetStatus:
+                // updated pods are those of the current template; the controller has observed
+                // the generation once it synced (the lab syncs on every read).
+                let updated = pods.iter().filter(|p| p.containers == ds.containers && p.deletion.is_none()).count();
                 let mut m = meta(&ds.name, Some("kube-system"), &format!("daemonset-{}", ds.name), ds.created, self.rv());
                 m["labels"] = labels_json(&ds.labels);
+                m["generation"] = json!(ds.generation);
                 json!({
                     "kind": "DaemonSet", "apiVersion": "apps/v1", "metadata": m,
                     "spec": { "selector": { "matchLabels": labels_json(&ds.labels) },
                               "template": { "metadata": { "labels": labels_json(&ds.labels) },
                                             "spec": { "containers": containers_json(&ds.containers) } } },
                     "status": { "desiredNumberScheduled": pods.len(), "currentNumberScheduled": pods.len(),
-                                "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": pods.len(),
-                                "numberMisscheduled": 0 },
+                                "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": updated,
+                                "numberMisscheduled": 0, "observedGeneration": ds.generation },
                 })
             })
             .collect()
@@ -511,12 +516,14 @@ impl View<'_> {
                 let ready = pods.iter().filter(|p| self.store.pod_ready(p, self.timings, self.now)).count();
                 let mut m = meta(&w.name, Some(&w.namespace), &format!("deployment-{}", w.name), w.created, self.rv());
                 m["labels"] = labels_json(&w.labels);
+                m["generation"] = json!(w.generation);
                 json!({
                     "kind": "Deployment", "apiVersion": "apps/v1", "metadata": m,
                     "spec": { "replicas": w.replicas, "selector": { "matchLabels": labels_json(&w.labels) },
                               "template": { "metadata": { "labels": labels_json(&w.labels) },
                                             "spec": { "containers": containers_json(&w.containers) } } },
-                    "status": { "replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": pods.len() },
+                    "status": { "replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": pods.len(),
+                                "observedGeneration": w.generation },
                 })
             })
             .collect()

@@ -31,6 +31,7 @@ use crate::resources::diag::unable;
 use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
+use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::{
     generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
 };
@@ -548,7 +549,10 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
-                coredns_image: &desired.coredns_image,
+                release_images: ReleaseImages {
+                    coredns: &desired.coredns_image,
+                    flannel: &desired.flannel_image,
+                },
                 extensions: desired.extensions.as_deref(),
                 power: None,
             };
@@ -647,7 +651,10 @@ impl Resource for TalosClusterResource {
                 deadline,
                 image: &desired.image,
                 target: &desired.target,
-                coredns_image: &desired.coredns_image,
+                release_images: ReleaseImages {
+                    coredns: &desired.coredns_image,
+                    flannel: &desired.flannel_image,
+                },
                 extensions: desired.extensions.as_deref(),
                 power: power.as_ref().map(|p| p as &dyn cluster::VmPower),
             };
@@ -933,6 +940,9 @@ fn desired(
         coredns_image: TalosVersion::parse(&spec.talos_version)
             .map(|v| v.minor.default_coredns_image().to_string())
             .map_err(|e| e.to_string())?,
+        flannel_image: TalosVersion::parse(&spec.talos_version)
+            .map(|v| v.minor.flannel_image().to_string())
+            .map_err(|e| e.to_string())?,
         extensions: spec
             .install_image
             .is_none()
@@ -1025,7 +1035,8 @@ fn warn_of_upgrades(
             format!(
                 "The nodes run Kubernetes {} and will run {}, as talosctl upgrade-k8s does it: kube-apiserver, \
                  kube-controller-manager and kube-scheduler on {} one node at a time (each static pod Ready on {} \
-                 before the next), then the kubelets on {} one by one, then the kube-proxy and CoreDNS manifests. \
+                 before the next), then the kubelets on {} one by one, then the bootstrap manifests (flannel, kube-proxy, \
+                 CoreDNS), rolled out. \
                  Components that already run {} (an upgrade cut short) are left as they are.",
                 from.join(", "),
                 desired.kubernetes,

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::kubernetes::drain::DrainError;
+use crate::kubernetes::KubeError;
 use crate::talos::client::TalosError;
 
 /// What went wrong, on which node.
@@ -66,7 +67,44 @@ pub enum ClusterError {
     /// the deadline, or the Kubernetes API failed); the message names the pod and what to do.
     #[error("{0}")]
     Drain(#[from] DrainError),
+    /// The Kubernetes API refused or could not take a call castle needs (during a Kubernetes
+    /// upgrade: a bootstrap manifest's object); names the object and what to do.
+    #[error(
+        "unable to {action} {object} through the Kubernetes API: {source}. {}",
+        kube_hint(source, object)
+    )]
+    Kubernetes {
+        /// What castle was doing, e.g. "server-side apply".
+        action: String,
+        /// The object, e.g. "DaemonSet kube-system/kube-proxy", or "the cluster's API".
+        object: String,
+        /// The error.
+        #[source]
+        source: KubeError,
+    },
     /// Bad credentials in state or settings.
     #[error("{0}")]
     Credentials(String),
+}
+
+/// What to do about a Kubernetes API error, by its kind. Whatever was done before stays done:
+/// the next apply resumes from what the cluster reports.
+fn kube_hint(error: &KubeError, object: &str) -> String {
+    match error {
+        KubeError::Credentials(_) => "The admin kubeconfig's certificates in state cannot be used: the state \
+            is damaged; restore it from a backup, then apply again."
+            .into(),
+        KubeError::Transport { .. } => "Check that the control planes are up and the API server answers at \
+            the cluster endpoint, then apply again: the upgrade resumes where it stopped."
+            .into(),
+        KubeError::Status { status, .. } if *status == 401 || *status == 403 => format!(
+            "The admin credentials were refused for {object}; check the cluster's RBAC and that the \
+             kubeconfig in state belongs to this cluster, then apply again."
+        ),
+        KubeError::Status { .. } => format!(
+            "Look at {object} in the cluster (kubectl get -o yaml) for what conflicts with the manifest \
+             Talos renders (a field changed by hand that Kubernetes does not allow to change); fix or \
+             delete it, then apply again: the upgrade resumes with the manifests."
+        ),
+    }
 }

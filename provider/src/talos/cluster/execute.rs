@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::kubernetes_upgrade::{self, Releases};
 use super::plan::Step;
 use super::{Access, ClusterError, ClusterNode, Replacement, ResetOutcome, VmPower};
+use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::Component;
 
 /// What Talos answered to a config applied to a running node.
@@ -71,8 +72,8 @@ pub trait NodeOperations: Sync {
         component: Component,
         version: &str,
     ) -> Result<(), ClusterError>;
-    /// Applies the bootstrap manifests (kube-proxy, CoreDNS) again with the images `cluster`'s
-    /// configs give them.
+    /// Applies the bootstrap manifests (flannel, kube-proxy, CoreDNS) `cluster`'s control
+    /// planes' configs render, with server-side apply, and waits for their rollouts.
     async fn sync_bootstrap_manifests(&self, cluster: &[ClusterNode]) -> Result<(), ClusterError>;
 }
 
@@ -171,8 +172,8 @@ pub struct Live<'a> {
     pub image: &'a str,
     /// The release tag upgraded nodes must report.
     pub target: &'a str,
-    /// The CoreDNS image Talos renders for the cluster's release.
-    pub coredns_image: &'a str,
+    /// The images Talos renders in the bootstrap manifests for the cluster's release.
+    pub release_images: ReleaseImages<'a>,
     /// The extensions upgraded nodes must report, when castle knows them.
     pub extensions: Option<&'a [String]>,
     /// Power over the nodes' VMs, for replacements; `None` without a Proxmox client.
@@ -266,13 +267,9 @@ impl NodeOperations for Live<'_> {
     }
 
     async fn sync_bootstrap_manifests(&self, cluster: &[ClusterNode]) -> Result<(), ClusterError> {
-        kubernetes_upgrade::sync_bootstrap_manifests(
-            cluster,
-            self.coredns_image,
-            self.access,
-            self.deadline,
-        )
-        .await
+        let objects = super::manifests_sync::manifests_for(cluster, self.release_images)
+            .map_err(ClusterError::Credentials)?;
+        super::manifests_sync::sync_manifests(&objects, self.access, self.deadline).await
     }
 }
 

@@ -3,9 +3,10 @@
 //! time, through the node's machine config; kube-apiserver, kube-controller-manager and
 //! kube-scheduler on the control planes, each static pod Ready on the new release before the
 //! next node; kube-proxy's image in the control planes' configs; the kubelets, control planes
-//! first, each Node reporting the release and Ready; then the bootstrap manifests (kube-proxy,
-//! CoreDNS) applied again through the Kubernetes API, since Talos creates them only once, 1.13
-//! included (internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
+//! first, each Node reporting the release and Ready; then the bootstrap manifests (flannel,
+//! kube-proxy, CoreDNS) applied again through the Kubernetes API, since Talos creates them only
+//! once, 1.13 included (internal/app/machined/pkg/controllers/k8s/manifest_apply.go); see
+//! [`super::manifests_sync`].
 //!
 //! talosctl patches the running config; castle applies the node's desired config with the
 //! components not yet due held at the release they run. Like talosctl (`errUpdateSkipped`),
@@ -22,7 +23,7 @@ use super::poll::poll;
 use super::{Access, ClusterError, ClusterNode};
 use crate::kubernetes::versions::Running;
 use crate::kubernetes::KubeClient;
-use crate::talos::config::{component_image, component_tag, with_component_tags, Component};
+use crate::talos::config::{component_tag, with_component_tags, Component};
 
 /// What each component of a node runs now, by component.
 pub type Releases = BTreeMap<Component, String>;
@@ -126,8 +127,11 @@ pub async fn wait_component(
     deadline: Instant,
 ) -> Result<(), ClusterError> {
     let check = format!("{} to run {version} and be Ready", component.name());
-    let kube =
-        KubeClient::new(&access.kube).map_err(|e| ClusterError::Credentials(e.to_string()))?;
+    let kube = KubeClient::new(&access.kube).map_err(|source| ClusterError::Kubernetes {
+        action: "reach".into(),
+        object: "the cluster's API".into(),
+        source,
+    })?;
     poll(deadline, pending(&check, node, String::new()), || async {
         let seen = if component == Component::Kubelet {
             kube.kubelet(&node.name).await
@@ -149,54 +153,6 @@ pub async fn wait_component(
         })
     })
     .await
-}
-
-/// Applies the bootstrap manifests' images again: kube-proxy's from the control planes'
-/// config, CoreDNS's as Talos renders it (`coredns_image`). A workload the cluster does not
-/// run (kube-proxy disabled) is left alone.
-pub async fn sync_bootstrap_manifests(
-    cluster: &[ClusterNode],
-    coredns_image: &str,
-    access: &Access,
-    deadline: Instant,
-) -> Result<(), ClusterError> {
-    let proxy_image = cluster
-        .iter()
-        .filter(|n| n.is_control_plane())
-        .find_map(|n| component_image(&n.config, Component::Proxy));
-    let mut wanted = vec![(
-        "Deployment",
-        "deployments",
-        "coredns",
-        coredns_image.to_string(),
-    )];
-    wanted.extend(proxy_image.map(|i| ("DaemonSet", "daemonsets", "kube-proxy", i)));
-    let kube =
-        KubeClient::new(&access.kube).map_err(|e| ClusterError::Credentials(e.to_string()))?;
-    let endpoint = format!("the cluster ({})", access.kube.server);
-    for (kind, resource, name, image) in wanted {
-        let check = format!("the {name} {kind} to take {image}");
-        let waiting = super::poll::Pending {
-            check: check.clone(),
-            node: endpoint.clone(),
-            last: String::new(),
-        };
-        poll(deadline, waiting, || async {
-            let now = match kube.workload_tag(resource, name, name).await {
-                Ok(None) => return Ok(Ok(())),
-                Ok(Some(_)) => kube.apply_image(kind, name, name, &image).await.map(drop),
-                Err(e) => Err(e),
-            };
-            Ok(now.map_err(|e| super::poll::Pending {
-                check: check.clone(),
-                node: endpoint.clone(),
-                last: e.to_string(),
-            }))
-        })
-        .await?;
-        tracing::info!(workload = name, image = %image, "bootstrap manifest applied");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -239,6 +195,8 @@ mod tests {
         releases: Mutex<BTreeMap<String, Releases>>,
         calls: Mutex<Vec<String>>,
         fail_once: Mutex<Option<String>>,
+        /// The next manifests sync fails (the API server goes away), once.
+        fail_sync_once: Mutex<bool>,
     }
 
     impl FakeCluster {
@@ -363,6 +321,13 @@ mod tests {
             Ok(())
         }
         async fn sync_bootstrap_manifests(&self, _: &[ClusterNode]) -> Result<(), ClusterError> {
+            if std::mem::take(&mut *self.fail_sync_once.lock().unwrap()) {
+                return Err(ClusterError::Timeout {
+                    check: "the rollout of DaemonSet kube-system/kube-proxy".into(),
+                    node: "the cluster".into(),
+                    last: "1 of 3 pods ready".into(),
+                });
+            }
             self.calls.lock().unwrap().push("sync manifests".into());
             Ok(())
         }
@@ -434,6 +399,32 @@ mod tests {
                 "apply w-1: kubelet v1.35.0",
                 "wait w-1 kubelet",
                 "sync manifests",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_cut_short_after_the_kubelets_resumes_with_the_manifests() {
+        let nodes = cluster();
+        let fake = FakeCluster::at(&nodes, "v1.34.2");
+        *fake.fail_sync_once.lock().unwrap() = true;
+        let error = upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("kube-proxy"), "{error}");
+        fake.calls.lock().unwrap().clear();
+        upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
+            .await
+            .unwrap();
+        // Every component already runs the release: no wait, only the final configs (which
+        // change nothing) and the manifests.
+        assert_eq!(
+            fake.calls(),
+            vec![
+                "apply cp-1: ",
+                "apply cp-2: ",
+                "apply w-1: ",
+                "sync manifests"
             ]
         );
     }

@@ -9,6 +9,7 @@ mod error;
 mod execute;
 mod health;
 mod kubernetes_upgrade;
+mod manifests_sync;
 mod plan;
 mod poll;
 mod quorum;

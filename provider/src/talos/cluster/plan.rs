@@ -69,6 +69,8 @@ pub struct Desired {
     pub kubernetes: String,
     /// The CoreDNS image Talos renders for the release (its bootstrap manifest).
     pub coredns_image: String,
+    /// The flannel image Talos renders for the release (its bootstrap manifest).
+    pub flannel_image: String,
     /// The system extensions the nodes should report (sorted names, see
     /// [`extension_names`]); `None` when castle cannot know them (a custom `install_image`).
     pub extensions: Option<Vec<String>>,

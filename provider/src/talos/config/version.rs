@@ -81,6 +81,19 @@ impl TalosMinor {
             TalosMinor::V1_13 => "registry.k8s.io/coredns/coredns:v1.14.2",
         }
     }
+
+    /// The flannel image Talos renders in its bootstrap manifests (the config cannot name
+    /// another).
+    // Talos: pkg/images/list.go (ghcr.io/siderolabs/flannel:<FlannelVersion>),
+    // pkg/machinery/constants/constants.go FlannelVersion at v1.10.0..v1.13.0.
+    pub fn flannel_image(self) -> &'static str {
+        match self {
+            TalosMinor::V1_10 => "ghcr.io/siderolabs/flannel:v0.26.7",
+            TalosMinor::V1_11 => "ghcr.io/siderolabs/flannel:v0.27.2",
+            TalosMinor::V1_12 => "ghcr.io/siderolabs/flannel:v0.27.4",
+            TalosMinor::V1_13 => "ghcr.io/siderolabs/flannel:v0.28.4",
+        }
+    }
 }
 
 /// A Talos version: a release line, optionally with its patch number (`v1.12` or `v1.12.3`).

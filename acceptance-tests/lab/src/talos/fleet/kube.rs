@@ -181,8 +181,12 @@ impl Fleet {
                 .map(|n| n.talos_version.clone())
                 .unwrap_or_default();
             let rule = ManifestRule::of_release(&talos);
-            kube.api
-                .apply_addons(&config.kube_addons, default_coredns_image(&talos), rule);
+            kube.api.apply_addons(
+                &config.kube_addons,
+                default_coredns_image(&talos),
+                flannel_image(&talos),
+                rule,
+            );
             kube.api.fetch_extra_manifests(&config.kube_addons, rule);
         }
         for addr in wanted {
@@ -325,6 +329,17 @@ fn default_coredns_image(talos_version: &str) -> &'static str {
         11 => "registry.k8s.io/coredns/coredns:v1.12.2",
         12 => "registry.k8s.io/coredns/coredns:v1.13.2",
         _ => "registry.k8s.io/coredns/coredns:v1.14.2",
+    }
+}
+
+/// The flannel image a Talos release renders (the config cannot name another).
+// Talos: pkg/images/list.go, pkg/machinery/constants/constants.go FlannelVersion (v1.10.0..v1.13.0).
+fn flannel_image(talos_version: &str) -> &'static str {
+    match minor_version(talos_version) {
+        ..=10 => "ghcr.io/siderolabs/flannel:v0.26.7",
+        11 => "ghcr.io/siderolabs/flannel:v0.27.2",
+        12 => "ghcr.io/siderolabs/flannel:v0.27.4",
+        _ => "ghcr.io/siderolabs/flannel:v0.28.4",
     }
 }
 
