@@ -245,7 +245,12 @@ impl Fleet {
         if member_id.is_some() {
             node.etcd.member_id = member_id;
         }
+        let voters = members.iter().filter(|m| !m.is_learner).count();
         node.etcd.members = members;
+        let cluster_id = node.config.as_ref().map(|c| c.cluster_id.clone());
+        if let Some(id) = cluster_id.filter(|_| healthy && voters > 0) {
+            state.clusters.entry(id).or_default().etcd_voters = voters;
+        }
         if changed {
             self.reconcile_kube(&mut state);
         }
