@@ -34,10 +34,11 @@ def flagship(tmp_path):
         lab.stop()
 
 
-def test_a_control_plane_and_a_worker_change_address_with_kubectl_answering_throughout(flagship):
+def test_the_vip_holder_and_a_worker_change_address_with_kubectl_answering_throughout(flagship):
     flagship.tf.apply(timeout=900)
     before = flagship.nodes_output()
     fleet = flagship.fleet()
+    # The control plane holding the VIP: its move hands the VIP over.
     moved_cp = next(name for name, n in sorted(before.items())
                     if n['role'] == 'controlplane' and fleet[n['address']]['vip'])
     moved = {moved_cp: '127.0.0.%d' % NEW_CONTROL_PLANE_HOST, 'w-1': '127.0.0.%d' % NEW_WORKER_HOST}
