@@ -10,10 +10,9 @@
 //! The lab's election: the holder keeps the VIP while it runs with its etcd running and a
 //! majority of the members' etcd runs (else only while its etcd is healthy); otherwise the
 //! first healthy control plane in address order takes it, else, with that majority, the first
-//! still campaigning. The hand-over
-//! is immediate: a holder going down gracefully resigns first. A machine lost without a
-//! shutdown would hold the election until its etcd lease expires (60 s); the lab does not
-//! model that wait.
+//! still campaigning. The hand-over is immediate: a holder going down gracefully resigns
+//! first. A machine lost without a shutdown would hold the election until its etcd lease
+//! expires (60 s); the lab does not model that wait.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -115,8 +114,17 @@ impl Fleet {
         let vip = control_planes.iter().find_map(|(_, c)| c.vip);
         // Without a majority of the etcd members running, no election ends: a holder gives
         // the VIP up once its etcd fails a health pass, and nobody takes it.
+        let etcd_running = control_planes
+            .iter()
+            .filter(|(a, _)| {
+                state
+                    .nodes
+                    .get(a)
+                    .is_some_and(|n| n.etcd.running && matches!(n.phase, Phase::Running { .. }))
+            })
+            .count();
         let cluster = state.clusters.entry(cluster_id.to_string()).or_default();
-        let quorum = campaigning.len() > cluster.etcd_voters / 2;
+        let quorum = etcd_running > cluster.etcd_voters / 2;
         // The holder keeps the VIP while it campaigns. A holder that goes down gracefully
         // (a reboot, an ACPI shutdown: Talos's StopAllPods first tears the kubelet lifecycle
         // down, on which the operator releases the VIP and resigns) hands it over at once to
