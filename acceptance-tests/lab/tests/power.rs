@@ -103,3 +103,54 @@ async fn a_blank_machine_powered_on_again_is_in_maintenance() {
     assert_eq!(state(&fleet, node), "maintenance");
     fleet.shutdown();
 }
+
+/// The config of `cp-1` with a static address, as castle writes it (a `LinkConfig`).
+fn config_at(cluster: &SampleCluster, address: std::net::IpAddr) -> String {
+    format!(
+        "{}---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\naddresses:\n  - address: {address}/8\n",
+        cluster.config(true, "cp-1")
+    )
+}
+
+#[tokio::test]
+async fn a_moved_machine_answers_at_its_former_static_address_until_its_new_config_lands() {
+    let fleet = fleet();
+    let (from, to) = (ip("127.0.1.76"), ip("127.0.1.77"));
+    let cluster = SampleCluster::generate("moved", ip("127.0.1.70")).unwrap();
+    let credentials = cluster.credentials().unwrap();
+    fleet.add_node(from, None).unwrap();
+    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(from, &options()).await.ok()
+    })
+    .await;
+    client
+        .apply_configuration(config_at(&cluster, from).as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
+    wait_configured(from, &credentials).await;
+
+    // The VM boots with another cloud-init address: the machine has both, its config's static
+    // one and the platform's new one, and apid answers (with mTLS) at each.
+    fleet.readdress(from, to).unwrap();
+    let moved = wait_configured(to, &credentials).await;
+    wait_configured(from, &credentials).await;
+    assert_eq!(
+        state(&fleet, from),
+        "gone",
+        "one machine, listed at its new address"
+    );
+
+    // Its config with the new address, applied in place: the former address is released.
+    moved
+        .apply_configuration(config_at(&cluster, to).as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
+    wait_for(
+        "the former address to be released",
+        Duration::from_secs(5),
+        || async { tokio::net::TcpStream::connect((from, 50000)).await.err() },
+    )
+    .await;
+    wait_configured(to, &credentials).await;
+    fleet.shutdown();
+}

@@ -66,6 +66,10 @@ pub struct MachineConfig {
     pub etcd_ca_key: Option<String>,
     /// The shared VIP (v1alpha1 interfaces or a `Layer2VIPConfig`).
     pub vip: Option<IpAddr>,
+    /// The static addresses of the config (`machine.network.interfaces[].addresses`, or the
+    /// `addresses` of a `LinkConfig`), without their prefix length: assigned for as long as
+    /// this config runs, besides the platform's own address.
+    pub static_addresses: Vec<IpAddr>,
     /// Why kube-apiserver would exit on this control plane, if it would (see
     /// [`apiserver_refusal`]).
     pub apiserver_refusal: Option<String>,
@@ -84,6 +88,31 @@ pub struct MachineConfig {
     /// The v1alpha1 document less what a running node changes in place: a new config that
     /// differs here reboots the node (see `immediate.rs`).
     pub reboot_part: Value,
+}
+
+/// The addresses of `machine.network.interfaces[].addresses` (v1alpha1, `10.0.0.11/24`) and
+/// of every `LinkConfig`'s `addresses[].address` (v1.12+), in that order (Talos:
+/// internal/app/machined/pkg/controllers/network/address_config.go (v1.12.0), layer
+/// `configuration`).
+fn static_addresses(main: &Value, docs: &[Value]) -> Vec<IpAddr> {
+    let v1alpha1 = main
+        .pointer("/machine/network/interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("addresses").and_then(Value::as_array))
+        .flatten();
+    let links = docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("LinkConfig"))
+        .filter_map(|d| d.get("addresses").and_then(Value::as_array))
+        .flatten()
+        .map(|a| a.get("address").unwrap_or(a));
+    v1alpha1
+        .chain(links)
+        .filter_map(Value::as_str)
+        .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+        .collect()
 }
 
 /// Schema version line ("v1.12") of a Talos version tag ("v1.12.3").
@@ -402,6 +431,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
                 .map_err(|_| format!("VIP {v:?} is not an IP address"))
         })
         .transpose()?;
+    let static_addresses = static_addresses(main, &docs);
     let kubelet_version = str_at("/machine/kubelet/image")
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .unwrap_or_else(|| "v1.32.0".into());
@@ -448,6 +478,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         etcd_ca_crt: b64_pem(main.pointer("/cluster/etcd/ca/crt")),
         etcd_ca_key: b64_pem(main.pointer("/cluster/etcd/ca/key")),
         vip,
+        static_addresses,
         kubelet_version,
         static_pods,
         install_version,

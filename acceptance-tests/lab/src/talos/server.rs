@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::fleet::{Fleet, Phase};
+use super::fleet::{Fleet, Phase, State};
 use super::service::{Mode, NodeApi, Peer};
 use crate::pki::{self, Ca};
 
@@ -37,13 +37,18 @@ enum Plan {
     Serve(Arc<ServerConfig>, Mode),
 }
 
-fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
+/// What the node at `address` serves at `listen`: its own address, or a former static
+/// address its running config still assigns (see [`still_assigned`]).
+fn plan(fleet: &Fleet, address: IpAddr, listen: IpAddr) -> Plan {
     let Ok(state) = fleet.lock() else {
         return Plan::Gone;
     };
     let Some(node) = state.nodes.get(&address) else {
         return Plan::Gone;
     };
+    if listen != address && !still_assigned(&state, address, listen) {
+        return Plan::Gone;
+    }
     if node.faults.never_answer {
         return Plan::Hang;
     }
@@ -66,7 +71,11 @@ fn plan(fleet: &Fleet, address: IpAddr) -> Plan {
             let Some(ca_key) = ca_key else {
                 return Plan::Down(Some(Instant::now() + Duration::from_millis(200)));
             };
-            match mtls(address, &config.os_ca_crt, &ca_key) {
+            // apid's certificate names every address of the node (Talos:
+            // internal/app/machined/pkg/controllers/secrets/api_cert_sans.go (v1.12.0)).
+            let mut sans = vec![address];
+            sans.extend(config.static_addresses.iter().filter(|a| **a != address));
+            match mtls(&sans, &config.os_ca_crt, &ca_key) {
                 Ok(tls) => Plan::Serve(tls, Mode::Configured),
                 Err(_) => Plan::Down(None),
             }
@@ -86,12 +95,27 @@ fn maintenance_tls(address: IpAddr) -> Result<Arc<ServerConfig>, pki::PkiError> 
     Ok(Arc::new(config))
 }
 
-fn mtls(address: IpAddr, ca_crt: &str, ca_key: &str) -> Result<Arc<ServerConfig>, pki::PkiError> {
+/// Whether the node at `address` still has `former` assigned: a static address of its running
+/// config that no other machine took. A machine re-addressed by its platform (nocloud's
+/// network config, layer `platform`) keeps the static address of its config (layer
+/// `configuration`) until a config without it is applied, and apid answers on every address
+/// (Talos: internal/app/machined/pkg/controllers/network/address_merge.go (v1.12.0),
+/// platform_config_apply.go, address_config.go).
+pub(crate) fn still_assigned(state: &State, address: IpAddr, former: IpAddr) -> bool {
+    !state.nodes.contains_key(&former)
+        && state
+            .nodes
+            .get(&address)
+            .and_then(|n| n.config.as_ref())
+            .is_some_and(|c| c.static_addresses.contains(&former))
+}
+
+fn mtls(sans: &[IpAddr], ca_crt: &str, ca_key: &str) -> Result<Arc<ServerConfig>, pki::PkiError> {
     let ca = Ca::from_pem(ca_crt, ca_key)?;
     let (cert, key) = ca.issue(
-        &format!("apid-{address}"),
+        &format!("apid-{}", sans[0]),
         &[],
-        &[address],
+        sans,
         &rcgen::PKCS_ED25519,
     )?;
     let mut roots = rustls::RootCertStore::empty();
@@ -113,11 +137,13 @@ fn mtls(address: IpAddr, ca_crt: &str, ca_key: &str) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// The task of one node: serves what [`plan`] says until the node is woken (state change),
-/// removed, or the fleet shuts down.
+/// The task of one node at one of its addresses (`listen`: its own, or a former one it still
+/// has assigned): serves what [`plan`] says until the node is woken (state change), removed,
+/// loses `listen`, or the fleet shuts down.
 pub(crate) async fn node_loop(
     fleet: Fleet,
     address: IpAddr,
+    listen: IpAddr,
     mut wake: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -130,14 +156,16 @@ pub(crate) async fn node_loop(
         let woken = {
             let mut wake = wake.clone();
             let mut shutdown = shutdown.clone();
+            let fleet = fleet.clone();
             async move {
                 tokio::select! {
                     _ = wake.changed() => {}
                     _ = shutdown.changed() => {}
+                    _ = former_address_released(&fleet, address, listen) => {}
                 }
             }
         };
-        let plan = plan(&fleet, address);
+        let plan = plan(&fleet, address, listen);
         match plan {
             Plan::Gone => return,
             Plan::Down(until) => {
@@ -154,13 +182,13 @@ pub(crate) async fn node_loop(
             }
             Plan::Hang | Plan::Drop => {
                 let keep = matches!(plan, Plan::Hang);
-                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                let Some(listener) = bind(SocketAddr::new(listen, port)).await else {
                     continue;
                 };
                 hang(listener, keep, woken).await;
             }
             Plan::Serve(tls, mode) => {
-                let Some(listener) = bind(SocketAddr::new(address, port)).await else {
+                let Some(listener) = bind(SocketAddr::new(listen, port)).await else {
                     continue;
                 };
                 let api = NodeApi {
@@ -173,6 +201,23 @@ pub(crate) async fn node_loop(
         }
         // Leave the loop promptly once the fleet stops.
         if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
+            return;
+        }
+    }
+}
+
+/// Returns once the node at `address` no longer has `listen` (never for its own address): an
+/// applied config without that static address releases it in place, without waking the node.
+async fn former_address_released(fleet: &Fleet, address: IpAddr, listen: IpAddr) {
+    if listen == address {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let assigned = fleet
+            .lock()
+            .is_ok_and(|state| still_assigned(&state, address, listen));
+        if !assigned {
             return;
         }
     }

@@ -1136,7 +1136,10 @@ fn warn_of_moves(diags: &mut Diagnostics, current: &cluster::Current, desired: &
     diags.root_warning(
         "Nodes change their address",
         format!(
-            "{}: each must already run at its new address when the cluster is updated (castle_proxmox_vm restarts              its VM with the new cloud-init address first). castle then applies its new config there, one node              at a time, and waits until its etcd peer URL, its Kubernetes InternalIP and the kubernetes endpoints              show the new address. The kubeconfig stays on the endpoint.",
+            "{}: each must already run at its new address when the cluster is updated (castle_proxmox_vm restarts \
+             its VM with the new cloud-init address first). castle then applies its new config there, one node \
+             at a time, and waits until its etcd peer URL, its Kubernetes InternalIP and the kubernetes endpoints \
+             show the new address. The kubeconfig stays on the endpoint.",
             moves.join(", ")
         ),
     );

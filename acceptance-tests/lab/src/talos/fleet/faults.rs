@@ -115,6 +115,7 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         etcd_ca_crt: None,
         etcd_ca_key: None,
         vip: None,
+        static_addresses: vec![address],
         apiserver_refusal: None,
         kubelet_version: "v1.31.0".into(),
         static_pods: Vec::new(),

@@ -187,6 +187,9 @@ impl Node {
 pub(crate) struct Cluster {
     /// The control plane holding the VIP.
     pub(crate) vip_holder: Option<IpAddr>,
+    /// Voting etcd members, as a healthy member listed them last: an election needs a
+    /// majority of them running.
+    pub(crate) etcd_voters: usize,
     /// Kubernetes nodes deleted through the API, with the boot they were deleted in: they come
     /// back when the node boots again (kubelet re-registers).
     deleted: HashMap<String, SystemTime>,
@@ -397,6 +400,7 @@ impl Fleet {
         let (wake, wake_rx) = watch::channel(0);
         let task = tokio::spawn(server::node_loop(
             self.clone(),
+            address,
             address,
             wake_rx,
             self.inner.shutdown.subscribe(),

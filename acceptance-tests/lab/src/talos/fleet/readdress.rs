@@ -13,9 +13,10 @@
 //! to it (controllers/etcd/advertised_peer.go), so the member keeps its ID and data. Once
 //! the config's static address is the new one too, the old address is gone.
 //!
-//! The lab serves a node on one address, the one its VM booted with: the old static address
-//! of a config not yet updated is not served (on a real network it still answers there until
-//! the new config is applied). Everything else is kept: config, disk, etcd member.
+//! The lab serves the node's Talos API at both addresses while both are assigned: the address
+//! its VM booted with, and the old static address of its config until a config without it is
+//! applied (see `server::still_assigned`). Everything else is kept: config, disk, etcd member.
+//! The Kubernetes API and etcd of a moved control plane are served at its new address only.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -58,9 +59,25 @@ impl Fleet {
         }
         node.disk = disk;
         let (wake, wake_rx) = watch::channel(0);
+        // The former static address stays assigned, and answered, until a config without it
+        // is applied; that task ends by itself then.
+        let keeps_former = node
+            .config
+            .as_ref()
+            .is_some_and(|c| c.static_addresses.contains(&from));
+        if keeps_former {
+            tokio::spawn(server::node_loop(
+                self.clone(),
+                to,
+                from,
+                wake.subscribe(),
+                self.inner.shutdown.subscribe(),
+            ));
+        }
         node.wake = wake;
         node.task = Some(tokio::spawn(server::node_loop(
             self.clone(),
+            to,
             to,
             wake_rx,
             self.inner.shutdown.subscribe(),

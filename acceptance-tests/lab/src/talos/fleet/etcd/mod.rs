@@ -34,6 +34,11 @@ pub(crate) struct NodeEtcd {
     pub(crate) running: bool,
     /// The last quorum read answered.
     pub(crate) healthy: bool,
+    /// Healthy once since the process started: Talos's VIP operator campaigns from then on and
+    /// keeps campaigning (or holding) through a failed health pass, until etcd stops
+    /// (controllers/network/operator/vip.go (v1.12.0) waits for a healthy etcd once, then only
+    /// leaves on the service's `Destroyed` event).
+    pub(crate) campaigning: bool,
     /// This node's member ID, from its own etcd.
     pub(crate) member_id: Option<u64>,
     /// The member list its etcd gave last.
@@ -56,6 +61,7 @@ impl NodeEtcd {
         }
         self.running = false;
         self.healthy = false;
+        self.campaigning = false;
         self.member_id = None;
         self.members.clear();
     }
@@ -211,7 +217,10 @@ impl Fleet {
         if let Ok(mut state) = self.lock() {
             if let Some(node) = state.nodes.get_mut(&address) {
                 node.etcd.running = false;
+                node.etcd.campaigning = false;
             }
+            // A VIP holder whose etcd stopped gives the VIP up.
+            self.reconcile_kube(&mut state);
         }
     }
 
@@ -230,12 +239,18 @@ impl Fleet {
         };
         let changed = node.etcd.healthy != healthy;
         node.etcd.healthy = healthy;
+        node.etcd.campaigning |= healthy;
         // A learner has an ID before it is healthy; a member whose etcd stopped answering
         // keeps the ID it had.
         if member_id.is_some() {
             node.etcd.member_id = member_id;
         }
+        let voters = members.iter().filter(|m| !m.is_learner).count();
         node.etcd.members = members;
+        let cluster_id = node.config.as_ref().map(|c| c.cluster_id.clone());
+        if let Some(id) = cluster_id.filter(|_| healthy && voters > 0) {
+            state.clusters.entry(id).or_default().etcd_voters = voters;
+        }
         if changed {
             self.reconcile_kube(&mut state);
         }
