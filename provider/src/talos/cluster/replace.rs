@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
+use super::poll::{bounded, ATTEMPT_TIMEOUT, NODE_POLL};
 use super::{Access, ClusterError, ClusterNode, ResetOutcome};
 use crate::kubernetes::KubeClient;
 use crate::talos::client::{probe, NodeClient, NodeState};
@@ -148,7 +148,7 @@ async fn remove_ghost(
             .iter()
             .filter(|n| n.is_control_plane() && n.name != old.name)
             .collect();
-        let mut backoff = Backoff::new();
+        let mut pauses = NODE_POLL.until(deadline);
         let mut last = String::from("no other control plane");
         loop {
             for other in &others {
@@ -166,7 +166,7 @@ async fn remove_ghost(
                     }
                 }
             }
-            if !backoff.wait(deadline).await {
+            if !pauses.sleep(None).await {
                 return Err(ClusterError::Timeout {
                     check: "a control plane to remove the lost machine's etcd member".into(),
                     node: format!("{} ({})", old.name, old.ip),
@@ -214,7 +214,7 @@ async fn wait_silent(
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match bounded(deadline, probe(old.ip, &access.talos, &access.connect)).await {
             Some(NodeState::Unreachable { .. }) => return Ok(()),
@@ -223,7 +223,7 @@ async fn wait_silent(
             Some(NodeState::ForeignCluster) => "a machine of another cluster answers",
             None => "no answer yet",
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the old machine's address to be free".into(),
                 node: format!("{} ({})", old.name, old.ip),
