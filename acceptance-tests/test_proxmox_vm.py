@@ -871,3 +871,17 @@ def test_a_proxmox_that_does_not_answer_is_one_warning_per_plan_not_one_per_vm(t
     out = t.plan()
     assert out.count('Proxmox does not answer') == 1 and 'more similar warning' not in out, out
     assert 'Plan: 5 to add' in out
+
+
+def test_an_ipv4_block_on_a_template_without_a_cloud_init_drive_is_an_error_and_leaves_no_vm(tf, pve):
+    def no_cloud_init():
+        template = pve.pve.vm(TEMPLATE_ID)
+        del template.config['ide2']
+    pve.sync(no_cloud_init)
+    t = tf()
+    t.write(provider_block(pve) + one_vm())
+    out = ' '.join(t.apply(expect_fail=True).split())
+    # PVE takes ipconfig0 without a cloud-init drive, and the address would never reach Talos.
+    assert 'has no cloud-init drive, so ipv4, nameservers and search_domain would never reach it' in out, out
+    assert 'qm set <template> --ide2 <storage>:cloudinit' in out, out
+    assert pve.vms() == []
