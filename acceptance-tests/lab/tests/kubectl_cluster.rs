@@ -421,6 +421,7 @@ async fn kubectl_drain_waits_for_disruption_budgets_and_castle_drain_names_the_b
         timeout: Duration::from_secs(2),
         budget_retry: Duration::from_millis(300),
         poll: Duration::from_millis(100),
+        ..DrainOptions::default()
     };
     match client.drain("worker-1", &options).await {
         Err(DrainError::Blocked { pod, message, .. }) => {

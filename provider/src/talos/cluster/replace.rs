@@ -102,7 +102,7 @@ async fn same_vm_id(
     access: &Access,
     deadline: Instant,
 ) -> Result<SameVmId, ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match bounded(deadline, probe(node.ip, &access.talos, &access.connect)).await {
             Some(state) => match judge_same_vm_id(&state) {
@@ -111,7 +111,7 @@ async fn same_vm_id(
             },
             None => "no answer yet".to_string(),
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the machine behind the node's VM to answer".into(),
                 node: format!("{} ({})", node.name, node.ip),
