@@ -107,8 +107,10 @@ def main():
         if out.returncode != 0 or out.stdout.count(' Ready ') < 5:
             raise SystemExit('kubectl did not list 5 Ready nodes')
 
-        step('kubectl get pods -A, get endpoints kubernetes (the three API servers)')
-        for args in (['get', 'pods', '-A'], ['get', 'endpoints', 'kubernetes']):
+        step('kubectl get pods -A, get ns, get svc -A, get endpoints kubernetes (the three API servers), '
+             'cluster-info')
+        for args in (['get', 'pods', '-A'], ['get', 'ns'], ['get', 'svc', '-A'], ['get', 'endpoints', 'kubernetes'],
+                     ['cluster-info']):
             out = subprocess.run([KUBECTL, '--kubeconfig', kubeconfig_path, *args],
                                  capture_output=True, text=True, timeout=60)
             print(out.stdout + out.stderr, flush=True)

@@ -20,7 +20,7 @@ use super::{authorize, status, Identity};
 
 /// What a path names.
 struct Target<'a> {
-    resource: &'static Resource,
+    resource: Resource,
     namespace: Option<&'a str>,
     name: Option<&'a str>,
     subresource: Option<&'a str>,
@@ -60,8 +60,13 @@ fn split(path: &str) -> Option<(&str, &str, Vec<&str>)> {
     }
 }
 
-fn target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Option<Target<'a>> {
-    let find = |name: &str| discovery::find(group, version, name);
+fn target<'a>(
+    served: &[Resource],
+    group: &str,
+    version: &str,
+    rest: &[&'a str],
+) -> Option<Target<'a>> {
+    let find = |name: &str| discovery::find(served, group, version, name);
     let t = match rest {
         ["namespaces", ns] if group.is_empty() => Target {
             resource: find("namespaces")?,
@@ -132,13 +137,14 @@ pub(crate) async fn dispatch(
     let Some((group, version, rest)) = split(uri.path()) else {
         return not_found_path(&uri);
     };
+    let served = cluster.lock().served();
     if rest.is_empty() && method == Method::GET {
-        return match discovery::resource_list(group, version) {
+        return match discovery::resource_list(&served, group, version) {
             Some(list) => Json(list).into_response(),
             None => not_found_path(&uri),
         };
     }
-    let Some(t) = target(group, version, &rest) else {
+    let Some(t) = target(&served, group, version, &rest) else {
         return not_found_path(&uri);
     };
     let query: HashMap<String, String> = Query::try_from_uri(&uri)
@@ -151,7 +157,7 @@ pub(crate) async fn dispatch(
             patch_node(&cluster, name, &body)
         }
         (&Method::PATCH, Some(name), None)
-            if matches!(t.resource.name, "daemonsets" | "deployments") =>
+            if matches!(t.resource.name.as_str(), "daemonsets" | "deployments") =>
         {
             patch_workload(&cluster, &t, name, &body)
         }
@@ -170,6 +176,9 @@ pub(crate) async fn dispatch(
         }
         (&Method::POST, Some(name), Some("eviction")) if t.resource.name == "pods" => {
             super::eviction::evict(&cluster, t.namespace.unwrap_or_default(), name, &body)
+        }
+        (&Method::DELETE, Some(name), None) if !discovery::modelled(&t.resource) => {
+            delete_object(&cluster, &t, name)
         }
         _ => status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -252,9 +261,7 @@ fn list(
         timings: &cluster.timings,
         now: Instant::now(),
     };
-    let Some(mut objects) = view.objects(t.resource.name, t.namespace) else {
-        return not_found(t.resource, "");
-    };
+    let mut objects = view.objects(&t.resource, t.namespace);
     if let Some(selector) = query.get("labelSelector") {
         objects.retain(|o| {
             matches_selector(selector, |k| {
@@ -268,7 +275,7 @@ fn list(
         objects.retain(|o| matches_selector(selector, |k| field(o, k)));
     }
     if table {
-        return Json(render::table(t.resource.name, &objects)).into_response();
+        return Json(render::table(&t.resource.name, &objects)).into_response();
     }
     let api_version = if t.resource.group.is_empty() {
         t.resource.version.to_string()
@@ -290,16 +297,16 @@ fn one(cluster: &KubeCluster, t: &Target, name: &str) -> Option<Value> {
         timings: &cluster.timings,
         now: Instant::now(),
     };
-    view.objects(t.resource.name, t.namespace)?
+    view.objects(&t.resource, t.namespace)
         .into_iter()
         .find(|o| o["metadata"]["name"] == name)
 }
 
 fn get(cluster: &KubeCluster, t: &Target, name: &str, table: bool) -> Response {
     match one(cluster, t, name) {
-        Some(o) if table => Json(render::table(t.resource.name, &[o])).into_response(),
+        Some(o) if table => Json(render::table(&t.resource.name, &[o])).into_response(),
         Some(o) => Json(o).into_response(),
-        None => not_found(t.resource, name),
+        None => not_found(&t.resource, name),
     }
 }
 
@@ -378,13 +385,44 @@ fn delete_node(cluster: &KubeCluster, name: &str) -> Response {
 /// registry/store.go `Delete`).
 fn delete_budget(cluster: &KubeCluster, t: &Target, name: &str) -> Response {
     let Some(object) = one(cluster, t, name) else {
-        return not_found(t.resource, name);
+        return not_found(&t.resource, name);
     };
     let key = (
         t.namespace.unwrap_or_default().to_string(),
         name.to_string(),
     );
     cluster.lock().budgets.remove(&key);
+    Json(object).into_response()
+}
+
+/// Deletes a stored object (`kubectl delete configmap NAME`); the answer is the object as it
+/// was. A deleted CustomResourceDefinition takes its custom resources with it (Kubernetes:
+/// staging/src/k8s.io/apiextensions-apiserver/pkg/controller/finalizer/crd_finalizer.go).
+fn delete_object(cluster: &KubeCluster, t: &Target, name: &str) -> Response {
+    let mut store = cluster.lock();
+    let key = (
+        t.resource.group.clone(),
+        t.resource.kind.clone(),
+        t.namespace.unwrap_or_default().to_string(),
+        name.to_string(),
+    );
+    let Some(object) = store.objects.remove(&key) else {
+        return not_found(&t.resource, name);
+    };
+    if t.resource.name == "customresourcedefinitions" {
+        let group = object["spec"]["group"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let kind = object["spec"]["names"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        store
+            .objects
+            .retain(|(g, k, _, _), _| !(*g == group && *k == kind));
+    }
+    store.revision += 1;
     Json(object).into_response()
 }
 
@@ -470,7 +508,7 @@ fn patch_workload(cluster: &KubeCluster, t: &Target, name: &str, body: &[u8]) ->
                 .contains_key(&(namespace.to_string(), name.to_string())),
         };
         if !exists {
-            return not_found(t.resource, name);
+            return not_found(&t.resource, name);
         }
         for (container, image) in &containers {
             if !store.set_image(kind, namespace, name, container, image) {

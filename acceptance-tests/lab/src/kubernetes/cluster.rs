@@ -12,7 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::discovery::{self, Resource};
 use super::{NodeSource, NodeView};
+
+/// A stored object: API group, kind, namespace (empty for cluster-wide kinds) and name.
+pub(crate) type ObjectKey = (String, String, String, String);
 
 /// The control plane's durations in lab time: a real second is [`LAB_SECOND`] at time scale 1
 /// (the lab's boots and reboots are about that much shorter than real ones), times the scale.
@@ -227,6 +231,30 @@ pub(crate) struct Deletion {
     pub(crate) gone_at: Instant,
 }
 
+/// Who disrupts a pod, as its `DisruptionTarget` condition says (Kubernetes:
+/// staging/src/k8s.io/api/core/v1/types.go `DisruptionTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disruption {
+    /// A NoExecute taint the pod no longer tolerates (pkg/controller/tainteviction/
+    /// taint_eviction.go `addConditionAndDeletePod`).
+    TaintManager,
+    /// An Eviction (pkg/registry/core/pod/storage/eviction.go).
+    EvictionApi,
+}
+
+impl Disruption {
+    /// The condition's reason and message.
+    pub(crate) fn reason(self) -> (&'static str, &'static str) {
+        match self {
+            Disruption::TaintManager => (
+                "DeletionByTaintManager",
+                "Taint manager: deleting due to NoExecute taint",
+            ),
+            Disruption::EvictionApi => ("EvictionByEvictionAPI", "Eviction API: evicting"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Pod {
     pub(crate) namespace: String,
@@ -243,6 +271,8 @@ pub(crate) struct Pod {
     pub(crate) claim: Option<String>,
     pub(crate) priority_class: Option<&'static str>,
     pub(crate) deletion: Option<Deletion>,
+    /// Why the control plane is removing it (the `DisruptionTarget` condition).
+    pub(crate) disruption: Option<Disruption>,
     /// When its containers are up (Ready), once scheduled.
     pub(crate) ready_at: Option<Instant>,
 }
@@ -299,6 +329,9 @@ pub(crate) struct NodeRecord {
     pub(crate) unschedulable: bool,
     /// Labels set through the API on top of the kubelet's.
     pub(crate) extra_labels: BTreeMap<String, String>,
+    /// Since when the kubelet posts NotReady (kept while it stops posting), for the
+    /// `not-ready` NoExecute taint.
+    pub(crate) not_ready_since: Option<(Instant, SystemTime)>,
     /// Pod CIDR index (10.244.N.0/24).
     pub(crate) index: u8,
 }
@@ -328,8 +361,9 @@ pub(crate) struct Store {
     pub(crate) attachments: BTreeMap<String, Attachment>,
     /// API server address -> lease expiry.
     pub(crate) leases: BTreeMap<IpAddr, Instant>,
-    /// Objects of the inline/extra manifests, by (kind, namespace, name).
-    pub(crate) manifests: BTreeMap<(String, String, String), Value>,
+    /// Objects of kinds the controllers do not model (ConfigMaps, Secrets, RBAC, CRDs and their
+    /// custom resources, ...), as the manifests declared them (see [`super::manifests`]).
+    pub(crate) objects: BTreeMap<ObjectKey, Value>,
     pub(crate) settings: KubeSettings,
     /// Talos applied its bootstrap manifests (kube-proxy, CoreDNS) once already.
     pub(crate) bootstrapped: bool,
@@ -396,7 +430,7 @@ impl KubeCluster {
             budgets: BTreeMap::new(),
             attachments: BTreeMap::new(),
             leases: BTreeMap::new(),
-            manifests: BTreeMap::new(),
+            objects: BTreeMap::new(),
             settings: KubeSettings::default(),
             bootstrapped: false,
             created: now,
@@ -482,47 +516,6 @@ impl KubeCluster {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The add-ons of a control plane's config: network settings, then the manifests (create
-    /// only before Talos 1.13, server-side apply from 1.13).
-    pub fn apply_addons(
-        &self,
-        addons: &KubeAddons,
-        default_coredns: &str,
-        server_side_apply: bool,
-    ) {
-        if self.lock().settings != addons.settings {
-            self.configure(addons.settings.clone());
-        }
-        self.apply_bootstrap(
-            addons.proxy_image.as_deref(),
-            addons.coredns_image.as_deref().unwrap_or(default_coredns),
-            server_side_apply,
-        );
-        self.apply_manifests(&addons.manifests, server_side_apply);
-    }
-
-    /// The bootstrap manifests' images: kube-proxy's and CoreDNS's as the control plane's
-    /// config renders them. Talos before 1.13 creates them once and leaves them (an upgrade has
-    /// to apply them again, as `talosctl upgrade-k8s` does); 1.13 server-side applies them on
-    /// every change (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
-    fn apply_bootstrap(&self, proxy: Option<&str>, coredns: &str, server_side_apply: bool) {
-        let mut store = self.lock();
-        if store.bootstrapped && !server_side_apply {
-            return;
-        }
-        store.bootstrapped = true;
-        if let Some(image) = proxy {
-            store.set_image(
-                "DaemonSet",
-                "kube-system",
-                "kube-proxy",
-                "kube-proxy",
-                image,
-            );
-        }
-        store.set_image("Deployment", "kube-system", "coredns", "coredns", coredns);
-    }
-
     /// The network add-ons the machine config asks for; kube-proxy's and flannel's DaemonSets
     /// follow them.
     pub fn configure(&self, settings: KubeSettings) {
@@ -534,37 +527,6 @@ impl KubeCluster {
             store.daemonsets.remove("kube-flannel");
         }
         store.settings = settings;
-    }
-
-    /// Applies the objects of the inline and extra manifests. Talos before 1.13 only creates
-    /// what is missing; from 1.13 it server-side applies, so a changed object is updated
-    /// (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
-    pub fn apply_manifests(&self, documents: &[Value], server_side_apply: bool) {
-        let mut store = self.lock();
-        for doc in documents {
-            let (Some(kind), Some(name)) = (doc["kind"].as_str(), doc["metadata"]["name"].as_str())
-            else {
-                continue;
-            };
-            let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("");
-            let key = (kind.to_string(), namespace.to_string(), name.to_string());
-            match store.manifests.get(&key) {
-                Some(_) if !server_side_apply => continue,
-                Some(current) if current == doc => continue,
-                _ => {}
-            }
-            if kind == "Namespace" && !store.namespaces.contains_key(name) {
-                store.namespaces.insert(
-                    name.into(),
-                    Namespace {
-                        created: SystemTime::now(),
-                        uid: uid(),
-                    },
-                );
-            }
-            store.manifests.insert(key, doc.clone());
-            store.revision += 1;
-        }
     }
 
     /// Places a Deployment (and its optional budget and volume) with its first pods on a node.
@@ -701,12 +663,25 @@ impl Store {
     /// Kubernetes: pkg/kubelet/kubelet_node_status.go (`NetworkReady` in the Ready condition).
     pub(crate) fn network_ready(&self) -> bool {
         let manifest_cni = self
-            .manifests
+            .objects
             .keys()
-            .any(|(kind, _, _)| kind == "DaemonSet");
+            .any(|(group, kind, _, _)| group == "apps" && kind == "DaemonSet");
         let cni = self.settings.cni == "flannel" || manifest_cni;
         let proxy = self.settings.kube_proxy || manifest_cni;
         cni && proxy
+    }
+
+    /// Every resource the API serves now (the CustomResourceDefinitions stored add theirs).
+    pub(crate) fn served(&self) -> Vec<Resource> {
+        let crds: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((group, kind, _, _), _)| {
+                group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition"
+            })
+            .map(|(_, o)| o.clone())
+            .collect();
+        discovery::served(&crds)
     }
 
     /// Runs the controllers up to `now`.
@@ -720,7 +695,7 @@ impl Store {
         self.sync_nodes(views, now);
         self.sync_leases(timings, api_servers, now);
         self.sync_static_and_daemon_pods(now + timings.container_start);
-        self.evict_from_lost_nodes(timings, now);
+        self.evict_from_tainted_nodes(timings, now);
         self.finish_deletions(views, now);
         self.sync_deployments(timings, now);
         self.sync_attachments();
@@ -729,12 +704,18 @@ impl Store {
     /// Kubelets (re-)register and post status. Kubernetes: pkg/kubelet/kubelet_node_status.go.
     fn sync_nodes(&mut self, views: &[NodeView], now: Instant) {
         let wall = SystemTime::now();
+        let network = self.network_ready();
         for view in views {
             match self.nodes.get_mut(&view.name) {
                 Some(record) => {
                     record.view = view.clone();
                     record.heartbeat = now;
                     record.heartbeat_wall = wall;
+                    if view.ready && network {
+                        record.not_ready_since = None;
+                    } else {
+                        record.not_ready_since.get_or_insert((now, wall));
+                    }
                 }
                 None => {
                     let used: BTreeSet<u8> = self.nodes.values().map(|n| n.index).collect();
@@ -747,6 +728,7 @@ impl Store {
                             heartbeat_wall: wall,
                             unschedulable: false,
                             extra_labels: BTreeMap::new(),
+                            not_ready_since: (!(view.ready && network)).then_some((now, wall)),
                             index,
                         },
                     );
@@ -828,6 +810,7 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        disruption: None,
                         ready_at: Some(ready_at),
                     });
                 }
@@ -853,6 +836,7 @@ impl Store {
                         claim: None,
                         priority_class: Some("system-node-critical"),
                         deletion: None,
+                        disruption: None,
                         ready_at: Some(ready_at),
                     });
                 }
@@ -870,18 +854,36 @@ impl Store {
         }
     }
 
-    /// When did the node's pods lose it: the kubelet's last status plus the grace period.
-    fn lost_since(&self, node: &str, timings: &KubeTimings, now: Instant) -> Option<Instant> {
-        let record = self.nodes.get(node)?;
-        (self.readiness(record, timings, now) == Readiness::Unknown)
-            .then(|| record.heartbeat + timings.node_monitor_grace)
+    /// Since when the node carries a NoExecute taint of the node lifecycle controller:
+    /// `node.kubernetes.io/not-ready` while its kubelet posts NotReady, `unreachable` once it
+    /// stopped posting for the grace period (the two swap in place, and the taint eviction
+    /// keeps counting from the first). Kubernetes: pkg/controller/nodelifecycle/
+    /// node_lifecycle_controller.go (`doNoExecuteTaintingPass`), pkg/controller/tainteviction/
+    /// taint_eviction.go (`processPodOnNode` keeps the earlier scheduled eviction).
+    pub(crate) fn tainted_since(
+        &self,
+        record: &NodeRecord,
+        timings: &KubeTimings,
+        now: Instant,
+    ) -> Option<Instant> {
+        let not_ready = record.not_ready_since.map(|(t, _)| t);
+        match self.readiness(record, timings, now) {
+            Readiness::Ready => None,
+            Readiness::NotReady => not_ready,
+            Readiness::Unknown => {
+                let unreachable = record.heartbeat + timings.node_monitor_grace;
+                Some(not_ready.map_or(unreachable, |t| t.min(unreachable)))
+            }
+        }
     }
 
-    /// Pods of a node that stayed unreachable past their `tolerationSeconds` are deleted; those
-    /// of DaemonSets and static pods tolerate it forever and stay.
-    /// Kubernetes: pkg/controller/tainteviction/taint_eviction.go,
+    /// Pods on a NotReady or unreachable node past their `tolerationSeconds` are deleted, with
+    /// the `DisruptionTarget` condition `DeletionByTaintManager` (no `NodeLost` reason: that
+    /// came from the node controller's own pod eviction, gone with `--enable-taint-manager`;
+    /// the pod shows Terminating); those of DaemonSets and static pods tolerate it forever
+    /// and stay. Kubernetes: pkg/controller/tainteviction/taint_eviction.go,
     /// pkg/controller/daemon/util/daemonset_util.go (DaemonSet tolerations).
-    fn evict_from_lost_nodes(&mut self, timings: &KubeTimings, now: Instant) {
+    fn evict_from_tainted_nodes(&mut self, timings: &KubeTimings, now: Instant) {
         let mut doomed = Vec::new();
         for (key, pod) in &self.pods {
             let Owner::ReplicaSet(rs) = &pod.owner else {
@@ -890,14 +892,19 @@ impl Store {
             if pod.deletion.is_some() {
                 continue;
             }
-            let Some(node) = &pod.node else { continue };
-            if let Some(since) = self.lost_since(node, timings, now) {
+            let Some(record) = pod.node.as_ref().and_then(|n| self.nodes.get(n)) else {
+                continue;
+            };
+            if let Some(since) = self.tainted_since(record, timings, now) {
                 if now.duration_since(since) >= self.toleration(rs, timings) {
                     doomed.push(key.clone());
                 }
             }
         }
         for key in doomed {
+            if let Some(pod) = self.pods.get_mut(&key) {
+                pod.disruption = Some(Disruption::TaintManager);
+            }
             self.delete_pod(&key, None, timings, now);
         }
     }
@@ -1026,6 +1033,7 @@ impl Store {
                     claim: workload.claim.clone(),
                     priority_class: workload.priority_class,
                     deletion: None,
+                    disruption: None,
                     ready_at,
                 };
                 self.pods
@@ -1141,42 +1149,106 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubernetes::render::View;
 
-    struct NoNodes;
+    /// Two workers whose kubelets post what the test sets.
+    struct Kubelets(Mutex<Vec<NodeView>>);
 
-    impl NodeSource for NoNodes {
+    impl NodeSource for Kubelets {
         fn nodes(&self) -> Vec<NodeView> {
-            Vec::new()
+            self.0.lock().unwrap().clone()
         }
         fn delete(&self, _name: &str) -> Option<NodeView> {
             None
         }
     }
 
-    fn config_map(value: &str) -> Value {
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": { "name": "settings", "namespace": "default" },
-            "data": { "mode": value },
-        })
-    }
-
-    fn applied(cluster: &KubeCluster) -> Value {
-        let key = ("ConfigMap".into(), "default".into(), "settings".into());
-        cluster.lock().manifests[&key]["data"]["mode"].clone()
+    fn worker(name: &str, index: u8) -> NodeView {
+        NodeView {
+            name: name.into(),
+            internal_ip: IpAddr::from([127, 0, 9, index]),
+            control_plane: false,
+            ready: true,
+            created: SystemTime::now(),
+            kubelet_version: "v1.35.0".into(),
+            static_pods: Vec::new(),
+            os_image: "Talos (v1.12.0)".into(),
+        }
     }
 
     #[test]
-    fn a_changed_manifest_is_kept_before_talos_1_13_and_applied_from_1_13() {
-        let cluster = KubeCluster::new(
-            Arc::new(NoNodes),
-            "v1.35.0".into(),
-            KubeTimings::scaled(0.1, "v1.35.0"),
+    fn pods_of_a_not_ready_node_are_evicted_after_their_toleration_by_the_taint_manager() {
+        let kubelets = Arc::new(Kubelets(Mutex::new(vec![
+            worker("w-1", 1),
+            worker("w-2", 2),
+        ])));
+        let timings = KubeTimings::scaled(0.1, "v1.35.0");
+        let cluster = KubeCluster::new(kubelets.clone(), "v1.35.0".into(), timings);
+        let spec: WorkloadSpec =
+            serde_json::from_value(serde_json::json!({ "name": "web", "node": "w-1" })).unwrap();
+        cluster.place_workload(&spec).unwrap();
+        let web_on = |store: &Store, node: &str| {
+            store
+                .pods
+                .values()
+                .filter(|p| p.name.starts_with("web-") && p.node.as_deref() == Some(node))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // w-1's kubelet keeps posting, but NotReady.
+        kubelets.0.lock().unwrap()[0].ready = false;
+        let t0 = Instant::now();
+        let mut store = cluster.lock();
+        let views = kubelets.nodes();
+        store.sync(&timings, &views, &[], t0);
+        let node = View {
+            store: &store,
+            timings: &timings,
+            now: t0,
+        }
+        .node("w-1")
+        .unwrap();
+        let taints = node["spec"]["taints"].to_string();
+        assert!(
+            taints.contains(r#""effect":"NoExecute","key":"node.kubernetes.io/not-ready""#),
+            "{taints}"
         );
-        cluster.apply_manifests(&[config_map("first")], false);
-        cluster.apply_manifests(&[config_map("second")], false);
-        assert_eq!(applied(&cluster), "first");
-        cluster.apply_manifests(&[config_map("second")], true);
-        assert_eq!(applied(&cluster), "second");
+        // Within the toleration (300 s) the pod stays.
+        store.sync(
+            &timings,
+            &views,
+            &[],
+            t0 + timings.unreachable_toleration / 2,
+        );
+        assert!(web_on(&store, "w-1")[0].deletion.is_none());
+        // Past it, the taint manager deletes it: Terminating with DeletionByTaintManager; the
+        // ReplicaSet makes a new one on w-2.
+        let late = t0 + timings.unreachable_toleration;
+        store.sync(&timings, &views, &[], late);
+        let evicted = web_on(&store, "w-1");
+        assert!(evicted[0].deletion.is_some());
+        let shown = View {
+            store: &store,
+            timings: &timings,
+            now: late,
+        }
+        .pod(&evicted[0]);
+        assert!(
+            shown["metadata"]["deletionTimestamp"].is_string(),
+            "{shown}"
+        );
+        let conditions = shown["status"]["conditions"].to_string();
+        assert!(
+            conditions.contains(r#""reason":"DeletionByTaintManager""#),
+            "{conditions}"
+        );
+        assert!(
+            shown["status"].get("reason").is_none(),
+            "no NodeLost: {shown}"
+        );
+        assert_eq!(web_on(&store, "w-2").len(), 1);
+        // The NotReady kubelet still runs: it removes the pod once its containers stopped.
+        store.sync(&timings, &views, &[], late + timings.container_stop * 2);
+        assert!(web_on(&store, "w-1").is_empty());
     }
 }

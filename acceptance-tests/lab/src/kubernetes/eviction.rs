@@ -1,8 +1,9 @@
 //! The `pods/eviction` subresource (policy/v1 Eviction), as
 //! Kubernetes: pkg/registry/core/pod/storage/eviction.go decides it: a pod covered by a
 //! PodDisruptionBudget that allows no disruption is refused with 429 TooManyRequests and the
-//! budget named in the details; a pod with two budgets is a 500; otherwise the pod is deleted
-//! with the grace period of the Eviction's DeleteOptions.
+//! budget named in the details; a pod with two budgets is a 500; otherwise the pod gets the
+//! `DisruptionTarget` condition `EvictionByEvictionAPI` and is deleted with the grace period of
+//! the Eviction's DeleteOptions.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::api::grace_period;
-use super::cluster::KubeCluster;
+use super::cluster::{Disruption, KubeCluster};
 use super::render::View;
 use super::status;
 
@@ -88,6 +89,11 @@ pub(crate) fn evict(cluster: &KubeCluster, namespace: &str, name: &str, body: &[
             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
         ),
         Verdict::Allowed => {
+            if let Some(pod) = store.pods.get_mut(&key) {
+                if pod.deletion.is_none() {
+                    pod.disruption = Some(Disruption::EvictionApi);
+                }
+            }
             store.delete_pod(&key, grace_period(&HashMap::new(), body), &cluster.timings, now);
             let body = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201 });
             (StatusCode::CREATED, Json(body)).into_response()

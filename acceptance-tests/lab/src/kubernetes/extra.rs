@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{KubeAddons, KubeCluster};
+use super::{KubeAddons, KubeCluster, ManifestRule};
 
 impl KubeCluster {
     /// Starts the download of every extra manifest not downloaded yet; each applies its
-    /// documents once it arrives (create-only or server-side apply, as `server_side_apply`).
-    pub fn fetch_extra_manifests(self: &Arc<Self>, addons: &KubeAddons, server_side_apply: bool) {
+    /// documents once it arrives, by the node's release's `rule`.
+    pub fn fetch_extra_manifests(self: &Arc<Self>, addons: &KubeAddons, rule: ManifestRule) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -40,7 +40,7 @@ impl KubeCluster {
             let headers = addons.extra_headers.clone();
             runtime.spawn(async move {
                 match download(&url, &headers).await {
-                    Ok(documents) => cluster.apply_manifests(&documents, server_side_apply),
+                    Ok(documents) => cluster.apply_manifests(&documents, rule),
                     Err(e) => {
                         tracing::warn!(%url, error = %e, "error downloading the extra manifest, will retry");
                         if let Ok(mut set) = cluster.extra_fetched.lock() {

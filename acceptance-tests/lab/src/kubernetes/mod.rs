@@ -19,6 +19,7 @@ pub mod cluster;
 mod discovery;
 mod eviction;
 mod extra;
+mod manifests;
 mod render;
 mod tls;
 
@@ -34,6 +35,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 pub use cluster::{KubeAddons, KubeCluster, KubeSettings, KubeTimings, WorkloadSpec};
+pub use manifests::ManifestRule;
 pub use tls::{run, KubeTls};
 
 /// What the kubelet of one running node reports.
@@ -186,21 +188,26 @@ async fn api_versions(Extension(id): Extension<Identity>) -> Response {
     Json(discovery::api_versions()).into_response()
 }
 
-async fn api_groups(Extension(id): Extension<Identity>) -> Response {
+async fn api_groups(
+    State(app): State<Arc<KubeCluster>>,
+    Extension(id): Extension<Identity>,
+) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    Json(discovery::api_groups()).into_response()
+    Json(discovery::api_groups(&app.lock().served())).into_response()
 }
 
 async fn api_group(
+    State(app): State<Arc<KubeCluster>>,
     Extension(id): Extension<Identity>,
     axum::extract::Path(group): axum::extract::Path<String>,
 ) -> Response {
     if let Err(r) = authorize(&id) {
         return r;
     }
-    match discovery::api_group(&group) {
+    let served = app.lock().served();
+    match discovery::api_group(&served, &group) {
         Some(g) => Json(g).into_response(),
         None => status(
             StatusCode::NOT_FOUND,

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::{json, Map, Value};
 
 use super::cluster::{KubeTimings, Owner, Pod, Readiness, Store};
+use super::discovery::{self, Resource};
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let t: time::OffsetDateTime = t.into();
@@ -66,31 +67,45 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
-    /// Every object of `resource` (`None` when the resource is unknown), in `namespace` if given.
-    pub(crate) fn objects(&self, resource: &str, namespace: Option<&str>) -> Option<Vec<Value>> {
-        let all = match resource {
-            "nodes" => self
-                .store
-                .nodes
-                .keys()
-                .filter_map(|n| self.node(n))
-                .collect(),
-            "namespaces" => self.namespaces(),
-            "pods" => self.store.pods.values().map(|p| self.pod(p)).collect(),
-            "services" => self.services(),
-            "endpoints" => self.endpoints(),
-            "endpointslices" => self.endpoint_slices(),
-            "daemonsets" => self.daemonsets(),
-            "deployments" => self.deployments(),
-            "poddisruptionbudgets" => self.budgets(),
-            "volumeattachments" => self.attachments(),
-            _ => return None,
+    /// Every object of `resource`, in `namespace` if given: those the controllers make, then the
+    /// stored ones of its kind (a manifest's Deployment beside the cluster's own).
+    pub(crate) fn objects(&self, resource: &Resource, namespace: Option<&str>) -> Vec<Value> {
+        let mut all: Vec<Value> = if discovery::modelled(resource) {
+            match resource.name.as_str() {
+                "nodes" => self
+                    .store
+                    .nodes
+                    .keys()
+                    .filter_map(|n| self.node(n))
+                    .collect(),
+                "namespaces" => self.namespaces(),
+                "pods" => self.store.pods.values().map(|p| self.pod(p)).collect(),
+                "services" => self.services(),
+                "endpoints" => self.endpoints(),
+                "endpointslices" => self.endpoint_slices(),
+                "daemonsets" => self.daemonsets(),
+                "deployments" => self.deployments(),
+                "poddisruptionbudgets" => self.budgets(),
+                "volumeattachments" => self.attachments(),
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
         };
-        Some(
-            all.into_iter()
-                .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
-                .collect(),
-        )
+        for ((group, kind, ns, name), object) in &self.store.objects {
+            if *group != resource.group || *kind != resource.kind {
+                continue;
+            }
+            let taken = all.iter().any(|o| {
+                o["metadata"]["name"] == name.as_str()
+                    && o["metadata"]["namespace"].as_str().unwrap_or_default() == ns
+            });
+            if !taken {
+                all.push(object.clone());
+            }
+        }
+        all.retain(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns));
+        all
     }
 
     fn rv(&self) -> u64 {
@@ -137,6 +152,9 @@ impl View<'_> {
             }
             Readiness::NotReady => {
                 taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
+                if let Some((_, since)) = record.not_ready_since {
+                    taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute", "timeAdded": rfc3339(since)}));
+                }
             }
             Readiness::Ready => {}
         }
@@ -297,6 +315,10 @@ impl View<'_> {
                 json!("0/N nodes are available: no node is Ready and schedulable.");
         }
         conditions.push(json!({ "type": "Ready", "status": if ready { "True" } else { "False" } }));
+        if let Some(disruption) = pod.disruption {
+            let (reason, message) = disruption.reason();
+            conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": reason, "message": message }));
+        }
         let node_ip = pod
             .node
             .as_ref()
@@ -630,6 +652,8 @@ pub(crate) fn table(resource: &str, objects: &[Value]) -> Value {
             ("Allowed Disruptions", 0),
             ("Age", 0),
         ],
+        "configmaps" => &[("Name", 0), ("Data", 0), ("Age", 0)],
+        "secrets" => &[("Name", 0), ("Type", 0), ("Data", 0), ("Age", 0)],
         "volumeattachments" => &[
             ("Name", 0),
             ("Attacher", 0),
@@ -853,6 +877,20 @@ fn cells(resource: &str, o: &Value) -> Vec<Value> {
             s(&o["status"]["attached"]),
             age,
         ],
+        "configmaps" => {
+            let count = |field: &str| o[field].as_object().map_or(0, |m| m.len());
+            vec![name, (count("data") + count("binaryData")).to_string(), age]
+        }
+        "secrets" => {
+            let count = |field: &str| o[field].as_object().map_or(0, |m| m.len());
+            let kind = o["type"].as_str().unwrap_or("Opaque").to_string();
+            vec![
+                name,
+                kind,
+                (count("data") + count("stringData")).to_string(),
+                age,
+            ]
+        }
         _ => vec![name, age],
     };
     cells.into_iter().map(Value::String).collect()

@@ -4,8 +4,8 @@
 //! kube-scheduler on the control planes, each static pod Ready on the new release before the
 //! next node; kube-proxy's image in the control planes' configs; the kubelets, control planes
 //! first, each Node reporting the release and Ready; then the bootstrap manifests (kube-proxy,
-//! CoreDNS) applied again through the Kubernetes API, since Talos before 1.13 creates them
-//! only once (internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
+//! CoreDNS) applied again through the Kubernetes API, since Talos creates them only once, 1.13
+//! included (internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
 //!
 //! talosctl patches the running config; castle applies the node's desired config with the
 //! components not yet due held at the release they run. Like talosctl (`errUpdateSkipped`),

@@ -18,7 +18,7 @@ use tonic::Status;
 use super::config::{MachineConfig, MachineType};
 use super::{hostname, Fleet, Node, Phase, State};
 use crate::kubernetes::{
-    self, KubeCluster, KubeTimings, KubeTls, NodeSource, NodeView, WorkloadSpec,
+    self, KubeCluster, KubeTimings, KubeTls, ManifestRule, NodeSource, NodeView, WorkloadSpec,
 };
 use crate::pki::Ca;
 
@@ -169,9 +169,8 @@ impl Fleet {
             }
             keep
         });
-        // Talos applies the inline and extra manifests from the control planes: create-only before 1.13,
-        // server-side apply from 1.13
-        // (Talos: internal/app/machined/pkg/controllers/k8s/manifest_apply.go).
+        // Talos applies the bootstrap, inline and extra manifests from the control planes, by
+        // the rule of each one's release (see kubernetes::ManifestRule).
         for (address, config) in &control_planes {
             if !serving.contains(address) {
                 continue;
@@ -181,10 +180,10 @@ impl Fleet {
                 .get(address)
                 .map(|n| n.talos_version.clone())
                 .unwrap_or_default();
-            let ssa = minor_version(&talos) >= 13;
+            let rule = ManifestRule::of_release(&talos);
             kube.api
-                .apply_addons(&config.kube_addons, default_coredns_image(&talos), ssa);
-            kube.api.fetch_extra_manifests(&config.kube_addons, ssa);
+                .apply_addons(&config.kube_addons, default_coredns_image(&talos), rule);
+            kube.api.fetch_extra_manifests(&config.kube_addons, rule);
         }
         for addr in wanted {
             if kube.listeners.contains_key(&addr) {
