@@ -70,8 +70,14 @@ impl Pauses {
     /// Returns `false` without sleeping when the pause would reach the deadline: the caller
     /// then gives up with the last error it saw.
     pub async fn sleep(&mut self, hint: Option<Duration>) -> bool {
+        self.sleep_before(hint, self.deadline).await
+    }
+
+    /// As [`sleep`](Self::sleep), but also refuses a pause that would reach `sooner`: a grace
+    /// shorter than the deadline (how long a node may stay silent) on the same backoff.
+    pub async fn sleep_before(&mut self, hint: Option<Duration>, sooner: Instant) -> bool {
         let pause = hint.unwrap_or_else(|| self.backoff.pause(self.step, rand::random::<f64>()));
-        if Instant::now() + pause >= self.deadline {
+        if Instant::now() + pause >= self.deadline.min(sooner) {
             return false;
         }
         tracing::debug!(
@@ -118,6 +124,36 @@ mod tests {
         assert!(pauses.sleep(Some(Duration::from_millis(300))).await);
         assert!(!pauses.sleep(Some(Duration::from_millis(50))).await);
         assert_eq!(Instant::now() - start, Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_grace_ends_the_pauses_before_the_deadline_on_the_same_backoff() {
+        let start = Instant::now();
+        let mut pauses = POLL.until(start + Duration::from_secs(60));
+        let grace = start + Duration::from_millis(200);
+        // 50 ms, then 100 ms; the next (200 ms) would pass the grace.
+        assert!(pauses.sleep_before(None, grace).await);
+        assert!(pauses.sleep_before(None, grace).await);
+        assert!(!pauses.sleep_before(None, grace).await);
+        assert_eq!(Instant::now() - start, Duration::from_millis(150));
+        // The deadline itself is still far: the same backoff goes on from where it was.
+        assert!(pauses.sleep(None).await);
+        assert_eq!(Instant::now() - start, Duration::from_millis(350));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_sleep_as_the_backoff_says_and_stop_at_the_deadline() {
+        let start = Instant::now();
+        let mut pauses = POLL.until(start + Duration::from_millis(1000));
+        let mut slept = Vec::new();
+        let mut last = start;
+        while pauses.sleep(None).await {
+            slept.push((Instant::now() - last).as_millis());
+            last = Instant::now();
+        }
+        // 50, 100, 200, 400 ms (750 ms in all); the next pause, 800 ms, would pass the deadline.
+        assert_eq!(slept, [50, 100, 200, 400]);
+        assert_eq!(Instant::now() - start, Duration::from_millis(750));
     }
 
     #[tokio::test(start_paused = true)]

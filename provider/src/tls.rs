@@ -8,6 +8,25 @@ use std::error::Error as StdError;
 /// certificate: an unknown issuer (a private CA not given in `ca_cert_pem`), a wrong name, an
 /// expired or otherwise invalid certificate. `None` for every other failure.
 pub fn untrusted_certificate(error: &(dyn StdError + 'static)) -> Option<String> {
+    refusal_in(error).map(ToString::to_string)
+}
+
+/// Whether `error` is rustls refusing a certificate that no CA castle was given signed (an
+/// unknown issuer, a signature that does not check): the server answering is not the one the
+/// settings mean, and time will not change that, unlike a certificate not valid yet (a clock
+/// still unsynced) or not yet naming a new address.
+pub fn signed_by_another_ca(error: &(dyn StdError + 'static)) -> bool {
+    use rustls::CertificateError as C;
+    matches!(
+        refusal_in(error),
+        Some(rustls::Error::InvalidCertificate(
+            C::UnknownIssuer | C::BadSignature
+        ))
+    )
+}
+
+/// rustls's refusal of the server's certificate anywhere in `error`'s causes.
+fn refusal_in<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut current = Some(error);
     while let Some(cause) = current {
         if let Some(verdict) = refusal(cause) {
@@ -18,7 +37,7 @@ pub fn untrusted_certificate(error: &(dyn StdError + 'static)) -> Option<String>
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
-            if let Some(verdict) = refusal(inner).or_else(|| untrusted_certificate(inner)) {
+            if let Some(verdict) = refusal(inner).or_else(|| refusal_in(inner)) {
                 return Some(verdict);
             }
         }
@@ -27,10 +46,10 @@ pub fn untrusted_certificate(error: &(dyn StdError + 'static)) -> Option<String>
     None
 }
 
-fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
+fn refusal<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     match error.downcast_ref::<rustls::Error>()? {
         e @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
-            Some(e.to_string())
+            Some(e)
         }
         _ => None,
     }
@@ -63,5 +82,27 @@ mod tests {
         assert_eq!(untrusted_certificate(&Wrapper(refused)), None);
         let other_tls = std::io::Error::other(rustls::Error::DecryptError);
         assert_eq!(untrusted_certificate(&Wrapper(other_tls)), None);
+    }
+
+    #[test]
+    fn only_another_cas_certificate_is_signed_by_another_ca() {
+        let wrapped = |e: rustls::CertificateError| {
+            Wrapper(std::io::Error::other(rustls::Error::InvalidCertificate(e)))
+        };
+        assert!(signed_by_another_ca(&wrapped(
+            rustls::CertificateError::UnknownIssuer
+        )));
+        assert!(signed_by_another_ca(&wrapped(
+            rustls::CertificateError::BadSignature
+        )));
+        // Untrusted too, but a clock or a certificate that catches up can cure these.
+        assert!(!signed_by_another_ca(&wrapped(
+            rustls::CertificateError::NotValidYet
+        )));
+        assert!(!signed_by_another_ca(&wrapped(
+            rustls::CertificateError::NotValidForName
+        )));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!signed_by_another_ca(&Wrapper(refused)));
     }
 }

@@ -44,6 +44,14 @@ pub enum KubeError {
     },
 }
 
+impl KubeError {
+    /// The address answers with a certificate this cluster's Kubernetes CA did not sign:
+    /// another cluster's API server is there. A setting to fix, not something to wait out.
+    pub fn another_cluster_answers(&self) -> bool {
+        matches!(self, KubeError::Transport { source, .. } if crate::tls::signed_by_another_ca(source))
+    }
+}
+
 /// A transport failure with all its causes, and what a certificate from another CA means: the
 /// address answers, but with another cluster's API server (a VIP still held by a cluster
 /// that was destroyed, or an endpoint that points at the wrong machines).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::ClusterVm;
-use super::retry::{unless_done, with_policy, API_CALL, LOCKED};
+use super::retry::{unless_done, with_policy, Policy, API_CALL, ELSEWHERE_IF_DOWN, LOCKED};
 use super::tasks::TaskOutcome;
 use super::vm_config::{
     config_changes, facts, needs_reboot, parse_tags, VmFacts, VmSpec, MANAGED_TAG,
@@ -720,10 +720,20 @@ pub async fn read(
     vmid: u32,
     deadline: Instant,
 ) -> Result<Option<(VmFacts, bool)>, Error> {
-    let config = with_policy(API_CALL, deadline, "read config", || {
+    read_with(API_CALL, client, node, vmid, deadline).await
+}
+
+async fn read_with(
+    policy: Policy,
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: Instant,
+) -> Result<Option<(VmFacts, bool)>, Error> {
+    let config = with_policy(policy, deadline, "read config", || {
         client.vm_config(node, vmid)
     });
-    let status = with_policy(API_CALL, deadline, "read status", || {
+    let status = with_policy(policy, deadline, "read status", || {
         client.vm_status(node, vmid)
     });
     match tokio::try_join!(config, status) {
@@ -733,11 +743,13 @@ pub async fn read(
     }
 }
 
-/// How long a read keeps asking a node that does not answer before the cluster list is asked.
-const NODE_DOWN_PATIENCE: Duration = Duration::from_secs(10);
-
 /// Reads a VM that may have migrated: where `node` no longer has it, the cluster list is asked
 /// for a VM with this VMID and `name` on another node. Returns the node it was found on.
+///
+/// A node that does not answer (pveproxy's 595/596) is not waited for: the cluster list, asked
+/// once, says whether the VM moved (HA), or is still on that node and the node is down
+/// (pve-manager `PVE/API2/Cluster.pm` resources: a guest of an offline node has status
+/// `unknown`); only when the list shows the node up is the read tried again.
 pub async fn read_following(
     client: &Client,
     node: &str,
@@ -745,10 +757,7 @@ pub async fn read_following(
     name: &str,
     deadline: Instant,
 ) -> Result<Option<(String, VmFacts, bool)>, Error> {
-    // A node that is down answers 595/596 through pveproxy; HA may have moved the VM, so after
-    // a short try the cluster list says where it is now.
-    let first_try = deadline.min(Instant::now() + NODE_DOWN_PATIENCE);
-    let unreachable = match read(client, node, vmid, first_try).await {
+    let unreachable = match read_with(ELSEWHERE_IF_DOWN, client, node, vmid, deadline).await {
         Ok(Some((facts, running))) => return Ok(Some((node.to_string(), facts, running))),
         Ok(None) => None,
         Err(e) if e.is_node_unreachable() => {
@@ -759,12 +768,28 @@ pub async fn read_following(
     };
     let vms = with_policy(API_CALL, deadline, "list VMs", || client.cluster_vms()).await?;
     let Some(moved) = moved_to(&vms, vmid, name, node) else {
+        let Some(unreachable) = unreachable else {
+            return Ok(None);
+        };
+        if listed_on_a_node_up(&vms, vmid, node) {
+            // The node is up for the cluster: a passing hiccup of pveproxy's link to it.
+            return Ok(read(client, node, vmid, deadline)
+                .await?
+                .map(|(facts, running)| (node.to_string(), facts, running)));
+        }
         // Still on the node that is down: not gone, just out of reach.
-        return unreachable.map_or(Ok(None), Err);
+        return Err(unreachable);
     };
     Ok(read(client, &moved, vmid, deadline)
         .await?
         .map(|(facts, running)| (moved, facts, running)))
+}
+
+/// The cluster list shows this VMID on `node` with a known status: the node is up.
+fn listed_on_a_node_up(vms: &[ClusterVm], vmid: u32, node: &str) -> bool {
+    vms.iter().any(|vm| {
+        vm.vmid == vmid && vm.node == node && vm.status.as_deref().is_some_and(|s| s != "unknown")
+    })
 }
 
 /// The other node that lists this VMID under the same name: the VM was migrated there.
@@ -1004,5 +1029,24 @@ mod tests {
         );
         // Another VM that got the id after ours was deleted is not ours.
         assert_eq!(moved_to(&[moved], 105, "w-1", "pve1"), None);
+    }
+
+    #[test]
+    fn a_vm_on_a_node_the_cluster_lists_offline_is_not_read_again() {
+        // PVE lists the guests of an offline node with status `unknown`.
+        let mut down = listed(105, "cp-1", None);
+        down.status = Some("unknown".into());
+        assert!(!listed_on_a_node_up(&[down], 105, "pve1"));
+        // Up for the cluster: the 595 was a passing hiccup, the read is tried again.
+        assert!(listed_on_a_node_up(
+            &[listed(105, "cp-1", None)],
+            105,
+            "pve1"
+        ));
+        assert!(!listed_on_a_node_up(
+            &[listed(105, "cp-1", None)],
+            105,
+            "pve2"
+        ));
     }
 }

@@ -30,6 +30,14 @@ pub const API_CALL: Policy = Policy {
     retry_if: Error::is_transient,
 };
 
+/// Reads that can look elsewhere when a node does not answer (595/596): as [`API_CALL`], but an
+/// unreachable node is reported at once, for the caller to ask the cluster list where the VM is
+/// instead of waiting for the node.
+pub const ELSEWHERE_IF_DOWN: Policy = Policy {
+    backoff: API_CALL.backoff,
+    retry_if: |e| e.is_transient() && !e.is_node_unreachable(),
+};
+
 /// Calls that take a config or storage lock (config, resize, delete, shutdown): PVE gives up
 /// on a busy lock after about 10 s, and refuses a VM a backup or migration holds (`VM is locked
 /// (backup)`), so wait and try again.

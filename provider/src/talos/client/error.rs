@@ -153,6 +153,10 @@ impl TalosError {
 
 /// Walks an error's source chain looking for the rustls error of a CA mismatch.
 ///
+/// Only a CA mismatch is settled: a node certificate not valid yet (Talos issues it at boot,
+/// before its clock is synced) or not naming the address dialled (a node that just changed its
+/// address reissues it) comes right with time, so those stay retryable.
+///
 /// tonic and hyper wrap the TLS failure in several layers (transport error, hyper error,
 /// `io::Error`), and a server's alert only surfaces on the first read after a TLS 1.3 handshake,
 /// so the rustls error can sit at any depth. The text fallback covers layers that keep only a
@@ -269,5 +273,22 @@ mod tests {
             status: Box::new(status),
         };
         assert_eq!(err.class(), ErrorClass::ForeignCluster);
+    }
+
+    #[test]
+    fn a_node_certificate_not_valid_yet_or_for_another_address_is_waited_out() {
+        for refusal in [
+            rustls::CertificateError::NotValidYet,
+            rustls::CertificateError::NotValidForName,
+        ] {
+            let io = std::io::Error::other(rustls::Error::InvalidCertificate(refusal));
+            let status = tonic::Status::from_error(Box::new(io));
+            let err = TalosError::Status {
+                rpc: "Version",
+                code: status.code(),
+                status: Box::new(status),
+            };
+            assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+        }
     }
 }

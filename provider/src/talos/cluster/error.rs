@@ -42,6 +42,18 @@ pub enum ClusterError {
         /// Talos's reason.
         message: String,
     },
+    /// The Kubernetes endpoint answers with another cluster's API server: no wait can help.
+    #[error(
+        "the Kubernetes API at {endpoint} presents a certificate this cluster's Kubernetes CA did not sign: another \
+         cluster's API server answers at that address ({detail}). Point castle_talos_cluster's `endpoint` (or `vip`) at \
+         this cluster's control planes, or free the address from the cluster that holds it, then apply again."
+    )]
+    AnotherClustersEndpoint {
+        /// The endpoint, e.g. `https://10.0.0.10:6443`.
+        endpoint: String,
+        /// rustls's verdict.
+        detail: String,
+    },
     /// A wait ran out of time; says which check, on which node, and the last answer seen.
     #[error("timed out waiting for {check} on {node}: last answer: {last}")]
     Timeout {

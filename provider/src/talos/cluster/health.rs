@@ -77,6 +77,35 @@ pub struct Failure {
     pub node: String,
     /// The last answer.
     pub last: String,
+    /// The endpoint answered with another cluster's API server: waiting cannot help.
+    pub another_cluster: bool,
+}
+
+impl Failure {
+    fn new(check: HealthCheck, node: String, last: String) -> Self {
+        Self {
+            check,
+            node,
+            last,
+            another_cluster: false,
+        }
+    }
+
+    /// What the wait does with it: poll again, or stop at once when the endpoint is another
+    /// cluster's (`endpoint` is named in the error).
+    fn settle(self, endpoint: &str) -> Result<Pending, ClusterError> {
+        if self.another_cluster {
+            return Err(ClusterError::AnotherClustersEndpoint {
+                endpoint: endpoint.to_string(),
+                detail: self.last,
+            });
+        }
+        Ok(Pending {
+            check: self.check.to_string(),
+            node: self.node,
+            last: self.last,
+        })
+    }
 }
 
 fn service_state(services: &[ServiceInfo], id: &str) -> Result<(), String> {
@@ -97,11 +126,8 @@ async fn check_node(
     node: &ClusterNode,
     access: &Access,
 ) -> Result<Option<Vec<EtcdMember>>, Failure> {
-    let fail = |check, last: String| Failure {
-        check,
-        node: format!("{} ({})", node.name, node.ip),
-        last,
-    };
+    let fail =
+        |check, last: String| Failure::new(check, format!("{} ({})", node.name, node.ip), last);
     let client = NodeClient::connect(node.ip, &access.talos, &access.connect)
         .await
         .map_err(|e| fail(HealthCheck::TalosApi, e.describe()))?;
@@ -137,11 +163,11 @@ pub async fn check(
         bounded(deadline, check_node(node, access))
             .await
             .unwrap_or_else(|| {
-                Err(Failure {
-                    check: HealthCheck::TalosApi,
-                    node: format!("{} ({})", node.name, node.ip),
-                    last: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
-                })
+                Err(Failure::new(
+                    HealthCheck::TalosApi,
+                    format!("{} ({})", node.name, node.ip),
+                    format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+                ))
             })
     }))
     .await;
@@ -159,24 +185,23 @@ pub async fn check(
                 stale_peer_url(&members, nodes)
             };
             if let Some(last) = last {
-                return Err(Failure {
-                    check: HealthCheck::EtcdMembers,
-                    node: format!("{} ({})", node.name, node.ip),
+                return Err(Failure::new(
+                    HealthCheck::EtcdMembers,
+                    format!("{} ({})", node.name, node.ip),
                     last,
-                });
+                ));
             }
         }
     }
-    let cluster = |check, last: String| Failure {
-        check,
-        node: format!("the cluster ({})", access.kube.server),
-        last,
+    let cluster = |check, last: String| {
+        Failure::new(check, format!("the cluster ({})", access.kube.server), last)
     };
     let kube = KubeClient::new(&access.kube)
         .map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
-    kube.readyz()
-        .await
-        .map_err(|e| cluster(HealthCheck::KubernetesApi, e.to_string()))?;
+    kube.readyz().await.map_err(|e| Failure {
+        another_cluster: e.another_cluster_answers(),
+        ..cluster(HealthCheck::KubernetesApi, e.to_string())
+    })?;
     let registered = kube
         .nodes()
         .await
@@ -325,10 +350,13 @@ pub async fn wait_healthy(
         last: String::new(),
     };
     poll(deadline, waiting, || async {
-        Ok(check(nodes, access, deadline).await.map_err(|failure| {
-            tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
-            Pending { check: failure.check.to_string(), node: failure.node, last: failure.last }
-        }))
+        match check(nodes, access, deadline).await {
+            Ok(()) => Ok(Ok(())),
+            Err(failure) => {
+                tracing::debug!(check = %failure.check, node = %failure.node, last = %failure.last, "not healthy yet");
+                failure.settle(&access.kube.server).map(Err)
+            }
+        }
     })
     .await
 }
@@ -433,5 +461,28 @@ mod tests {
             text,
             "members cp-1, old-cp; not a control plane of this cluster: old-cp"
         );
+    }
+
+    #[test]
+    fn another_clusters_api_server_at_the_endpoint_ends_the_wait_naming_the_setting() {
+        let endpoint = "https://10.5.0.10:6443";
+        let failure = |another_cluster| Failure {
+            another_cluster,
+            ..Failure::new(
+                HealthCheck::KubernetesApi,
+                format!("the cluster ({endpoint})"),
+                "invalid peer certificate: UnknownIssuer".into(),
+            )
+        };
+        let error = failure(true).settle(endpoint).unwrap_err().to_string();
+        assert!(
+            error.contains("Kubernetes API at https://10.5.0.10:6443")
+                && error.contains("`endpoint` (or `vip`)")
+                && error.contains("UnknownIssuer"),
+            "{error}"
+        );
+        // Anything else is waited out, and the timeout names the check.
+        let pending = failure(false).settle(endpoint).unwrap();
+        assert_eq!(pending.check, HealthCheck::KubernetesApi.to_string());
     }
 }

@@ -11,33 +11,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ClusterError;
+use crate::retry::Backoff;
 
 /// Bound of one attempt (a probe, a call, one pass of the health checks).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// An interval that doubles from 100 ms up to 1 s.
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    /// A fresh backoff.
-    pub fn new() -> Self {
-        Self {
-            next: Duration::from_millis(100),
-        }
-    }
-
-    /// Sleeps for the next interval; `false` (without sleeping) when that would pass `deadline`.
-    pub async fn wait(&mut self, deadline: Instant) -> bool {
-        if Instant::now() + self.next >= deadline {
-            return false;
-        }
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(Duration::from_secs(1));
-        true
-    }
-}
+/// How a node is polled: 100 ms doubling up to 1 s, no jitter (each wait polls its own node).
+/// The pauses are the shared [`crate::retry::Backoff`]'s, bounded by the caller's deadline.
+pub const NODE_POLL: Backoff = Backoff {
+    name: "talos node poll",
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+    jitter: 0.0,
+};
 
 /// Bound of one Upgrade request: Talos pulls and checks the installer image inside the
 /// request, before it answers (Talos: internal/app/machined/internal/server/v1alpha1/
@@ -83,7 +69,7 @@ impl Pending {
     }
 }
 
-/// Repeats `attempt` (each one bounded) with [`Backoff`] until it is done (`Ok(Ok)`), fails
+/// Repeats `attempt` (each one bounded), pausing as [`NODE_POLL`] says, until it is done (`Ok(Ok)`), fails
 /// for good (`Err`), or `deadline` comes: then the error names the pending check with the last
 /// answer seen. `waiting` says what is waited for before any answer came.
 pub async fn poll<T, F, Fut>(
@@ -109,7 +95,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Result<T, Pending>, ClusterError>>,
 {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     let mut pending = waiting;
     let mut answered = false;
     loop {
@@ -129,7 +115,7 @@ where
             None if !answered => pending.last = "no answer before the timeout".to_string(),
             None => {}
         }
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(pending.timed_out());
         }
     }

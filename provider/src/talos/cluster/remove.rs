@@ -17,7 +17,7 @@
 
 use tokio::time::Instant;
 
-use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
+use super::poll::{bounded, ATTEMPT_TIMEOUT, NODE_POLL};
 use super::teardown::reset_one;
 use super::{Access, ClusterError, ClusterNode, ResetOutcome, UNREACHABLE_GRACE};
 use crate::kubernetes::drain::DrainOptions;
@@ -75,14 +75,16 @@ pub async fn remove_node(
 /// (a machine rebooting comes back within it; one whose VM was deleted never does).
 async fn first_answer(node: &ClusterNode, access: &Access, deadline: Instant) -> NodeState {
     let give_up = deadline.min(Instant::now() + UNREACHABLE_GRACE);
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let state = bounded(deadline, probe(node.ip, &access.talos, &access.connect))
             .await
             .unwrap_or_else(|| NodeState::Unreachable {
                 reason: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
             });
-        if !matches!(state, NodeState::Unreachable { .. }) || !backoff.wait(give_up).await {
+        if !matches!(state, NodeState::Unreachable { .. })
+            || !pauses.sleep_before(None, give_up).await
+        {
             return state;
         }
     }
@@ -134,7 +136,7 @@ async fn leave_etcd(
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     let mut asked = false;
     loop {
         let found = member(node, peers, access, deadline).await;
@@ -165,7 +167,7 @@ async fn leave_etcd(
                 }
             }
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the node to leave etcd (as another control plane's member list shows)"
                     .into(),
@@ -184,7 +186,7 @@ async fn remove_member(
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match member(node, peers, access, deadline).await {
             Ok(None) => return Ok(()),
@@ -206,7 +208,7 @@ async fn remove_member(
             }
             Err(last) => last,
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "its etcd member to be removed through another control plane".into(),
                 node: format!("{} ({})", node.name, node.ip),
@@ -222,14 +224,14 @@ async fn delete_node_object(
     node: &ClusterNode,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match bounded(deadline, kube.delete_node(&node.name)).await {
             Some(Ok(())) => return Ok(()),
             Some(Err(e)) => e.to_string(),
             None => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "its Kubernetes Node object to be deleted".into(),
                 node: format!("{} ({})", node.name, node.ip),

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
+use super::poll::{bounded, ATTEMPT_TIMEOUT, NODE_POLL};
 use super::{Access, ClusterError, ClusterNode, ResetOutcome};
 use crate::kubernetes::KubeClient;
 use crate::talos::client::{probe, NodeClient, NodeState};
@@ -102,7 +102,7 @@ async fn same_vm_id(
     access: &Access,
     deadline: Instant,
 ) -> Result<SameVmId, ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match bounded(deadline, probe(node.ip, &access.talos, &access.connect)).await {
             Some(state) => match judge_same_vm_id(&state) {
@@ -111,7 +111,7 @@ async fn same_vm_id(
             },
             None => "no answer yet".to_string(),
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the machine behind the node's VM to answer".into(),
                 node: format!("{} ({})", node.name, node.ip),
@@ -234,7 +234,7 @@ async fn remove_ghost(
             .iter()
             .filter(|n| n.is_control_plane() && n.name != old.name)
             .collect();
-        let mut backoff = Backoff::new();
+        let mut pauses = NODE_POLL.until(deadline);
         let mut last = String::from("no other control plane");
         loop {
             for other in &others {
@@ -252,7 +252,7 @@ async fn remove_ghost(
                     }
                 }
             }
-            if !backoff.wait(deadline).await {
+            if !pauses.sleep(None).await {
                 return Err(ClusterError::Timeout {
                     check: "a control plane to remove the lost machine's etcd member".into(),
                     node: format!("{} ({})", old.name, old.ip),
@@ -300,7 +300,7 @@ async fn wait_silent(
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     loop {
         let last = match bounded(deadline, probe(old.ip, &access.talos, &access.connect)).await {
             Some(NodeState::Unreachable { .. }) => return Ok(()),
@@ -309,7 +309,7 @@ async fn wait_silent(
             Some(NodeState::ForeignCluster) => "a machine of another cluster answers",
             None => "no answer yet",
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the old machine's address to be free".into(),
                 node: format!("{} ({})", old.name, old.ip),

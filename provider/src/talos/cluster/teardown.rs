@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::poll::{bounded, Backoff, ATTEMPT_TIMEOUT};
+use super::poll::{bounded, ATTEMPT_TIMEOUT, NODE_POLL};
 use super::{ClusterError, ClusterNode};
 use crate::talos::client::{probe, ConnectOptions, Credentials, NodeClient, NodeState};
 
@@ -60,7 +60,7 @@ pub(super) async fn reset_one(
     graceful: bool,
     deadline: Instant,
 ) -> Result<ResetOutcome, ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     let give_up = deadline.min(Instant::now() + UNREACHABLE_GRACE);
     loop {
         let attempt = bounded(deadline, async {
@@ -96,7 +96,7 @@ pub(super) async fn reset_one(
             }
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(last)) => {
-                if !backoff.wait(deadline).await {
+                if !pauses.sleep(None).await {
                     return Err(ClusterError::Timeout {
                         check: "the node to accept a reset".into(),
                         node: format!("{} ({})", node.name, node.ip),
@@ -105,7 +105,7 @@ pub(super) async fn reset_one(
                 }
             }
             Err(last) => {
-                if !backoff.wait(give_up).await {
+                if !pauses.sleep_before(None, give_up).await {
                     // A machine that is gone (its VM deleted) has nothing left to reset.
                     tracing::warn!(node = %node.name, %last, "node does not answer; nothing to reset");
                     return Ok(ResetOutcome::Unreachable { last });
@@ -128,7 +128,7 @@ async fn wait_back_in_maintenance(
     connect: &ConnectOptions,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    let mut backoff = Backoff::new();
+    let mut pauses = NODE_POLL.until(deadline);
     let mut silent_since: Option<Instant> = None;
     loop {
         let last = match bounded(deadline, probe(node.ip, talos, connect)).await {
@@ -154,7 +154,7 @@ async fn wait_back_in_maintenance(
             }
             None => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
         };
-        if !backoff.wait(deadline).await {
+        if !pauses.sleep(None).await {
             return Err(ClusterError::Timeout {
                 check: "the node to be back in maintenance mode after its reset".into(),
                 node: format!("{} ({})", node.name, node.ip),
