@@ -5,7 +5,7 @@ Factory it uploaded the schematic to."""
 
 import pytest
 
-from harness.lab import TalosLab
+from harness.lab import LONGHORN, TalosLab
 from test_talos_cluster import PREFIX, cluster_hcl
 
 pytestmark = pytest.mark.acceptance
@@ -66,3 +66,27 @@ def test_an_installer_whose_schematic_the_factory_never_saw_is_refused_by_the_no
     out = t.apply(expect_fail=True)
     assert 'error validating installer image' in out and 'not found' in out, out
     assert talos.nodes()[PREFIX + '11']['talos_version'] == TEMPLATE
+
+
+def test_a_template_with_the_same_extensions_under_another_schematic_installs_castles_installer(tf):
+    # The factory does not sort a schematic's list: a template built from [util-linux-tools,
+    # iscsi-tools] runs the same extension names as castle's installer under another schematic
+    # id. castle compares the schematic the node reports, so the node still gets castle's.
+    lab = TalosLab([PREFIX + '11'], template_extensions=tuple(reversed(LONGHORN)))
+    try:
+        template = lab.nodes()[PREFIX + '11']['schematic']
+        t = tf()
+        t.write(cluster_hcl({'cp-1': 11}))
+        t.apply()
+        schematic = lab.schematics()[0]['id']
+        assert schematic != template
+        node = lab.nodes()[PREFIX + '11']
+        assert node['schematic'] == schematic, node
+        assert node['installed_images'] == ['%s/installer/%s:v1.12.0' % (lab.factory_url[len('https://'):],
+                                                                          schematic)], node
+        cluster = t.resources()['castle_talos_cluster.home']
+        assert cluster['node_extensions'] == {'cp-1': ['iscsi-tools', 'util-linux-tools']}
+        assert cluster['node_schematics'] == {'cp-1': schematic}
+        t.assert_plan_empty()
+    finally:
+        lab.stop()

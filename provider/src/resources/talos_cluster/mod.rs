@@ -32,7 +32,8 @@ use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::{
-    generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
+    generate_cluster_configs, installer_image, schematic_id, ClusterSpec, KubernetesVersion,
+    TalosVersion,
 };
 use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
@@ -254,9 +255,21 @@ impl Resource for TalosClusterResource {
                 versions.remove(&unready.name);
             }
         }
-        if let Value::Value(reported) = &mut state.node_extensions {
-            for (name, list) in cluster::reported_extensions(&nodes, &access).await {
-                reported.insert(name, extensions_value(&list));
+        let reported = cluster::reported_extensions(&nodes, &access).await;
+        if state.node_extensions.is_value() && state.node_schematics.is_null() {
+            state.node_schematics = Value::Value(BTreeMap::new());
+        }
+        if let Value::Value(names) = &mut state.node_extensions {
+            for (name, extensions) in &reported {
+                names.insert(name.clone(), extensions_value(&extensions.names));
+            }
+        }
+        if let Value::Value(schematics) = &mut state.node_schematics {
+            for (name, extensions) in &reported {
+                match &extensions.schematic {
+                    Some(id) => schematics.insert(name.clone(), Value::Value(id.clone())),
+                    None => schematics.remove(name),
+                };
             }
         }
         if let Value::Value(configs) = &mut state.machine_configs {
@@ -303,6 +316,7 @@ impl Resource for TalosClusterResource {
         state.machine_configs = Value::Unknown;
         state.node_versions = Value::Unknown;
         state.node_extensions = Value::Unknown;
+        state.node_schematics = Value::Unknown;
         state.client_certificate_expires_at = Value::Unknown;
         Some((state, None))
     }
@@ -330,6 +344,7 @@ impl Resource for TalosClusterResource {
             state.machine_configs = Value::Unknown;
             state.node_versions = Value::Unknown;
             state.node_extensions = Value::Unknown;
+            state.node_schematics = Value::Unknown;
             state.client_certificate_expires_at = Value::Unknown;
             if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
@@ -410,10 +425,13 @@ impl Resource for TalosClusterResource {
                     ),
                     _ => Value::Unknown,
                 };
-                state.node_extensions = if !reports_change && same_nodes {
-                    prior_state.node_extensions.clone()
+                (state.node_extensions, state.node_schematics) = if !reports_change && same_nodes {
+                    (
+                        prior_state.node_extensions.clone(),
+                        prior_state.node_schematics.clone(),
+                    )
                 } else {
-                    Value::Unknown
+                    (Value::Unknown, Value::Unknown)
                 };
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
@@ -434,6 +452,7 @@ impl Resource for TalosClusterResource {
                 state.machine_configs = Value::Unknown;
                 state.node_versions = Value::Unknown;
                 state.node_extensions = Value::Unknown;
+                state.node_schematics = Value::Unknown;
                 state.kubeconfig = Value::Unknown;
                 state.talosconfig = Value::Unknown;
                 state.client_certificate_expires_at = Value::Unknown;
@@ -520,6 +539,7 @@ impl Resource for TalosClusterResource {
         // report, even if that is nothing.
         state.node_versions = Value::Value(BTreeMap::new());
         state.node_extensions = Value::Value(BTreeMap::new());
+        state.node_schematics = Value::Value(BTreeMap::new());
         let access = credentials::access(&spec, &bundle, &secrets);
         let nodes = credentials::cluster_nodes(&spec, &configs);
         let (access, nodes) = match (access, nodes) {
@@ -540,7 +560,7 @@ impl Resource for TalosClusterResource {
                 image: &desired.image,
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
-                extensions: desired.extensions.as_deref(),
+                extensions: desired.extensions.as_ref(),
                 power: None,
             };
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
@@ -548,7 +568,7 @@ impl Resource for TalosClusterResource {
         .await;
         let (versions, extensions) = cluster::reported(&nodes, &access).await;
         state.node_versions = versions_value(&versions);
-        state.node_extensions = all_extensions_value(&extensions);
+        (state.node_extensions, state.node_schematics) = extensions_values(&extensions);
         if let Err(e) = result {
             unable(diags, &format!("create cluster {name}"), &e);
             // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
@@ -636,7 +656,7 @@ impl Resource for TalosClusterResource {
                 image: &desired.image,
                 target: &desired.target,
                 coredns_image: &desired.coredns_image,
-                extensions: desired.extensions.as_deref(),
+                extensions: desired.extensions.as_ref(),
                 power: power.as_ref().map(|p| p as &dyn cluster::VmPower),
             };
             let mut report = cluster::Report::default();
@@ -663,7 +683,7 @@ impl Resource for TalosClusterResource {
             }
         }
         state.node_versions = versions_value(&versions);
-        state.node_extensions = all_extensions_value(&extensions);
+        (state.node_extensions, state.node_schematics) = extensions_values(&extensions);
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -814,11 +834,19 @@ fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
                 .iter()
                 .filter_map(|(k, v)| {
                     let list = v.as_ref_option()?;
+                    let schematic = match &state.node_schematics {
+                        Value::Value(ids) => ids.get(k).and_then(|id| id.as_ref_option().cloned()),
+                        _ => None,
+                    };
                     Some((
                         k.clone(),
-                        list.iter()
-                            .filter_map(|e| e.as_ref_option().cloned())
-                            .collect(),
+                        cluster::Extensions {
+                            names: list
+                                .iter()
+                                .filter_map(|e| e.as_ref_option().cloned())
+                                .collect(),
+                            schematic,
+                        },
                     ))
                 })
                 .collect(),
@@ -896,10 +924,10 @@ fn desired(
         coredns_image: TalosVersion::parse(&spec.talos_version)
             .map(|v| v.minor.default_coredns_image().to_string())
             .map_err(|e| e.to_string())?,
-        extensions: spec
-            .install_image
-            .is_none()
-            .then(|| cluster::extension_names(&spec.extensions)),
+        extensions: spec.install_image.is_none().then(|| cluster::Extensions {
+            names: cluster::extension_names(&spec.extensions),
+            schematic: Some(schematic_id(&spec.extensions)),
+        }),
     })
 }
 
@@ -1019,9 +1047,11 @@ fn warn_of_upgrades(
                  so that every node runs the configured extensions.",
                 other
                     .iter()
-                    .map(|(n, e)| match e.is_empty() {
-                        true => format!("{n} (no extension)"),
-                        false => format!("{n} (runs {})", e.join(", ")),
+                    .map(|(n, e)| match (&e.schematic, e.names.is_empty()) {
+                        (Some(id), true) => format!("{n} (schematic {id}, no extension)"),
+                        (Some(id), false) => format!("{n} (schematic {id}: {})", e.names.join(", ")),
+                        (None, true) => format!("{n} (no extension)"),
+                        (None, false) => format!("{n} (runs {})", e.names.join(", ")),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -1038,7 +1068,10 @@ fn warn_of_upgrades(
 }
 
 /// What the nodes report after an update: releases and extensions, by node.
-type Reported = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+type Reported = (
+    BTreeMap<String, String>,
+    BTreeMap<String, cluster::Extensions>,
+);
 
 /// The plan's note at create: nodes booted from a template of another release or with other
 /// extensions are upgraded once they joined (a disk image does not install its config's
@@ -1086,16 +1119,23 @@ fn extensions_value(list: &[String]) -> Value<Vec<Value<String>>> {
     Value::Value(list.iter().map(|e| Value::Value(e.clone())).collect())
 }
 
-/// `node_extensions` as state holds them.
-fn all_extensions_value(
-    reported: &BTreeMap<String, Vec<String>>,
-) -> Value<BTreeMap<String, Value<Vec<Value<String>>>>> {
-    Value::Value(
-        reported
-            .iter()
-            .map(|(k, v)| (k.clone(), extensions_value(v)))
-            .collect(),
-    )
+/// `node_extensions` and `node_schematics` as state holds them.
+#[allow(clippy::type_complexity)]
+fn extensions_values(
+    reported: &BTreeMap<String, cluster::Extensions>,
+) -> (
+    Value<BTreeMap<String, Value<Vec<Value<String>>>>>,
+    Value<BTreeMap<String, Value<String>>>,
+) {
+    let names = reported
+        .iter()
+        .map(|(k, v)| (k.clone(), extensions_value(&v.names)))
+        .collect();
+    let schematics = reported
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), Value::Value(v.schematic.clone()?))))
+        .collect();
+    (Value::Value(names), Value::Value(schematics))
 }
 
 /// `node_versions` as state holds them.

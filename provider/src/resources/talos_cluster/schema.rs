@@ -67,6 +67,7 @@ pub fn schema() -> Schema {
                 "machine_configs" => secret(Map(String.into()), "The machine configuration applied to each node, by node name. Known at plan time on update, so a plan shows which nodes change."),
                 "node_versions" => attr(Map(String.into()), Computed, "The Talos release each node ran when last read. A node found on another release than `talos_version` is upgraded (or brought back) by the next apply."),
                 "node_extensions" => attr(Map(strings().into()), Computed, "The system extensions each node ran when last read, by name as `talosctl get extensions` shows them (`iscsi-tools` for `siderolabs/iscsi-tools`; the Image Factory's own `schematic` left out). A node that runs other extensions than `extensions` is upgraded to the installer image by the next apply."),
+                "node_schematics" => attr(Map(String.into()), Computed, "The Image Factory schematic id of the image each node ran when last read (nodes booted from a plain Sidero image are left out). A node on another schematic than the one of `extensions`, even with the same extension names (kernel arguments, another list order), is upgraded to the installer image by the next apply."),
                 "client_certificate_expires_at" => attr(String, Computed, "When the kubeconfig and talosconfig certificates expire (RFC 3339).")
             },
             blocks: map! {

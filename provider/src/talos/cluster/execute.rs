@@ -173,8 +173,8 @@ pub struct Live<'a> {
     pub target: &'a str,
     /// The CoreDNS image Talos renders for the cluster's release.
     pub coredns_image: &'a str,
-    /// The extensions upgraded nodes must report, when castle knows them.
-    pub extensions: Option<&'a [String]>,
+    /// The extensions (and schematic) upgraded nodes must report, when castle knows them.
+    pub extensions: Option<&'a super::Extensions>,
     /// Power over the nodes' VMs, for replacements; `None` without a Proxmox client.
     pub power: Option<&'a dyn VmPower>,
 }
@@ -428,7 +428,7 @@ mod tests {
             target: "v1.12.0".into(),
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
-            extensions: Some(vec![]),
+            extensions: Some(Default::default()),
             ..Default::default()
         }
     }
@@ -444,7 +444,10 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
-            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
+            extensions: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Default::default()))
+                .collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
             ..Default::default()
         }

@@ -28,7 +28,7 @@ pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{
     extension_names, kubernetes_upgrade, plan, readdressed, replacements, upgrade_reason, Current,
-    Desired, Machine, Step, UpgradeReason,
+    Desired, Extensions, Machine, Step, UpgradeReason,
 };
 pub use quorum::{check_quorum, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
@@ -96,19 +96,19 @@ pub async fn reported_versions(nodes: &[ClusterNode], access: &Access) -> BTreeM
 pub async fn reported(
     nodes: &[ClusterNode],
     access: &Access,
-) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+) -> (BTreeMap<String, String>, BTreeMap<String, Extensions>) {
     tokio::join!(
         reported_versions(nodes, access),
         reported_extensions(nodes, access)
     )
 }
 
-/// The system extensions each node runs now, by name (sorted, without the Image Factory's own
-/// `schematic`); nodes that do not answer with our credentials are left out.
+/// The system extensions each node runs now and its image's schematic; nodes that do not
+/// answer with our credentials are left out.
 pub async fn reported_extensions(
     nodes: &[ClusterNode],
     access: &Access,
-) -> BTreeMap<String, Vec<String>> {
+) -> BTreeMap<String, Extensions> {
     let lists = futures::future::join_all(nodes.iter().map(|n| node_extensions(n, access))).await;
     nodes
         .iter()
@@ -117,8 +117,9 @@ pub async fn reported_extensions(
         .collect()
 }
 
-/// One node's extensions, or `None` if it does not answer.
-pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Vec<String>> {
+/// One node's extensions (names sorted, without the Image Factory's own `schematic`, whose
+/// version is the schematic id), or `None` if it does not answer.
+pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Extensions> {
     let call = async {
         let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
         client.extensions().await
@@ -130,12 +131,13 @@ pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Vec<
     .await
     .ok()?
     .ok()?;
-    let mut names: Vec<String> = listed
-        .into_iter()
-        .map(|e| e.name)
-        .filter(|n| n != "schematic")
-        .collect();
+    let (schematic, others): (Vec<_>, Vec<_>) =
+        listed.into_iter().partition(|e| e.name == "schematic");
+    let mut names: Vec<String> = others.into_iter().map(|e| e.name).collect();
     names.sort();
     names.dedup();
-    Some(names)
+    Some(Extensions {
+        names,
+        schematic: schematic.into_iter().next().map(|e| e.version),
+    })
 }

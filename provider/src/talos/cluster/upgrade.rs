@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::bring_up::pending;
 use super::poll::{poll, poll_each, UPGRADE_ATTEMPT_TIMEOUT};
 use super::reboot::{boot_id, wait_rebooted};
-use super::{wait_healthy, Access, ClusterError, ClusterNode};
+use super::{wait_healthy, Access, ClusterError, ClusterNode, Extensions};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
 /// What an upgrade brings nodes to.
@@ -17,8 +17,8 @@ pub struct Target<'a> {
     pub image: &'a str,
     /// The release tag the nodes must report after it.
     pub tag: &'a str,
-    /// The extensions (names as nodes report them) the nodes must run after it, when known.
-    pub extensions: Option<&'a [String]>,
+    /// The extensions (and schematic) the nodes must run after it, when known.
+    pub extensions: Option<&'a Extensions>,
 }
 
 /// Upgrades each of `nodes` that does not yet report the target's release and extensions to
@@ -67,7 +67,7 @@ async fn on_target(node: &ClusterNode, target: &Target<'_>, access: &Access) -> 
         None => true,
         Some(wanted) => super::node_extensions(node, access)
             .await
-            .is_some_and(|reported| reported == wanted),
+            .is_some_and(|reported| reported.runs(wanted)),
     }
 }
 
