@@ -1,7 +1,8 @@
 """The Talos image story: nodes boot the template's disk image, which does not install the
 config's installer (Talos runs `Install` only on a machine not installed yet), so castle brings
 each node to `talos_version` and `extensions` with an upgrade after it joined, through the Image
-Factory it uploaded the schematic to."""
+Factory it uploaded the schematic to. A template of an older release line first gets the config
+in that line's documents."""
 
 import pytest
 
@@ -11,8 +12,11 @@ from test_talos_cluster import PREFIX, cluster_hcl
 pytestmark = pytest.mark.acceptance
 
 NODES = {'cp-1': 11, 'w-1': 21}
-TEMPLATE = 'v1.12.0'
-TARGET = 'v1.13.0'
+# One release line older than talos_version: the template's release refuses the v1.12 network
+# documents, so castle gives it the v1.11 contract in maintenance mode, and its own config once
+# upgraded.
+TEMPLATE = 'v1.11.5'
+TARGET = 'v1.12.0'
 EXTENSIONS = ['siderolabs/qemu-guest-agent', 'siderolabs/iscsi-tools']
 
 
@@ -45,6 +49,7 @@ def test_nodes_booted_from_an_older_template_end_on_talos_version_with_their_ext
     for host in NODES.values():
         node = nodes[PREFIX + str(host)]
         assert node['talos_version'] == TARGET, node
+        assert 'LinkConfig' in node['config_documents'], node
         assert node['schematic'] == schematic, node
         # Booted from the disk image, then exactly one upgrade: the factory's installer.
         assert node['installed_images'] == ['%s/installer/%s:%s' % (talos.factory_url[len('https://'):], schematic,

@@ -133,6 +133,7 @@ pub fn cluster_nodes(
                 ip,
                 role: node.role,
                 config: configs.get(name).cloned().unwrap_or_default(),
+                earlier: Default::default(),
             })
         })
         .collect::<Result<_, String>>()?;

@@ -32,8 +32,8 @@ use crate::resources::timeouts::Operation;
 use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::{
-    generate_cluster_configs, installer_image, schematic_id, ClusterSpec, KubernetesVersion,
-    TalosVersion,
+    earlier_contracts, generate_cluster_configs, generate_node_config_for, installer_image,
+    schematic_id, ClusterSpec, KubernetesVersion, TalosVersion,
 };
 use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
@@ -541,7 +541,8 @@ impl Resource for TalosClusterResource {
         state.node_extensions = Value::Value(BTreeMap::new());
         state.node_schematics = Value::Value(BTreeMap::new());
         let access = credentials::access(&spec, &bundle, &secrets);
-        let nodes = credentials::cluster_nodes(&spec, &configs);
+        let nodes = credentials::cluster_nodes(&spec, &configs)
+            .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle));
         let (access, nodes) = match (access, nodes) {
             (Ok(access), Ok(nodes)) => (access, nodes),
             (Err(e), _) | (_, Err(e)) => {
@@ -634,6 +635,7 @@ impl Resource for TalosClusterResource {
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
+                .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle))
                 .map_err(cluster::ClusterError::Credentials)?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
@@ -1146,6 +1148,28 @@ fn versions_value(versions: &BTreeMap<String, String>) -> Value<BTreeMap<String,
             .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
             .collect(),
     )
+}
+
+/// Each node's config also in the documents of the release lines older than `talos_version`,
+/// for nodes booted from an older template (see [`ClusterNode::earlier`]). A line whose
+/// documents cannot hold the config (a patch of a document that line does not know) is left
+/// out: such a node is sent the config of `talos_version`, and its refusal names the document.
+fn with_earlier_contracts(
+    mut nodes: Vec<ClusterNode>,
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+) -> Vec<ClusterNode> {
+    let lines = earlier_contracts(spec);
+    for node in &mut nodes {
+        node.earlier = lines
+            .iter()
+            .filter_map(|line| {
+                let config = generate_node_config_for(spec, bundle, &node.name, *line).ok()?;
+                Some((line.as_str().to_string(), config))
+            })
+            .collect();
+    }
+    nodes
 }
 
 /// Configs recorded as applied in state, by node.

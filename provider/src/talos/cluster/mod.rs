@@ -52,12 +52,36 @@ pub struct ClusterNode {
     pub role: Role,
     /// The machine configuration to apply (YAML documents).
     pub config: String,
+    /// The same configuration in the documents of older release lines, by line (`v1.11`):
+    /// what a node still on that release accepts in maintenance mode (see
+    /// [`crate::talos::config::earlier_contracts`]). Empty when there is none.
+    pub earlier: BTreeMap<String, String>,
 }
 
 impl ClusterNode {
     /// True for control planes.
     pub fn is_control_plane(&self) -> bool {
         self.role == Role::ControlPlane
+    }
+
+    /// The configuration a node that runs `release` (e.g. `v1.11.5`) accepts: the one of its
+    /// release line when that is older than the cluster's, else [`ClusterNode::config`].
+    pub fn config_for(&self, release: &str) -> &str {
+        self.earlier
+            .iter()
+            .find(|(line, _)| {
+                release
+                    .strip_prefix(line.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+            .map(|(_, config)| config.as_str())
+            .unwrap_or(&self.config)
+    }
+
+    /// Whether a node that ran `release` may run a config of an older contract than
+    /// [`ClusterNode::config`]'s, so that it needs its own config again once upgraded.
+    pub fn ran_earlier_contract(&self, release: &str) -> bool {
+        self.config_for(release) != self.config
     }
 }
 
@@ -140,4 +164,29 @@ pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Exte
         names,
         schematic: schematic.into_iter().next().map(|e| e.version),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_on_an_older_release_line_is_sent_that_lines_config() {
+        let node = ClusterNode {
+            name: "cp-1".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            role: Role::ControlPlane,
+            config: "v1.12 documents".into(),
+            earlier: [("v1.10", "v1.10 documents"), ("v1.11", "v1.11 documents")]
+                .map(|(l, c)| (l.to_string(), c.to_string()))
+                .into(),
+        };
+        assert_eq!(node.config_for("v1.11.5"), "v1.11 documents");
+        assert_eq!(node.config_for("v1.10.0"), "v1.10 documents");
+        assert_eq!(node.config_for("v1.12.0"), "v1.12 documents");
+        assert_eq!(node.config_for("v1.13.1"), "v1.12 documents");
+        assert_eq!(node.config_for("v1.1.0"), "v1.12 documents");
+        assert!(node.ran_earlier_contract("v1.11.5"));
+        assert!(!node.ran_earlier_contract("v1.12.0"));
+    }
 }

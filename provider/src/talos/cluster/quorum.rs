@@ -100,6 +100,7 @@ mod tests {
                 Role::Worker
             },
             config: String::new(),
+            earlier: Default::default(),
         }
     }
 

@@ -272,6 +272,40 @@ fn extensions_pick_the_image_factory_installer() {
 }
 
 #[test]
+fn a_node_on_an_older_release_gets_its_release_documents_with_the_clusters_installer() {
+    let s = spec("v1.12.1");
+    assert_eq!(
+        earlier_contracts(&s),
+        vec![TalosMinor::V1_10, TalosMinor::V1_11]
+    );
+    let older = parse_docs(
+        &generate_node_config_for(&s, bundle(), "cp-1", TalosMinor::V1_11).expect("generation"),
+    );
+    // No v1.12 network document: a v1.11 node would refuse them as not registered.
+    assert_eq!(older.len(), kind_docs(&older, "VolumeConfig").len() + 1);
+    for doc in &older {
+        validate_document(TalosMinor::V1_11, doc).expect("a v1.11 document");
+    }
+    assert!(older[0]["machine"]["network"]["interfaces"].is_array());
+    assert_eq!(
+        older[0]["cluster"]["apiServer"]["disablePodSecurityPolicy"],
+        true
+    );
+    // The cluster's release and installer: the upgrade after the join brings it there.
+    let full = generate(&s, "cp-1");
+    assert_eq!(
+        older[0]["machine"]["install"]["image"],
+        full[0]["machine"]["install"]["image"]
+    );
+    assert!(!kind_docs(&full, "LinkConfig").is_empty());
+    // A newer contract than talos_version is talos_version's.
+    assert_eq!(
+        generate_node_config_for(&s, bundle(), "cp-1", TalosMinor::V1_13).unwrap(),
+        generate_node_config(&s, bundle(), "cp-1").unwrap()
+    );
+}
+
+#[test]
 fn patches_apply_cluster_then_role_then_node() {
     let mut s = spec("v1.11.3");
     let label = |v: &str| format!("machine:\n  nodeLabels:\n    tier: {v}\n");
