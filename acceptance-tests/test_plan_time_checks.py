@@ -80,17 +80,21 @@ def test_endpoint_and_tpm_mistakes_are_refused_at_plan_time(flagship):
         text = f.read()
     with open(main, 'w') as f:
         f.write(text.replace('disk_encryption = "nodeID"',
-                             'disk_encryption = var.disk_encryption\n  endpoint = var.endpoint'))
+                             'disk_encryption = var.disk_encryption\n  endpoint = var.endpoint\n'
+                             '  install_image = var.install_image'))
     with open(os.path.join(t.workdir, 'extra.tf'), 'w') as f:
         f.write('variable "disk_encryption" {\n  default = "nodeID"\n}\n'
-                'variable "endpoint" {\n  default = null\n}\n')
+                'variable "endpoint" {\n  default = null\n}\n'
+                'variable "install_image" {\n  default = null\n}\n')
     out = failed_plan(t, 'endpoint=http://k8s.lan:6443')
     assert 'endpoint "http://k8s.lan:6443" uses http://' in out, out
     out = failed_plan(t, 'endpoint=k8s.lan:443:6443')
     assert 'endpoint "k8s.lan:443:6443" is not a host with an optional port' in out, out
-    out = failed_plan(t, 'disk_encryption=tpm')
+    # tpm alone is fine: castle installs the factory's SecureBoot installer. An install_image
+    # that is none is refused.
+    out = failed_plan(t, 'disk_encryption=tpm', 'install_image=ghcr.io/siderolabs/installer:v1.12.0')
     assert 'disk_encryption = "tpm" needs a SecureBoot installer' in out, out
-    assert 'Plan: 8 to add' in t.plan('-var=endpoint=k8s.lan:443')
+    assert 'Plan: 8 to add' in t.plan('-var=endpoint=k8s.lan:443', '-var=disk_encryption=tpm')
 
 
 def test_bad_cluster_input_does_not_block_removing_the_vms_without_refresh(flagship, pve):

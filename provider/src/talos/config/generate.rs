@@ -34,7 +34,9 @@ pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError>
 }
 
 /// The installer image: `install_image` if set, else the Image Factory installer of the
-/// extensions' schematic (the vanilla schematic without extensions) at the Talos release.
+/// extensions' schematic (the vanilla schematic without extensions) at the Talos release. With
+/// `tpm` disk encryption it is the factory's SecureBoot installer of the same schematic
+/// (`installer-secureboot`, the signed UKI whose PCR key a `tpm` key is sealed against).
 pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     if let Some(image) = &spec.install_image {
         return Ok(image.clone());
@@ -42,8 +44,16 @@ pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     let version = TalosVersion::parse(&spec.talos_version)?;
     let tag = version.tag().ok_or_else(|| invalid(spec))?;
     let host = spec.factory_host.as_deref().unwrap_or("factory.talos.dev");
+    let installer = if spec
+        .disk_encryption
+        .is_some_and(|e| e.key == EncryptionKeyKind::Tpm)
+    {
+        "installer-secureboot"
+    } else {
+        "installer"
+    };
     Ok(format!(
-        "{host}/installer/{}:{tag}",
+        "{host}/{installer}/{}:{tag}",
         schematic_id(&spec.extensions)
     ))
 }

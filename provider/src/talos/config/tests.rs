@@ -593,17 +593,45 @@ fn print_sample_config() {
 }
 
 #[test]
-fn tpm_encryption_without_a_secure_boot_installer_is_refused_with_the_reason() {
+fn tpm_encryption_with_an_install_image_that_is_no_secure_boot_installer_is_refused_with_the_reason(
+) {
     let mut s = spec("v1.12.1");
     s.disk_encryption = Some(DiskEncryption {
         key: EncryptionKeyKind::Tpm,
     });
+    s.install_image = Some("ghcr.io/siderolabs/installer:v1.12.1".into());
     let issues = validate(&s);
     let tpm = issues_at(&issues, "disk_encryption");
     assert_eq!(tpm.len(), 1, "{issues:?}");
     assert!(tpm[0].detail.contains("SecureBoot"), "{}", tpm[0].detail);
     secure_boot(&mut s, "v1.12.1");
     assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+}
+
+#[test]
+fn tpm_encryption_installs_the_factorys_secure_boot_installer_of_the_extensions() {
+    let mut s = spec("v1.12.1");
+    s.extensions = vec![
+        "siderolabs/iscsi-tools".into(),
+        "siderolabs/util-linux-tools".into(),
+    ];
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::Tpm,
+    });
+    assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+    let secure = "factory.talos.dev/installer-secureboot/613e1592b2da41ae5e265e8789429f22e121aab91cb4deb6bc3c0b6262961245:v1.12.1";
+    assert_eq!(installer_image(&s).unwrap(), secure);
+    assert_eq!(
+        generate(&s, "cp-1")[0]["machine"]["install"]["image"],
+        secure
+    );
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::NodeId,
+    });
+    assert_eq!(
+        installer_image(&s).unwrap(),
+        secure.replace("installer-secureboot", "installer")
+    );
 }
 
 #[test]
