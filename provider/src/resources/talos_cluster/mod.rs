@@ -99,6 +99,47 @@ impl TalosClusterResource {
         Some(())
     }
 
+    /// Refuses a node without `mac_address` whose VM (`vm_id`, known at plan) has more than one
+    /// NIC: castle then selects the machine's physical link by an alias that matches every
+    /// NIC, and Talos configures no link for an alias matching several (ADR 0009). A VM that
+    /// cannot be read is left to apply (it may be about to be created or replaced).
+    async fn check_nics(&self, diags: &mut Diagnostics, state: &ClusterState) -> Option<()> {
+        let Ok(client) = self.data.proxmox() else {
+            return Some(());
+        };
+        let mut ok = true;
+        for entry in node_entries(state).filter(|e| e.mac_address.is_null()) {
+            let (Value::Value(name), Value::Value(vm)) = (&entry.name, &entry.vm_id) else {
+                continue;
+            };
+            let Some((node, vmid)) = vm_power::parse_vm_id(vm) else {
+                continue;
+            };
+            let read = client.vm_config(node, vmid);
+            let Ok(Ok(config)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
+                continue;
+            };
+            let nics = config.nics();
+            if nics.len() > 1 {
+                ok = false;
+                diags.error(
+                    format!("Node {name} needs mac_address"),
+                    format!(
+                        "The VM of node {name} ({vm}) has {} NICs ({}), and without mac_address castle selects the \
+                         machine's only physical link: Talos configures no link when that selection matches several, \
+                         so the node would come up without its address. Set mac_address to the MAC of the NIC that \
+                         carries {} (castle_proxmox_vm.x.mac_address for net0).",
+                        nics.len(),
+                        nics.join(", "),
+                        entry.address.as_ref_option().map(String::as_str).unwrap_or("its address"),
+                    ),
+                    AttributePath::new("node"),
+                );
+            }
+        }
+        ok.then_some(())
+    }
+
     /// The power over the nodes' VMs, when the provider has a Proxmox client.
     fn power(&self) -> Option<vm_power::ProxmoxPower> {
         self.data.proxmox().ok().map(vm_power::ProxmoxPower)
@@ -303,6 +344,7 @@ impl Resource for TalosClusterResource {
         let mut state = self.with_factory(proposed_state);
         identity::check(diags, &state)?;
         self.check_power(diags, &state)?;
+        self.check_nics(diags, &state).await?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
             Some(spec) => {
@@ -334,6 +376,7 @@ impl Resource for TalosClusterResource {
         let prior_state = self.with_factory(prior_state);
         identity::check(diags, &state)?;
         self.check_power(diags, &state)?;
+        self.check_nics(diags, &state).await?;
         warn_of_replacements(diags, &prior_state, &state);
         let other_identity =
             identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
