@@ -35,11 +35,9 @@ sys.path.insert(0, HERE)
 
 from conftest import provider_block  # noqa: E402
 from harness.flagship import Flagship  # noqa: E402
-from harness.flagship_lab import FlagshipLab  # noqa: E402
 from harness.lab import TalosLab  # noqa: E402
 from harness.pve import ServedPve, add_talos_template  # noqa: E402
 from harness.terraform import Terraform  # noqa: E402
-from test_day2_replace import Cluster  # noqa: E402
 
 
 def vms_hcl(count):
@@ -122,7 +120,7 @@ def cluster_seconds(tmp, count):
 
 def readdress_seconds(tmp):
     """Seconds of the `terraform apply` that moves cp-3 of the flagship example to 127.0.0.220."""
-    lab = FlagshipLab(tmp, time_scale=1.0)
+    lab = Flagship(tmp, time_scale=1.0)
     try:
         lab.tf.apply(timeout=900)
         lab.edit('node_hosts = { cp-3 = 220 }\n')
@@ -133,11 +131,11 @@ def readdress_seconds(tmp):
 
 def replace_seconds(tmp):
     """Seconds `terraform apply -replace` of cp-2's VM takes on the flagship example."""
-    cluster = Cluster(os.path.join(tmp, 'day2-replace'), time_scale=1.0)
+    cluster = Flagship(os.path.join(tmp, 'day2-replace'), time_scale=1.0)
     try:
         cluster.tf.apply()
         seconds = timed(lambda: cluster.tf.apply('-replace=castle_proxmox_vm.node["cp-2"]'))
-        cluster.assert_whole()
+        cluster.assert_cluster(3, 2)
         return seconds
     finally:
         cluster.stop()

@@ -9,20 +9,15 @@ on its default addresses, so run it in a network namespace of its own (see READM
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-from harness.lab import lab_binary, stack_factory_env
-from harness.terraform import Terraform
+from harness.flagship import Flagship
 
 pytestmark = pytest.mark.acceptance
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(ROOT, 'examples', 'ha-cluster')
 KUBECTL = os.environ.get('KUBECTL', 'kubectl')
 CONTROL_PLANES = {'cp-1': '127.0.0.211', 'cp-2': '127.0.0.212', 'cp-3': '127.0.0.213'}
 WORKERS = {'w-1': '127.0.0.221', 'w-2': '127.0.0.222'}
@@ -35,28 +30,13 @@ def said(out):
 
 @pytest.fixture
 def flagship(tmp_path):
-    state = tmp_path / 'lab'
-    env = dict(os.environ, CASTLE_LAB_PYTHON=sys.executable)
-
-    def castle_lab(*args):
-        return subprocess.run([lab_binary(), *args, '--state-dir', str(state)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=180)
-
-    up = castle_lab('up', '--time-scale', '0.2')
-    assert up.returncode == 0, up.stdout + up.stderr
+    lab = Flagship(tmp_path, time_scale=0.2)
     try:
-        lab = json.loads((state / 'lab.json').read_text())
-        work = tmp_path / 'ha-cluster'
-        shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns('.terraform*', 'terraform.tfstate*'))
-        tfvars = (work / 'lab.tfvars').read_text().replace('"../../.lab/pve-ca.pem"',
-                                                           json.dumps(str(state / 'pve-ca.pem')))
-        (work / 'lab.auto.tfvars').write_text(tfvars)
-        t = Terraform(work, env=stack_factory_env(lab))
-        t.lab = lab
+        t = lab.tf
+        t.lab = lab.info
         yield t
-        t.run('destroy', '-auto-approve', '-no-color')
     finally:
-        castle_lab('down')
+        lab.stop(destroy=True)
 
 
 def set_kubernetes_version(t, version):

@@ -9,7 +9,7 @@ config and waits until etcd, the kubelets and the API servers' endpoints show th
 
 import pytest
 
-from harness.flagship_lab import FlagshipLab, KubectlWatch
+from harness.flagship import Flagship, KubectlWatch
 
 pytestmark = pytest.mark.acceptance
 
@@ -19,11 +19,11 @@ NEW_WORKER_HOST = 221
 
 @pytest.fixture
 def flagship(tmp_path):
-    lab = FlagshipLab(tmp_path)
+    lab = Flagship(tmp_path)
     try:
         yield lab
     finally:
-        lab.stop()
+        lab.stop(destroy=True)
 
 
 def test_a_control_plane_and_a_worker_change_address_with_kubectl_answering_throughout(flagship):
@@ -35,7 +35,7 @@ def test_a_control_plane_and_a_worker_change_address_with_kubectl_answering_thro
     moved_cp = next(name for name, n in sorted(before.items())
                     if n['role'] == 'controlplane' and not fleet[n['address']]['vip'])
     moved = {moved_cp: '127.0.0.%d' % NEW_CONTROL_PLANE_HOST, 'w-1': '127.0.0.%d' % NEW_WORKER_HOST}
-    member_id = next(m['ID'] for m in flagship.etcd_members(before['cp-1']['address']
+    member_id = next(m['ID'] for m in flagship.etcd_member_list(before['cp-1']['address']
                                                             if moved_cp != 'cp-1' else before['cp-2']['address'])
                      if m['name'] == moved_cp)
 
@@ -55,12 +55,12 @@ def test_a_control_plane_and_a_worker_change_address_with_kubectl_answering_thro
     # etcd, asked with etcdctl: exactly the control planes, each at its address; the moved one
     # kept its member ID (updated, not removed and added).
     for address in control_planes.values():
-        members = flagship.etcd_members(address)
+        members = flagship.etcd_member_list(address)
         assert {m['name']: m['peerURLs'] for m in members} == {
             name: ['https://%s:2380' % a] for name, a in control_planes.items()}
         assert not any(m.get('isLearner') for m in members)
     assert any(m['ID'] == member_id and m['name'] == moved_cp
-               for m in flagship.etcd_members(control_planes[moved_cp]))
+               for m in flagship.etcd_member_list(control_planes[moved_cp]))
 
     # Kubernetes through the VIP: exactly the nodes, Ready, each at its address.
     nodes = flagship.kubectl_json('get', 'nodes')['items']
@@ -81,5 +81,5 @@ def test_a_control_plane_and_a_worker_change_address_with_kubectl_answering_thro
 
     # The kubeconfig stays on the VIP, and nothing is left to do.
     config = flagship.kubectl('config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')
-    assert config.stdout.strip() == 'https://127.0.0.210:6443'
+    assert config.strip() == 'https://127.0.0.210:6443'
     flagship.tf.assert_plan_empty()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.acceptance
 
 @pytest.fixture
 def flagship(tmp_path):
-    lab = Flagship(tmp_path)
+    lab = Flagship(tmp_path, net=6, time_scale=0.2)
     try:
         yield lab
     finally:

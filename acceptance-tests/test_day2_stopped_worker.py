@@ -38,8 +38,7 @@ class Cluster(object):
 
     def stop_vm(self, name):
         """Stop, as a user presses it in the Proxmox UI: a hard power-off of the VM."""
-        self.f.proxmox_vms()
-        pve = self.f._pve
+        pve = self.f.pve
         vm = next(v for v in pve.call('GET', '/cluster/resources?type=vm') if v.get('name') == 'home-' + name)
         upid = pve.call('POST', '/nodes/%s/qemu/%d/status/stop' % (vm['node'], vm['vmid']))
         wait_until('the stop task of %s' % name, lambda: pve.call(
@@ -66,7 +65,7 @@ class Cluster(object):
 
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
-    flagship = Flagship(tmp_path_factory.mktemp('day2-stopped'), net=7)
+    flagship = Flagship(tmp_path_factory.mktemp('day2-stopped'), net=7, time_scale=0.2)
     try:
         flagship.scale(3, 2)
         yield Cluster(flagship)

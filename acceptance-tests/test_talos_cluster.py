@@ -219,3 +219,25 @@ def test_an_endpoint_url_wins_over_the_vip_and_keeps_its_port(tf, talos, tmp_pat
     out = kubectl(tmp_path, kubeconfig, 'get', 'nodes')
     assert out.returncode == 0, out.stderr
     t.assert_plan_empty()
+
+
+def test_replacing_the_only_control_planes_machine_is_refused_at_plan_time_naming_it(tf, talos, pve):
+    """A cluster of one control plane loses etcd when its machine is replaced (the old machine
+    leaves etcd before the new one joins): the plan refuses and says to add a control plane."""
+    from conftest import provider_block
+
+    def hcl(cp_vm):
+        text = cluster_hcl({'cp-1': 11, 'w-1': 21})
+        text = text[text.index('resource "castle_talos_cluster"'):]
+        text = text.replace('role    = "controlplane"\n', 'role    = "controlplane"\n    vm_id   = "%s"\n' % cp_vm)
+        return provider_block(pve) + text
+
+    t = tf()
+    t.write(hcl('pve1/100'))
+    t.apply()
+    t.write(hcl('pve1/101'))
+    out = ' '.join(t.plan(expect_fail=True).replace('│', ' ').split())
+    assert "The machine of cp-1, the cluster's only control plane, would be replaced" in out, out
+    assert 'Add a control plane first' in out, out
+    t.write(hcl('pve1/100'))
+    t.assert_plan_empty()

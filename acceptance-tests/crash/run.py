@@ -48,12 +48,12 @@ ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 sys.path.insert(0, HERE)
 
-from harness.lab import lab_binary, stack_factory_env  # noqa: E402
+from harness.flagship import Flagship  # noqa: E402
+from harness.lab import lab_binary  # noqa: E402
 from harness.terraform import (Terraform, TerraformError, kill_group, run_in_own_group,  # noqa: E402
                                terraform_command)
 from checks import Lab, check_converged, check_empty  # noqa: E402
 
-EXAMPLE = os.path.join(ROOT, 'examples', 'ha-cluster')
 
 # A config roll: a patch for every node (a sysctl), which castle applies node by node. The example
 # has no patch of its own; the suite adds a variable and an override file to its copy.
@@ -120,25 +120,15 @@ class Session(object):
         return proc.stdout
 
     def start(self):
-        os.makedirs(self.lab_dir)
+        os.makedirs(self.dir)
         self.up = True
-        self.castle_lab('up', '--time-scale', str(self.time_scale))
-        with open(os.path.join(self.lab_dir, 'lab.json')) as f:
-            self.lab = Lab(json.load(f))
-        shutil.copytree(EXAMPLE, self.work,
-                        ignore=shutil.ignore_patterns('.terraform*', 'terraform.tfstate*', '*.tfplan', 'kubeconfig'))
-        with open(os.path.join(self.work, 'lab.tfvars')) as f:
-            tfvars = f.read().replace('"../../.lab/pve-ca.pem"', json.dumps(self.lab.info['proxmox']['ca_cert']))
-        with open(os.path.join(self.work, 'lab.auto.tfvars'), 'w') as f:
-            f.write(tfvars)
-        with open(os.path.join(self.work, 'crash_variables.tf'), 'w') as f:
-            f.write(ROLL_VARIABLE)
-        with open(os.path.join(self.work, 'crash_override.tf'), 'w') as f:
-            f.write(OVERRIDE)
         # The provider's own log (castle logs no secret), for whoever looks into a failed run.
-        self.tf = Terraform(self.work, env={'TF_LOG_PROVIDER': 'INFO',
-                                            'TF_LOG_PATH': os.path.join(self.dir, 'terraform.log'),
-                                            **stack_factory_env(self.lab.info)})
+        flagship = Flagship(self.dir, time_scale=self.time_scale,
+                            tf_env={'TF_LOG_PROVIDER': 'INFO', 'TF_LOG_PATH': os.path.join(self.dir, 'terraform.log')})
+        self.lab = Lab(flagship.info)
+        self.tf = flagship.tf
+        self.tf.write(ROLL_VARIABLE, 'crash_variables.tf')
+        self.tf.write(OVERRIDE, 'crash_override.tf')
         return self
 
     def stop(self, keep_as=None):

@@ -3,14 +3,23 @@
 //! cordon, evict every pod that is neither a mirror pod nor a DaemonSet's through the policy/v1
 //! Eviction subresource, retry evictions a PodDisruptionBudget refuses (429) every few seconds,
 //! wait for the evicted pods to be gone, all within one deadline. The node stays cordoned.
+//!
+//! On a node whose kubelet is dead (Ready `False` or `Unknown`) an evicted pod only gets its
+//! deletion timestamp: nothing confirms its end, so it stays Terminating until the Node object
+//! goes. As `kubectl drain --skip-wait-for-delete-timeout` does (drain.go `waitForDelete` and
+//! `shouldSkipPod`, filters.go `skipDeletedFilter`), a pod whose deletion timestamp is older
+//! than [`DrainOptions::skip_wait_for_delete`] is not waited for there.
 
 use std::time::Duration;
 
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::system::{urlencode, List, Pod};
+use super::system::{urlencode, Condition, List, Pod};
 use super::{status_message, KubeClient, KubeError};
 
 /// Bounds and pacing of a drain.
@@ -22,6 +31,9 @@ pub struct DrainOptions {
     pub budget_retry: Duration,
     /// Interval of the checks that evicted pods are gone (kubectl: 1 s).
     pub poll: Duration,
+    /// On a node that is not Ready, pods deleted longer ago than this are not waited for
+    /// (kubectl's `--skip-wait-for-delete-timeout`).
+    pub skip_wait_for_delete: Duration,
 }
 
 impl Default for DrainOptions {
@@ -30,6 +42,7 @@ impl Default for DrainOptions {
             timeout: Duration::from_secs(300),
             budget_retry: Duration::from_secs(5),
             poll: Duration::from_secs(1),
+            skip_wait_for_delete: Duration::from_secs(1),
         }
     }
 }
@@ -116,6 +129,45 @@ pub(crate) fn action(pod: &Pod) -> PodAction {
     PodAction::Evict
 }
 
+/// Whether the drain stops waiting for `pod`, an evicted pod still there: only on a node
+/// that is not Ready, once its deletion timestamp is older than `after` (kubectl: drain.go
+/// `shouldSkipPod`, whole seconds, strictly older).
+fn skip_wait(pod: &Pod, node_ready: bool, after: Duration, now: OffsetDateTime) -> bool {
+    let Some(deleted) = pod
+        .metadata
+        .deletion_timestamp
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    else {
+        return false;
+    };
+    !node_ready && (now - deleted).whole_seconds() > after.as_secs() as i64
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NodeObject {
+    #[serde(default)]
+    status: NodeConditions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NodeConditions {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+/// Whether the node's Ready condition is `True`, from its object as the API answers it.
+fn node_ready(body: &str) -> bool {
+    serde_json::from_str::<NodeObject>(body)
+        .map(|n| {
+            n.status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Ready" && c.status == "True")
+        })
+        .unwrap_or(true)
+}
+
 fn key(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
 }
@@ -141,6 +193,11 @@ impl KubeClient {
     /// Sets `spec.unschedulable` as kubectl cordon does (a strategic merge patch). `Ok(false)`
     /// when the node is not registered.
     pub async fn cordon(&self, node: &str) -> Result<bool, KubeError> {
+        Ok(self.cordon_node(node).await?.is_some())
+    }
+
+    /// Cordons `node`; whether it is Ready, `None` when it is not registered.
+    async fn cordon_node(&self, node: &str) -> Result<Option<bool>, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
         let (status, body) = self
             .send(
@@ -153,8 +210,8 @@ impl KubeClient {
             )
             .await?;
         match status {
-            200..=299 => Ok(true),
-            404 => Ok(false),
+            200..=299 => Ok(Some(node_ready(&body))),
+            404 => Ok(None),
             _ => Err(KubeError::Status {
                 url: format!("{}{path}", self.server),
                 status,
@@ -172,9 +229,9 @@ impl KubeClient {
             node: node.to_string(),
             source,
         };
-        if !self.cordon(node).await.map_err(api)? {
+        let Some(ready) = self.cordon_node(node).await.map_err(api)? else {
             return Ok(Drained::default());
-        }
+        };
         let path = format!(
             "/api/v1/pods?fieldSelector={}",
             urlencode(&format!("spec.nodeName={node}"))
@@ -250,10 +307,23 @@ impl KubeClient {
                 let m = &pod.metadata;
                 let path = format!("/api/v1/namespaces/{}/pods/{}", m.namespace, m.name);
                 let (status, body) = self.send(Method::GET, &path, None).await.map_err(api)?;
-                let same = status == 200
-                    && serde_json::from_str::<Pod>(&body).is_ok_and(|p| p.metadata.uid == m.uid);
-                if same {
-                    lingering.push(key(pod));
+                let same = (status == 200)
+                    .then(|| serde_json::from_str::<Pod>(&body).ok())
+                    .flatten()
+                    .filter(|p| p.metadata.uid == m.uid);
+                match same {
+                    Some(p)
+                        if skip_wait(
+                            &p,
+                            ready,
+                            options.skip_wait_for_delete,
+                            OffsetDateTime::now_utc(),
+                        ) =>
+                    {
+                        tracing::info!(node, pod = %key(pod), "not waiting for the pod: its node is not Ready and its deletion is older than {} s", options.skip_wait_for_delete.as_secs());
+                    }
+                    Some(_) => lingering.push(key(pod)),
+                    None => {}
                 }
             }
             if lingering.is_empty() {
@@ -279,6 +349,54 @@ mod tests {
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()
+    }
+
+    fn at(t: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(t, &Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn a_pod_evicted_from_a_dead_node_is_not_waited_for_once_its_deletion_is_older_than_the_limit()
+    {
+        let terminating = pod(json!({ "metadata": { "name": "web-1",
+            "deletionTimestamp": "2026-12-01T10:00:00Z" } }));
+        let limit = Duration::from_secs(1);
+        assert!(skip_wait(
+            &terminating,
+            false,
+            limit,
+            at("2026-12-01T10:00:02Z")
+        ));
+        // kubectl: strictly older, in whole seconds.
+        assert!(!skip_wait(
+            &terminating,
+            false,
+            limit,
+            at("2026-12-01T10:00:01Z")
+        ));
+    }
+
+    #[test]
+    fn a_pod_on_a_ready_node_or_not_yet_deleted_is_waited_for() {
+        let terminating = pod(json!({ "metadata": { "name": "web-1",
+            "deletionTimestamp": "2026-12-01T10:00:00Z" } }));
+        let running = pod(json!({ "metadata": { "name": "web-2" } }));
+        let limit = Duration::from_secs(1);
+        let later = at("2026-12-01T10:05:00Z");
+        assert!(!skip_wait(&terminating, true, limit, later));
+        assert!(!skip_wait(&running, false, limit, later));
+    }
+
+    #[test]
+    fn a_node_whose_kubelet_stopped_posting_is_not_ready() {
+        let unknown = json!({ "status": { "conditions": [
+            { "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown" }] } });
+        let not_ready =
+            json!({ "status": { "conditions": [{ "type": "Ready", "status": "False" }] } });
+        let ready = json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+        assert!(!node_ready(&unknown.to_string()));
+        assert!(!node_ready(&not_ready.to_string()));
+        assert!(node_ready(&ready.to_string()));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) struct ObjectMeta {
     pub(crate) annotations: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) owner_references: Vec<OwnerReference>,
+    /// When the pod's deletion was asked (RFC 3339); it goes once its kubelet confirms.
+    #[serde(default)]
+    pub(crate) deletion_timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -432,9 +432,18 @@ impl Resource for TalosClusterResource {
                     (Some((current, desired)), Some(prior), Some(secrets)) => {
                         warn_of_upgrades(diags, &prior_state, &state, current, desired);
                         warn_of_moves(diags, current, desired);
-                        check_control_planes(diags, prior, bundle, secrets, current, desired)
-                            .await?;
-                        cluster::plan(Some(current), desired)
+                        let replaced = replaced_nodes(&prior_state, &state);
+                        let access = credentials::access(prior, bundle, secrets).ok();
+                        let mut current = current.clone();
+                        current.unreachable = unreachable_control_planes(
+                            &current,
+                            desired,
+                            &replaced,
+                            access.as_ref(),
+                        )
+                        .await;
+                        check_control_planes(diags, &current, desired, &replaced)?;
+                        cluster::plan(Some(&current), desired)
                     }
                     _ => vec![],
                 };
@@ -683,10 +692,13 @@ impl Resource for TalosClusterResource {
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let prior_spec = prior_state.to_spec();
-            let current = prior_spec
+            let mut current = prior_spec
                 .as_ref()
                 .map(|prior| current(&prior_state, prior))
                 .unwrap_or_default();
+            // Control planes that do not answer leave first (see `cluster::leaving`).
+            current.unreachable =
+                unreachable_control_planes(&current, &desired, &[], Some(&access)).await;
             let steps = cluster::plan(Some(&current), &desired);
             let removed: Vec<ClusterNode> = current
                 .nodes
@@ -899,6 +911,7 @@ fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
         },
         image: installer_image(prior).ok(),
         machines: machines(state),
+        unreachable: BTreeSet::new(),
     }
 }
 
@@ -917,9 +930,11 @@ fn machines(state: &ClusterState) -> BTreeMap<String, cluster::Machine> {
         .collect()
 }
 
-/// The plan's warning for nodes whose machine apply replaces: their VM (or MAC) changes, or
-/// is being replaced and so is not known yet.
-fn warn_of_replacements(diags: &mut Diagnostics, prior: &ClusterState, planned: &ClusterState) {
+/// The nodes whose machine apply replaces: their VM (or MAC) changes, or is being replaced
+/// and so is not known yet. A new MAC on a VM whose id is known and stays is not a new
+/// machine: that VM is updated in place and boots with a new NIC, keeping its disk (apply
+/// then only gives it the config that names the new MAC).
+fn replaced_nodes(prior: &ClusterState, planned: &ClusterState) -> Vec<String> {
     let before: BTreeMap<&String, &state::NodeEntry> = node_entries(prior)
         .filter_map(|e| Some((e.name.as_ref_option()?, e)))
         .collect();
@@ -932,14 +947,21 @@ fn warn_of_replacements(diags: &mut Diagnostics, prior: &ClusterState, planned: 
                         .unwrap()
                         .eq_ignore_ascii_case(new.as_ref_option().unwrap())))
     };
-    let replaced: Vec<String> = node_entries(planned)
+    node_entries(planned)
         .filter_map(|e| {
             let name = e.name.as_ref_option()?;
             let old = before.get(name)?;
-            (changes(&old.vm_id, &e.vm_id) || changes(&old.mac_address, &e.mac_address))
-                .then(|| name.clone())
+            let same_vm = old.vm_id.is_value() && old.vm_id == e.vm_id;
+            (changes(&old.vm_id, &e.vm_id)
+                || (!same_vm && changes(&old.mac_address, &e.mac_address)))
+            .then(|| name.clone())
         })
-        .collect();
+        .collect()
+}
+
+/// The plan's warnings for nodes whose machine apply replaces (see [`replaced_nodes`]).
+fn warn_of_replacements(diags: &mut Diagnostics, prior: &ClusterState, planned: &ClusterState) {
+    let replaced = replaced_nodes(prior, planned);
     if replaced.is_empty() {
         return;
     }
@@ -950,6 +972,21 @@ fn warn_of_replacements(diags: &mut Diagnostics, prior: &ClusterState, planned: 
          starts the new VM at the same address, configures it and waits until it joined etcd as a voter and \
          the cluster is healthy. One node at a time, so etcd keeps its quorum.",
     );
+    let unnamed: Vec<String> = node_entries(planned)
+        .filter(|e| e.vm_id.is_null())
+        .filter_map(|e| e.name.as_ref_option().cloned())
+        .filter(|name| replaced.contains(name))
+        .collect();
+    if !unnamed.is_empty() {
+        diags.root_warning(
+            format!("Node {} has no vm_id: castle cannot tell its old VM from the new one", unnamed.join(", ")),
+            "Without vm_id castle can neither stop the old VM nor start the new one, nor ask Proxmox whether the old \
+             one is gone. With create_before_destroy the new VM waits, stopped, for the address while the old one \
+             holds it, and apply refuses the replacement once it finds such a VM. Give the node block \
+             vm_id = castle_proxmox_vm.<name>.id (examples/ha-cluster does), or replace such VMs without \
+             create_before_destroy.",
+        );
+    }
 }
 
 /// The cluster as the configuration wants it, for the reconcile plan.
@@ -976,39 +1013,52 @@ fn desired(
     })
 }
 
-/// Refuses a change of control planes that would lose etcd's quorum (an even number of them
-/// is warned of by the config's validation). Only when control planes leave are the running
-/// ones asked whether they answer: one that does not counts as a lost member.
-async fn check_control_planes(
-    diags: &mut Diagnostics,
-    prior: &ClusterSpec,
-    bundle: &SecretsBundle,
-    secrets: &ClusterSecrets,
+/// The control planes of the running cluster that do not answer, asked only when control
+/// planes leave or get a new machine (`replaced`); without credentials, none is known.
+async fn unreachable_control_planes(
     current: &cluster::Current,
     desired: &cluster::Desired,
-) -> Option<()> {
+    replaced: &[String],
+    access: Option<&cluster::Access>,
+) -> BTreeSet<String> {
     let mut lost = BTreeSet::new();
-    if !cluster::leaving_control_planes(current, desired).is_empty() {
-        if let Ok(access) = credentials::access(prior, bundle, secrets) {
-            let control_planes: Vec<&ClusterNode> = current
-                .nodes
-                .iter()
-                .filter(|n| n.is_control_plane())
-                .collect();
-            let states = futures::future::join_all(
-                control_planes
-                    .iter()
-                    .map(|n| probe(n.ip, &access.talos, &access.connect)),
-            )
-            .await;
-            for (node, node_state) in control_planes.iter().zip(states) {
-                if !matches!(node_state, NodeState::Configured { .. }) {
-                    lost.insert(node.name.clone());
-                }
-            }
+    let control_planes: Vec<&ClusterNode> = current
+        .nodes
+        .iter()
+        .filter(|n| n.is_control_plane())
+        .collect();
+    let asked = !cluster::leaving_control_planes(current, desired).is_empty()
+        || control_planes.iter().any(|n| replaced.contains(&n.name));
+    let Some(access) = access.filter(|_| asked) else {
+        return lost;
+    };
+    let states = futures::future::join_all(
+        control_planes
+            .iter()
+            .map(|n| probe(n.ip, &access.talos, &access.connect)),
+    )
+    .await;
+    for (node, node_state) in control_planes.iter().zip(states) {
+        if !matches!(node_state, NodeState::Configured { .. }) {
+            lost.insert(node.name.clone());
         }
     }
-    match cluster::check_quorum(current, desired, &lost) {
+    lost
+}
+
+/// Refuses a change of control planes that would lose etcd's quorum (an even number of them
+/// is warned of by the config's validation): removals, and replaced machines (`replaced`),
+/// which leave etcd before their new machine joins. Control planes in `current.unreachable`
+/// count as lost members.
+fn check_control_planes(
+    diags: &mut Diagnostics,
+    current: &cluster::Current,
+    desired: &cluster::Desired,
+    replaced: &[String],
+) -> Option<()> {
+    let error = cluster::check_quorum(current, desired)
+        .or_else(|| cluster::check_replacements(current, replaced));
+    match error {
         Some(error) => {
             diags.error(
                 "This change would lose etcd's quorum",
@@ -1223,5 +1273,89 @@ fn applied_configs(state: &ClusterState) -> BTreeMap<String, String> {
             .filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone())))
             .collect(),
         _ => BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: Option<&str>) -> Value<String> {
+        s.map(|s| Value::Value(s.to_string()))
+            .unwrap_or(Value::Null)
+    }
+
+    fn cluster(nodes: &[(&str, Value<String>, Value<String>)]) -> ClusterState {
+        ClusterState {
+            node: Value::Value(
+                nodes
+                    .iter()
+                    .map(|(name, vm_id, mac)| {
+                        Value::Value(state::NodeEntry {
+                            name: value(Some(name)),
+                            vm_id: vm_id.clone(),
+                            mac_address: mac.clone(),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_vm_or_one_being_created_replaces_the_nodes_machine() {
+        let prior = cluster(&[
+            (
+                "cp-1",
+                value(Some("pve1/101")),
+                value(Some("bc:24:11:00:00:01")),
+            ),
+            (
+                "cp-2",
+                value(Some("pve1/102")),
+                value(Some("bc:24:11:00:00:02")),
+            ),
+        ]);
+        let planned = cluster(&[
+            (
+                "cp-1",
+                value(Some("pve1/106")),
+                value(Some("bc:24:11:00:00:06")),
+            ),
+            ("cp-2", Value::Unknown, Value::Unknown),
+        ]);
+        assert_eq!(replaced_nodes(&prior, &planned), vec!["cp-1", "cp-2"]);
+    }
+
+    #[test]
+    fn a_new_mac_on_the_same_vm_is_not_a_replacement() {
+        let prior = cluster(&[(
+            "w-1",
+            value(Some("pve1/104")),
+            value(Some("bc:24:11:00:00:04")),
+        )]);
+        let planned = cluster(&[(
+            "w-1",
+            value(Some("pve1/104")),
+            value(Some("BC:24:11:AA:BB:01")),
+        )]);
+        assert!(replaced_nodes(&prior, &planned).is_empty());
+    }
+
+    #[test]
+    fn a_node_without_vm_id_is_replaced_by_its_new_mac_and_warned_of_naming_vm_id() {
+        let prior = cluster(&[("w-1", Value::Null, value(Some("bc:24:11:00:00:04")))]);
+        let planned = cluster(&[("w-1", Value::Null, Value::Unknown)]);
+        assert_eq!(replaced_nodes(&prior, &planned), vec!["w-1"]);
+        let mut diags = Diagnostics::default();
+        warn_of_replacements(&mut diags, &prior, &planned);
+        let said = format!("{diags:?}");
+        assert!(said.contains("Node w-1 has no vm_id"), "{said}");
+        assert!(
+            said.contains("vm_id = castle_proxmox_vm.<name>.id"),
+            "{said}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster's power over the VMs behind its nodes, through the provider's Proxmox client:
 //! what a node replacement needs to hand an address over (see [`crate::proxmox::handover`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -43,6 +44,13 @@ impl VmPower for ProxmoxPower {
         let (node, vmid) = parsed(vm)?;
         handover::take_over(&self.0, node, vmid, deadline)
             .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn awaiting(&self, address: IpAddr, deadline: Instant) -> Result<Option<String>, String> {
+        handover::awaiting(&self.0, &address.to_string(), deadline)
+            .await
+            .map(|vm| vm.map(|vm| vm.to_string()))
             .map_err(|e| e.to_string())
     }
 }

@@ -30,7 +30,7 @@ pub use plan::{
     extension_names, kubernetes_upgrade, plan, readdressed, replacements, upgrade_reason, Current,
     Desired, Extensions, Machine, Step, UpgradeReason,
 };
-pub use quorum::{check_quorum, leaving_control_planes};
+pub use quorum::{check_quorum, check_replacements, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
 pub use remove::remove_node;
 pub use replace::{replace_node, Replacement, VmPower};

@@ -51,6 +51,9 @@ pub struct Current {
     pub image: Option<String>,
     /// The machine behind each node, by name.
     pub machines: BTreeMap<String, Machine>,
+    /// Control planes that did not answer when castle looked (only asked when control planes
+    /// leave or get a new machine): their etcd members count as lost.
+    pub unreachable: BTreeSet<String>,
 }
 
 /// What the cluster should be.
@@ -261,6 +264,21 @@ pub fn readdressed(current: &Current, desired: &Desired) -> Vec<String> {
         .collect()
 }
 
+/// The nodes that left the configuration, in the order apply removes them: control planes
+/// that do not answer first (their members are lost already, so taking them out first leaves
+/// the answering majority larger at every step), then the others in the previous
+/// configuration's order.
+pub fn leaving<'a>(current: &'a Current, desired: &Desired) -> Vec<&'a ClusterNode> {
+    let wanted: BTreeSet<&String> = desired.nodes.iter().map(|n| &n.name).collect();
+    let (mut first, rest): (Vec<&ClusterNode>, Vec<&ClusterNode>) = current
+        .nodes
+        .iter()
+        .filter(|n| !wanted.contains(&n.name))
+        .partition(|n| n.is_control_plane() && current.unreachable.contains(&n.name));
+    first.extend(rest);
+    first
+}
+
 /// The steps of an apply: `current` is `None` for a new cluster.
 pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
     let everyone = names(&desired.nodes);
@@ -286,11 +304,10 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Vec<Step> {
         });
         return steps;
     };
-    let mut steps = Vec::new();
-    let wanted: BTreeSet<&String> = desired.nodes.iter().map(|n| &n.name).collect();
-    for gone in current.nodes.iter().filter(|n| !wanted.contains(&n.name)) {
-        steps.push(Step::Remove(gone.name.clone()));
-    }
+    let mut steps: Vec<Step> = leaving(current, desired)
+        .into_iter()
+        .map(|gone| Step::Remove(gone.name.clone()))
+        .collect();
     let replacements = replacements(current, desired);
     let replaced: BTreeSet<&String> = replacements.iter().map(|r| &r.node).collect();
     // Moved nodes next, one at a time: until a moved control plane runs its new config and
@@ -532,6 +549,23 @@ mod tests {
         let after: Vec<ClusterNode> = before[..2].to_vec();
         let steps = plan(Some(&running(&before)), &desired(after));
         assert_eq!(steps.first(), Some(&Step::Remove("w-1".into())));
+    }
+
+    #[test]
+    fn control_planes_that_do_not_answer_are_removed_first_then_the_rest_by_name() {
+        let mut before = cluster("a");
+        before.push(node("cp-3", Role::ControlPlane, "a"));
+        let mut current = running(&before);
+        current.unreachable.insert("cp-3".into());
+        let steps = plan(Some(&current), &desired(before[..1].to_vec()));
+        assert_eq!(
+            steps[..3],
+            [
+                Step::Remove("cp-3".into()),
+                Step::Remove("cp-2".into()),
+                Step::Remove("w-1".into())
+            ]
+        );
     }
 
     #[test]

@@ -70,6 +70,56 @@ pub trait VmPower: Sync {
     async fn stop(&self, vm: &str, deadline: Instant) -> Result<(), String>;
     /// Starts the VM (it may wait for this address); a running VM is what was asked for.
     async fn start(&self, vm: &str, deadline: Instant) -> Result<(), String>;
+    /// A VM of this workspace created stopped to take `address` over from a running one
+    /// (named for messages), if there is one.
+    async fn awaiting(&self, address: IpAddr, deadline: Instant) -> Result<Option<String>, String>;
+}
+
+/// What answers at the node's address when its VM id did not change but its MAC did: either
+/// the VM was lost and Proxmox gave its rebuilt successor the freed VMID (the lowest free id),
+/// or the same VM got a new NIC (`network.mac` changed: Proxmox swaps the NIC, and at its
+/// next boot Talos takes the address from cloud-init on the new NIC and keeps its state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SameVmId {
+    /// The machine still runs this cluster's config: the same machine behind a new NIC. It
+    /// keeps its etcd member and Node; only its config (the link's MAC) changes.
+    SameMachine,
+    /// A fresh machine (maintenance mode, or not ours): the old one is gone with its VM.
+    Rebuilt,
+}
+
+/// Judges a probe of the node's address (see [`SameVmId`]); `None` while nothing answers yet.
+fn judge_same_vm_id(state: &NodeState) -> Option<SameVmId> {
+    match state {
+        NodeState::Configured { .. } => Some(SameVmId::SameMachine),
+        NodeState::Maintenance | NodeState::ForeignCluster => Some(SameVmId::Rebuilt),
+        NodeState::Unreachable { .. } => None,
+    }
+}
+
+/// Waits until something answers at the node's address and judges it.
+async fn same_vm_id(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<SameVmId, ClusterError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let last = match bounded(deadline, probe(node.ip, &access.talos, &access.connect)).await {
+            Some(state) => match judge_same_vm_id(&state) {
+                Some(judged) => return Ok(judged),
+                None => format!("{state:?}"),
+            },
+            None => "no answer yet".to_string(),
+        };
+        if !backoff.wait(deadline).await {
+            return Err(ClusterError::Timeout {
+                check: "the machine behind the node's VM to answer".into(),
+                node: format!("{} ({})", node.name, node.ip),
+                last,
+            });
+        }
+    }
 }
 
 fn power_error(vm: &str, what: &str, message: String) -> ClusterError {
@@ -89,10 +139,20 @@ pub async fn replace_node(
 ) -> Result<(), ClusterError> {
     let old = replacement.old_node();
     let old_vm = replacement.old_vm.as_deref().zip(power);
+    if let (None, None, Some(power)) = (&replacement.old_vm, &replacement.new_vm, power) {
+        refuse_unnamed_overlap(&old, power, deadline).await?;
+    }
     // Proxmox hands out the lowest free VMID, so a VM rebuilt after its predecessor was deleted
-    // outside Terraform often gets the same id: then the old VM is gone, and the id names the
-    // new machine, which must not be taken out.
+    // outside Terraform often gets the same id: then the id names the new machine, which must
+    // not be taken out. The same id with a new MAC is also a VM whose NIC changed: what answers
+    // at the address tells them apart.
     let reused = replacement.old_vm.is_some() && replacement.old_vm == replacement.new_vm;
+    if reused && same_vm_id(node, access, deadline).await? == SameVmId::SameMachine {
+        tracing::info!(node = %node.name, "the same machine behind a new NIC: applying its config");
+        super::apply_configs(std::slice::from_ref(node), access, deadline).await?;
+        super::wait_configured(std::slice::from_ref(node), access, deadline).await?;
+        return super::wait_healthy(cluster, access, deadline).await;
+    }
     let gone = match old_vm {
         _ if reused => true,
         Some((vm, power)) => !power
@@ -133,6 +193,32 @@ pub async fn replace_node(
     // Healthy means every etcd member votes and the members are exactly the control planes:
     // the new one was promoted from learner.
     super::wait_healthy(cluster, access, deadline).await
+}
+
+/// A node block without `vm_id` whose machine changes (a new MAC): castle cannot tell the
+/// old VM from the new one, so it could neither stop the old nor start the new. If a VM of
+/// the workspace waits, stopped, for the node's address (a replacement made with
+/// `create_before_destroy`), carrying on would reset the old machine and configure it again
+/// in maintenance mode, then leave the new VM to start unconfigured once Terraform deletes
+/// the old one: refuse before anything changes.
+async fn refuse_unnamed_overlap(
+    old: &ClusterNode,
+    power: &dyn VmPower,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    let waiting = power
+        .awaiting(old.ip, deadline)
+        .await
+        .map_err(|e| power_error(&old.ip.to_string(), "look up the VMs at", e))?;
+    match waiting {
+        Some(vm) => Err(ClusterError::Credentials(format!(
+            "the machine of {} changes, and VM {vm} waits, stopped, to take its address {} over, but the node \
+             block has no vm_id: castle cannot tell the old VM from the new one. Set vm_id in the node block \
+             (vm_id = castle_proxmox_vm.<name>.id, as examples/ha-cluster does) and apply again.",
+            old.name, old.ip
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What a machine whose VM was deleted leaves behind: its etcd member (a voter that never
@@ -231,5 +317,38 @@ async fn wait_silent(
                 last: last.to_string(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_vm_id_whose_machine_still_runs_our_config_is_the_same_machine_with_a_new_nic() {
+        let configured = NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        };
+        assert_eq!(judge_same_vm_id(&configured), Some(SameVmId::SameMachine));
+    }
+
+    #[test]
+    fn a_reused_vm_id_answering_in_maintenance_is_a_rebuilt_vm_whose_predecessor_is_gone() {
+        assert_eq!(
+            judge_same_vm_id(&NodeState::Maintenance),
+            Some(SameVmId::Rebuilt)
+        );
+        assert_eq!(
+            judge_same_vm_id(&NodeState::ForeignCluster),
+            Some(SameVmId::Rebuilt)
+        );
+    }
+
+    #[test]
+    fn a_reused_vm_id_is_judged_only_once_something_answers() {
+        let booting = NodeState::Unreachable {
+            reason: "connection refused".into(),
+        };
+        assert_eq!(judge_same_vm_id(&booting), None);
     }
 }
