@@ -10,8 +10,9 @@ pytestmark = pytest.mark.acceptance
 PREFIX = '127.0.6.'
 
 
-def config(lab, workers):
-    nodes = [('cp-1', 11, 'controlplane')] + [('w-%d' % i, 20 + i, 'worker') for i in range(1, workers + 1)]
+def config(lab, workers, control_planes=1):
+    nodes = [('cp-%d' % i, 10 + i, 'controlplane') for i in range(1, control_planes + 1)] + \
+        [('w-%d' % i, 20 + i, 'worker') for i in range(1, workers + 1)]
     blocks = '\n'.join('''  node {
     name    = "%s"
     address = "%s%d/24"
@@ -64,7 +65,7 @@ def stored(lab, key):
 
 
 def test_kubeconfig_follows_the_cluster_into_infisical(tf, infisical_lab):
-    talos = TalosLab([PREFIX + '11', PREFIX + '21', PREFIX + '22'])
+    talos = TalosLab([PREFIX + '11', PREFIX + '12', PREFIX + '21'])
     try:
         t = tf()
         t.write(config(infisical_lab, workers=1))
@@ -74,9 +75,9 @@ def test_kubeconfig_follows_the_cluster_into_infisical(tf, infisical_lab):
         assert 'contexts' in stored(infisical_lab, 'TALOSCONFIG')['value']
         t.assert_plan_empty()
 
-        # A new node changes the talosconfig's nodes: the credentials are re-issued and the
-        # secret follows in the same apply.
-        t.write(config(infisical_lab, workers=2))
+        # A new control plane changes the talosconfig's endpoints: the credentials are
+        # re-issued and the secret follows in the same apply.
+        t.write(config(infisical_lab, workers=1, control_planes=2))
         t.apply()
         second = stored(infisical_lab, 'KUBECONFIG')
         assert second['value'].strip() == t.output('kubeconfig').strip()

@@ -80,17 +80,21 @@ def test_endpoint_and_tpm_mistakes_are_refused_at_plan_time(flagship):
         text = f.read()
     with open(main, 'w') as f:
         f.write(text.replace('disk_encryption = "nodeID"',
-                             'disk_encryption = var.disk_encryption\n  endpoint = var.endpoint'))
+                             'disk_encryption = var.disk_encryption\n  endpoint = var.endpoint\n'
+                             '  install_image = var.install_image'))
     with open(os.path.join(t.workdir, 'extra.tf'), 'w') as f:
         f.write('variable "disk_encryption" {\n  default = "nodeID"\n}\n'
-                'variable "endpoint" {\n  default = null\n}\n')
+                'variable "endpoint" {\n  default = null\n}\n'
+                'variable "install_image" {\n  default = null\n}\n')
     out = failed_plan(t, 'endpoint=http://k8s.lan:6443')
     assert 'endpoint "http://k8s.lan:6443" uses http://' in out, out
     out = failed_plan(t, 'endpoint=k8s.lan:443:6443')
     assert 'endpoint "k8s.lan:443:6443" is not a host with an optional port' in out, out
-    out = failed_plan(t, 'disk_encryption=tpm')
+    # tpm alone is fine: castle installs the factory's SecureBoot installer. An install_image
+    # that is none is refused.
+    out = failed_plan(t, 'disk_encryption=tpm', 'install_image=ghcr.io/siderolabs/installer:v1.12.0')
     assert 'disk_encryption = "tpm" needs a SecureBoot installer' in out, out
-    assert 'Plan: 8 to add' in t.plan('-var=endpoint=k8s.lan:443')
+    assert 'Plan: 8 to add' in t.plan('-var=endpoint=k8s.lan:443', '-var=disk_encryption=tpm')
 
 
 def test_bad_cluster_input_does_not_block_removing_the_vms_without_refresh(flagship, pve):
@@ -103,3 +107,32 @@ def test_bad_cluster_input_does_not_block_removing_the_vms_without_refresh(flags
     t.run('destroy', '-auto-approve', '-no-color', '-refresh=false', '-var=talos_version=v1.9.0',
           '-var=kubernetes_version=latest')
     assert pve.vms() == []
+
+
+def test_a_node_whose_vm_has_two_nics_must_name_its_mac_at_plan_time(tf, pve):
+    # Without mac_address castle selects the machine's only physical link; with two NICs Talos
+    # would configure neither. castle reads the VM behind vm_id and says so before anything runs.
+    from conftest import provider_block
+    pve.sync(pve.pve.add_vm, 120, 'cp-1', node='pve1', config={
+        'net0': 'virtio=BC:24:11:00:01:20,bridge=vmbr0', 'net1': 'virtio=BC:24:11:00:01:21,bridge=vmbr1'})
+    cluster = '''
+resource "castle_talos_cluster" "home" {
+  name               = "home"
+  talos_version      = "v1.12.0"
+  gateway            = "127.0.7.1"
+  node {
+    name    = "cp-1"
+    address = "127.0.7.11/24"
+    role    = "controlplane"
+    vm_id   = "pve1/120"
+    %s
+  }
+}
+'''
+    t = tf()
+    t.write(provider_block(pve) + cluster % '')
+    out = said(t.plan(expect_fail=True))
+    assert 'Node cp-1 needs mac_address' in out, out
+    assert 'has 2 NICs (net0, net1)' in out, out
+    t.write(provider_block(pve) + cluster % 'mac_address = "BC:24:11:00:01:20"')
+    assert 'Plan: 1 to add' in t.plan()

@@ -1,18 +1,22 @@
 """The Talos image story: nodes boot the template's disk image, which does not install the
 config's installer (Talos runs `Install` only on a machine not installed yet), so castle brings
 each node to `talos_version` and `extensions` with an upgrade after it joined, through the Image
-Factory it uploaded the schematic to."""
+Factory it uploaded the schematic to. A template of an older release line first gets the config
+in that line's documents."""
 
 import pytest
 
-from harness.lab import TalosLab
+from harness.lab import LONGHORN, TalosLab
 from test_talos_cluster import PREFIX, cluster_hcl
 
 pytestmark = pytest.mark.acceptance
 
 NODES = {'cp-1': 11, 'w-1': 21}
-TEMPLATE = 'v1.12.0'
-TARGET = 'v1.13.0'
+# One release line older than talos_version: the template's release refuses the v1.12 network
+# documents, so castle gives it the v1.11 contract in maintenance mode, and its own config once
+# upgraded.
+TEMPLATE = 'v1.11.5'
+TARGET = 'v1.12.0'
 EXTENSIONS = ['siderolabs/qemu-guest-agent', 'siderolabs/iscsi-tools']
 
 
@@ -45,6 +49,7 @@ def test_nodes_booted_from_an_older_template_end_on_talos_version_with_their_ext
     for host in NODES.values():
         node = nodes[PREFIX + str(host)]
         assert node['talos_version'] == TARGET, node
+        assert 'LinkConfig' in node['config_documents'], node
         assert node['schematic'] == schematic, node
         # Booted from the disk image, then exactly one upgrade: the factory's installer.
         assert node['installed_images'] == ['%s/installer/%s:%s' % (talos.factory_url[len('https://'):], schematic,
@@ -66,3 +71,27 @@ def test_an_installer_whose_schematic_the_factory_never_saw_is_refused_by_the_no
     out = t.apply(expect_fail=True)
     assert 'error validating installer image' in out and 'not found' in out, out
     assert talos.nodes()[PREFIX + '11']['talos_version'] == TEMPLATE
+
+
+def test_a_template_with_the_same_extensions_under_another_schematic_installs_castles_installer(tf):
+    # The factory does not sort a schematic's list: a template built from [util-linux-tools,
+    # iscsi-tools] runs the same extension names as castle's installer under another schematic
+    # id. castle compares the schematic the node reports, so the node still gets castle's.
+    lab = TalosLab([PREFIX + '11'], template_extensions=tuple(reversed(LONGHORN)))
+    try:
+        template = lab.nodes()[PREFIX + '11']['schematic']
+        t = tf()
+        t.write(cluster_hcl({'cp-1': 11}))
+        t.apply()
+        schematic = lab.schematics()[0]['id']
+        assert schematic != template
+        node = lab.nodes()[PREFIX + '11']
+        assert node['schematic'] == schematic, node
+        assert node['installed_images'] == ['%s/installer/%s:v1.12.0' % (lab.factory_url[len('https://'):],
+                                                                          schematic)], node
+        cluster = t.resources()['castle_talos_cluster.home']
+        assert cluster['node_extensions'] == {'cp-1': ['iscsi-tools', 'util-linux-tools']}
+        assert cluster['node_schematics'] == {'cp-1': schematic}
+        t.assert_plan_empty()
+    finally:
+        lab.stop()

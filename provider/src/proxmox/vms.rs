@@ -17,6 +17,19 @@ impl VmConfig {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// The VM's network devices, `net0`, `net1`, … (qemu-server `PVE/QemuServer.pm`: one
+    /// `netN` key per NIC).
+    pub fn nics(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter(|k| {
+                k.strip_prefix("net")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// `GET .../status/current`, the fields castle uses.
@@ -238,5 +251,26 @@ impl Client {
             .delete(&format!("/cluster/ha/resources/vm:{vmid}"), vec![])
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vms_nics_are_its_net_keys() {
+        let config = VmConfig(
+            [
+                ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0"),
+                ("net1", "virtio=BC:24:11:00:00:02,bridge=vmbr1"),
+                ("netmask", "x"),
+                ("net", "x"),
+                ("ipconfig0", "ip=10.0.0.11/24"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        );
+        assert_eq!(config.nics(), ["net0", "net1"]);
     }
 }

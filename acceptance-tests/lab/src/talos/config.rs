@@ -88,6 +88,9 @@ pub struct MachineConfig {
     /// The v1alpha1 document less what a running node changes in place: a new config that
     /// differs here reboots the node (see `immediate.rs`).
     pub reboot_part: Value,
+    /// The kinds of its documents in order, `v1alpha1` for the main one (for tests: which
+    /// contract the node was given).
+    pub documents: Vec<String>,
 }
 
 /// The addresses of `machine.network.interfaces[].addresses` (v1alpha1, `10.0.0.11/24`) and
@@ -178,7 +181,13 @@ fn definition_for(line: &str, doc: &Value) -> Result<String, String> {
                 .is_some_and(|e| e.iter().any(|k| k == kind))
         })
         .map(|(name, _)| name.clone())
-        .ok_or_else(|| format!("unknown document kind {kind:?} for Talos {line}"))
+        // Talos decodes each document with its release's registry; a kind it does not know
+        // fails there (Talos: pkg/machinery/config/configloader/internal/decoder/decoder.go
+        // (v1.11.0) `decode` → pkg/machinery/config/internal/registry/registry.go `New`).
+        .ok_or_else(|| {
+            let version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            format!("{kind:?} {version:?}: not registered")
+        })
 }
 
 fn b64_pem(value: Option<&Value>) -> Option<String> {
@@ -464,7 +473,17 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
     let apiserver_refusal = (machine_type == MachineType::Controlplane)
         .then(|| apiserver_refusal(main, line))
         .flatten();
+    let documents = docs
+        .iter()
+        .map(|d| {
+            d.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("v1alpha1")
+                .to_string()
+        })
+        .collect();
     Ok(MachineConfig {
+        documents,
         apiserver_refusal,
         machine_type,
         hostname,
@@ -584,12 +603,11 @@ mod tests {
 
     #[test]
     fn documents_unknown_to_the_node_version_are_rejected() {
-        // Layer2VIPConfig only exists from v1.12 on.
-        let err = parse(cluster().config(true, "cp-1").as_bytes(), "v1.10.7").unwrap_err();
-        assert!(
-            err.contains("HostnameConfig") || err.contains("Layer2VIPConfig"),
-            "{err}"
-        );
+        // The network documents only exist from v1.12 on; the first of them fails the decoding.
+        for release in ["v1.10.7", "v1.11.5"] {
+            let err = parse(cluster().config(true, "cp-1").as_bytes(), release).unwrap_err();
+            assert!(err.ends_with("\"v1alpha1\": not registered"), "{err}");
+        }
     }
 
     #[test]

@@ -22,18 +22,15 @@ pub struct Issued {
     pub expires_at: String,
 }
 
-/// Control-plane addresses (talosconfig endpoints) and every node address (its nodes).
-fn talos_addresses(spec: &ClusterSpec) -> (Vec<String>, Vec<String>) {
-    let endpoints = spec
-        .control_planes()
+/// The talosconfig's endpoints: the control planes' addresses. It names no nodes, as
+/// `talosctl gen config` writes it (Talos: pkg/machinery/config/generate/talosconfig.go
+/// (v1.12.0) → pkg/machinery/client/config/config.go `NewConfig` sets endpoints only) and as the
+/// Talos Terraform provider does unless told (`talos_client_configuration` `nodes`, optional):
+/// a bare `talosctl reboot` or `reset` must not reach every node at once. Commands take `-n`.
+fn talos_endpoints(spec: &ClusterSpec) -> Vec<String> {
+    spec.control_planes()
         .map(|(_, n)| bare_ip(&n.address).to_string())
-        .collect();
-    let nodes = spec
-        .nodes
-        .values()
-        .map(|n| bare_ip(&n.address).to_string())
-        .collect();
-    (endpoints, nodes)
+        .collect()
 }
 
 /// Issues a talosconfig and an admin kubeconfig from the bundle, recording the certificates in
@@ -44,8 +41,7 @@ pub fn issue(
     secrets: &mut ClusterSecrets,
     now: OffsetDateTime,
 ) -> Result<Issued, String> {
-    let (endpoints, nodes) = talos_addresses(spec);
-    let talosconfig = issue_talosconfig(bundle, &spec.name, &endpoints, &nodes, now)
+    let talosconfig = issue_talosconfig(bundle, &spec.name, &talos_endpoints(spec), now)
         .map_err(|e| e.to_string())?;
     let server = control_plane_endpoint(spec).map_err(|e| e.to_string())?;
     let kubeconfig =
@@ -67,12 +63,10 @@ pub fn issue(
 /// Talos API credentials issued afresh from the bundle: for a destroy that has the cluster's
 /// secrets but no stored client certificate (a tainted cluster being replaced).
 pub fn talos_access(spec: &ClusterSpec, bundle: &SecretsBundle) -> Result<Credentials, String> {
-    let (endpoints, nodes) = talos_addresses(spec);
     let issued = issue_talosconfig(
         bundle,
         &spec.name,
-        &endpoints,
-        &nodes,
+        &talos_endpoints(spec),
         OffsetDateTime::now_utc(),
     )
     .map_err(|e| e.to_string())?;
@@ -133,6 +127,7 @@ pub fn cluster_nodes(
                 ip,
                 role: node.role,
                 config: configs.get(name).cloned().unwrap_or_default(),
+                earlier: Default::default(),
             })
         })
         .collect::<Result<_, String>>()?;

@@ -33,7 +33,8 @@ use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::{
-    generate_cluster_configs, installer_image, ClusterSpec, KubernetesVersion, TalosVersion,
+    earlier_contracts, generate_cluster_configs, generate_node_config_for, installer_image,
+    schematic_id, ClusterSpec, KubernetesVersion, TalosVersion,
 };
 use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
@@ -97,6 +98,47 @@ impl TalosClusterResource {
             return None;
         }
         Some(())
+    }
+
+    /// Refuses a node without `mac_address` whose VM (`vm_id`, known at plan) has more than one
+    /// NIC: castle then selects the machine's physical link by an alias that matches every
+    /// NIC, and Talos configures no link for an alias matching several (ADR 0009). A VM that
+    /// cannot be read is left to apply (it may be about to be created or replaced).
+    async fn check_nics(&self, diags: &mut Diagnostics, state: &ClusterState) -> Option<()> {
+        let Ok(client) = self.data.proxmox() else {
+            return Some(());
+        };
+        let mut ok = true;
+        for entry in node_entries(state).filter(|e| e.mac_address.is_null()) {
+            let (Value::Value(name), Value::Value(vm)) = (&entry.name, &entry.vm_id) else {
+                continue;
+            };
+            let Some((node, vmid)) = vm_power::parse_vm_id(vm) else {
+                continue;
+            };
+            let read = client.vm_config(node, vmid);
+            let Ok(Ok(config)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
+                continue;
+            };
+            let nics = config.nics();
+            if nics.len() > 1 {
+                ok = false;
+                diags.error(
+                    format!("Node {name} needs mac_address"),
+                    format!(
+                        "The VM of node {name} ({vm}) has {} NICs ({}), and without mac_address castle selects the \
+                         machine's only physical link: Talos configures no link when that selection matches several, \
+                         so the node would come up without its address. Set mac_address to the MAC of the NIC that \
+                         carries {} (castle_proxmox_vm.x.mac_address for net0).",
+                        nics.len(),
+                        nics.join(", "),
+                        entry.address.as_ref_option().map(String::as_str).unwrap_or("its address"),
+                    ),
+                    AttributePath::new("node"),
+                );
+            }
+        }
+        ok.then_some(())
     }
 
     /// The power over the nodes' VMs, when the provider has a Proxmox client.
@@ -255,9 +297,21 @@ impl Resource for TalosClusterResource {
                 versions.remove(&unready.name);
             }
         }
-        if let Value::Value(reported) = &mut state.node_extensions {
-            for (name, list) in cluster::reported_extensions(&nodes, &access).await {
-                reported.insert(name, extensions_value(&list));
+        let reported = cluster::reported_extensions(&nodes, &access).await;
+        if state.node_extensions.is_value() && state.node_schematics.is_null() {
+            state.node_schematics = Value::Value(BTreeMap::new());
+        }
+        if let Value::Value(names) = &mut state.node_extensions {
+            for (name, extensions) in &reported {
+                names.insert(name.clone(), extensions_value(&extensions.names));
+            }
+        }
+        if let Value::Value(schematics) = &mut state.node_schematics {
+            for (name, extensions) in &reported {
+                match &extensions.schematic {
+                    Some(id) => schematics.insert(name.clone(), Value::Value(id.clone())),
+                    None => schematics.remove(name),
+                };
             }
         }
         if let Value::Value(configs) = &mut state.machine_configs {
@@ -291,6 +345,7 @@ impl Resource for TalosClusterResource {
         let mut state = self.with_factory(proposed_state);
         identity::check(diags, &state)?;
         self.check_power(diags, &state)?;
+        self.check_nics(diags, &state).await?;
         plan::fill_defaults(&mut state);
         match state.to_spec() {
             Some(spec) => {
@@ -304,6 +359,7 @@ impl Resource for TalosClusterResource {
         state.machine_configs = Value::Unknown;
         state.node_versions = Value::Unknown;
         state.node_extensions = Value::Unknown;
+        state.node_schematics = Value::Unknown;
         state.client_certificate_expires_at = Value::Unknown;
         Some((state, None))
     }
@@ -321,6 +377,7 @@ impl Resource for TalosClusterResource {
         let prior_state = self.with_factory(prior_state);
         identity::check(diags, &state)?;
         self.check_power(diags, &state)?;
+        self.check_nics(diags, &state).await?;
         warn_of_replacements(diags, &prior_state, &state);
         let other_identity =
             identity::replaced(diags, &prior_state, &state, prior_private_state.as_ref())?;
@@ -331,6 +388,7 @@ impl Resource for TalosClusterResource {
             state.machine_configs = Value::Unknown;
             state.node_versions = Value::Unknown;
             state.node_extensions = Value::Unknown;
+            state.node_schematics = Value::Unknown;
             state.client_certificate_expires_at = Value::Unknown;
             if config_state.endpoint.is_null() {
                 state.endpoint = Value::Unknown;
@@ -420,10 +478,13 @@ impl Resource for TalosClusterResource {
                     ),
                     _ => Value::Unknown,
                 };
-                state.node_extensions = if !reports_change && same_nodes {
-                    prior_state.node_extensions.clone()
+                (state.node_extensions, state.node_schematics) = if !reports_change && same_nodes {
+                    (
+                        prior_state.node_extensions.clone(),
+                        prior_state.node_schematics.clone(),
+                    )
                 } else {
-                    Value::Unknown
+                    (Value::Unknown, Value::Unknown)
                 };
                 let inputs_changed = prior_state.to_spec().map(|p| plan::credential_inputs(&p))
                     != Some(plan::credential_inputs(&spec));
@@ -444,6 +505,7 @@ impl Resource for TalosClusterResource {
                 state.machine_configs = Value::Unknown;
                 state.node_versions = Value::Unknown;
                 state.node_extensions = Value::Unknown;
+                state.node_schematics = Value::Unknown;
                 state.kubeconfig = Value::Unknown;
                 state.talosconfig = Value::Unknown;
                 state.client_certificate_expires_at = Value::Unknown;
@@ -530,8 +592,10 @@ impl Resource for TalosClusterResource {
         // report, even if that is nothing.
         state.node_versions = Value::Value(BTreeMap::new());
         state.node_extensions = Value::Value(BTreeMap::new());
+        state.node_schematics = Value::Value(BTreeMap::new());
         let access = credentials::access(&spec, &bundle, &secrets);
-        let nodes = credentials::cluster_nodes(&spec, &configs);
+        let nodes = credentials::cluster_nodes(&spec, &configs)
+            .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle));
         let (access, nodes) = match (access, nodes) {
             (Ok(access), Ok(nodes)) => (access, nodes),
             (Err(e), _) | (_, Err(e)) => {
@@ -553,7 +617,7 @@ impl Resource for TalosClusterResource {
                     coredns: &desired.coredns_image,
                     flannel: &desired.flannel_image,
                 },
-                extensions: desired.extensions.as_deref(),
+                extensions: desired.extensions.as_ref(),
                 power: None,
             };
             cluster::execute(&steps, &nodes, &[], &live, &mut Default::default()).await
@@ -561,7 +625,7 @@ impl Resource for TalosClusterResource {
         .await;
         let (versions, extensions) = cluster::reported(&nodes, &access).await;
         state.node_versions = versions_value(&versions);
-        state.node_extensions = all_extensions_value(&extensions);
+        (state.node_extensions, state.node_schematics) = extensions_values(&extensions);
         if let Err(e) = result {
             unable(diags, &format!("create cluster {name}"), &e);
             // Keep the secrets: nodes may already run this cluster's CA (configs are applied to
@@ -627,6 +691,7 @@ impl Resource for TalosClusterResource {
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
+                .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle))
                 .map_err(cluster::ClusterError::Credentials)?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
@@ -655,7 +720,7 @@ impl Resource for TalosClusterResource {
                     coredns: &desired.coredns_image,
                     flannel: &desired.flannel_image,
                 },
-                extensions: desired.extensions.as_deref(),
+                extensions: desired.extensions.as_ref(),
                 power: power.as_ref().map(|p| p as &dyn cluster::VmPower),
             };
             let mut report = cluster::Report::default();
@@ -682,7 +747,7 @@ impl Resource for TalosClusterResource {
             }
         }
         state.node_versions = versions_value(&versions);
-        state.node_extensions = all_extensions_value(&extensions);
+        (state.node_extensions, state.node_schematics) = extensions_values(&extensions);
         write_kubeconfig_file(diags, &state);
         Some((state, Some(secrets)))
     }
@@ -833,11 +898,19 @@ fn current(state: &ClusterState, prior: &ClusterSpec) -> cluster::Current {
                 .iter()
                 .filter_map(|(k, v)| {
                     let list = v.as_ref_option()?;
+                    let schematic = match &state.node_schematics {
+                        Value::Value(ids) => ids.get(k).and_then(|id| id.as_ref_option().cloned()),
+                        _ => None,
+                    };
                     Some((
                         k.clone(),
-                        list.iter()
-                            .filter_map(|e| e.as_ref_option().cloned())
-                            .collect(),
+                        cluster::Extensions {
+                            names: list
+                                .iter()
+                                .filter_map(|e| e.as_ref_option().cloned())
+                                .collect(),
+                            schematic,
+                        },
                     ))
                 })
                 .collect(),
@@ -943,10 +1016,10 @@ fn desired(
         flannel_image: TalosVersion::parse(&spec.talos_version)
             .map(|v| v.minor.flannel_image().to_string())
             .map_err(|e| e.to_string())?,
-        extensions: spec
-            .install_image
-            .is_none()
-            .then(|| cluster::extension_names(&spec.extensions)),
+        extensions: spec.install_image.is_none().then(|| cluster::Extensions {
+            names: cluster::extension_names(&spec.extensions),
+            schematic: Some(schematic_id(&spec.extensions)),
+        }),
     })
 }
 
@@ -1080,9 +1153,11 @@ fn warn_of_upgrades(
                  so that every node runs the configured extensions.",
                 other
                     .iter()
-                    .map(|(n, e)| match e.is_empty() {
-                        true => format!("{n} (no extension)"),
-                        false => format!("{n} (runs {})", e.join(", ")),
+                    .map(|(n, e)| match (&e.schematic, e.names.is_empty()) {
+                        (Some(id), true) => format!("{n} (schematic {id}, no extension)"),
+                        (Some(id), false) => format!("{n} (schematic {id}: {})", e.names.join(", ")),
+                        (None, true) => format!("{n} (no extension)"),
+                        (None, false) => format!("{n} (runs {})", e.names.join(", ")),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -1099,7 +1174,10 @@ fn warn_of_upgrades(
 }
 
 /// What the nodes report after an update: releases and extensions, by node.
-type Reported = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+type Reported = (
+    BTreeMap<String, String>,
+    BTreeMap<String, cluster::Extensions>,
+);
 
 /// The plan's note at create: nodes booted from a template of another release or with other
 /// extensions are upgraded once they joined (a disk image does not install its config's
@@ -1150,16 +1228,23 @@ fn extensions_value(list: &[String]) -> Value<Vec<Value<String>>> {
     Value::Value(list.iter().map(|e| Value::Value(e.clone())).collect())
 }
 
-/// `node_extensions` as state holds them.
-fn all_extensions_value(
-    reported: &BTreeMap<String, Vec<String>>,
-) -> Value<BTreeMap<String, Value<Vec<Value<String>>>>> {
-    Value::Value(
-        reported
-            .iter()
-            .map(|(k, v)| (k.clone(), extensions_value(v)))
-            .collect(),
-    )
+/// `node_extensions` and `node_schematics` as state holds them.
+#[allow(clippy::type_complexity)]
+fn extensions_values(
+    reported: &BTreeMap<String, cluster::Extensions>,
+) -> (
+    Value<BTreeMap<String, Value<Vec<Value<String>>>>>,
+    Value<BTreeMap<String, Value<String>>>,
+) {
+    let names = reported
+        .iter()
+        .map(|(k, v)| (k.clone(), extensions_value(&v.names)))
+        .collect();
+    let schematics = reported
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), Value::Value(v.schematic.clone()?))))
+        .collect();
+    (Value::Value(names), Value::Value(schematics))
 }
 
 /// `node_versions` as state holds them.
@@ -1170,6 +1255,28 @@ fn versions_value(versions: &BTreeMap<String, String>) -> Value<BTreeMap<String,
             .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
             .collect(),
     )
+}
+
+/// Each node's config also in the documents of the release lines older than `talos_version`,
+/// for nodes booted from an older template (see [`ClusterNode::earlier`]). A line whose
+/// documents cannot hold the config (a patch of a document that line does not know) is left
+/// out: such a node is sent the config of `talos_version`, and its refusal names the document.
+fn with_earlier_contracts(
+    mut nodes: Vec<ClusterNode>,
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+) -> Vec<ClusterNode> {
+    let lines = earlier_contracts(spec);
+    for node in &mut nodes {
+        node.earlier = lines
+            .iter()
+            .filter_map(|line| {
+                let config = generate_node_config_for(spec, bundle, &node.name, *line).ok()?;
+                Some((line.as_str().to_string(), config))
+            })
+            .collect();
+    }
+    nodes
 }
 
 /// Configs recorded as applied in state, by node.

@@ -137,21 +137,16 @@ pub fn renewal_due(secrets: &ClusterSecrets, now: OffsetDateTime) -> bool {
         })
 }
 
-/// What the talosconfig and kubeconfig are made from: endpoint, cluster name, addresses.
-pub fn credential_inputs(spec: &ClusterSpec) -> (String, String, Vec<(String, String, bool)>) {
+/// What the talosconfig and kubeconfig are made from: cluster name, Kubernetes endpoint and the
+/// control planes' addresses (the talosconfig's endpoints; it names no nodes, so workers
+/// coming and going change nothing).
+pub fn credential_inputs(spec: &ClusterSpec) -> (String, String, Vec<String>) {
     let endpoint = config::control_plane_endpoint(spec).unwrap_or_default();
-    let nodes = spec
-        .nodes
-        .iter()
-        .map(|(name, n)| {
-            (
-                name.clone(),
-                n.address.clone(),
-                n.role == config::Role::ControlPlane,
-            )
-        })
+    let endpoints = spec
+        .control_planes()
+        .map(|(_, n)| n.address.clone())
         .collect();
-    (spec.name.clone(), endpoint, nodes)
+    (spec.name.clone(), endpoint, endpoints)
 }
 
 /// The Talos release the nodes should run: the tag of the installer image (Image Factory or
@@ -162,4 +157,43 @@ pub fn target_version(spec: &ClusterSpec) -> Option<String> {
         .and_then(|image| image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         .filter(|tag| tag.starts_with('v'))
         .or_else(|| config::TalosVersion::parse(&spec.talos_version).ok()?.tag())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talos::config::{NetworkLink, NodeSpec, Role};
+
+    fn with_node(mut spec: ClusterSpec, name: &str, address: &str, role: Role) -> ClusterSpec {
+        spec.nodes.insert(
+            name.into(),
+            NodeSpec {
+                address: address.into(),
+                role,
+                install_disk: "/dev/sda".into(),
+                hostname: None,
+                link: NetworkLink::Physical,
+                patches: vec![],
+            },
+        );
+        spec
+    }
+
+    #[test]
+    fn a_new_worker_keeps_the_credentials_and_a_new_control_plane_renews_them() {
+        let spec = ClusterSpec {
+            name: "homelab".into(),
+            endpoint: Some("https://10.0.0.11:6443".into()),
+            talos_version: "v1.12.0".into(),
+            kubernetes_version: "v1.35.0".into(),
+            gateway: "10.0.0.1".into(),
+            ..Default::default()
+        };
+        let spec = with_node(spec, "cp-1", "10.0.0.11/24", Role::ControlPlane);
+        let before = credential_inputs(&spec);
+        let worker = with_node(spec.clone(), "w-1", "10.0.0.21/24", Role::Worker);
+        assert_eq!(credential_inputs(&worker), before);
+        let control_plane = with_node(spec, "cp-2", "10.0.0.12/24", Role::ControlPlane);
+        assert_ne!(credential_inputs(&control_plane), before);
+    }
 }

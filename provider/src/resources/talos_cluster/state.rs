@@ -89,6 +89,10 @@ pub struct ClusterState {
     pub node_versions: Value<BTreeMap<String, Value<String>>>,
     /// Node name to the system extensions it runs.
     pub node_extensions: Value<BTreeMap<String, Value<Vec<Value<String>>>>>,
+    /// Node name to the Image Factory schematic of the image it runs (factory images only).
+    /// Absent from states written before it existed.
+    #[serde(default)]
+    pub node_schematics: Value<BTreeMap<String, Value<String>>>,
     /// Expiry of the client certificates.
     pub client_certificate_expires_at: Value<String>,
     /// Timeouts.

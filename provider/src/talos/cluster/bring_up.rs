@@ -46,8 +46,19 @@ async fn apply_one(
     poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
+            // A node booted from an older template gets the documents its release knows.
             NodeState::Maintenance => match NodeClient::connect_insecure(node.ip, &access.connect).await {
-                Ok(client) => client.apply_configuration(node.config.as_bytes(), ApplyMode::Auto, false).await.map(|_| ()),
+                Ok(client) => match client.version().await {
+                    Ok(version) => {
+                        let release = version.version.map(|v| v.tag).unwrap_or_default();
+                        let config = node.config_for(&release);
+                        if config != node.config {
+                            tracing::info!(node = %node.name, release, "configuration in the documents of the node's release");
+                        }
+                        client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false).await.map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             NodeState::Configured { .. } => match NodeClient::connect(node.ip, &access.talos, &access.connect).await {

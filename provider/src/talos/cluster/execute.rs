@@ -174,8 +174,8 @@ pub struct Live<'a> {
     pub target: &'a str,
     /// The images Talos renders in the bootstrap manifests for the cluster's release.
     pub release_images: ReleaseImages<'a>,
-    /// The extensions upgraded nodes must report, when castle knows them.
-    pub extensions: Option<&'a [String]>,
+    /// The extensions (and schematic) upgraded nodes must report, when castle knows them.
+    pub extensions: Option<&'a super::Extensions>,
     /// Power over the nodes' VMs, for replacements; `None` without a Proxmox client.
     pub power: Option<&'a dyn VmPower>,
 }
@@ -406,6 +406,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             role,
             config: config.into(),
+            earlier: Default::default(),
         }
     }
 
@@ -425,7 +426,7 @@ mod tests {
             target: "v1.12.0".into(),
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
-            extensions: Some(vec![]),
+            extensions: Some(Default::default()),
             ..Default::default()
         }
     }
@@ -441,7 +442,10 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
-            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
+            extensions: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Default::default()))
+                .collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
             ..Default::default()
         }

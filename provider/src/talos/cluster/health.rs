@@ -403,6 +403,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             role: crate::talos::config::Role::ControlPlane,
             config: String::new(),
+            earlier: Default::default(),
         }
     }
 

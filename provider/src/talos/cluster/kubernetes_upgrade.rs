@@ -185,6 +185,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             role,
             config: config(role, "v1.35.0"),
+            earlier: Default::default(),
         }
     }
 

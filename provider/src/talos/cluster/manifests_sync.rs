@@ -134,6 +134,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             role,
             config: config.into(),
+            earlier: Default::default(),
         }
     }
 

@@ -29,7 +29,7 @@ pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
 pub use plan::{
     extension_names, kubernetes_upgrade, plan, readdressed, replacements, upgrade_reason, Current,
-    Desired, Machine, Step, UpgradeReason,
+    Desired, Extensions, Machine, Step, UpgradeReason,
 };
 pub use quorum::{check_quorum, check_replacements, leaving_control_planes};
 pub use readiness::{unready_nodes, Unready};
@@ -53,12 +53,36 @@ pub struct ClusterNode {
     pub role: Role,
     /// The machine configuration to apply (YAML documents).
     pub config: String,
+    /// The same configuration in the documents of older release lines, by line (`v1.11`):
+    /// what a node still on that release accepts in maintenance mode (see
+    /// [`crate::talos::config::earlier_contracts`]). Empty when there is none.
+    pub earlier: BTreeMap<String, String>,
 }
 
 impl ClusterNode {
     /// True for control planes.
     pub fn is_control_plane(&self) -> bool {
         self.role == Role::ControlPlane
+    }
+
+    /// The configuration a node that runs `release` (e.g. `v1.11.5`) accepts: the one of its
+    /// release line when that is older than the cluster's, else [`ClusterNode::config`].
+    pub fn config_for(&self, release: &str) -> &str {
+        self.earlier
+            .iter()
+            .find(|(line, _)| {
+                release
+                    .strip_prefix(line.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+            .map(|(_, config)| config.as_str())
+            .unwrap_or(&self.config)
+    }
+
+    /// Whether a node that ran `release` may run a config of an older contract than
+    /// [`ClusterNode::config`]'s, so that it needs its own config again once upgraded.
+    pub fn ran_earlier_contract(&self, release: &str) -> bool {
+        self.config_for(release) != self.config
     }
 }
 
@@ -97,19 +121,19 @@ pub async fn reported_versions(nodes: &[ClusterNode], access: &Access) -> BTreeM
 pub async fn reported(
     nodes: &[ClusterNode],
     access: &Access,
-) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+) -> (BTreeMap<String, String>, BTreeMap<String, Extensions>) {
     tokio::join!(
         reported_versions(nodes, access),
         reported_extensions(nodes, access)
     )
 }
 
-/// The system extensions each node runs now, by name (sorted, without the Image Factory's own
-/// `schematic`); nodes that do not answer with our credentials are left out.
+/// The system extensions each node runs now and its image's schematic; nodes that do not
+/// answer with our credentials are left out.
 pub async fn reported_extensions(
     nodes: &[ClusterNode],
     access: &Access,
-) -> BTreeMap<String, Vec<String>> {
+) -> BTreeMap<String, Extensions> {
     let lists = futures::future::join_all(nodes.iter().map(|n| node_extensions(n, access))).await;
     nodes
         .iter()
@@ -118,8 +142,9 @@ pub async fn reported_extensions(
         .collect()
 }
 
-/// One node's extensions, or `None` if it does not answer.
-pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Vec<String>> {
+/// One node's extensions (names sorted, without the Image Factory's own `schematic`, whose
+/// version is the schematic id), or `None` if it does not answer.
+pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Extensions> {
     let call = async {
         let client = NodeClient::connect(node.ip, &access.talos, &access.connect).await?;
         client.extensions().await
@@ -131,12 +156,38 @@ pub async fn node_extensions(node: &ClusterNode, access: &Access) -> Option<Vec<
     .await
     .ok()?
     .ok()?;
-    let mut names: Vec<String> = listed
-        .into_iter()
-        .map(|e| e.name)
-        .filter(|n| n != "schematic")
-        .collect();
+    let (schematic, others): (Vec<_>, Vec<_>) =
+        listed.into_iter().partition(|e| e.name == "schematic");
+    let mut names: Vec<String> = others.into_iter().map(|e| e.name).collect();
     names.sort();
     names.dedup();
-    Some(names)
+    Some(Extensions {
+        names,
+        schematic: schematic.into_iter().next().map(|e| e.version),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_on_an_older_release_line_is_sent_that_lines_config() {
+        let node = ClusterNode {
+            name: "cp-1".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            role: Role::ControlPlane,
+            config: "v1.12 documents".into(),
+            earlier: [("v1.10", "v1.10 documents"), ("v1.11", "v1.11 documents")]
+                .map(|(l, c)| (l.to_string(), c.to_string()))
+                .into(),
+        };
+        assert_eq!(node.config_for("v1.11.5"), "v1.11 documents");
+        assert_eq!(node.config_for("v1.10.0"), "v1.10 documents");
+        assert_eq!(node.config_for("v1.12.0"), "v1.12 documents");
+        assert_eq!(node.config_for("v1.13.1"), "v1.12 documents");
+        assert_eq!(node.config_for("v1.1.0"), "v1.12 documents");
+        assert!(node.ran_earlier_contract("v1.11.5"));
+        assert!(!node.ran_earlier_contract("v1.12.0"));
+    }
 }

@@ -44,9 +44,9 @@ pub struct Current {
     pub applied: BTreeMap<String, String>,
     /// The Talos release each node last reported, by name.
     pub versions: BTreeMap<String, String>,
-    /// The system extensions each node last reported, by name (sorted, as `talosctl get
-    /// extensions` names them). A node missing here has not reported any yet.
-    pub extensions: BTreeMap<String, Vec<String>>,
+    /// The system extensions each node last reported (and its image's schematic), by name. A
+    /// node missing here has not reported any yet.
+    pub extensions: BTreeMap<String, Extensions>,
     /// The installer image of the previous configuration.
     pub image: Option<String>,
     /// The machine behind each node, by name.
@@ -71,9 +71,9 @@ pub struct Desired {
     pub coredns_image: String,
     /// The flannel image Talos renders for the release (its bootstrap manifest).
     pub flannel_image: String,
-    /// The system extensions the nodes should report (sorted names, see
-    /// [`extension_names`]); `None` when castle cannot know them (a custom `install_image`).
-    pub extensions: Option<Vec<String>>,
+    /// The system extensions the nodes should report and the schematic of the installer;
+    /// `None` when castle cannot know them (a custom `install_image`).
+    pub extensions: Option<Extensions>,
     /// The machine behind each node, by name.
     pub machines: BTreeMap<String, Machine>,
 }
@@ -88,6 +88,32 @@ pub fn extension_names(extensions: &[String]) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// What an image holds besides its release: its system extensions, by the names nodes report
+/// (sorted, see [`extension_names`]), and its Image Factory schematic id, if it came from the
+/// factory. Every image the factory builds carries an extension named `schematic` whose
+/// version is that id (it is how `talosctl get extensions` shows it); a plain Sidero image
+/// has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// Extension names, e.g. `iscsi-tools`.
+    pub names: Vec<String>,
+    /// The Image Factory schematic id.
+    pub schematic: Option<String>,
+}
+
+impl Extensions {
+    /// Whether a node that reports `self` runs what `wanted` describes. The schematic decides
+    /// where both are known: the same names can come from another schematic (kernel arguments,
+    /// another list order, which the factory does not sort), and the node then does not run
+    /// castle's installer. A node whose image has no schematic is judged by the names.
+    pub fn runs(&self, wanted: &Extensions) -> bool {
+        match (&self.schematic, &wanted.schematic) {
+            (Some(reported), Some(wanted)) => reported == wanted,
+            _ => self.names == wanted.names,
+        }
+    }
 }
 
 /// One step of an apply.
@@ -147,8 +173,9 @@ pub enum Step {
 pub enum UpgradeReason {
     /// Nodes report another release than the target: (node, release) pairs.
     Release(Vec<(String, String)>),
-    /// Nodes run other system extensions than configured: (node, extensions) pairs.
-    Extensions(Vec<(String, Vec<String>)>),
+    /// Nodes run other system extensions (or another schematic) than configured: (node,
+    /// what it runs) pairs.
+    Extensions(Vec<(String, Extensions)>),
     /// Same release, another installer image (extensions or `install_image`).
     Reinstall,
 }
@@ -174,11 +201,11 @@ pub fn upgrade_reason(current: &Current, desired: &Desired) -> Option<UpgradeRea
         return Some(UpgradeReason::Release(off));
     }
     if let Some(wanted_extensions) = &desired.extensions {
-        let other: Vec<(String, Vec<String>)> = current
+        let other: Vec<(String, Extensions)> = current
             .extensions
             .iter()
             .filter(|(name, _)| wanted.contains(name) && current.applied.contains_key(*name))
-            .filter(|(_, reported)| *reported != wanted_extensions)
+            .filter(|(_, reported)| !reported.runs(wanted_extensions))
             .map(|(name, reported)| (name.clone(), reported.clone()))
             .collect();
         if !other.is_empty() {
@@ -415,6 +442,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             role,
             config: config.into(),
+            earlier: Default::default(),
         }
     }
 
@@ -433,7 +461,7 @@ mod tests {
             target: "v1.12.0".into(),
             kubernetes: "v1.35.0".into(),
             coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
-            extensions: Some(vec![]),
+            extensions: Some(Extensions::default()),
             ..Default::default()
         }
     }
@@ -449,7 +477,10 @@ mod tests {
                 .iter()
                 .map(|n| (n.name.clone(), "v1.12.0".into()))
                 .collect(),
-            extensions: nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
+            extensions: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Extensions::default()))
+                .collect(),
             image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
             ..Default::default()
         }
@@ -620,16 +651,15 @@ mod tests {
     fn a_node_without_the_configured_extensions_is_upgraded_and_the_reason_names_it() {
         let nodes = cluster("a");
         let mut current = running(&nodes);
-        current
-            .extensions
-            .insert("w-1".into(), vec!["iscsi-tools".into()]);
+        let iscsi = Extensions {
+            names: strings(&["iscsi-tools"]),
+            schematic: None,
+        };
+        current.extensions.insert("w-1".into(), iscsi.clone());
         let wanted = desired(nodes);
         assert_eq!(
             upgrade_reason(&current, &wanted),
-            Some(UpgradeReason::Extensions(vec![(
-                "w-1".into(),
-                vec!["iscsi-tools".to_string()]
-            )]))
+            Some(UpgradeReason::Extensions(vec![("w-1".into(), iscsi)]))
         );
         assert_eq!(
             plan(Some(&current), &wanted).first(),
@@ -637,6 +667,36 @@ mod tests {
                 nodes: strings(&["cp-1", "cp-2", "w-1"]),
                 reinstall: false
             })
+        );
+    }
+
+    #[test]
+    fn a_node_with_the_same_extensions_from_another_schematic_is_upgraded() {
+        let nodes = cluster("a");
+        let names = strings(&["iscsi-tools", "util-linux-tools"]);
+        let from = |schematic: Option<&str>| Extensions {
+            names: names.clone(),
+            schematic: schematic.map(str::to_string),
+        };
+        let mut wanted = desired(nodes.clone());
+        wanted.extensions = Some(from(Some("castle")));
+        let mut current = running(&nodes);
+        for node in ["cp-1", "cp-2", "w-1"] {
+            current.extensions.insert(node.into(), from(Some("castle")));
+        }
+        assert_eq!(upgrade_reason(&current, &wanted), None);
+        // w-1 booted from a factory image with the same extensions and extra kernel arguments.
+        current
+            .extensions
+            .insert("w-1".into(), from(Some("kernel-args")));
+        // cp-2 runs a plain image (no schematic): the names decide, and they agree.
+        current.extensions.insert("cp-2".into(), from(None));
+        assert_eq!(
+            upgrade_reason(&current, &wanted),
+            Some(UpgradeReason::Extensions(vec![(
+                "w-1".into(),
+                from(Some("kernel-args"))
+            )]))
         );
     }
 

@@ -137,6 +137,7 @@ mod tests {
                 Role::Worker
             },
             config: String::new(),
+            earlier: Default::default(),
         }
     }
 

@@ -93,6 +93,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             role: Role::Worker,
             config: String::new(),
+            earlier: Default::default(),
         }
     }
 

@@ -54,6 +54,7 @@ impl Replacement {
                 Role::Worker
             },
             config: String::new(),
+            earlier: Default::default(),
         }
     }
 }

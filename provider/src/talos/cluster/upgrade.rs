@@ -4,10 +4,11 @@
 
 use tokio::time::Instant;
 
-use super::bring_up::pending;
+use super::bring_up::{apply_running, pending};
+use super::execute::Applied;
 use super::poll::{poll, poll_each, UPGRADE_ATTEMPT_TIMEOUT};
 use super::reboot::{boot_id, wait_rebooted};
-use super::{wait_healthy, Access, ClusterError, ClusterNode};
+use super::{wait_healthy, Access, ClusterError, ClusterNode, Extensions};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 
 /// What an upgrade brings nodes to.
@@ -17,8 +18,8 @@ pub struct Target<'a> {
     pub image: &'a str,
     /// The release tag the nodes must report after it.
     pub tag: &'a str,
-    /// The extensions (names as nodes report them) the nodes must run after it, when known.
-    pub extensions: Option<&'a [String]>,
+    /// The extensions (and schematic) the nodes must run after it, when known.
+    pub extensions: Option<&'a Extensions>,
 }
 
 /// Upgrades each of `nodes` that does not yet report the target's release and extensions to
@@ -28,7 +29,10 @@ pub struct Target<'a> {
 ///
 /// A node is done when it is back under a new boot id (an Upgrade answers before the node
 /// cordons, drains and reboots, and a reinstall keeps the release tag, so the tag alone would
-/// pass at once) and reports the target release.
+/// pass at once) and reports the target release. A node that ran an older release line may
+/// run the config of that line's contract (what it accepted in maintenance mode, see
+/// [`ClusterNode::config_for`]): it then gets its own config again, and a reboot that asks for
+/// is waited for, before the health check.
 pub async fn upgrade_nodes(
     cluster: &[ClusterNode],
     nodes: &[ClusterNode],
@@ -40,34 +44,44 @@ pub async fn upgrade_nodes(
     let mut order: Vec<&ClusterNode> = nodes.iter().collect();
     order.sort_by_key(|n| (!n.is_control_plane(), n.name.clone()));
     for node in order {
-        if !reinstall && on_target(node, target, access).await {
+        let release = match probe(node.ip, &access.talos, &access.connect).await {
+            NodeState::Configured { talos_version } => Some(talos_version),
+            _ => None,
+        };
+        if !reinstall && on_target(node, release.as_deref(), target, access).await {
             continue;
         }
         let boot = boot_id(node, access, deadline).await?;
         start_upgrade(node, target.image, access, deadline).await?;
         wait_rebooted(node, &boot, access, deadline).await?;
         wait_for_version(node, target.tag, access, deadline).await?;
+        if release.is_some_and(|r| node.ran_earlier_contract(&r)) {
+            tracing::info!(node = %node.name, "configuration in the documents of talos_version");
+            if let Applied::Rebooting { boot } = apply_running(node, access, deadline).await? {
+                wait_rebooted(node, &boot, access, deadline).await?;
+            }
+        }
         wait_healthy(cluster, access, deadline).await?;
         tracing::info!(node = %node.name, version = target.tag, image = target.image, "node upgraded");
     }
     Ok(())
 }
 
-/// Whether the node already reports the target release and extensions.
-async fn on_target(node: &ClusterNode, target: &Target<'_>, access: &Access) -> bool {
-    let NodeState::Configured { talos_version } =
-        probe(node.ip, &access.talos, &access.connect).await
-    else {
-        return false;
-    };
-    if talos_version != target.tag {
+/// Whether the node, which reports `release`, already runs the target release and extensions.
+async fn on_target(
+    node: &ClusterNode,
+    release: Option<&str>,
+    target: &Target<'_>,
+    access: &Access,
+) -> bool {
+    if release != Some(target.tag) {
         return false;
     }
     match target.extensions {
         None => true,
         Some(wanted) => super::node_extensions(node, access)
             .await
-            .is_some_and(|reported| reported == wanted),
+            .is_some_and(|reported| reported.runs(wanted)),
     }
 }
 

@@ -34,7 +34,9 @@ pub fn control_plane_endpoint(spec: &ClusterSpec) -> Result<String, ConfigError>
 }
 
 /// The installer image: `install_image` if set, else the Image Factory installer of the
-/// extensions' schematic (the vanilla schematic without extensions) at the Talos release.
+/// extensions' schematic (the vanilla schematic without extensions) at the Talos release. With
+/// `tpm` disk encryption it is the factory's SecureBoot installer of the same schematic
+/// (`installer-secureboot`, the signed UKI whose PCR key a `tpm` key is sealed against).
 pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     if let Some(image) = &spec.install_image {
         return Ok(image.clone());
@@ -42,14 +44,38 @@ pub fn installer_image(spec: &ClusterSpec) -> Result<String, ConfigError> {
     let version = TalosVersion::parse(&spec.talos_version)?;
     let tag = version.tag().ok_or_else(|| invalid(spec))?;
     let host = spec.factory_host.as_deref().unwrap_or("factory.talos.dev");
+    let installer = if spec
+        .disk_encryption
+        .is_some_and(|e| e.key == EncryptionKeyKind::Tpm)
+    {
+        "installer-secureboot"
+    } else {
+        "installer"
+    };
     Ok(format!(
-        "{host}/installer/{}:{tag}",
+        "{host}/{installer}/{}:{tag}",
         schematic_id(&spec.extensions)
     ))
 }
 
 fn invalid(spec: &ClusterSpec) -> ConfigError {
     ConfigError::Invalid(validate(spec))
+}
+
+/// The supported release lines older than `talos_version`, oldest first: the contracts a node
+/// booted from an older template may need in maintenance mode. Talos decodes a config with its
+/// own document registry, and a kind it does not know (the v1.12 network documents on v1.11)
+/// fails the apply (Talos: pkg/machinery/config/configloader/internal/decoder/decoder.go
+/// (v1.11.0) `decode` → `registry.New`: `"LinkConfig" "v1alpha1": not registered`), while a
+/// newer release reads an older contract's documents.
+pub fn earlier_contracts(spec: &ClusterSpec) -> Vec<TalosMinor> {
+    match TalosVersion::parse(&spec.talos_version) {
+        Ok(version) => TalosMinor::ALL
+            .into_iter()
+            .filter(|m| *m < version.minor)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Machine configs of every node, by node name.
@@ -72,6 +98,21 @@ pub fn generate_node_config(
     bundle: &SecretsBundle,
     node_name: &str,
 ) -> Result<String, ConfigError> {
+    let contract = TalosVersion::parse(&spec.talos_version)?.minor;
+    generate_node_config_for(spec, bundle, node_name, contract)
+}
+
+/// The config of one node in the documents of an older release line `contract` (what a node
+/// booted from an older template accepts in maintenance mode: Talos refuses documents its
+/// release does not know, see [`earlier_contracts`]); everything else (installer image,
+/// Kubernetes release, PKI) as for `talos_version`. A `contract` newer than `talos_version` is
+/// taken as `talos_version`.
+pub fn generate_node_config_for(
+    spec: &ClusterSpec,
+    bundle: &SecretsBundle,
+    node_name: &str,
+    contract: TalosMinor,
+) -> Result<String, ConfigError> {
     let issues = validate(spec);
     if has_errors(&issues) {
         return Err(ConfigError::Invalid(issues));
@@ -81,7 +122,7 @@ pub fn generate_node_config(
         .get(node_name)
         .ok_or_else(|| ConfigError::UnknownNode(node_name.into()))?;
     let version = TalosVersion::parse(&spec.talos_version)?;
-    let minor = version.minor;
+    let minor = contract.min(version.minor);
     let mut docs = base_documents(spec, bundle, node_name, node, minor)?;
     for doc in &docs {
         validate_document(minor, doc).map_err(|reason| ConfigError::Generated {

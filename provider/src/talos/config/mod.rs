@@ -22,7 +22,8 @@ mod version;
 
 pub use endpoint::endpoint_url;
 pub use generate::{
-    control_plane_endpoint, generate_cluster_configs, generate_node_config, installer_image,
+    control_plane_endpoint, earlier_contracts, generate_cluster_configs, generate_node_config,
+    generate_node_config_for, installer_image,
 };
 pub use kubernetes::{
     check_upgrade_path, component_image, component_tag, with_component_tags, Component,

@@ -272,6 +272,40 @@ fn extensions_pick_the_image_factory_installer() {
 }
 
 #[test]
+fn a_node_on_an_older_release_gets_its_release_documents_with_the_clusters_installer() {
+    let s = spec("v1.12.1");
+    assert_eq!(
+        earlier_contracts(&s),
+        vec![TalosMinor::V1_10, TalosMinor::V1_11]
+    );
+    let older = parse_docs(
+        &generate_node_config_for(&s, bundle(), "cp-1", TalosMinor::V1_11).expect("generation"),
+    );
+    // No v1.12 network document: a v1.11 node would refuse them as not registered.
+    assert_eq!(older.len(), kind_docs(&older, "VolumeConfig").len() + 1);
+    for doc in &older {
+        validate_document(TalosMinor::V1_11, doc).expect("a v1.11 document");
+    }
+    assert!(older[0]["machine"]["network"]["interfaces"].is_array());
+    assert_eq!(
+        older[0]["cluster"]["apiServer"]["disablePodSecurityPolicy"],
+        true
+    );
+    // The cluster's release and installer: the upgrade after the join brings it there.
+    let full = generate(&s, "cp-1");
+    assert_eq!(
+        older[0]["machine"]["install"]["image"],
+        full[0]["machine"]["install"]["image"]
+    );
+    assert!(!kind_docs(&full, "LinkConfig").is_empty());
+    // A newer contract than talos_version is talos_version's.
+    assert_eq!(
+        generate_node_config_for(&s, bundle(), "cp-1", TalosMinor::V1_13).unwrap(),
+        generate_node_config(&s, bundle(), "cp-1").unwrap()
+    );
+}
+
+#[test]
 fn patches_apply_cluster_then_role_then_node() {
     let mut s = spec("v1.11.3");
     let label = |v: &str| format!("machine:\n  nodeLabels:\n    tier: {v}\n");
@@ -559,17 +593,45 @@ fn print_sample_config() {
 }
 
 #[test]
-fn tpm_encryption_without_a_secure_boot_installer_is_refused_with_the_reason() {
+fn tpm_encryption_with_an_install_image_that_is_no_secure_boot_installer_is_refused_with_the_reason(
+) {
     let mut s = spec("v1.12.1");
     s.disk_encryption = Some(DiskEncryption {
         key: EncryptionKeyKind::Tpm,
     });
+    s.install_image = Some("ghcr.io/siderolabs/installer:v1.12.1".into());
     let issues = validate(&s);
     let tpm = issues_at(&issues, "disk_encryption");
     assert_eq!(tpm.len(), 1, "{issues:?}");
     assert!(tpm[0].detail.contains("SecureBoot"), "{}", tpm[0].detail);
     secure_boot(&mut s, "v1.12.1");
     assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+}
+
+#[test]
+fn tpm_encryption_installs_the_factorys_secure_boot_installer_of_the_extensions() {
+    let mut s = spec("v1.12.1");
+    s.extensions = vec![
+        "siderolabs/iscsi-tools".into(),
+        "siderolabs/util-linux-tools".into(),
+    ];
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::Tpm,
+    });
+    assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+    let secure = "factory.talos.dev/installer-secureboot/613e1592b2da41ae5e265e8789429f22e121aab91cb4deb6bc3c0b6262961245:v1.12.1";
+    assert_eq!(installer_image(&s).unwrap(), secure);
+    assert_eq!(
+        generate(&s, "cp-1")[0]["machine"]["install"]["image"],
+        secure
+    );
+    s.disk_encryption = Some(DiskEncryption {
+        key: EncryptionKeyKind::NodeId,
+    });
+    assert_eq!(
+        installer_image(&s).unwrap(),
+        secure.replace("installer-secureboot", "installer")
+    );
 }
 
 #[test]

@@ -579,21 +579,19 @@ fn check_encryption(spec: &KnownSpec, issues: &mut Issues) {
     else {
         return;
     };
-    let Some(image) = &spec.install_image else {
+    // Without install_image castle picks the factory's SecureBoot installer itself.
+    let Some(Some(image)) = &spec.install_image else {
         return;
     };
-    let secure_boot = image
-        .as_deref()
-        .is_some_and(|i| i.contains("installer-secureboot"));
-    if !secure_boot {
+    if !image.contains("installer-secureboot") {
         issues.error(
             vec![attr("disk_encryption")],
             "TPM disk encryption needs a SecureBoot installer",
             "disk_encryption = \"tpm\" needs a SecureBoot installer: Talos seals a `tpm` key against the PCR signing key that only a signed SecureBoot \
-             image carries, so with the default Image Factory installer the node would never \
-             finish provisioning its disks. Use disk_encryption = \"nodeID\", or set \
-             install_image to a SecureBoot installer (…/installer-secureboot/<schematic>:<version>) \
-             and boot the VM with UEFI, SecureBoot and a TPM.",
+             image carries, so with the install_image given the node would never finish \
+             provisioning its disks. Leave install_image unset (castle then installs the Image \
+             Factory's …/installer-secureboot/<schematic>:<version>), set it to a SecureBoot \
+             installer, or use disk_encryption = \"nodeID\".",
         );
     }
 }

@@ -38,7 +38,9 @@ pub struct TalosconfigFile {
 pub struct TalosconfigContext {
     /// Addresses talosctl dials.
     pub endpoints: Vec<String>,
-    /// Nodes commands target by default.
+    /// Nodes commands target by default: none, as `talosctl gen config` writes it (commands
+    /// then need `-n`; the field is still read, for a talosconfig edited by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
     /// base64 of the OS CA certificate PEM.
     pub ca: String,
@@ -49,12 +51,12 @@ pub struct TalosconfigContext {
 }
 
 /// Issues an `os:admin` client certificate from the bundle's OS CA (valid one year from `now`)
-/// and writes the talosconfig with one context named `context`.
+/// and writes the talosconfig with one context named `context` whose endpoints are
+/// `endpoints` (the control planes) and which names no nodes.
 pub fn issue_talosconfig(
     bundle: &SecretsBundle,
     context: &str,
     endpoints: &[String],
-    nodes: &[String],
     now: OffsetDateTime,
 ) -> Result<Talosconfig> {
     let certificate = issue_client_certificate(
@@ -73,7 +75,7 @@ pub fn issue_talosconfig(
             context.to_string(),
             TalosconfigContext {
                 endpoints: endpoints.to_vec(),
-                nodes: nodes.to_vec(),
+                nodes: Vec::new(),
                 ca: bundle.os_ca.crt_base64(),
                 crt: STANDARD.encode(certificate.crt.as_bytes()),
                 key: STANDARD.encode(certificate.key.as_bytes()),
@@ -92,7 +94,6 @@ pub fn issue_talosconfig_now(
     bundle: &SecretsBundle,
     context: &str,
     endpoints: &[String],
-    nodes: &[String],
 ) -> Result<Talosconfig> {
-    issue_talosconfig(bundle, context, endpoints, nodes, OffsetDateTime::now_utc())
+    issue_talosconfig(bundle, context, endpoints, OffsetDateTime::now_utc())
 }

@@ -149,7 +149,7 @@ fn a_bundle_reloaded_from_json_still_signs_leaves_its_cas_accept() {
     let reloaded: SecretsBundle = serde_json::from_str(&json).unwrap();
     assert_eq!(&reloaded, bundle());
     let later = NOW + Duration::days(400);
-    let tc = issue_talosconfig(&reloaded, "homelab", &["10.0.0.11".into()], &[], later).unwrap();
+    let tc = issue_talosconfig(&reloaded, "homelab", &["10.0.0.11".into()], later).unwrap();
     verify_against(&tc.certificate.crt, &bundle().os_ca.crt);
     let kc = issue_admin_kubeconfig(&reloaded, "homelab", "https://10.0.0.10:6443", later).unwrap();
     verify_against(&kc.certificate.crt, &bundle().kubernetes_ca.crt);
@@ -158,19 +158,15 @@ fn a_bundle_reloaded_from_json_still_signs_leaves_its_cas_accept() {
 #[test]
 fn talosconfig_carries_an_os_admin_ed25519_client_certificate_for_one_year() {
     let b = bundle();
-    let tc = issue_talosconfig(
-        b,
-        "homelab",
-        &["10.0.0.11".into(), "10.0.0.12".into()],
-        &["10.0.0.11".into()],
-        NOW,
-    )
-    .unwrap();
+    let tc =
+        issue_talosconfig(b, "homelab", &["10.0.0.11".into(), "10.0.0.12".into()], NOW).unwrap();
     let file: talosconfig::TalosconfigFile = serde_yaml::from_str(&tc.yaml).unwrap();
     assert_eq!(file.context, "homelab");
     let ctx = &file.contexts["homelab"];
     assert_eq!(ctx.endpoints, ["10.0.0.11", "10.0.0.12"]);
-    assert_eq!(ctx.nodes, ["10.0.0.11"]);
+    // No nodes, as `talosctl gen config` writes it: a bare talosctl command reaches no node.
+    assert!(ctx.nodes.is_empty());
+    assert!(!tc.yaml.contains("nodes"), "{}", tc.yaml);
     assert_eq!(STANDARD.decode(&ctx.ca).unwrap(), b.os_ca.crt.as_bytes());
     let crt = String::from_utf8(STANDARD.decode(&ctx.crt).unwrap()).unwrap();
     let key = String::from_utf8(STANDARD.decode(&ctx.key).unwrap()).unwrap();
@@ -268,7 +264,7 @@ fn dump_credentials_for_external_tools() {
     let b = bundle();
     let now = OffsetDateTime::now_utc();
     let kc = issue_admin_kubeconfig(b, "homelab", "https://10.0.0.10:6443", now).unwrap();
-    let tc = issue_talosconfig(b, "homelab", &["10.0.0.11".into()], &[], now).unwrap();
+    let tc = issue_talosconfig(b, "homelab", &["10.0.0.11".into()], now).unwrap();
     std::fs::write(dir.join("kubeconfig"), &kc.yaml).unwrap();
     std::fs::write(dir.join("talosconfig"), &tc.yaml).unwrap();
     std::fs::write(dir.join("k8s-ca.crt"), &b.kubernetes_ca.crt).unwrap();

@@ -123,5 +123,6 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         install_image: None,
         kube_addons: Default::default(),
         reboot_part: serde_json::Value::Null,
+        documents: vec!["v1alpha1".into()],
     })
 }

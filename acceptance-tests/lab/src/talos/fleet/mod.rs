@@ -298,6 +298,8 @@ pub struct NodeSummary {
     pub extensions: Vec<String>,
     /// The Image Factory schematic of the image it runs, if any.
     pub schematic: Option<String>,
+    /// The kinds of the documents of the config it runs (`v1alpha1` for the main one).
+    pub config_documents: Vec<String>,
     /// Why kube-apiserver does not start on this control plane, if it does not.
     pub kube_apiserver_failure: Option<String>,
 }
@@ -480,6 +482,11 @@ impl Fleet {
                     installed_images: node.installed_images.clone(),
                     extensions: node.extensions.clone(),
                     schematic: node.schematic.clone(),
+                    config_documents: node
+                        .config
+                        .as_ref()
+                        .map(|c| c.documents.clone())
+                        .unwrap_or_default(),
                     kube_apiserver_failure: node
                         .config
                         .as_ref()
