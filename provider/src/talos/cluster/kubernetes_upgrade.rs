@@ -180,13 +180,7 @@ mod tests {
     }
 
     fn node(name: &str, role: Role) -> ClusterNode {
-        ClusterNode {
-            name: name.into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            role,
-            config: config(role, "v1.35.0"),
-            earlier: Default::default(),
-        }
+        ClusterNode::on_loopback(name, role, &config(role, "v1.35.0"))
     }
 
     /// A cluster whose components move when a config names a new image; `fail_once` names a

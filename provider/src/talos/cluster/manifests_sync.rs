@@ -129,13 +129,7 @@ mod tests {
     use crate::talos::config::Role;
 
     fn node(name: &str, role: Role, config: &str) -> ClusterNode {
-        ClusterNode {
-            name: name.into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            role,
-            config: config.into(),
-            earlier: Default::default(),
-        }
+        ClusterNode::on_loopback(name, role, config)
     }
 
     const IMAGES: ReleaseImages<'static> = ReleaseImages {

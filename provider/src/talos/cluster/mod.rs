@@ -59,6 +59,20 @@ pub struct ClusterNode {
     pub earlier: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl ClusterNode {
+    /// A node at 127.0.0.1 with `config`, for unit tests.
+    pub(crate) fn on_loopback(name: &str, role: Role, config: &str) -> Self {
+        ClusterNode {
+            name: name.into(),
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            role,
+            config: config.into(),
+            earlier: Default::default(),
+        }
+    }
+}
+
 impl ClusterNode {
     /// True for control planes.
     pub fn is_control_plane(&self) -> bool {

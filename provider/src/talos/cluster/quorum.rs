@@ -128,17 +128,12 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn node(name: &str) -> ClusterNode {
-        ClusterNode {
-            name: name.into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            role: if name.starts_with("cp") {
-                Role::ControlPlane
-            } else {
-                Role::Worker
-            },
-            config: String::new(),
-            earlier: Default::default(),
-        }
+        let role = if name.starts_with("cp") {
+            Role::ControlPlane
+        } else {
+            Role::Worker
+        };
+        ClusterNode::on_loopback(name, role, "")
     }
 
     fn current(names: &[&str]) -> Current {

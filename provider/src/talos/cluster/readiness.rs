@@ -88,13 +88,7 @@ mod tests {
     use crate::talos::config::Role;
 
     fn node(name: &str) -> ClusterNode {
-        ClusterNode {
-            name: name.into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            role: Role::Worker,
-            config: String::new(),
-            earlier: Default::default(),
-        }
+        ClusterNode::on_loopback(name, Role::Worker, "")
     }
 
     fn health(name: &str, ready: bool) -> NodeHealth {
