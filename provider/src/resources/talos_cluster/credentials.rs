@@ -166,7 +166,7 @@ pub fn talos_credentials(talosconfig: &str) -> Result<Credentials, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::talos::config::{ClusterSpec, NetworkLink, NodeSpec};
+    use crate::talos::config::{ClusterSpec, NodeSpec};
     use std::collections::BTreeMap;
 
     #[test]
@@ -176,14 +176,7 @@ mod tests {
         let mut nodes = BTreeMap::new();
         nodes.insert(
             "cp-1".to_string(),
-            NodeSpec {
-                address: "10.0.0.11/24".into(),
-                role: Role::ControlPlane,
-                install_disk: "/dev/sda".into(),
-                hostname: None,
-                link: NetworkLink::default(),
-                patches: vec![],
-            },
+            NodeSpec::plain("10.0.0.11/24", Role::ControlPlane),
         );
         let spec = ClusterSpec {
             name: "home".into(),

@@ -162,20 +162,11 @@ pub fn target_version(spec: &ClusterSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::talos::config::{NetworkLink, NodeSpec, Role};
+    use crate::talos::config::{NodeSpec, Role};
 
     fn with_node(mut spec: ClusterSpec, name: &str, address: &str, role: Role) -> ClusterSpec {
-        spec.nodes.insert(
-            name.into(),
-            NodeSpec {
-                address: address.into(),
-                role,
-                install_disk: "/dev/sda".into(),
-                hostname: None,
-                link: NetworkLink::Physical,
-                patches: vec![],
-            },
-        );
+        spec.nodes
+            .insert(name.into(), NodeSpec::plain(address, role));
         spec
     }
 

@@ -40,14 +40,7 @@ const ADDITIONS: &[(&str, &str)] = &[
 ];
 
 fn spec(talos: &str) -> ClusterSpec {
-    let node = |address: &str, role| NodeSpec {
-        address: address.into(),
-        role,
-        install_disk: "/dev/sda".into(),
-        hostname: None,
-        link: NetworkLink::Physical,
-        patches: vec![],
-    };
+    let node = NodeSpec::plain;
     let minor = TalosVersion::parse(talos).unwrap().minor;
     ClusterSpec {
         name: "homelab".into(),

@@ -83,6 +83,22 @@ pub struct NodeSpec {
     pub patches: Vec<String>,
 }
 
+#[cfg(test)]
+impl NodeSpec {
+    /// A node at `address` installed on `/dev/sda`, no hostname, patches or NIC choice: the
+    /// unit tests' node.
+    pub(crate) fn plain(address: &str, role: Role) -> Self {
+        NodeSpec {
+            address: address.into(),
+            role,
+            install_disk: "/dev/sda".into(),
+            hostname: None,
+            link: NetworkLink::Physical,
+            patches: vec![],
+        }
+    }
+}
+
 /// The whole cluster as the user describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterSpec {

@@ -9,14 +9,7 @@ use super::*;
 use crate::talos::pki::tests::bundle;
 
 fn node(address: &str, role: Role) -> NodeSpec {
-    NodeSpec {
-        address: address.into(),
-        role,
-        install_disk: "/dev/sda".into(),
-        hostname: None,
-        link: NetworkLink::Physical,
-        patches: vec![],
-    }
+    NodeSpec::plain(address, role)
 }
 
 /// Three control planes and a worker on 10.0.0.0/24, VIP 10.0.0.10.
