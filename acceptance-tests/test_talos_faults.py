@@ -1,6 +1,7 @@
 """castle_talos_cluster when nodes misbehave: every failure names the node and the check, and
 the next `terraform apply` finishes the job without hand repair."""
 
+import threading
 import time
 
 import pytest
@@ -95,6 +96,35 @@ def test_a_node_that_never_answers_fails_the_apply_within_the_timeout_naming_it(
     t.write(cluster_hcl())
     t.apply()
     assert_healthy(talos, t)
+
+
+def test_a_node_that_drops_connections_for_a_while_is_retried_and_the_create_completes(tf, talos):
+    # w-1 closes every connection as it opens (a firewall restarting, apid crash-looping). Once
+    # castle has met that three times, the fault clears: the same apply must carry on and finish.
+    talos.fault(ip('w-1'), 'drop_connections')
+    met = []
+
+    def clear_when_met():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            dropped = talos.nodes()[ip('w-1')]['connections_dropped']
+            if dropped >= 3:
+                met.append(dropped)
+                break
+            time.sleep(0.1)
+        talos.clear_faults(ip('w-1'))
+
+    clearer = threading.Thread(target=clear_when_met)
+    clearer.start()
+    try:
+        t = tf()
+        t.write(cluster_hcl())
+        t.apply()
+    finally:
+        clearer.join()
+    assert met, 'castle never reached w-1 while it dropped connections'
+    assert_healthy(talos, t)
+    t.assert_plan_empty()
 
 
 def test_a_slow_reboot_still_converges(tf, talos):

@@ -185,7 +185,12 @@ pub(crate) async fn node_loop(
                 let Some(listener) = bind(SocketAddr::new(listen, port)).await else {
                     continue;
                 };
-                hang(listener, keep, woken).await;
+                let dropped = || {
+                    if !keep {
+                        fleet.count_dropped(address);
+                    }
+                };
+                hang(listener, keep, dropped, woken).await;
             }
             Plan::Serve(tls, mode) => {
                 let Some(listener) = bind(SocketAddr::new(listen, port)).await else {
@@ -236,13 +241,23 @@ async fn bind(addr: SocketAddr) -> Option<TcpListener> {
 }
 
 /// Accepts connections and holds them unanswered (`keep`) or closes them at once.
-async fn hang(listener: TcpListener, keep: bool, stop: impl Future<Output = ()>) {
+async fn hang(
+    listener: TcpListener,
+    keep: bool,
+    accepted: impl Fn(),
+    stop: impl Future<Output = ()>,
+) {
     let mut held = Vec::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            Ok((tcp, _)) = listener.accept() => if keep { held.push(tcp) },
+            Ok((tcp, _)) = listener.accept() => {
+                accepted();
+                if keep {
+                    held.push(tcp)
+                }
+            }
         }
     }
 }

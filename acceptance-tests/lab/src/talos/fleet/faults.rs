@@ -79,6 +79,15 @@ impl Fleet {
         Ok(())
     }
 
+    /// Counts a connection `address` closed at once under `drop_connections`.
+    pub(crate) fn count_dropped(&self, address: IpAddr) {
+        if let Ok(mut state) = self.lock() {
+            if let Ok(node) = state.node_mut(address) {
+                node.connections_dropped += 1;
+            }
+        }
+    }
+
     /// Clears every fault of a node (a hanging node starts answering again; a slowed reboot
     /// ends after the ordinary reboot delay).
     pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {

@@ -158,6 +158,8 @@ pub(crate) struct Node {
     pub(crate) phase: Phase,
     pub(crate) config: Option<Arc<MachineConfig>>,
     pub(crate) faults: Faults,
+    /// Connections closed at once under the `drop_connections` fault, since the node appeared.
+    pub(crate) connections_dropped: u64,
     /// The machine's disk: what survives a power cycle (etcd data).
     pub(crate) disk: PathBuf,
     /// Its etcd, on control planes.
@@ -292,6 +294,9 @@ pub struct NodeSummary {
     pub vip: bool,
     /// Active faults.
     pub faults: Faults,
+    /// Connections the node closed at once under `drop_connections` (for tests: the fault
+    /// was met).
+    pub connections_dropped: u64,
     /// Installer images written to disk, oldest first (for tests: what was installed).
     pub installed_images: Vec<String>,
     /// System extensions the node runs, as `talosctl get extensions` names them.
@@ -414,6 +419,7 @@ impl Fleet {
                 phase,
                 config: None,
                 faults: Faults::default(),
+                connections_dropped: 0,
                 disk,
                 etcd: Default::default(),
                 pending_version: None,
@@ -479,6 +485,7 @@ impl Fleet {
                     etcd_healthy: node.etcd.healthy,
                     vip,
                     faults: node.faults.clone(),
+                    connections_dropped: node.connections_dropped,
                     installed_images: node.installed_images.clone(),
                     extensions: node.extensions.clone(),
                     schematic: node.schematic.clone(),
