@@ -18,6 +18,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use super::documents::{documents, is_v1alpha1};
 use super::kubernetes::image_tag;
 use super::ConfigError;
 
@@ -56,13 +57,10 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 fn v1alpha1(config: &str) -> Result<Value, ConfigError> {
-    for de in serde_yaml::Deserializer::from_str(config) {
-        let doc: Value = serde::Deserialize::deserialize(de).map_err(ConfigError::Yaml)?;
-        if doc.get("version").is_some() && doc.get("kind").is_none() {
-            return Ok(doc);
-        }
-    }
-    Ok(Value::Null)
+    Ok(documents(config)?
+        .into_iter()
+        .find(is_v1alpha1)
+        .unwrap_or(Value::Null))
 }
 
 impl Inputs {

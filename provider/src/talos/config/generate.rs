@@ -7,6 +7,7 @@ use std::net::Ipv6Addr;
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
+use super::documents::yaml_stream;
 use super::endpoint::{endpoint_url, url_host};
 use super::network::{machine_network, network_documents, NodeNetwork};
 use super::patch;
@@ -149,14 +150,7 @@ pub fn generate_node_config_for(
             })?;
         }
     }
-    let mut out = String::new();
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_yaml::to_string(doc).map_err(ConfigError::Yaml)?);
-    }
-    Ok(out)
+    yaml_stream(&docs)
 }
 
 fn document_name(doc: &Value) -> String {

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::documents::{documents, is_v1alpha1, yaml_stream};
 use super::version::KubernetesVersion;
 use super::ConfigError;
 
@@ -74,21 +75,6 @@ pub fn image_tag(image: &str) -> Option<&str> {
     (!tag.contains('/') && !repository.is_empty()).then_some(tag)
 }
 
-fn documents(config: &str) -> Result<Vec<Value>, ConfigError> {
-    let mut docs = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(config) {
-        let doc: Value = serde::Deserialize::deserialize(de).map_err(ConfigError::Yaml)?;
-        if !doc.is_null() {
-            docs.push(doc);
-        }
-    }
-    Ok(docs)
-}
-
-fn is_v1alpha1(doc: &Value) -> bool {
-    doc.get("version").is_some() && doc.get("kind").is_none()
-}
-
 /// The image of `component` in a machine config, when the config names one.
 pub fn component_image(config: &str, component: Component) -> Option<String> {
     documents(config)
@@ -128,14 +114,7 @@ pub fn with_component_tags(
             *slot = Value::String(format!("{name}{tag}"));
         }
     }
-    let mut out = String::new();
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_yaml::to_string(doc).map_err(ConfigError::Yaml)?);
-    }
-    Ok(out)
+    yaml_stream(&docs)
 }
 
 /// Refuses a Kubernetes change `talosctl upgrade-k8s` does not support: a jump over a minor

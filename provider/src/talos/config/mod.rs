@@ -9,6 +9,7 @@
 //! User patches are applied cluster, then role, then node; see [`patch`] for the merge rule.
 
 pub mod bootstrap_manifests;
+mod documents;
 mod endpoint;
 mod generate;
 pub mod kubernetes;
