@@ -33,8 +33,9 @@ use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::{
-    earlier_contracts, generate_cluster_configs, generate_node_config_for, installer_image,
-    schematic_id, ClusterSpec, KubernetesVersion, TalosVersion,
+    check_release_runs_kubernetes, earlier_contracts, generate_cluster_configs,
+    generate_node_config_for, installer_image, schematic_id, ClusterSpec, KubernetesVersion,
+    TalosVersion,
 };
 use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
@@ -444,7 +445,9 @@ impl Resource for TalosClusterResource {
                         )
                         .await;
                         check_control_planes(diags, &current, desired, &replaced)?;
-                        cluster::plan(Some(&current), desired)
+                        let steps = cluster::plan(Some(&current), desired);
+                        check_known_releases(diags, &spec, &current, &steps, &replaced)?;
+                        steps
                     }
                     _ => vec![],
                 };
@@ -604,6 +607,7 @@ impl Resource for TalosClusterResource {
             }
         };
         let result = async {
+            cluster::check_maintenance_releases(&nodes, &access).await?;
             self.upload_schematic(&spec).await?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
@@ -687,12 +691,13 @@ impl Resource for TalosClusterResource {
         };
         record(&mut state, &configs, issued);
         let result: Result<Reported, cluster::ClusterError> = async {
-            self.upload_schematic(&spec).await?;
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
                 .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle))
                 .map_err(cluster::ClusterError::Credentials)?;
+            cluster::check_maintenance_releases(&nodes, &access).await?;
+            self.upload_schematic(&spec).await?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let prior_spec = prior_state.to_spec();
@@ -941,6 +946,39 @@ fn machines(state: &ClusterState) -> BTreeMap<String, cluster::Machine> {
 /// and so is not known yet. A new MAC on a VM whose id is known and stays is not a new
 /// machine: that VM is updated in place and boots with a new NIC, keeping its disk (apply
 /// then only gives it the config that names the new MAC).
+/// Plan-time: a node the apply configures anew (found in maintenance mode) whose release
+/// state recorded is an older line than `talos_version` must run `kubernetes_version` before
+/// its upgrade (see [`check_release_runs_kubernetes`]). A replaced node's recorded release was
+/// its old machine's: its new machine is checked at apply, before anything is applied.
+fn check_known_releases(
+    diags: &mut Diagnostics,
+    spec: &ClusterSpec,
+    current: &cluster::Current,
+    steps: &[cluster::Step],
+    replaced: &[String],
+) -> Option<()> {
+    let mut ok = true;
+    for step in steps {
+        let cluster::Step::ApplyNew(names) = step else {
+            continue;
+        };
+        for name in names.iter().filter(|n| !replaced.contains(n)) {
+            let Some(release) = current.versions.get(name) else {
+                continue;
+            };
+            if let Some(issue) = check_release_runs_kubernetes(spec, name, release) {
+                ok = false;
+                diags.error(
+                    issue.summary,
+                    issue.detail,
+                    AttributePath::new("kubernetes_version"),
+                );
+            }
+        }
+    }
+    ok.then_some(())
+}
+
 fn replaced_nodes(prior: &ClusterState, planned: &ClusterState) -> Vec<String> {
     let before: BTreeMap<&String, &state::NodeEntry> = node_entries(prior)
         .filter_map(|e| Some((e.name.as_ref_option()?, e)))
@@ -1273,6 +1311,13 @@ fn with_earlier_contracts(
             .filter_map(|line| {
                 let config = generate_node_config_for(spec, bundle, &node.name, *line).ok()?;
                 Some((line.as_str().to_string(), config))
+            })
+            .collect();
+        node.unfit = lines
+            .iter()
+            .filter_map(|line| {
+                let issue = check_release_runs_kubernetes(spec, &node.name, line.as_str())?;
+                Some((line.as_str().to_string(), issue.detail))
             })
             .collect();
     }
