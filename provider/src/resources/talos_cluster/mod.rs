@@ -1417,4 +1417,43 @@ mod tests {
             "{said}"
         );
     }
+
+    #[test]
+    fn a_node_back_in_maintenance_on_an_older_release_is_refused_at_plan_naming_kubernetes_version()
+    {
+        use crate::talos::config::{NodeSpec, Role};
+        let spec = ClusterSpec {
+            name: "home".into(),
+            talos_version: "v1.12.0".into(),
+            kubernetes_version: "v1.35.0".into(),
+            nodes: BTreeMap::from([(
+                "w-1".to_string(),
+                NodeSpec::plain("10.0.0.21/24", Role::Worker),
+            )]),
+            ..Default::default()
+        };
+        // State recorded w-1 on v1.11.5 and it is configured anew (read found it in
+        // maintenance mode).
+        let current = cluster::Current {
+            versions: BTreeMap::from([("w-1".to_string(), "v1.11.5".to_string())]),
+            ..Default::default()
+        };
+        let steps = [cluster::Step::ApplyNew(vec!["w-1".into()])];
+        let mut diags = Diagnostics::default();
+        assert!(check_known_releases(&mut diags, &spec, &current, &steps, &[]).is_none());
+        assert_eq!(diags.errors.len(), 1);
+        assert_eq!(
+            diags.errors[0].attribute,
+            AttributePath::new("kubernetes_version")
+        );
+        assert!(diags.errors[0]
+            .detail
+            .contains("Node w-1 runs Talos v1.11.5"));
+        // A replaced node's recorded release was its old machine's: left to apply.
+        let mut diags = Diagnostics::default();
+        assert!(
+            check_known_releases(&mut diags, &spec, &current, &steps, &["w-1".into()]).is_some()
+        );
+        assert!(diags.errors.is_empty());
+    }
 }
