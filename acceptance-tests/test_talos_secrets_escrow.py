@@ -1,0 +1,134 @@
+"""castle_talos_secrets with an escrow in Infisical: a Terraform state lost after the secrets were
+made (a remote backend's last 20 s, an emptied terraform.tfstate) finds the same secrets on the
+next apply instead of generating a new identity the nodes would refuse. No cluster is needed: the
+secrets resource alone shows it. Secret values are compared by hash, never printed."""
+
+import hashlib
+import re
+
+import pytest
+
+pytestmark = pytest.mark.acceptance
+
+KEY = 'TALOS_SECRETS_HOME'
+
+
+def hcl(lab, path='/clusters/home', secrets_yaml=None):
+    given = '  secrets_yaml = file("%s")\n' % secrets_yaml if secrets_yaml else ''
+    return '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {
+  infisical {
+    host          = "%(host)s"
+    client_id     = "%(id)s"
+    client_secret = "%(secret)s"
+  }
+}
+
+resource "castle_talos_secrets" "home" {
+%(given)s
+  escrow {
+    project_id  = "%(project)s"
+    environment = "dev"
+    path        = "%(path)s"
+    name        = "home"
+  }
+}
+''' % dict(host=lab.url, id=lab.client_id, secret=lab.client_secret, project=lab.project_id, path=path,
+           given=given)
+
+
+def digest(text):
+    return hashlib.sha256(text.strip().encode()).hexdigest()
+
+
+def escrowed(lab, path='/clusters/home'):
+    found = [s for s in lab.secrets() if s['key'] == KEY and s['path'] == path]
+    return found[0] if found else None
+
+
+def secret_words(secrets_yaml):
+    """The bundle's random values (keys, tokens), none of which may reach Terraform's output."""
+    return [w for w in re.findall(r'(?:key|secret|token|bootstraptoken|secretboxencryptionsecret): (\S+)', secrets_yaml)
+            if len(w) > 16]
+
+
+def test_escrowed_secrets_are_found_again_after_a_lost_state_and_follow_the_escrow(tf, infisical_lab, tmp_path):
+    t = tf('escrow')
+    t.write(hcl(infisical_lab))
+    first = t.apply()
+    made = t.resources()['castle_talos_secrets.home']
+    # The escrow holds the very bundle state holds, written before the create returned.
+    assert digest(escrowed(infisical_lab)['value']) == digest(made['secrets'])
+    assert made['escrow'][0]['key'] == KEY
+    assert made['escrow'][0]['version'] == escrowed(infisical_lab)['version']
+    t.assert_plan_empty()
+
+    # The state is lost (what a SIGKILL does to a remote backend's last 20 s): the next apply
+    # takes the escrowed bundle instead of generating another, and says so.
+    t.run('state', 'rm', 'castle_talos_secrets.home')
+    adopted = t.apply()
+    assert 'Adopted the cluster secrets escrowed in Infisical' in adopted, adopted
+    again = t.resources()['castle_talos_secrets.home']
+    assert again['id'] == made['id']
+    assert digest(again['secrets']) == digest(made['secrets']), 'the next apply generated other secrets'
+    t.assert_plan_empty()
+    for out in (first, adopted):
+        for word in secret_words(made['secrets']):
+            assert word not in out, 'a secret reached Terraform output'
+
+    # Deleted in Infisical: drift, written again by the next apply.
+    infisical_lab.delete_secret('/clusters/home', KEY)
+    drift = t.plan()
+    assert 'castle_talos_secrets.home' in drift and 'update in-place' in drift, drift
+    for word in secret_words(made['secrets']):
+        assert word not in drift, 'a secret reached the plan'
+    t.apply()
+    assert digest(escrowed(infisical_lab)['value']) == digest(made['secrets'])
+    t.assert_plan_empty()
+
+    # Changed in Infisical (another bundle's worth of text): drift too, restored.
+    infisical_lab.set_secret('/clusters/home', KEY, 'not the bundle')
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    assert digest(escrowed(infisical_lab)['value']) == digest(made['secrets'])
+
+    # A new location moves the bundle in place: no new secrets, the old key gone.
+    t.write(hcl(infisical_lab, path='/clusters/moved'))
+    assert [c['change']['actions'] for c in t.plan_changes()] == [['update']]
+    t.apply()
+    assert escrowed(infisical_lab) is None
+    assert digest(escrowed(infisical_lab, '/clusters/moved')['value']) == digest(made['secrets'])
+    assert t.resources()['castle_talos_secrets.home']['id'] == made['id']
+    t.assert_plan_empty()
+
+    # Migrating another cluster's secrets into an escrow that holds this one's: refused at plan
+    # time, naming the key and the remedy; nothing written.
+    other = re.sub(r'(?m)^(  id: )\S+$', r'\g<1>' + 'b3RoZXItY2x1c3Rlci1pZC0wMTIzNDU2Nzg5YWJjZGVmMDE=',
+                   made['secrets'])
+    assert other != made['secrets']
+    other_file = tmp_path / 'other-secrets.yaml'
+    other_file.write_text(other)
+    migrate = tf('migrate')
+    migrate.write(hcl(infisical_lab, path='/clusters/moved', secrets_yaml=other_file))
+    refused = ' '.join(migrate.plan(expect_fail=True).split())
+    assert 'Unable to escrow the cluster secrets' in refused, refused
+    assert "secret %s at /clusters/moved in environment dev already holds the secrets of another cluster" % KEY \
+        in refused, refused
+    assert 'delete that secret in Infisical and apply again' in refused, refused
+    assert digest(escrowed(infisical_lab, '/clusters/moved')['value']) == digest(made['secrets'])
+    # The same bundle migrated with the same escrow is no conflict.
+    same_file = tmp_path / 'same-secrets.yaml'
+    same_file.write_text(made['secrets'])
+    same = tf('same')
+    same.write(hcl(infisical_lab, path='/clusters/moved', secrets_yaml=same_file))
+    same.plan()
+
+    # Destroy deletes the escrow.
+    t.destroy()
+    assert [s for s in infisical_lab.secrets() if s['key'] == KEY] == []
