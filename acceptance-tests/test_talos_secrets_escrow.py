@@ -13,7 +13,7 @@ pytestmark = pytest.mark.acceptance
 KEY = 'TALOS_SECRETS_HOME'
 
 
-def hcl(lab, path='/clusters/home', secrets_yaml=None):
+def hcl(lab, path='/clusters/home', secrets_yaml=None, environment='dev'):
     given = '  secrets_yaml = file("%s")\n' % secrets_yaml if secrets_yaml else ''
     return '''
 terraform {
@@ -34,21 +34,21 @@ resource "castle_talos_secrets" "home" {
 %(given)s
   escrow {
     project_id  = "%(project)s"
-    environment = "dev"
+    environment = "%(environment)s"
     path        = "%(path)s"
     name        = "home"
   }
 }
 ''' % dict(host=lab.url, id=lab.client_id, secret=lab.client_secret, project=lab.project_id, path=path,
-           given=given)
+           given=given, environment=environment)
 
 
 def digest(text):
     return hashlib.sha256(text.strip().encode()).hexdigest()
 
 
-def escrowed(lab, path='/clusters/home'):
-    found = [s for s in lab.secrets() if s['key'] == KEY and s['path'] == path]
+def escrowed(lab, path='/clusters/home', environment='dev'):
+    found = [s for s in lab.secrets() if s['key'] == KEY and s['path'] == path and s['environment'] == environment]
     return found[0] if found else None
 
 
@@ -132,3 +132,28 @@ def test_escrowed_secrets_are_found_again_after_a_lost_state_and_follow_the_escr
     # Destroy deletes the escrow.
     t.destroy()
     assert [s for s in infisical_lab.secrets() if s['key'] == KEY] == []
+
+
+def test_an_escrow_in_a_protected_environment_waits_for_its_change_request_and_is_never_queued_twice(
+        tf, infisical_lab):
+    infisical_lab.change_policy('prod', bypass_for_machine_identities=False)
+    t = tf('protected')
+    t.write(hcl(infisical_lab, environment='prod'))
+    first = ' '.join(t.apply().split())
+    requests = infisical_lab.change_requests()
+    assert len(requests) == 1, requests
+    assert 'Warning: Secret %s waits for approval in Infisical' % KEY in first, first
+    assert escrowed(infisical_lab, environment='prod') is None
+    # The next apply knows the request: no drift, no second request, a warning that the escrow
+    # protects nothing yet.
+    again = ' '.join(t.apply().split())
+    assert 'No changes' in again and 'Until then, a lost Terraform state cannot be recovered from it' in again, again
+    assert len(infisical_lab.change_requests()) == 1
+    # Merged in Infisical: the escrow holds the bundle state holds, and the plan stays empty.
+    infisical_lab.merge_change_request(requests[0]['id'])
+    t.assert_plan_empty()
+    t.apply()
+    assert len(infisical_lab.change_requests()) == 1
+    made = t.resources()['castle_talos_secrets.home']
+    assert digest(escrowed(infisical_lab, environment='prod')['value']) == digest(made['secrets'])
+    assert made['escrow'][0]['version'] == escrowed(infisical_lab, environment='prod')['version']
