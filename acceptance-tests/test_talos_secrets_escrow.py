@@ -129,6 +129,18 @@ def test_escrowed_secrets_are_found_again_after_a_lost_state_and_follow_the_escr
     same.write(hcl(infisical_lab, path='/clusters/moved', secrets_yaml=same_file))
     same.plan()
 
+    # Imported from the same file into a configuration with the escrow: the apply after the
+    # import finds its own bundle escrowed and changes nothing else.
+    imported = tf('import')
+    imported.write(hcl(infisical_lab, path='/clusters/moved'))
+    imported.import_('castle_talos_secrets.home', str(same_file))
+    assert [c['change']['actions'] for c in imported.plan_changes()] == [['update']]
+    imported.apply()
+    assert imported.resources()['castle_talos_secrets.home']['id'] == made['id']
+    assert digest(escrowed(infisical_lab, '/clusters/moved')['value']) == digest(made['secrets'])
+    imported.assert_plan_empty()
+    imported.run('state', 'rm', 'castle_talos_secrets.home')
+
     # Destroy deletes the escrow.
     t.destroy()
     assert [s for s in infisical_lab.secrets() if s['key'] == KEY] == []
