@@ -169,3 +169,69 @@ def test_an_escrow_in_a_protected_environment_waits_for_its_change_request_and_i
     made = t.resources()['castle_talos_secrets.home']
     assert digest(escrowed(infisical_lab, environment='prod')['value']) == digest(made['secrets'])
     assert made['escrow'][0]['version'] == escrowed(infisical_lab, environment='prod')['version']
+
+
+PREFIX = '127.0.6.'
+
+
+def cluster_hcl(lab):
+    return hcl(lab).replace('resource "castle_talos_secrets" "home" {', '''resource "castle_talos_cluster" "home" {
+  name               = "home"
+  secrets            = castle_talos_secrets.home.secrets
+  endpoint           = "https://%(prefix)s11:6443"
+  talos_version      = "v1.12.0"
+  kubernetes_version = "v1.33.2"
+  gateway            = "%(prefix)s1"
+  node {
+    name    = "cp-1"
+    address = "%(prefix)s11/24"
+    role    = "controlplane"
+  }
+}
+
+resource "castle_kubeconfig_secret" "home" {
+  project_id      = "%(project)s"
+  environment     = "dev"
+  path            = "/clusters/home"
+  kubeconfig      = castle_talos_cluster.home.kubeconfig
+  talosconfig_key = "TALOSCONFIG"
+  talosconfig     = castle_talos_cluster.home.talosconfig
+}
+
+resource "castle_talos_secrets" "home" {''' % dict(prefix=PREFIX, project=lab.project_id))
+
+
+def test_a_cluster_whose_whole_state_was_lost_is_found_again_by_the_next_apply(tf, infisical_lab):
+    from harness.lab import TalosLab
+    talos = TalosLab([PREFIX + '11'])
+    try:
+        t = tf('lost')
+        t.write(cluster_hcl(infisical_lab))
+        t.apply()
+        before = t.resources()
+        identity = before['castle_talos_secrets.home']['id']
+        kubeconfig = [s for s in infisical_lab.secrets() if s['key'] == 'KUBECONFIG'][0]
+
+        # The whole state is lost (an emptied terraform.tfstate, a remote backend's lost
+        # snapshot): the next apply finds the escrowed secrets, recognises its own running node,
+        # and takes over the kubeconfig and talosconfig secrets it left.
+        for address in before:
+            t.run('state', 'rm', address)
+        out = ' '.join(t.apply().split())
+        assert 'Adopted the cluster secrets escrowed in Infisical' in out, out
+        assert "Secret KUBECONFIG replaced: it held this cluster's older credentials" in out, out
+        assert "Secret TALOSCONFIG replaced: it held this cluster's older credentials" in out, out
+        after = t.resources()
+        assert after['castle_talos_secrets.home']['id'] == identity
+        node = talos.nodes()[PREFIX + '11']
+        assert node['state'] == 'running' and node['cluster_id'] == identity
+        now = [s for s in infisical_lab.secrets() if s['key'] == 'KUBECONFIG'][0]
+        assert now['version'] > kubeconfig['version']
+        assert digest(now['value']) == digest(after['castle_talos_cluster.home']['kubeconfig'])
+        t.assert_plan_empty()
+
+        t.destroy()
+        assert infisical_lab.secrets() == []
+        assert talos.nodes()[PREFIX + '11']['state'] in ('maintenance', 'booting')
+    finally:
+        talos.stop()
