@@ -165,8 +165,9 @@ fn refuse_other_bundle(diags: &mut Diagnostics, at: &SecretRef, held: &Held, wan
 
 /// Writes `yaml` into the escrow key (creating its folders): over what it holds when
 /// `overwrite` (the escrow state knows as its own), else only into a key that holds nothing or
-/// the same bundle. `None` after an error; a write Infisical queued as a change request is recorded in `queued`, warned about,
-/// and leaves the escrow's version and digest null.
+/// the same bundle. `None` after an error. A write Infisical queued as a change request is
+/// recorded in `queued` and warned about, and one already waiting is not sent again (it would
+/// queue a second request); both leave the escrow's version and digest null.
 async fn deposit(
     client: &infisical::Client,
     escrow: &mut EscrowBlock,
@@ -185,6 +186,21 @@ async fn deposit(
         return None;
     }
     let comment = escrow.comment();
+    if let Some(waiting) = queued.waiting(&at.key, yaml, &comment) {
+        diags.root_warning(
+            "Waiting on an Infisical change request",
+            format!(
+                "The escrow of the cluster secrets in secret {key} already waits in Infisical as \
+                 change request {slug:?}, queued by an earlier apply; castle does not queue it a \
+                 second time. Approve and merge it in Infisical.",
+                key = at.key,
+                slug = waiting.slug,
+            ),
+        );
+        escrow.version = Value::Null;
+        escrow.sha256 = Value::Null;
+        return Some(());
+    }
     let written = if overwrite {
         sync::push(client, at, yaml, &comment, deadline).await
     } else {
@@ -392,12 +408,13 @@ impl Resource for TalosSecretsResource {
             escrow.fill_defaults();
             escrow.validate(diags);
             let wanted = prior_state.secrets.as_ref_option().map(|s| digest(s));
-            // The escrow stands when it is where it was and holds the stored bundle (or its
-            // write waits in a change request); anything else is written again.
+            // The escrow stands when it is where it was and holds the stored bundle, or when
+            // its write waits in a change request (writing again would queue a second one);
+            // anything else is written again.
             let stands = match &prior_state.escrow {
                 Value::Value(prior) if !replace && prior.same_place(escrow) => {
                     prior.sha256.as_ref_option() == wanted.as_ref()
-                        || (prior.sha256.is_null() && waits(&prior_private_state, &prior.key))
+                        || waits(&prior_private_state, &prior.key)
                 }
                 _ => false,
             };
