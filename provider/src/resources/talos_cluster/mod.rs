@@ -481,10 +481,13 @@ impl Resource for TalosClusterResource {
                     ),
                     _ => Value::Unknown,
                 };
+                // A node that left the configuration is gone from what apply reports, even when
+                // the refresh already missed it (a scale-in resumed after a kill: the removed
+                // node was reset and is not Ready, so `node_versions` lost it but these did not).
                 (state.node_extensions, state.node_schematics) = if !reports_change && same_nodes {
                     (
-                        prior_state.node_extensions.clone(),
-                        prior_state.node_schematics.clone(),
+                        only_nodes_of(&prior_state.node_extensions, &spec.nodes),
+                        only_nodes_of(&prior_state.node_schematics, &spec.nodes),
                     )
                 } else {
                     (Value::Unknown, Value::Unknown)
@@ -1266,6 +1269,22 @@ fn extensions_value(list: &[String]) -> Value<Vec<Value<String>>> {
     Value::Value(list.iter().map(|e| Value::Value(e.clone())).collect())
 }
 
+/// A per-node map of state without the nodes that are no longer in the configuration.
+fn only_nodes_of<T: Clone, N>(
+    prior: &Value<BTreeMap<String, T>>,
+    nodes: &BTreeMap<String, N>,
+) -> Value<BTreeMap<String, T>> {
+    match prior {
+        Value::Value(map) => Value::Value(
+            map.iter()
+                .filter(|(name, _)| nodes.contains_key(*name))
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// `node_extensions` and `node_schematics` as state holds them.
 #[allow(clippy::type_complexity)]
 fn extensions_values(
@@ -1361,6 +1380,25 @@ mod tests {
             ),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_that_left_the_configuration_is_not_planned_in_what_nodes_report() {
+        // A scale-in resumed after a kill: the refresh already missed the removed node's
+        // release (not Ready), but its schematic was still in state.
+        let prior: Value<BTreeMap<String, Value<String>>> = Value::Value(BTreeMap::from([
+            ("w-1".to_string(), value(Some("376567988ad3"))),
+            ("w-2".to_string(), value(Some("376567988ad3"))),
+        ]));
+        let nodes = BTreeMap::from([("w-1".to_string(), ())]);
+        let planned = only_nodes_of(&prior, &nodes);
+        assert_eq!(
+            planned
+                .as_ref_option()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["w-1".to_string()])
+        );
+        assert!(only_nodes_of(&Value::<BTreeMap<String, ()>>::Unknown, &nodes).is_unknown());
     }
 
     #[test]
