@@ -46,11 +46,12 @@ async fn apply_one(
     poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
-            // A node booted from an older template gets the documents its release knows.
+            // A node booted from an older template gets the documents its release knows. Its
+            // release comes from the COSI `version` resource: `Version` is Admin-only in
+            // maintenance mode up to v1.12 (see `NodeClient::release`).
             NodeState::Maintenance => match NodeClient::connect_insecure(node.ip, &access.connect).await {
-                Ok(client) => match client.version().await {
-                    Ok(version) => {
-                        let release = version.version.map(|v| v.tag).unwrap_or_default();
+                Ok(client) => match client.release().await {
+                    Ok(release) => {
                         let config = node.config_for(&release);
                         if config != node.config {
                             tracing::info!(node = %node.name, release, "configuration in the documents of the node's release");
