@@ -15,6 +15,9 @@
 //! PermissionDenied "not authorized" (pkg/grpc/middleware/authz/authorizer.go), and
 //! `ApplyConfiguration` takes every mode (v1alpha1_server.go (v1.13.0) `ApplyConfiguration`).
 
+// Refusals are tonic `Status` values, as the gRPC handlers answer them.
+#![allow(clippy::result_large_err)]
+
 use castle::talos::proto::machine::apply_configuration_request::Mode as ApplyMode;
 use tonic::Status;
 
