@@ -1,6 +1,7 @@
 //! `castle_talos_secrets`: a cluster's PKI and tokens, generated (or brought from an existing
 //! cluster) and kept in state before any node sees them. ADR 0011 says why.
 
+mod emptied_state;
 mod schema;
 
 use async_trait::async_trait;
@@ -72,6 +73,29 @@ fn same_bundle(text: &str, secrets: &Value<String>) -> bool {
         .is_some_and(|b| Some(b) == stored)
 }
 
+/// Refuses to generate secrets when the local state file was emptied by a killed run
+/// ([`emptied_state`]): the secrets in its backup are the ones the nodes trust.
+fn refuse_over_an_emptied_state(diags: &mut Diagnostics) -> Option<()> {
+    let dir = std::env::current_dir().ok()?;
+    let Some(emptied) = emptied_state::find(&dir) else {
+        return Some(());
+    };
+    let (state, backup) = (emptied.state.display(), emptied.backup.display());
+    diags.root_error(
+        "The state file was emptied by a killed run",
+        format!(
+            "{state} is empty while {backup} holds {} castle resources: a Terraform run killed while it rewrote \
+             the state file (Terraform's local backend truncates it before writing it) left it empty, and \
+             Terraform now believes nothing exists. Generating new secrets would make this cluster's nodes \
+             refuse castle as another cluster's. Put the backup back, then apply:\n\n  \
+             cp {backup} {state}\n  terraform apply\n\n\
+             If that backup is of a cluster you removed on purpose, delete {backup} instead.",
+            emptied.castle_resources
+        ),
+    );
+    None
+}
+
 #[async_trait]
 impl Resource for TalosSecretsResource {
     type State<'a> = SecretsState;
@@ -115,6 +139,7 @@ impl Resource for TalosSecretsResource {
                 state = stored(diags, &bundle, state.secrets_yaml.clone())?;
             }
             _ => {
+                refuse_over_an_emptied_state(diags)?;
                 state.id = Value::Unknown;
                 state.secrets = Value::Unknown;
             }
