@@ -691,12 +691,9 @@ impl ProxmoxVmResource {
             return;
         };
         let vm_id = state.vm_id.as_ref_option().map(|v| *v as u32);
-        let deadline = Instant::now() + PLAN_CHECK_TIMEOUT;
-        let found = with_policy(API_CALL, deadline, "list VMs", || {
-            provision::finished_namesakes(&client, node, name, vm_id)
-        })
-        .await;
+        // Asked once: the plan-time checks already waited for a Proxmox that does not answer.
         // Unanswered, nothing is noted, and the apply clones.
+        let found = provision::finished_namesakes(&client, node, name, vm_id).await;
         self.known.namesakes(
             found
                 .unwrap_or_default()
