@@ -69,6 +69,21 @@ impl Fleet {
         Ok(())
     }
 
+    /// An ACPI shutdown: Talos runs its shutdown sequence (Talos:
+    /// internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0) `Shutdown`:
+    /// drain, `StopAllPods`, which makes the VIP operator resign, then the services stop,
+    /// etcd with SIGTERM), then the machine is off as after [`Fleet::power_off`].
+    pub fn shut_down(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let grace = self.graceful();
+        let node = state.node_mut(address)?;
+        node.phase = Phase::PoweredOff;
+        node.etcd.power_down(grace);
+        node.wake();
+        self.reconcile_kube(&mut state);
+        Ok(())
+    }
+
     /// Powers on a node that [`Fleet::power_off`] stopped: after [`FleetOptions::boot_delay`]
     /// it runs its installed config (mutual TLS, rejoins etcd), or is in maintenance mode if it
     /// was never configured. A Kubernetes node deleted through the API comes back, as kubelet
