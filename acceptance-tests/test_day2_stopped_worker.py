@@ -164,6 +164,9 @@ def test_the_vip_holder_stopped_in_proxmox_leaves_kubectl_dark_until_its_lease_e
     # lease expires (60 s at Talos's pace, 12 s at this lab's 0.2) and the VIP answers nothing.
     c.stop_vm(holder)
     stopped = time.monotonic()
+    # The lab sees the VM stopped at its next look at Proxmox.
+    wait_until('the lab to power %s off' % holder, lambda: c.f.fleet()[c.f.address(holder)]['state'] == 'off',
+               limit=10)
     out = c.f.kubectl('get', 'nodes', check=False, timeout=30)
     assert 'refused' in out or 'Unable to connect' in out, out
     assert not any(n['vip'] for n in c.f.fleet().values())
