@@ -1,5 +1,6 @@
-"""Day 2 on the flagship example (issue 13): a worker stopped outside Terraform, and a node lost
-long enough for Kubernetes to move its pods (issue 15).
+"""Day 2 on the flagship example (issue 13): a worker stopped outside Terraform, a node lost
+long enough for Kubernetes to move its pods (issue 15), and the control plane holding the VIP
+stopped outside Terraform (issue 10: the VIP waits for its etcd lease).
 
 One lab of its own addresses (harness/flagship.py, 127.0.7.x) and examples/ha-cluster as users
 write it, at `--time-scale 0.2`: Kubernetes' node-monitor grace period (50 s) is one second and
@@ -152,4 +153,38 @@ def test_pods_of_a_lost_node_are_recreated_elsewhere_as_kubectl_shows(cluster):
     assert c.ready_nodes()['w-2'] is True
     wait_until('the terminated web pod to be removed', lambda: [
         p['spec']['nodeName'] for p in c.items('pods', '-l', 'app=web')] == ['w-1'])
+    c.f.assert_cluster(3, 2)
+
+
+def test_the_vip_holder_stopped_in_proxmox_leaves_kubectl_dark_until_its_lease_expires_then_apply_restarts_it(
+        cluster):
+    c = cluster
+    holder = next(n['hostname'] for n in c.f.fleet().values() if n['vip'])
+    # A hard power-off: Talos never resigns the VIP election, so its etcd key stays until the
+    # lease expires (60 s at Talos's pace, 12 s at this lab's 0.2) and the VIP answers nothing.
+    c.stop_vm(holder)
+    stopped = time.monotonic()
+    # The lab sees the VM stopped at its next look at Proxmox.
+    wait_until('the lab to power %s off' % holder, lambda: c.f.fleet()[c.f.address(holder)]['state'] == 'off',
+               limit=10)
+    out = c.f.kubectl('get', 'nodes', check=False, timeout=30)
+    assert 'refused' in out or 'Unable to connect' in out, out
+    assert not any(n['vip'] for n in c.f.fleet().values())
+
+    def answers():
+        out = c.f.kubectl('get', 'nodes', check=False, timeout=30)
+        return 'NAME' in out and out
+    wait_until('kubectl to answer through the VIP again', answers, limit=60)
+    dark = time.monotonic() - stopped
+    # The lease was renewed at most a third of its TTL before the power-off.
+    assert dark > 6, 'the VIP answered again after %.1f s, before the lease could expire' % dark
+    new_holder = next(n['hostname'] for n in c.f.fleet().values() if n['vip'])
+    assert new_holder != holder
+
+    # The next apply starts the VM again and waits for health through the VIP.
+    plan = c.tf.plan()
+    assert 'Warning: Node %s is NotReady' % holder in ' '.join(plan.split()) or \
+        'castle_proxmox_vm.node["%s"] will be updated in-place' % holder in plan, plan
+    c.tf.apply()
+    assert c.ready_nodes()[holder] is True
     c.f.assert_cluster(3, 2)

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::retry::Backoff;
 
 /// Everything that can go wrong talking to the Kubernetes API.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,14 @@ pub enum KubeError {
 }
 
 impl KubeError {
+    /// No API server answered: the connection was refused, reset or timed out before any
+    /// answer (not a certificate of another cluster, which is an answer).
+    pub fn nothing_answered(&self) -> bool {
+        matches!(self, KubeError::Transport { source, .. }
+            if !crate::tls::signed_by_another_ca(source)
+                && (source.is_connect() || source.is_timeout() || source.is_request()))
+    }
+
     /// The address answers with a certificate this cluster's Kubernetes CA did not sign:
     /// another cluster's API server is there. A setting to fix, not something to wait out.
     pub fn another_cluster_answers(&self) -> bool {
@@ -119,7 +130,20 @@ pub struct NodeHealth {
 pub struct KubeClient {
     http: reqwest::Client,
     server: String,
+    /// Until when a request that meets no API server is sent again (see
+    /// [`KubeClient::patient_until`]); `None`: once.
+    patience: Option<Instant>,
 }
+
+/// Sending a request again when no API server answered: a VIP between two holders answers
+/// nothing until the lost holder's election lease expires (Talos: internal/app/machined/pkg/
+/// controllers/network/operator/vip.go (v1.12.0), a 60 s etcd lease).
+pub const NO_ANSWER: Backoff = Backoff {
+    name: "kubernetes api without answer",
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+    jitter: 0.2,
+};
 
 #[derive(Deserialize)]
 struct NodeList {
@@ -201,41 +225,68 @@ impl KubeClient {
         Ok(Self {
             http,
             server: access.server.trim_end_matches('/').to_string(),
+            patience: None,
         })
     }
 
+    /// The same client, sending each request again while no API server answers it
+    /// (connection refused, reset or timed out), until `deadline`: castle's day-2 steps go
+    /// through the VIP, which answers nothing for as long as a lost holder's lease lives. An
+    /// answer, even an error, or another cluster's certificate, ends the tries at once.
+    pub fn patient_until(mut self, deadline: Instant) -> Self {
+        self.patience = Some(deadline);
+        self
+    }
+
     async fn get_text(&self, path: &str) -> Result<String, KubeError> {
-        let url = format!("{}{}", self.server, path);
-        let response = self
-            .http
-            .get(&url)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|source| KubeError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| KubeError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        if !status.is_success() {
+        let (status, body) = self.send(reqwest::Method::GET, path, None).await?;
+        if !(200..300).contains(&status) {
             return Err(KubeError::Status {
-                url,
-                status: status.as_u16(),
+                url: format!("{}{}", self.server, path),
+                status,
                 message: status_message(&body),
             });
         }
         Ok(body)
     }
 
-    /// Sends a request; the answer's status and body, or a transport error.
+    /// Sends a request; the answer's status and body, or a transport error once the client's
+    /// patience (if any) is over.
     pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<(u16, String), KubeError> {
+        let Some(deadline) = self.patience else {
+            return self.send_once(method, path, body).await;
+        };
+        let mut pauses = NO_ANSWER.until(deadline);
+        loop {
+            let attempt = pauses
+                .bounded(self.send_once(method.clone(), path, body.clone()))
+                .await;
+            match attempt {
+                Some(Err(e)) if e.nothing_answered() => {
+                    tracing::debug!(error = %e, "no Kubernetes API server answered; trying again");
+                    if !pauses.sleep(None).await {
+                        return Err(e);
+                    }
+                }
+                Some(done) => return done,
+                None => {
+                    return Err(KubeError::Status {
+                        url: format!("{}{}", self.server, path),
+                        status: 504,
+                        message: "no answer before the timeout".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One try of [`KubeClient::send`].
+    async fn send_once(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -319,24 +370,14 @@ impl KubeClient {
 
     /// Deletes a node object; one that is already gone is success.
     pub async fn delete_node(&self, name: &str) -> Result<(), KubeError> {
-        let url = format!("{}/api/v1/nodes/{}", self.server, name);
-        let response =
-            self.http
-                .delete(&url)
-                .send()
-                .await
-                .map_err(|source| KubeError::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
-        let status = response.status();
-        if status.is_success() || status.as_u16() == 404 {
+        let path = format!("/api/v1/nodes/{name}");
+        let (status, body) = self.send(reqwest::Method::DELETE, &path, None).await?;
+        if (200..300).contains(&status) || status == 404 {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
         Err(KubeError::Status {
-            url,
-            status: status.as_u16(),
+            url: format!("{}{path}", self.server),
+            status,
             message: status_message(&body),
         })
     }
@@ -356,7 +397,50 @@ pub(crate) fn status_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+    use crate::talos::pki::{CaKind, CertificateAuthority};
+
+    #[tokio::test]
+    async fn an_endpoint_that_answers_nothing_is_asked_again_while_the_client_is_patient() {
+        // A VIP between two holders: connections open and close without an answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let ca = CertificateAuthority::generate(
+            CaKind::EcdsaP256,
+            "kubernetes",
+            None,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let access = KubeAccess {
+            server: format!("https://127.0.0.1:{port}"),
+            ca_pem: ca.crt.clone(),
+            cert_pem: ca.crt,
+            key_pem: ca.key,
+        };
+        let once = KubeClient::new(&access).unwrap();
+        let error = once.readyz().await.unwrap_err();
+        assert!(error.nothing_answered(), "{error}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        let patient = KubeClient::new(&access)
+            .unwrap()
+            .patient_until(Instant::now() + Duration::from_secs(1));
+        let error = patient.readyz().await.unwrap_err();
+        assert!(error.nothing_answered(), "{error}");
+        assert!(accepted.load(Ordering::SeqCst) > 2, "asked again");
+    }
 
     fn status(json: &str) -> Option<NodeStatus> {
         Some(serde_json::from_str(json).unwrap())

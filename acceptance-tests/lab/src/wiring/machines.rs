@@ -30,6 +30,10 @@ pub enum Change {
     PowerOn(IpAddr),
     /// The VM of this node stopped: the node goes off, keeping its disk.
     PowerOff(IpAddr),
+    /// The VM of this node stopped after an ACPI shutdown or reboot (`qmshutdown`,
+    /// `qmreboot`): Talos ran its shutdown sequence first. Made from a `PowerOff` by the
+    /// watcher, which asks Proxmox for the VM's last task.
+    ShutDown(IpAddr),
     /// The VM of this node was destroyed, or its address went to another VM: the node is gone
     /// for good.
     Remove(IpAddr),
@@ -71,6 +75,14 @@ pub struct Machines {
 }
 
 impl Machines {
+    /// The VM whose machine has or had `address`.
+    pub fn vm_at(&self, address: IpAddr) -> Option<u32> {
+        self.known
+            .iter()
+            .find(|(_, m)| m.address == Some(address))
+            .map(|(vmid, _)| *vmid)
+    }
+
     /// VMs that are running now and were not running at the last look, or were restarted
     /// since (their uptime went down): their config must be read (a VM reads its cloud-init
     /// network config when it boots, so this is the moment that counts).

@@ -7,7 +7,8 @@
 //! | VM | node |
 //! | --- | --- |
 //! | started, first time, `ip=127.x.y.z/NN` | [`Fleet::add_booting_node`]: maintenance mode after the boot delay |
-//! | stopped | [`Fleet::power_off`]: gone from the network, disk kept |
+//! | stopped (`qmstop`) | [`Fleet::power_off`]: gone from the network, disk kept; etcd killed, a VIP it held stays dark until its election lease expires |
+//! | shut down or rebooted through ACPI (`qmshutdown`, `qmreboot`) | [`Fleet::shut_down`]: the same, after Talos's shutdown sequence (the VIP election resigned, etcd stopped with SIGTERM) |
 //! | started again | [`Fleet::power_on`]: boots its installed config, or maintenance if blank |
 //! | started again with another address | [`Fleet::readdress`]: boots from its disk at the new address |
 //! | destroyed | [`Fleet::remove_node`] |
@@ -71,7 +72,21 @@ async fn poll(pve: &mut Pve, machines: &mut Machines) -> Result<Vec<Change>, pve
         let ipconfig = pve.ipconfig0(&guest.node, guest.vmid).await?;
         booted.push((guest.vmid, ipconfig.as_deref().and_then(lab_address)));
     }
-    Ok(machines.update(&guests, &booted))
+    let mut changes = machines.update(&guests, &booted);
+    for change in &mut changes {
+        let Change::PowerOff(address) = *change else {
+            continue;
+        };
+        let vm = machines
+            .vm_at(address)
+            .and_then(|vmid| guests.iter().find(|g| g.vmid == vmid));
+        if let Some(guest) = vm {
+            if pve.last_task_was_acpi(&guest.node, guest.vmid).await? {
+                *change = Change::ShutDown(address);
+            }
+        }
+    }
+    Ok(changes)
 }
 
 fn apply(fleet: &Fleet, change: &Change) {
@@ -83,6 +98,7 @@ fn apply(fleet: &Fleet, change: &Change) {
             other => other,
         },
         Change::PowerOff(address) => fleet.power_off(address),
+        Change::ShutDown(address) => fleet.shut_down(address),
         Change::Readdress { from, to } => match fleet.readdress(from, to) {
             // Removed through the admin API meanwhile: the machine boots blank.
             Err(FleetError::NoSuchNode(_)) => fleet.add_booting_node(to, None),

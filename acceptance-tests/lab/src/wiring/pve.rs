@@ -201,6 +201,20 @@ impl Pve {
         Ok(config["ipconfig0"].as_str().map(str::to_string))
     }
 
+    /// Whether the last power-down of a VM was an ACPI shutdown or reboot (`qmshutdown`,
+    /// `qmreboot`), which the guest handles itself, rather than a hard stop (`qmstop`). A
+    /// start since then (a VM restarted between two looks) does not count.
+    pub async fn last_task_was_acpi(&mut self, node: &str, vmid: u32) -> Result<bool, PveError> {
+        let tasks: Vec<Value> = self
+            .get(&format!("/nodes/{node}/tasks?vmid={vmid}&limit=5"))
+            .await?;
+        let down = tasks
+            .iter()
+            .filter_map(|t| t["type"].as_str())
+            .find(|kind| matches!(*kind, "qmstop" | "qmshutdown" | "qmreboot"));
+        Ok(matches!(down, Some("qmshutdown" | "qmreboot")))
+    }
+
     /// Whether Proxmox answers and accepts the login.
     pub async fn healthy(&mut self) -> bool {
         self.ticket = None;

@@ -253,7 +253,7 @@ impl NodeOperations for Live<'_> {
     }
 
     async fn kubernetes_releases(&self, node: &ClusterNode) -> Result<Releases, ClusterError> {
-        Ok(kubernetes_upgrade::read_releases(node, self.access).await)
+        Ok(kubernetes_upgrade::read_releases(node, self.access, self.deadline).await)
     }
 
     async fn wait_component(

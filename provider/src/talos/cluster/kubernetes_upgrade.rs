@@ -92,11 +92,12 @@ fn kube_error(node: &ClusterNode, check: &str, e: impl std::fmt::Display) -> sup
     pending(check, node, e.to_string())
 }
 
-/// The releases the components of `node` run, read from the Kubernetes API; a component it
+/// The releases the components of `node` run, read from the Kubernetes API (a VIP that
+/// answers nothing between two holders is waited out until `deadline`); a component it
 /// cannot see (the API down, a pod not posted yet) is left out and goes to the target at once.
-pub async fn read_releases(node: &ClusterNode, access: &Access) -> Releases {
+pub async fn read_releases(node: &ClusterNode, access: &Access, deadline: Instant) -> Releases {
     let mut releases = Releases::new();
-    let Ok(kube) = KubeClient::new(&access.kube) else {
+    let Ok(kube) = KubeClient::new(&access.kube).map(|k| k.patient_until(deadline)) else {
         return releases;
     };
     if node.is_control_plane() {

@@ -48,8 +48,11 @@ pub async fn remove_node(
             Some(ResetOutcome::Unreachable { last: reason })
         }
     };
+    // Through the VIP, which answers nothing for as long as a lost holder's election lease
+    // lives (and this node, if it holds the VIP, cannot resign once it left etcd).
     let kube = KubeClient::new(&access.kube)
-        .map_err(|e| ClusterError::Credentials(format!("Kubernetes API: {e}")))?;
+        .map_err(|e| ClusterError::Credentials(format!("Kubernetes API: {e}")))?
+        .patient_until(deadline);
     if let Some(outcome) = outcome {
         if node.is_control_plane() {
             remove_member(node, &peers, access, deadline).await?;

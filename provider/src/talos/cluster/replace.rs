@@ -242,7 +242,7 @@ async fn remove_ghost(
             for other in &others {
                 match bounded(deadline, remove_member_through(other, &old.name, access)).await {
                     Some(Ok(())) => {
-                        return delete_node_object(old, access).await;
+                        return delete_node_object(old, access, deadline).await;
                     }
                     Some(Err(e)) => last = format!("{}: {e}", other.name),
                     None => {
@@ -263,7 +263,7 @@ async fn remove_ghost(
             }
         }
     }
-    delete_node_object(old, access).await
+    delete_node_object(old, access, deadline).await
 }
 
 /// Removes the etcd member named `hostname` through `through`; done when there is none.
@@ -286,8 +286,15 @@ async fn remove_member_through(
     Ok(())
 }
 
-async fn delete_node_object(old: &ClusterNode, access: &Access) -> Result<(), ClusterError> {
-    if let Ok(kube) = KubeClient::new(&access.kube) {
+/// Deletes the lost machine's Node object through the endpoint, waiting out a VIP that answers
+/// nothing (its holder may be the machine that was lost, whose election lease outlives it);
+/// a failure is only logged: the new machine's kubelet registers under the same name anyway.
+async fn delete_node_object(
+    old: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    if let Ok(kube) = KubeClient::new(&access.kube).map(|k| k.patient_until(deadline)) {
         if let Err(e) = kube.delete_node(&old.name).await {
             tracing::warn!(node = %old.name, error = %e, "could not delete the Kubernetes node object");
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::config::{MachineConfig, MachineType};
+use super::etcd::Stop;
 use super::{Fleet, FleetError, Phase};
 use crate::pki::Ca;
 
@@ -87,7 +88,7 @@ impl Fleet {
                     )));
                 }
                 node.faults.etcd_stopped = true;
-                node.etcd.stop();
+                node.etcd.stop(Stop::Hard);
                 // The API server and the VIP follow etcd.
                 self.reconcile_kube(&mut state);
             }

@@ -2,17 +2,14 @@
 //! read (kube-apiserver needs etcd) and on the VIP, which one of them holds; with the cluster's
 //! Node objects; and the Kubeconfig call.
 //!
-//! Talos: `internal/app/machined/pkg/controllers/network/operator/vip.go` (v1.12.0): a control
-//! plane campaigns for the VIP once its etcd service is running and healthy, and holds it until
-//! etcd stops, its kubelet lifecycle is torn down (the first step of a graceful reboot or
-//! shutdown, `StopAllPods` in runtime/v1alpha1/v1alpha1_sequencer_tasks.go) or another node
-//! leads the election; a failed health pass alone (an etcd leader election) does not end it.
-//! The lab's election: the holder keeps the VIP while it runs with its etcd running and a
-//! majority of the members' etcd runs (else only while its etcd is healthy); otherwise the
-//! first healthy control plane in address order takes it, else, with that majority, the first
-//! still campaigning. The hand-over is immediate: a holder going down gracefully resigns
-//! first. A machine lost without a shutdown would hold the election until its etcd lease
-//! expires (60 s); the lab does not model that wait.
+//! Talos: `internal/app/machined/pkg/controllers/network/operator/vip.go` (v1.12.0): the VIP is
+//! held by the control plane that leads an election on the cluster's etcd. The lab holds that
+//! election on the control planes' real etcd (`etcd/vip.rs`): each running control plane with
+//! a healthy etcd campaigns with a key on a 60 s lease (lab-scaled), and the VIP is served
+//! while the node whose key is the oldest runs. Going down gracefully (a reboot, reset,
+//! upgrade or shutdown) a holder resigns first and the next candidate takes the VIP at once;
+//! a holder lost without a shutdown (VM stopped or deleted, the lab's `power off`) leaves its
+//! key behind, so the VIP answers nothing until that lease expires, then another takes it.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -98,43 +95,24 @@ impl Fleet {
                     .is_some_and(|n| n.etcd.healthy && matches!(n.phase, Phase::Running { .. }))
             })
             .collect();
-        // Running control planes whose VIP operator campaigns: their etcd was healthy once
-        // since it started and still runs (a failed health pass, as during an etcd leader
-        // election, does not end a campaign).
-        let campaigning: Vec<IpAddr> = control_planes
-            .iter()
-            .filter(|(_, c)| c.apiserver_refusal.is_none())
-            .map(|(a, _)| *a)
-            .filter(|a| {
-                state.nodes.get(a).is_some_and(|n| {
-                    n.etcd.running && n.etcd.campaigning && matches!(n.phase, Phase::Running { .. })
-                })
-            })
-            .collect();
         let vip = control_planes.iter().find_map(|(_, c)| c.vip);
-        // Without a majority of the etcd members running, no election ends: a holder gives
-        // the VIP up once its etcd fails a health pass, and nobody takes it.
-        let etcd_running = control_planes
+        // The VIP is announced by the node whose own etcd says it leads the election; it keeps
+        // it while it leads.
+        let leads = |a: &IpAddr| {
+            state
+                .nodes
+                .get(a)
+                .is_some_and(|n| n.etcd.vip_leader && matches!(n.phase, Phase::Running { .. }))
+        };
+        let leading: Vec<IpAddr> = control_planes
             .iter()
-            .filter(|(a, _)| {
-                state
-                    .nodes
-                    .get(a)
-                    .is_some_and(|n| n.etcd.running && matches!(n.phase, Phase::Running { .. }))
-            })
-            .count();
+            .map(|(a, _)| *a)
+            .filter(|a| leads(a))
+            .collect();
         let cluster = state.clusters.entry(cluster_id.to_string()).or_default();
-        let quorum = etcd_running > cluster.etcd_voters / 2;
-        // The holder keeps the VIP while it campaigns. A holder that goes down gracefully
-        // (a reboot, an ACPI shutdown: Talos's StopAllPods first tears the kubelet lifecycle
-        // down, on which the operator releases the VIP and resigns) hands it over at once to
-        // another campaigner, which announces it with a gratuitous ARP.
         let holder = match cluster.vip_holder {
-            Some(h) if campaigning.contains(&h) && (quorum || serving.contains(&h)) => Some(h),
-            _ => serving
-                .first()
-                .or_else(|| campaigning.first().filter(|_| quorum))
-                .copied(),
+            Some(h) if leading.contains(&h) => Some(h),
+            _ => leading.first().copied(),
         };
         cluster.vip_holder = vip.and(holder);
         let mut wanted = serving.clone();

@@ -189,9 +189,6 @@ impl Node {
 pub(crate) struct Cluster {
     /// The control plane holding the VIP.
     pub(crate) vip_holder: Option<IpAddr>,
-    /// Voting etcd members, as a healthy member listed them last: an election needs a
-    /// majority of them running.
-    pub(crate) etcd_voters: usize,
     /// Kubernetes nodes deleted through the API, with the boot they were deleted in: they come
     /// back when the node boots again (kubelet re-registers).
     deleted: HashMap<String, SystemTime>,
@@ -443,7 +440,7 @@ impl Fleet {
             .remove(&address)
             .ok_or(FleetError::NoSuchNode(address))?;
         let mut node = node;
-        node.etcd.stop();
+        node.etcd.stop(etcd::Stop::Hard);
         if let Some(task) = node.task.take() {
             task.abort();
         }
@@ -545,7 +542,7 @@ impl Fleet {
         self.inner.shutdown.send_replace(true);
         if let Ok(mut state) = self.lock() {
             for node in state.nodes.values_mut() {
-                node.etcd.stop();
+                node.etcd.stop(etcd::Stop::Hard);
                 if let Some(task) = node.task.take() {
                     task.abort();
                 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Status;
 
+use super::etcd::Stop;
 use super::{Fleet, FleetError, Node, State};
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +61,24 @@ impl Fleet {
         // A node powered off in the middle of an install has its config on disk already (the
         // emulator writes it when the config is applied), so it boots configured.
         node.phase = Phase::PoweredOff;
-        node.etcd.power_down();
+        // Everything dies at once: etcd is killed, and the VIP election key of a holder stays
+        // until its lease expires.
+        node.etcd.power_down(Stop::Hard);
+        node.wake();
+        self.reconcile_kube(&mut state);
+        Ok(())
+    }
+
+    /// An ACPI shutdown: Talos runs its shutdown sequence (Talos:
+    /// internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0) `Shutdown`:
+    /// drain, `StopAllPods`, which makes the VIP operator resign, then the services stop,
+    /// etcd with SIGTERM), then the machine is off as after [`Fleet::power_off`].
+    pub fn shut_down(&self, address: IpAddr) -> Result<(), FleetError> {
+        let mut state = self.lock()?;
+        let grace = self.graceful();
+        let node = state.node_mut(address)?;
+        node.phase = Phase::PoweredOff;
+        node.etcd.power_down(grace);
         node.wake();
         self.reconcile_kube(&mut state);
         Ok(())
@@ -139,6 +157,7 @@ impl Fleet {
         install: bool,
         then: After,
     ) {
+        let grace = self.graceful();
         let Some(node) = state.nodes.get_mut(&address) else {
             return;
         };
@@ -151,7 +170,9 @@ impl Fleet {
             until: Instant::now() + self.scaled(base),
             then,
         };
-        node.etcd.power_down();
+        // Talos stops its services on the way down (`stopAllPhaselist`): the VIP operator
+        // resigns, etcd gets SIGTERM.
+        node.etcd.power_down(grace);
         let wake = node.wake.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;

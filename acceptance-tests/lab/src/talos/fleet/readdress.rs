@@ -44,7 +44,8 @@ impl Fleet {
         let Some(mut node) = state.nodes.remove(&from) else {
             return Err(FleetError::NoSuchNode(from));
         };
-        node.etcd.power_down();
+        // Its VM was stopped: everything died at once.
+        node.etcd.power_down(etcd::Stop::Hard);
         if let Some(task) = node.task.take() {
             task.abort();
         }

@@ -20,10 +20,10 @@ impl Fleet {
         state.config_of(address)?;
         state.serving(address)?;
         // The wipe comes at the end of the reset sequence: until then the node still serves
-        // its old identity.
+        // its old identity. etcd stops right after it, gracefully, as the node goes down
+        // (start_reboot).
         let wipe: fn(&mut Node) = |node| {
             node.config = None;
-            node.etcd.stop();
             wipe_etcd(&node.disk);
         };
         let leaving = graceful
@@ -31,6 +31,11 @@ impl Fleet {
                 fleet.reboot_after_drain(address, false, After::Maintenance, wipe)
             });
         if !leaving {
+            // A forced reset stops the pods first too (`StopAllPods`): the VIP operator
+            // resigns while etcd still serves.
+            if let Some(node) = state.nodes.get(&address) {
+                drop(node.etcd.resign());
+            }
             self.reboot_after_drain(address, false, After::Maintenance, wipe);
         }
         Ok(())

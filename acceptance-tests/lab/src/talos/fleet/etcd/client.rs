@@ -224,10 +224,133 @@ impl EtcdClient {
     /// Talos's `ValidateQuorum`: a linearizable read of the key `health` goes through consensus,
     /// so it answers only with quorum (and never on a learner).
     pub async fn quorum_read(&self, address: IpAddr) -> Result<(), EtcdError> {
-        let key = base64::engine::general_purpose::STANDARD.encode("health");
-        self.call(address, "/v3/kv/range", json!({ "key": key }))
+        self.call(address, "/v3/kv/range", json!({ "key": b64("health") }))
             .await
             .map(drop)
+    }
+}
+
+impl EtcdClient {
+    /// `LeaseGrant` through the etcd at `address`: a lease of `ttl` seconds, its ID.
+    pub async fn grant_lease(&self, address: IpAddr, ttl: i64) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                address,
+                "/v3/lease/grant",
+                json!({ "TTL": ttl.to_string() }),
+            )
+            .await?;
+        answer
+            .get("ID")
+            .and_then(as_i64)
+            .ok_or_else(|| EtcdError::Decode("lease grant without ID".into()))
+    }
+
+    /// One `LeaseKeepAlive` through the etcd at `address`: the TTL the lease has again, 0 when
+    /// it expired (the gateway answers the stream's first message and closes it).
+    pub async fn keep_alive(&self, address: IpAddr, lease: i64) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                address,
+                "/v3/lease/keepalive",
+                json!({ "ID": lease.to_string() }),
+            )
+            .await?;
+        Ok(answer.pointer("/result/TTL").and_then(as_i64).unwrap_or(0))
+    }
+
+    /// `LeaseRevoke` through the etcd at `address`: the keys attached to it go with it.
+    pub async fn revoke_lease(&self, address: IpAddr, lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            address,
+            "/v3/lease/revoke",
+            json!({ "ID": lease.to_string() }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Puts `key` = `value` attached to `lease` unless the key exists (a transaction comparing
+    /// its create revision with 0, as `concurrency.Election.Campaign` does).
+    pub async fn put_if_absent(
+        &self,
+        address: IpAddr,
+        key: &str,
+        value: &str,
+        lease: i64,
+    ) -> Result<(), EtcdError> {
+        let key = b64(key);
+        self.call(
+            address,
+            "/v3/kv/txn",
+            json!({
+                "compare": [{ "key": key, "target": "CREATE", "create_revision": "0" }],
+                "success": [{ "request_put": { "key": key, "value": b64(value), "lease": lease.to_string() } }],
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The oldest key under `prefix` (lowest create revision) with its value: the leader of an
+    /// election on that prefix (`concurrency.Election.Leader`).
+    pub async fn oldest_under(
+        &self,
+        address: IpAddr,
+        prefix: &str,
+    ) -> Result<Option<(String, String)>, EtcdError> {
+        let answer = self
+            .call(
+                address,
+                "/v3/kv/range",
+                json!({
+                    "key": b64(prefix),
+                    "range_end": b64(&prefix_end(prefix)),
+                    "sort_order": "ASCEND",
+                    "sort_target": "CREATE",
+                    "limit": "1",
+                }),
+            )
+            .await?;
+        let Some(kv) = answer.pointer("/kvs/0") else {
+            return Ok(None);
+        };
+        let text = |field: &str| {
+            kv.get(field)
+                .and_then(Value::as_str)
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        Ok(Some((text("key"), text("value"))))
+    }
+
+    /// `DeleteRange` of one key.
+    pub async fn delete(&self, address: IpAddr, key: &str) -> Result<(), EtcdError> {
+        self.call(address, "/v3/kv/deleterange", json!({ "key": b64(key) }))
+            .await
+            .map(drop)
+    }
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The end of the range of keys starting with `prefix` (`clientv3.GetPrefixRangeEnd`): the
+/// prefix with its last character incremented. Election prefixes end in `/`.
+fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        other => other.as_i64(),
     }
 }
 

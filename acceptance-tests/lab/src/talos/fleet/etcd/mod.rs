@@ -1,22 +1,42 @@
-//! etcd on the control planes: a real etcd per node (see `service.rs`), and the Talos API calls
-//! answered from it: Bootstrap, EtcdMemberList, EtcdRemoveMemberByID, EtcdLeaveCluster, the
-//! etcd service in ServiceList.
+//! etcd on the control planes: a real etcd per node (see `service.rs`), the VIP election held
+//! on it (`vip.rs`), and the Talos API calls answered from it: Bootstrap, EtcdMemberList,
+//! EtcdRemoveMemberByID, EtcdLeaveCluster, the etcd service in ServiceList.
 
 mod client;
 mod service;
 mod upgrade_check;
+mod vip;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::Status;
 
 pub use client::Member;
 use client::{EtcdClient, EtcdError};
-use service::{dir_has_entries, Spec};
+use service::{dir_has_entries, Order, Spec};
+
+/// The lease TTL of a VIP election session: `concurrency.NewSession`'s default, which Talos's
+/// VIP operator keeps (Talos: controllers/network/operator/vip.go (v1.12.0); etcd:
+/// client/v3/concurrency/session.go `defaultSessionTTL`). Lab-scaled.
+const VIP_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a gracefully stopped etcd has between SIGTERM and SIGKILL (Talos:
+/// internal/app/machined/pkg/system/runner/runner.go (v1.12.0) `GracefulShutdownTimeout`).
+/// Lab-scaled.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The running service of a node: its task (which owns the etcd process) and its orders.
+struct Service {
+    /// Tells its reports from those of a service of an earlier boot still going down.
+    id: u64,
+    task: JoinHandle<()>,
+    orders: mpsc::UnboundedSender<Order>,
+}
 
 use super::config::{MachineConfig, MachineType};
 use super::{hostname, Fleet, FleetError, Node, Phase, State};
@@ -25,8 +45,8 @@ use crate::pki::Ca;
 /// The etcd of one node, as the fleet tracks it.
 #[derive(Default)]
 pub(crate) struct NodeEtcd {
-    /// The service task of this boot; it owns the etcd process.
-    service: Option<JoinHandle<()>>,
+    /// The service of this boot; it owns the etcd process.
+    service: Option<Service>,
     /// The next start creates a new cluster (Bootstrap).
     bootstrap: bool,
     /// Left its cluster (EtcdLeaveCluster): the service stays stopped until the next boot.
@@ -35,11 +55,8 @@ pub(crate) struct NodeEtcd {
     pub(crate) running: bool,
     /// The last quorum read answered.
     pub(crate) healthy: bool,
-    /// Healthy once since the process started: Talos's VIP operator campaigns from then on and
-    /// keeps campaigning (or holding) through a failed health pass, until etcd stops
-    /// (controllers/network/operator/vip.go (v1.12.0) waits for a healthy etcd once, then only
-    /// leaves on the service's `Destroyed` event).
-    pub(crate) campaigning: bool,
+    /// This node's key is the oldest of the VIP election, as its own etcd says (`vip.rs`).
+    pub(crate) vip_leader: bool,
     /// This node's member ID, from its own etcd.
     pub(crate) member_id: Option<u64>,
     /// The member list its etcd gave last.
@@ -48,23 +65,57 @@ pub(crate) struct NodeEtcd {
     client: Option<(Arc<MachineConfig>, EtcdClient)>,
 }
 
+/// How the etcd of a node stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stop {
+    /// Talos stops its services (reboot, shutdown, reset, leave, bootstrap): the VIP
+    /// election is resigned, etcd gets SIGTERM, and SIGKILL after this grace.
+    Graceful(Duration),
+    /// The machine is gone at once (power cut, VM stopped or deleted, the lab quits):
+    /// SIGKILL, nothing resigned, the election key stays until its lease expires.
+    Hard,
+}
+
 impl NodeEtcd {
     /// The machine goes down: etcd stops; the next boot starts it again, even after a leave.
-    pub(crate) fn power_down(&mut self) {
-        self.stop();
+    pub(crate) fn power_down(&mut self, how: Stop) {
+        self.stop(how);
         self.left = false;
     }
 
-    /// Stops the service (its process dies with the pipe) and forgets what it reported.
-    pub(crate) fn stop(&mut self) {
-        if let Some(task) = self.service.take() {
-            task.abort();
+    /// Stops the service and forgets what it reported. A graceful stop finishes in the
+    /// background (resign, SIGTERM, grace, SIGKILL).
+    pub(crate) fn stop(&mut self, how: Stop) {
+        if let Some(service) = self.service.take() {
+            match how {
+                Stop::Graceful(grace) => {
+                    if service.orders.send(Order::Stop { grace }).is_err() {
+                        service.task.abort();
+                    }
+                }
+                Stop::Hard => service.task.abort(),
+            }
         }
         self.running = false;
         self.healthy = false;
-        self.campaigning = false;
+        self.vip_leader = false;
         self.member_id = None;
         self.members.clear();
+    }
+
+    /// Asks the service to resign the VIP election for this boot; the receiver answers once
+    /// it did (or at once when no service runs).
+    pub(crate) fn resign(&self) -> oneshot::Receiver<()> {
+        let (done, answer) = oneshot::channel();
+        match &self.service {
+            Some(service) => {
+                let _ = service.orders.send(Order::Resign(done));
+            }
+            None => {
+                let _ = done.send(());
+            }
+        }
+        answer
     }
 }
 
@@ -179,15 +230,47 @@ impl Fleet {
             tracing::warn!(%address, "etcd cannot start: {e}");
             return;
         }
+        // Talos runs the VIP operator when the config names a VIP; the lab does not campaign
+        // for a control plane whose kube-apiserver cannot start (config::apiserver_refusal).
+        let vip = config
+            .vip
+            .filter(|_| config.apiserver_refusal.is_none())
+            .map(|vip| (vip, self.scaled(VIP_LEASE_TTL)));
+        let id = rand::random();
         let spec = Spec {
+            id,
             binary,
             address,
             name: hostname(&config, address),
             disk: node.disk.clone(),
             client,
             bootstrap: node.etcd.bootstrap,
+            vip,
         };
-        node.etcd.service = Some(tokio::spawn(service::run(self.clone(), spec)));
+        let (orders, received) = mpsc::unbounded_channel();
+        node.etcd.service = Some(Service {
+            id,
+            task: tokio::spawn(service::run(self.clone(), spec, received)),
+            orders,
+        });
+    }
+
+    /// A graceful stop with the lab-scaled grace.
+    pub(crate) fn graceful(&self) -> Stop {
+        Stop::Graceful(self.scaled(STOP_GRACE))
+    }
+
+    /// Reported by the campaign: whether this node leads the VIP election. The VIP follows.
+    pub(super) fn vip_leader(&self, address: IpAddr, service: u64, leads: bool) {
+        let Ok(mut state) = self.lock() else { return };
+        let Some(node) = reporting(&mut state, address, service) else {
+            return;
+        };
+        if node.etcd.vip_leader == leads {
+            return;
+        }
+        node.etcd.vip_leader = leads;
+        self.reconcile_kube(&mut state);
     }
 
     /// Once a node that came up running has settled, its etcd service starts.
@@ -203,9 +286,9 @@ impl Fleet {
     }
 
     /// Reported by the service: the process started.
-    pub(super) fn etcd_started(&self, address: IpAddr) {
+    pub(super) fn etcd_started(&self, address: IpAddr, service: u64) {
         if let Ok(mut state) = self.lock() {
-            if let Some(node) = state.nodes.get_mut(&address) {
+            if let Some(node) = reporting(&mut state, address, service) {
                 node.etcd.running = true;
                 // The data directory holds the member now: a later start reuses it.
                 node.etcd.bootstrap = false;
@@ -214,45 +297,40 @@ impl Fleet {
     }
 
     /// Reported by the service: the process exited.
-    pub(super) fn etcd_stopped(&self, address: IpAddr) {
-        self.etcd_health(address, false, None, Vec::new());
+    pub(super) fn etcd_stopped(&self, address: IpAddr, service: u64) {
+        self.etcd_health(address, service, false, None, Vec::new());
         if let Ok(mut state) = self.lock() {
-            if let Some(node) = state.nodes.get_mut(&address) {
+            if let Some(node) = reporting(&mut state, address, service) {
                 node.etcd.running = false;
-                node.etcd.campaigning = false;
+                node.etcd.vip_leader = false;
             }
             // A VIP holder whose etcd stopped gives the VIP up.
             self.reconcile_kube(&mut state);
         }
     }
 
-    /// Reported by the service: the result of a health pass. The Kubernetes API and the VIP
-    /// follow etcd health.
+    /// Reported by the service: the result of a health pass. The Kubernetes API follows etcd
+    /// health.
     pub(super) fn etcd_health(
         &self,
         address: IpAddr,
+        service: u64,
         healthy: bool,
         member_id: Option<u64>,
         members: Vec<Member>,
     ) {
         let Ok(mut state) = self.lock() else { return };
-        let Some(node) = state.nodes.get_mut(&address) else {
+        let Some(node) = reporting(&mut state, address, service) else {
             return;
         };
         let changed = node.etcd.healthy != healthy;
         node.etcd.healthy = healthy;
-        node.etcd.campaigning |= healthy;
         // A learner has an ID before it is healthy; a member whose etcd stopped answering
         // keeps the ID it had.
         if member_id.is_some() {
             node.etcd.member_id = member_id;
         }
-        let voters = members.iter().filter(|m| !m.is_learner).count();
         node.etcd.members = members;
-        let cluster_id = node.config.as_ref().map(|c| c.cluster_id.clone());
-        if let Some(id) = cluster_id.filter(|_| healthy && voters > 0) {
-            state.clusters.entry(id).or_default().etcd_voters = voters;
-        }
         if changed {
             self.reconcile_kube(&mut state);
         }
@@ -291,7 +369,8 @@ impl Fleet {
         if node.etcd_data() {
             return Err(Status::already_exists("etcd data directory is not empty"));
         }
-        node.etcd.stop();
+        // Talos: `BootstrapEtcd` stops the waiting etcd service (a graceful stop).
+        node.etcd.stop(self.graceful());
         node.etcd.bootstrap = true;
         node.etcd.left = false;
         self.start_etcd(&mut state, address);
@@ -363,8 +442,11 @@ impl Fleet {
             .await
             .map_err(|e| unknown("failed to leave cluster", e))?;
         let mut state = self.lock_api()?;
+        let grace = self.graceful();
         let node = state.serving_mut(address)?;
-        node.etcd.stop();
+        // Talos stops the service gracefully; the VIP operator's resign goes through the
+        // local etcd, whose member is gone: a key it held stays until its lease expires.
+        node.etcd.stop(grace);
         node.etcd.left = true;
         wipe_etcd(&node.disk);
         self.reconcile_kube(&mut state);
@@ -390,9 +472,13 @@ impl Fleet {
         let Ok(client) = node.etcd_client() else {
             return false;
         };
+        // Talos's reset drains and removes the pods before it leaves etcd: the kubelet
+        // lifecycle's teardown makes the VIP operator resign while etcd still serves.
+        let resigned = node.etcd.resign();
         let endpoints = endpoints(state, address, true);
         let fleet = self.clone();
         tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), resigned).await;
             // A member that joined a moment ago may not have reported its ID yet: its peer URL
             // names it in the others' lists.
             let id = match known {
@@ -442,6 +528,15 @@ impl Fleet {
             .get(&address)
             .map_or((false, false), |n| (n.etcd.running, n.etcd.healthy))
     }
+}
+
+/// The node whose current etcd service is `service`: a service stopped meanwhile (still
+/// going down gracefully) reports nothing.
+fn reporting(state: &mut State, address: IpAddr, service: u64) -> Option<&mut Node> {
+    state
+        .nodes
+        .get_mut(&address)
+        .filter(|n| n.etcd.service.as_ref().is_some_and(|s| s.id == service))
 }
 
 /// The etcd endpoints of the node's cluster as Talos knows them (see

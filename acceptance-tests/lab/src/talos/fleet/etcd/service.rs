@@ -10,15 +10,25 @@
 //! etcd is healthy, its member's peer URLs are updated (`MemberUpdate`) to the address it
 //! advertises now, so a member whose machine came back at another address follows it without
 //! leaving the cluster.
+//!
+//! Stopping it: a graceful stop (reboot, shutdown, reset, leave, bootstrap) first resigns the
+//! node's VIP election (see `vip.rs`), then sends etcd SIGTERM and SIGKILL only if it is still
+//! there after the grace period (Talos: `internal/app/machined/pkg/system/runner/containerd/
+//! containerd.go` (v1.12.0) `Run` on stop: SIGTERM, then SIGKILL after
+//! `GracefulShutdownTimeout`, 10 s by default in `runner/runner.go`, which `services/etcd.go`
+//! does not change). A hard power-off kills it at once, with nothing resigned.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
 
 use super::client::{peer_url, EtcdClient, EtcdError, Member, CLIENT_PORT, PEER_PORT};
+use super::vip::Campaign;
 use crate::talos::Fleet;
 
 /// How often a running etcd is checked (quorum read, member list, promotion).
@@ -28,14 +38,25 @@ const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// Pause before a process that exited is started again.
 const RESTART_PAUSE: Duration = Duration::from_millis(300);
 
-/// Runs `etcd` with the arguments after it, and kills it with SIGKILL as soon as its standard
-/// input closes: when the lab drops the pipe (node off, rebooting, leaving) or dies, even by
-/// SIGKILL, its etcd processes go with it. No orphan survives the lab.
-const WRAPPER: &str =
-    r#"exec 3<&0; "$@" </dev/null & p=$!; { read _ <&3; kill -9 $p 2>/dev/null; } & wait $p"#;
+/// Runs `etcd` with the arguments after it. A line on its standard input sends etcd SIGTERM
+/// (a graceful stop); the end of its standard input sends SIGKILL: when the lab drops the pipe
+/// (a hard power-off, the grace of a graceful stop over) or dies, even by SIGKILL, its etcd
+/// processes go with it. No orphan survives the lab.
+const WRAPPER: &str = r#"exec 3<&0; "$@" </dev/null & p=$!; { read _ <&3 && { kill -TERM $p 2>/dev/null; read _ <&3; }; kill -9 $p 2>/dev/null; } & wait $p"#;
+
+/// What the fleet asks of a running service.
+pub(crate) enum Order {
+    /// Resign the VIP election for this boot (the kubelet lifecycle is torn down); answered
+    /// once done.
+    Resign(oneshot::Sender<()>),
+    /// Stop gracefully: resign, SIGTERM, SIGKILL after `grace`.
+    Stop { grace: Duration },
+}
 
 /// What the service needs to start etcd on one node.
 pub(crate) struct Spec {
+    /// This service's identity in its reports.
+    pub(crate) id: u64,
     pub(crate) binary: PathBuf,
     pub(crate) address: IpAddr,
     /// Member name: the node's hostname.
@@ -45,6 +66,8 @@ pub(crate) struct Spec {
     pub(crate) client: EtcdClient,
     /// Start a new one-member cluster (Bootstrap) rather than joining one.
     pub(crate) bootstrap: bool,
+    /// The VIP this control plane campaigns for, if any, and its session's lease TTL.
+    pub(crate) vip: Option<(IpAddr, Duration)>,
 }
 
 impl Spec {
@@ -64,9 +87,9 @@ enum Start {
 }
 
 /// The service's life on one boot of the node: find the cluster once (Talos's `PreFunc`), then
-/// run etcd with those arguments forever, reporting health to the fleet. Dropped (aborted) when
-/// the node stops: the process dies with its pipe.
-pub(crate) async fn run(fleet: Fleet, spec: Spec) {
+/// run etcd with those arguments forever, reporting health to the fleet, until `orders` says
+/// stop. Aborted on a hard power-off: the process dies with its pipe.
+pub(crate) async fn run(fleet: Fleet, spec: Spec, mut orders: mpsc::UnboundedReceiver<Order>) {
     let data = Spec::data_dir(&spec.disk);
     let start = loop {
         if dir_has_entries(&data) {
@@ -79,7 +102,14 @@ pub(crate) async fn run(fleet: Fleet, spec: Spec) {
             Ok(start) => break start,
             Err(e) => {
                 tracing::debug!(address = %spec.address, "etcd is waiting to join the cluster: {e}");
-                tokio::time::sleep(JOIN_RETRY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(JOIN_RETRY) => {}
+                    // Not started yet: nothing to resign or terminate.
+                    order = orders.recv() => match order {
+                        Some(Order::Resign(done)) => { let _ = done.send(()); }
+                        Some(Order::Stop { .. }) | None => return,
+                    },
+                }
             }
         }
     };
@@ -87,9 +117,12 @@ pub(crate) async fn run(fleet: Fleet, spec: Spec) {
         Start::Join { learner, .. } => Some(*learner),
         _ => None,
     };
+    let mut campaign = spec
+        .vip
+        .map(|(vip, ttl)| Campaign::new(vip, spec.name.clone(), ttl));
     let args = arguments(&spec, &start);
     loop {
-        let (mut child, pipe) = match spawn(&spec, &args) {
+        let (mut child, mut pipe) = match spawn(&spec, &args) {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(address = %spec.address, "unable to start etcd: {e}");
@@ -97,24 +130,72 @@ pub(crate) async fn run(fleet: Fleet, spec: Spec) {
                 continue;
             }
         };
-        fleet.etcd_started(spec.address);
+        fleet.etcd_started(spec.address, spec.id);
         loop {
             tokio::select! {
                 _ = child.wait() => break,
                 _ = tokio::time::sleep(HEALTH_PERIOD) => {
-                    check(&fleet, &spec, &mut learner).await;
+                    check(&fleet, &spec, &mut learner, campaign.as_mut()).await;
                 }
+                order = orders.recv() => match order {
+                    Some(Order::Resign(done)) => {
+                        if let Some(campaign) = campaign.as_mut() {
+                            campaign.resign(&spec.client, spec.address).await;
+                            fleet.vip_leader(spec.address, spec.id, false);
+                        }
+                        let _ = done.send(());
+                    }
+                    Some(Order::Stop { grace }) => {
+                        // The fleet forgot this service's reports already.
+                        if let Some(campaign) = campaign.as_mut() {
+                            campaign.resign(&spec.client, spec.address).await;
+                        }
+                        terminate(&fleet, spec.address, &mut child, &mut pipe, grace).await;
+                        return;
+                    }
+                    // The fleet dropped the service without a word: as a hard stop.
+                    None => return,
+                },
             }
         }
         drop(pipe);
-        fleet.etcd_stopped(spec.address);
+        if let Some(campaign) = campaign.as_mut() {
+            campaign.lost();
+        }
+        fleet.etcd_stopped(spec.address, spec.id);
         tokio::time::sleep(RESTART_PAUSE).await;
     }
 }
 
+/// SIGTERM, then SIGKILL if etcd is still there after `grace`; the lab's own shutdown cuts the
+/// grace short.
+async fn terminate(
+    fleet: &Fleet,
+    address: IpAddr,
+    child: &mut Child,
+    pipe: &mut ChildStdin,
+    grace: Duration,
+) {
+    let _ = pipe.write_all(b"term\n").await;
+    let _ = pipe.flush().await;
+    let mut lab_stops = fleet.inner.shutdown.subscribe();
+    tokio::select! {
+        _ = child.wait() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::info!(%address, "etcd did not stop within its grace period: SIGKILL");
+        }
+        _ = lab_stops.wait_for(|stopped| *stopped) => {}
+    }
+}
+
 /// One health pass: quorum read and member list from the local etcd, then promotion of this
-/// node's learner through the other members.
-async fn check(fleet: &Fleet, spec: &Spec, learner: &mut Option<u64>) {
+/// node's learner through the other members, then a step of the VIP campaign.
+async fn check(
+    fleet: &Fleet,
+    spec: &Spec,
+    learner: &mut Option<u64>,
+    campaign: Option<&mut Campaign>,
+) {
     let healthy = spec.client.quorum_read(spec.address).await.is_ok();
     let listed = spec.client.members_and_self(spec.address).await.ok();
     if let Some(id) = *learner {
@@ -132,7 +213,12 @@ async fn check(fleet: &Fleet, spec: &Spec, learner: &mut Option<u64>) {
         }
     }
     let (me, members) = listed.map_or((None, vec![]), |(me, m)| (Some(me), m));
-    fleet.etcd_health(spec.address, healthy, me, members);
+    fleet.etcd_health(spec.address, spec.id, healthy, me, members);
+    if let Some(campaign) = campaign {
+        if let Some(leads) = campaign.step(&spec.client, spec.address, healthy).await {
+            fleet.vip_leader(spec.address, spec.id, leads);
+        }
+    }
 }
 
 /// Talos's `AdvertisedPeerController`: the local member's peer URLs are the address the node
