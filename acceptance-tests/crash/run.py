@@ -86,8 +86,10 @@ OPERATIONS = {
     'scale-in': dict(start={}, command='apply', vars=SMALL, undo=True, marker=FIRST_CHANGE),
     'config-roll': dict(start=SMALL, command='apply', vars=dict(SMALL, crash_config_roll='true'), undo=True,
                         marker=FIRST_CHANGE),
-    'upgrade': dict(start=SMALL, command='apply',
-                    vars=dict(SMALL, talos_version='v1.13.0', kubernetes_version='v1.34.1'), marker=FIRST_CHANGE),
+    # Talos and Kubernetes together; the start names its Kubernetes (the default follows the
+    # Talos release, and Kubernetes cannot go back a minor).
+    'upgrade': dict(start=dict(SMALL, kubernetes_version='v1.34.1'), command='apply',
+                    vars=dict(SMALL, talos_version='v1.13.0', kubernetes_version='v1.35.0'), marker=FIRST_CHANGE),
     'destroy': dict(start={}, command='destroy', vars={}, marker=FIRST_CHANGE),
 }
 
