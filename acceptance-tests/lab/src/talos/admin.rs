@@ -19,7 +19,8 @@
 //! (optional `"reason"`; the next ApplyConfiguration answers InvalidArgument), `slow_reboot`
 //! (`"delay_ms"`, replaces install and reboot delays before time scaling), `foreign_cluster`
 //! (the node runs with another cluster's OS CA and rejects our client certificates),
-//! `lose_etcd_member` (the node's member disappears from its cluster's etcd).
+//! `lose_etcd_member` (the node's member disappears from its cluster's etcd), `stop_etcd` (the
+//! node's etcd is down, its member still listed and not healthy, until the faults are cleared).
 //!
 //! Errors are `{"error": "<message>"}`.
 
@@ -49,8 +50,8 @@ pub struct AddNode {
 /// Body of `POST /nodes/{addr}/faults`.
 #[derive(Debug, Deserialize)]
 pub struct FaultRequest {
-    /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster` or
-    /// `lose_etcd_member`.
+    /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster`,
+    /// `lose_etcd_member` or `stop_etcd`.
     pub kind: String,
     /// Reason given by `reject_next_config`.
     pub reason: Option<String>,
@@ -73,6 +74,7 @@ impl FaultRequest {
             )),
             "foreign_cluster" => Fault::ForeignCluster,
             "lose_etcd_member" => Fault::LoseEtcdMember,
+            "stop_etcd" => Fault::StopEtcd,
             other => return Err(format!("unknown fault kind {other:?}")),
         })
     }

@@ -422,6 +422,7 @@ impl Resource for TalosClusterResource {
         match (state.to_spec(), &bundle) {
             (Some(spec), Some(bundle)) => {
                 let configs = plan::check_spec(&spec, Some(bundle), diags)?;
+                plan::check_upgrade_from(&spec, &prior_state.node_versions, diags)?;
                 state.machine_configs = plan::configs_value(&configs);
                 // What apply will do, as the reconcile plans it: warn of upgrades, and leave
                 // `node_versions` unknown where nodes will report something new.

@@ -45,10 +45,9 @@ pub async fn check_maintenance_releases(
             let Ok(client) = NodeClient::connect_insecure(node.ip, &access.connect).await else {
                 return Ok(());
             };
-            let Ok(version) = client.version().await else {
+            let Ok(release) = client.release().await else {
                 return Ok(());
             };
-            let release = version.version.map(|v| v.tag).unwrap_or_default();
             unfit(node, release).map_or(Ok(()), Err)
         });
     join_all(checks).await.into_iter().collect()
@@ -85,11 +84,12 @@ async fn apply_one(
     poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
-            // A node booted from an older template gets the documents its release knows.
+            // A node booted from an older template gets the documents its release knows. Its
+            // release comes from the COSI `version` resource: `Version` is Admin-only in
+            // maintenance mode up to v1.12 (see `NodeClient::release`).
             NodeState::Maintenance => match NodeClient::connect_insecure(node.ip, &access.connect).await {
-                Ok(client) => match client.version().await {
-                    Ok(version) => {
-                        let release = version.version.map(|v| v.tag).unwrap_or_default();
+                Ok(client) => match client.release().await {
+                    Ok(release) => {
                         if let Some(refusal) = unfit(node, release.clone()) {
                             return Err(refusal);
                         }

@@ -38,7 +38,7 @@ pub use validate::{
     check_release_runs_kubernetes, validate, validate_known, Issue, KnownNode, KnownSpec, PathStep,
     Severity,
 };
-pub use version::{KubernetesVersion, TalosMinor, TalosVersion};
+pub use version::{check_upgrade_from, KubernetesVersion, TalosMinor, TalosVersion};
 
 /// Everything that can go wrong while generating a machine configuration.
 #[derive(Debug, thiserror::Error)]

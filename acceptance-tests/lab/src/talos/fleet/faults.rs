@@ -1,6 +1,6 @@
 //! Faults injected into nodes through the Rust API or the admin HTTP API. The connection faults
 //! take effect in `server.rs` (what the node's listener does), `reject_next_config` in
-//! `apply.rs`, `slow_reboot` in `power.rs`.
+//! `apply.rs`, `slow_reboot` in `power.rs`, `etcd_stopped` in `etcd/mod.rs` (`start_etcd`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,6 +25,9 @@ pub struct Faults {
     /// reboot slowed by it after the ordinary reboot delay.
     #[serde(serialize_with = "ser_duration_ms")]
     pub slow_reboot: Option<Duration>,
+    /// The node's etcd is down (its process stopped, its member still listed) until the faults
+    /// are cleared: the member is not healthy.
+    pub etcd_stopped: bool,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -47,6 +50,8 @@ pub enum Fault {
     ForeignCluster,
     /// The node's etcd member disappears from its cluster's member list.
     LoseEtcdMember,
+    /// See [`Faults::etcd_stopped`].
+    StopEtcd,
 }
 
 impl Fleet {
@@ -75,6 +80,17 @@ impl Fleet {
                 node.wake();
             }
             Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
+            Fault::StopEtcd => {
+                if node.etcd.member_id.is_none() {
+                    return Err(FleetError::Fault(format!(
+                        "{address} is not an etcd member"
+                    )));
+                }
+                node.faults.etcd_stopped = true;
+                node.etcd.stop();
+                // The API server and the VIP follow etcd.
+                self.reconcile_kube(&mut state);
+            }
         }
         Ok(())
     }
@@ -89,7 +105,7 @@ impl Fleet {
     }
 
     /// Clears every fault of a node (a hanging node starts answering again; a slowed reboot
-    /// ends after the ordinary reboot delay).
+    /// ends after the ordinary reboot delay; a stopped etcd starts again from its data).
     pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {
         let ordinary = Instant::now() + self.scaled(self.inner.options.reboot_delay);
         let mut state = self.lock()?;
@@ -99,8 +115,12 @@ impl Fleet {
                 *until = (*until).min(ordinary);
             }
         }
+        let etcd_stopped = node.faults.etcd_stopped;
         node.faults = Faults::default();
         node.wake();
+        if etcd_stopped {
+            self.start_etcd(&mut state, address);
+        }
         Ok(())
     }
 }
