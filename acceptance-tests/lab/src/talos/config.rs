@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
+use castle::talos::config::{undocumented_fields, TalosMinor};
 use serde_json::Value;
 
 /// Schemas embedded at build time: the node checks configs without touching the filesystem.
@@ -125,80 +126,11 @@ pub fn version_line(talos_version: &str) -> Option<&'static str> {
     SCHEMAS.iter().map(|(v, _)| *v).find(|v| *v == line)
 }
 
-/// Fields each release line's v1alpha1 types still decode but leave out of the published JSON
-/// schema (`docgen:nodoc`: deprecated or hidden by the contract), as `($defs name, field)`. A
-/// real node takes them (and validates some: `.persist` must stay true), so the lab adds them
-/// to its schema as fields of any content; nothing else the schema lacks is accepted.
-// Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_types.go at v1.10.0, v1.11.0, v1.12.0 and
-// v1.13.0 (the same fields at v1.10.9, v1.11.6, v1.12.11, v1.13.9), each field marked
-// `docgen:nodoc`; e.g. v1.12.0 APIServerConfig `DisablePodSecurityPolicyConfig *bool
-// yaml:"disablePodSecurityPolicy,omitempty"` (line 1093), read by nothing since v1.12 and
-// written by `gen config` up to contract 1.11 (contract.go `HideDisablePSP`).
-fn decoded_but_undocumented(line: &str) -> Vec<(&'static str, &'static str)> {
-    const EVERY_LINE: &[(&str, &str)] = &[
-        ("v1alpha1.Config", "persist"),
-        ("v1alpha1.MachineConfig", "disks"),
-        ("v1alpha1.ClusterConfig", "allowSchedulingOnMasters"),
-        ("v1alpha1.InstallConfig", "extensions"),
-        ("v1alpha1.InstallConfig", "bootloader"),
-        ("v1alpha1.EtcdConfig", "subnet"),
-        ("v1alpha1.Device", "cidr"),
-        ("v1alpha1.Vlan", "cidr"),
-    ];
-    const V1_11: &[(&str, &str)] = &[("v1alpha1.MachineConfig", "systemDiskEncryption")];
-    const V1_12: &[(&str, &str)] = &[
-        ("v1alpha1.MachineConfig", "systemDiskEncryption"),
-        ("v1alpha1.MachineConfig", "time"),
-        ("v1alpha1.MachineConfig", "registries"),
-        ("v1alpha1.NetworkConfig", "hostname"),
-        ("v1alpha1.NetworkConfig", "interfaces"),
-        ("v1alpha1.NetworkConfig", "nameservers"),
-        ("v1alpha1.NetworkConfig", "searchDomains"),
-        ("v1alpha1.NetworkConfig", "extraHostEntries"),
-        ("v1alpha1.NetworkConfig", "disableSearchDomain"),
-        ("v1alpha1.InstallConfig", "extraKernelArgs"),
-        ("v1alpha1.APIServerConfig", "disablePodSecurityPolicy"),
-        ("v1alpha1.FeaturesConfig", "rbac"),
-        ("v1alpha1.FeaturesConfig", "stableHostname"),
-        ("v1alpha1.FeaturesConfig", "apidCheckExtKeyUsage"),
-    ];
-    // v1.13 hides `machine.network` as a whole (and `env`); its old content is still decoded.
-    const V1_13: &[(&str, &str)] = &[
-        ("v1alpha1.MachineConfig", "systemDiskEncryption"),
-        ("v1alpha1.MachineConfig", "time"),
-        ("v1alpha1.MachineConfig", "registries"),
-        ("v1alpha1.MachineConfig", "network"),
-        ("v1alpha1.MachineConfig", "env"),
-        ("v1alpha1.InstallConfig", "extraKernelArgs"),
-        ("v1alpha1.APIServerConfig", "disablePodSecurityPolicy"),
-        ("v1alpha1.FeaturesConfig", "rbac"),
-        ("v1alpha1.FeaturesConfig", "stableHostname"),
-        ("v1alpha1.FeaturesConfig", "apidCheckExtKeyUsage"),
-    ];
-    match line {
-        "v1.11" => V1_11,
-        "v1.12" => V1_12,
-        "v1.13" => V1_13,
-        _ => &[],
-    }
-    .iter()
-    .chain(EVERY_LINE)
-    .copied()
-    .collect()
-}
-
-/// Adds the fields of [`decoded_but_undocumented`] to a schema's definitions (those of types the
-/// schema does not describe at all, such as `Device` on v1.12, come in with their parent).
+/// Adds the fields the line's Talos decodes without publishing them, as castle's schema check
+/// does: one list, castle's (`undocumented_fields`), with the Talos source of each.
 fn with_decoded_fields(schema: &mut Value, line: &str) {
-    for (def, field) in decoded_but_undocumented(line) {
-        if let Some(properties) = schema
-            .pointer_mut(&format!("/$defs/{def}/properties"))
-            .and_then(Value::as_object_mut)
-        {
-            properties
-                .entry(field.to_string())
-                .or_insert_with(|| Value::Object(Default::default()));
-        }
+    if let Some(&minor) = TalosMinor::ALL.iter().find(|m| m.as_str() == line) {
+        undocumented_fields::add_to_schema(schema, minor);
     }
 }
 
@@ -347,9 +279,7 @@ fn semantic_problems(main: &Value, talos_version: &str) -> Vec<String> {
             ));
         }
     }
-    if main.get("persist") == Some(&Value::Bool(false)) {
-        problems.push(".persist should be enabled".into());
-    }
+    problems.extend(undocumented_fields::refusals(main));
     match str_at("/cluster/controlPlane/endpoint") {
         None => problems.push("cluster controlplane endpoint is required".into()),
         Some(endpoint) => {

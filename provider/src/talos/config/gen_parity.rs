@@ -11,7 +11,7 @@ use crate::talos::pki::tests::bundle;
 
 /// Fields whose value castle sets differently from `gen config`, and why.
 const DIFFERENCES: &[(&str, &str)] = &[
-    ("v1alpha1:persist", "deprecated (Talos only refuses false) and not in Talos's published JSON schema, which castle checks every document against"),
+    ("v1alpha1:persist", "deprecated and left out of Talos's published JSON schema (Talos only refuses false); castle writes only documented fields"),
     ("v1alpha1:machine.certSANs", "castle adds the node's IP, the VIP and the endpoint host (Talos adds them anyway)"),
     ("v1alpha1:machine.install.image", "the Image Factory installer of the cluster's extensions"),
     ("v1alpha1:machine.network", "v1.10/v1.11: castle's static network; v1.12: gen's empty compatibility block, castle uses network documents"),

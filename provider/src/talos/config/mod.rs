@@ -18,6 +18,7 @@ pub mod patch;
 pub mod schema;
 mod schematic;
 mod spec;
+pub mod undocumented_fields;
 mod validate;
 mod version;
 

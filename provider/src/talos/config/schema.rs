@@ -1,10 +1,13 @@
-//! Talos's own JSON Schemas, embedded, to check every generated and patched document.
+//! Talos's own JSON Schemas, embedded, to check every generated and patched document, plus
+//! the fields each release still decodes without publishing them
+//! ([`undocumented_fields`](super::undocumented_fields)).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
+use super::undocumented_fields::{add_to_schema, refusals};
 use super::version::TalosMinor;
 
 const V1_10: &str = include_str!("../../../schemas/talos/v1.10/config.schema.json");
@@ -61,11 +64,12 @@ fn validator(minor: TalosMinor, definition: &str) -> Result<Arc<jsonschema::Vali
     }
     // Validate against one definition, not the root oneOf, so errors say what is wrong.
     let root = root_schema(minor);
-    let schema = serde_json::json!({
+    let mut schema = serde_json::json!({
         "$schema": root["$schema"],
         "$defs": root["$defs"],
         "$ref": format!("#/$defs/{definition}"),
     });
+    add_to_schema(&mut schema, minor);
     let compiled =
         Arc::new(jsonschema::draft202012::new(&schema).map_err(|e| format!("schema: {e}"))?);
     cache
@@ -75,7 +79,8 @@ fn validator(minor: TalosMinor, definition: &str) -> Result<Arc<jsonschema::Vali
     Ok(compiled)
 }
 
-/// Checks one document against its release line's schema; the error lists the violations.
+/// Checks one document against its release line's schema (with the fields Talos decodes without
+/// publishing them, refusing what Talos refuses among those); the error lists the violations.
 pub fn validate_document(minor: TalosMinor, doc: &Value) -> Result<(), String> {
     let Some(definition) = definition_for(minor, doc) else {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -85,7 +90,7 @@ pub fn validate_document(minor: TalosMinor, doc: &Value) -> Result<(), String> {
         ));
     };
     let validator = validator(minor, &definition)?;
-    let errors: Vec<String> = validator
+    let mut errors: Vec<String> = validator
         .iter_errors(doc)
         .take(5)
         .map(|e| {
@@ -97,6 +102,9 @@ pub fn validate_document(minor: TalosMinor, doc: &Value) -> Result<(), String> {
             }
         })
         .collect();
+    if definition == "v1alpha1.Config" {
+        errors.extend(refusals(doc));
+    }
     if errors.is_empty() {
         Ok(())
     } else {

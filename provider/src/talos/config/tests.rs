@@ -365,11 +365,37 @@ fn a_patch_that_is_not_yaml_is_an_issue_on_that_patch() {
 }
 
 #[test]
-fn a_network_interfaces_patch_is_refused_on_v1_12() {
+fn a_v1_12_patch_from_a_talos_guide_with_network_interfaces_passes_but_unknown_fields_do_not() {
+    // Talos 1.12 still decodes `machine.network.interfaces` though its schema leaves it out.
     let mut s = spec("v1.12.1");
-    s.patches = vec!["machine:\n  network:\n    interfaces: [{interface: eth0}]\n".into()];
+    s.patches = vec!["machine:
+  network:
+    interfaces: [{interface: eth0, mtu: 9000}]
+"
+    .into()];
+    let docs = generate(&s, "worker-1");
+    assert_eq!(docs[0]["machine"]["network"]["interfaces"][0]["mtu"], 9000);
+    // A field no release decodes is refused, naming it and the patch.
+    s.patches = vec!["machine:
+  network:
+    notAField: true
+"
+    .into()];
     let err = generate_node_config(&s, bundle(), "worker-1").unwrap_err();
-    assert!(err.to_string().contains("patches[0]"), "{err}");
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::PatchSchema { .. }), "{msg}");
+    assert!(
+        msg.contains("patches[0]") && msg.contains("notAField"),
+        "{msg}"
+    );
+    // `persist` is decoded too, but Talos refuses it false with this message.
+    s.patches = vec!["persist: false\n".into()];
+    let msg = generate_node_config(&s, bundle(), "worker-1")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains(".persist should be enabled"), "{msg}");
+    s.patches = vec!["persist: true\n".into()];
+    generate_node_config(&s, bundle(), "worker-1").unwrap();
 }
 
 #[test]
