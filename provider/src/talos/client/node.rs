@@ -345,24 +345,29 @@ impl NodeClient {
     /// resource API Talos serves beside MachineService. An Image Factory image also carries an
     /// extension named `schematic` whose version is the schematic id.
     pub async fn extensions(&self) -> Result<Vec<Extension>, TalosError> {
+        let specs = self
+            .list_specs("ExtensionStatuses.runtime.talos.dev")
+            .await?;
+        Ok(specs
+            .iter()
+            .filter_map(|yaml| Extension::from_spec(yaml))
+            .collect())
+    }
+
+    /// The YAML specs of every resource of `kind` in the `runtime` namespace, through the COSI
+    /// resource API (`talosctl get <kind>`).
+    async fn list_specs(&self, kind: &str) -> Result<Vec<String>, TalosError> {
         let request = cosi::ListRequest {
             namespace: "runtime".into(),
-            r#type: "ExtensionStatuses.runtime.talos.dev".into(),
+            r#type: kind.into(),
         };
         let reply = self.state.clone().list(self.request(request)).await;
         let mut stream = reply.map_err(status_error("List"))?.into_inner();
-        let mut extensions = Vec::new();
+        let mut specs = Vec::new();
         while let Some(item) = stream.message().await.map_err(status_error("List"))? {
-            let yaml = item
-                .resource
-                .and_then(|r| r.spec)
-                .map(|s| s.yaml_spec)
-                .unwrap_or_default();
-            if let Some(extension) = Extension::from_spec(&yaml) {
-                extensions.push(extension);
-            }
+            specs.extend(item.resource.and_then(|r| r.spec).map(|s| s.yaml_spec));
         }
-        Ok(extensions)
+        Ok(specs)
     }
 
     /// The release the node runs, as `talosctl get version` reads it: the `version` resource
@@ -374,18 +379,7 @@ impl NodeClient {
     /// certificate in maintenance mode: v1.10 to v1.12 register the COSI state there for
     /// readers, v1.13's apid lets readers list.
     pub async fn release(&self) -> Result<String, TalosError> {
-        let request = cosi::ListRequest {
-            namespace: "runtime".into(),
-            r#type: "Versions.runtime.talos.dev".into(),
-        };
-        let reply = self.state.clone().list(self.request(request)).await;
-        let mut stream = reply.map_err(status_error("List"))?.into_inner();
-        while let Some(item) = stream.message().await.map_err(status_error("List"))? {
-            let yaml = item
-                .resource
-                .and_then(|r| r.spec)
-                .map(|s| s.yaml_spec)
-                .unwrap_or_default();
+        for yaml in self.list_specs("Versions.runtime.talos.dev").await? {
             let tag = yaml
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("version:"))
