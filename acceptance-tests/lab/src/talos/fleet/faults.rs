@@ -1,6 +1,6 @@
 //! Faults injected into nodes through the Rust API or the admin HTTP API. The connection faults
 //! take effect in `server.rs` (what the node's listener does), `reject_next_config` in
-//! `apply.rs`, `slow_reboot` in `power.rs`.
+//! `apply.rs`, `slow_reboot` and `power_cycle` in `power.rs`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub struct Faults {
     /// reboot slowed by it after the ordinary reboot delay.
     #[serde(serialize_with = "ser_duration_ms")]
     pub slow_reboot: Option<Duration>,
+    /// A power cut armed to strike while the node drains for its next Upgrade (after it
+    /// answered, before the installer is written), off for this long (before time scaling).
+    #[serde(serialize_with = "ser_duration_ms")]
+    pub power_cycle_in_upgrade: Option<Duration>,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -47,11 +51,19 @@ pub enum Fault {
     ForeignCluster,
     /// The node's etcd member disappears from its cluster's member list.
     LoseEtcdMember,
+    /// The machine loses power at once (no drain, no etcd leave) and comes back on after this
+    /// long (before time scaling): see [`Fleet::power_cycle`].
+    PowerCycle(Duration),
+    /// See [`Faults::power_cycle_in_upgrade`].
+    PowerCycleInUpgrade(Duration),
 }
 
 impl Fleet {
     /// Injects a fault into a node.
     pub fn inject(&self, address: IpAddr, fault: Fault) -> Result<(), FleetError> {
+        if let Fault::PowerCycle(off) = fault {
+            return self.power_cycle(address, off);
+        }
         let mut state = self.lock()?;
         let node = state.node_mut(address)?;
         match fault {
@@ -75,6 +87,8 @@ impl Fleet {
                 node.wake();
             }
             Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
+            Fault::PowerCycle(_) => unreachable!("handled above, without the lock"),
+            Fault::PowerCycleInUpgrade(off) => node.faults.power_cycle_in_upgrade = Some(off),
         }
         Ok(())
     }
@@ -133,5 +147,6 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         kube_addons: Default::default(),
         reboot_part: serde_json::Value::Null,
         documents: vec!["v1alpha1".into()],
+        v1alpha1: serde_json::Value::Null,
     })
 }

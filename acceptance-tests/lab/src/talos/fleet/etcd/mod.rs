@@ -49,9 +49,14 @@ pub(crate) struct NodeEtcd {
 
 impl NodeEtcd {
     /// The machine goes down: etcd stops; the next boot starts it again, even after a leave.
+    /// A Bootstrap whose etcd has not written its data yet is lost: Talos keeps the request
+    /// only in the service it loads (Talos: internal/app/machined/pkg/system/services/etcd.go
+    /// (v1.12.0) `BootstrapEtcd` loads an `Etcd{Bootstrap: true}`), so the next boot waits to
+    /// join, or to be bootstrapped again.
     pub(crate) fn power_down(&mut self) {
         self.stop();
         self.left = false;
+        self.bootstrap = false;
     }
 
     /// Stops the service (its process dies with the pipe) and forgets what it reported.
