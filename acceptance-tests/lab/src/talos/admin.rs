@@ -25,7 +25,9 @@
 //! comes back on after that long; it boots its installed config, or maintenance mode if it had
 //! none), `power_cycle_in_upgrade` (`"off_ms"`: the same power cut, armed to strike halfway
 //! through the drain of the node's next Upgrade, after its answer and before the installer is
-//! written, so the node boots its old release). In the whole lab (`castle-lab serve`), cycle a VM's power through Proxmox instead
+//! written, so the node boots its old release), `power_cycle_in_bootstrap` (`"off_ms"`: the
+//! same, right after the node answers its next Bootstrap and before etcd writes its data, so
+//! the node comes back waiting to be bootstrapped). In the whole lab (`castle-lab serve`), cycle a VM's power through Proxmox instead
 //! (stop, then start: the wiring does the same to the node), so that Proxmox shows it too.
 //!
 //! Errors are `{"error": "<message>"}`.
@@ -57,7 +59,8 @@ pub struct AddNode {
 #[derive(Debug, Deserialize)]
 pub struct FaultRequest {
     /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster`,
-    /// `lose_etcd_member`, `power_cycle` or `power_cycle_in_upgrade`.
+    /// `lose_etcd_member`, `power_cycle`, `power_cycle_in_upgrade` or
+    /// `power_cycle_in_bootstrap`.
     pub kind: String,
     /// Reason given by `reject_next_config`.
     pub reason: Option<String>,
@@ -88,6 +91,9 @@ impl FaultRequest {
             )),
             "power_cycle_in_upgrade" => Fault::PowerCycleInUpgrade(Duration::from_millis(
                 self.off_ms.ok_or("power_cycle_in_upgrade needs off_ms")?,
+            )),
+            "power_cycle_in_bootstrap" => Fault::PowerCycleInBootstrap(Duration::from_millis(
+                self.off_ms.ok_or("power_cycle_in_bootstrap needs off_ms")?,
             )),
             other => return Err(format!("unknown fault kind {other:?}")),
         })

@@ -29,6 +29,10 @@ pub struct Faults {
     /// answered, before the installer is written), off for this long (before time scaling).
     #[serde(serialize_with = "ser_duration_ms")]
     pub power_cycle_in_upgrade: Option<Duration>,
+    /// A power cut armed to strike right after the node answers its next Bootstrap, before
+    /// etcd has written its data, off for this long (before time scaling).
+    #[serde(serialize_with = "ser_duration_ms")]
+    pub power_cycle_in_bootstrap: Option<Duration>,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -56,6 +60,8 @@ pub enum Fault {
     PowerCycle(Duration),
     /// See [`Faults::power_cycle_in_upgrade`].
     PowerCycleInUpgrade(Duration),
+    /// See [`Faults::power_cycle_in_bootstrap`].
+    PowerCycleInBootstrap(Duration),
 }
 
 impl Fleet {
@@ -89,6 +95,7 @@ impl Fleet {
             Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
             Fault::PowerCycle(_) => unreachable!("handled above, without the lock"),
             Fault::PowerCycleInUpgrade(off) => node.faults.power_cycle_in_upgrade = Some(off),
+            Fault::PowerCycleInBootstrap(off) => node.faults.power_cycle_in_bootstrap = Some(off),
         }
         Ok(())
     }

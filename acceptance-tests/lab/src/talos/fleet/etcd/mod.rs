@@ -297,6 +297,15 @@ impl Fleet {
         node.etcd.stop();
         node.etcd.bootstrap = true;
         node.etcd.left = false;
+        if let Some(off) = node.faults.power_cycle_in_bootstrap.take() {
+            // The power goes before etcd writes its data; the answer gets out first.
+            let fleet = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = fleet.power_cycle(address, off);
+            });
+            return Ok(());
+        }
         self.start_etcd(&mut state, address);
         Ok(())
     }
