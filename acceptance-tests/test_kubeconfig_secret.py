@@ -150,6 +150,54 @@ def test_existing_secret_with_another_value_names_the_import_command(tf, infisic
     assert stored(infisical_lab)["value"] == "someone else's"
 
 
+def cluster_kubeconfig(ca, client_certificate, server="https://10.0.0.10:6443"):
+    """A kubeconfig as castle_talos_cluster writes it: the cluster's CA and server, a client
+    certificate."""
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: home
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+contexts:
+- name: admin@home
+  context:
+    cluster: home
+    user: admin@home
+current-context: admin@home
+users:
+- name: admin@home
+  user:
+    client-certificate-data: {client_certificate}
+    client-key-data: bGFiLWtleQ==
+"""
+
+
+def test_an_existing_kubeconfig_of_the_same_cluster_is_replaced_but_another_clusters_is_refused(tf, infisical_lab):
+    # An earlier run's kubeconfig, left in Infisical when its Terraform state was lost; the
+    # cluster, re-created from its escrowed secrets, issued a new client certificate.
+    earlier = cluster_kubeconfig("Q0EtaG9tZQ==", "b2xkLWNlcnQ=")
+    infisical_lab.set_secret("/clusters/home", "KUBECONFIG", earlier)
+    current = cluster_kubeconfig("Q0EtaG9tZQ==", "bmV3LWNlcnQ=")
+    work = tf("same-cluster")
+    work.write(main_tf(infisical_lab, kubeconfig=current))
+    result = words(work.apply())
+    assert "Warning: Secret KUBECONFIG replaced: it held this cluster's older credentials" in result, result
+    assert "bmV3LWNlcnQ" not in result and "b2xkLWNlcnQ" not in result
+    assert stored(infisical_lab)["value"] == trimmed(current)
+    assert work.plan_is_empty()
+
+    # Another cluster's kubeconfig (another CA) at the same kind of place is still not ours.
+    infisical_lab.set_secret("/clusters/other", "KUBECONFIG", cluster_kubeconfig("Q0Etb3RoZXI=", "b2xkLWNlcnQ="))
+    other = tf("other-cluster")
+    other.write(main_tf(infisical_lab, kubeconfig=current, path="/clusters/other"))
+    refused = words(str(other.apply(expect_fail=True)))
+    assert "terraform import" in refused, refused
+    assert stored(infisical_lab, path="/clusters/other")["value"] == \
+        trimmed(cluster_kubeconfig("Q0Etb3RoZXI=", "b2xkLWNlcnQ="))
+
+
 def test_destroy_removes_the_secrets(tf, infisical_lab):
     work = tf("destroy")
     talos = """

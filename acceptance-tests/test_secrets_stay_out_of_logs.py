@@ -12,7 +12,7 @@ PVE_PASSWORD = 'pve-pass-7f3a9c'
 PREFIX = '127.0.7.'
 
 
-def test_passwords_keys_and_kubeconfigs_stay_out_of_trace_logs(tf, tmp_path, infisical_lab):
+def test_passwords_keys_kubeconfigs_and_escrowed_cluster_secrets_stay_out_of_trace_logs(tf, tmp_path, infisical_lab):
     pve = ServedPve(tmp_path / 'pve', time_scale=0.01, password=PVE_PASSWORD)
     talos = TalosLab([PREFIX + '11'])
     try:
@@ -37,8 +37,17 @@ resource "castle_proxmox_vm" "vm" {
   }
 }
 
+resource "castle_talos_secrets" "s" {
+  escrow {
+    project_id  = "%(project)s"
+    environment = "dev"
+    name        = "logs"
+  }
+}
+
 resource "castle_talos_cluster" "c" {
   name               = "logs"
+  secrets            = castle_talos_secrets.s.secrets
   endpoint           = "https://%(p)s11:6443"
   talos_version      = "v1.12.0"
   kubernetes_version = "v1.33.2"
@@ -62,7 +71,12 @@ resource "castle_kubeconfig_secret" "k" {
         assert 'proxmox request' in text and 'etcd bootstrapped' in text
         kubeconfig = t.resources()['castle_talos_cluster.c']['kubeconfig']
         client_key = [line for line in kubeconfig.splitlines() if 'client-key-data' in line][0].split()[-1]
-        for secret in (PVE_PASSWORD, infisical_lab.client_secret, client_key[:40], 'PRIVATE KEY'):
+        # The cluster's secrets, escrowed in Infisical: none of their keys or tokens either.
+        bundle = t.resources()['castle_talos_secrets.s']['secrets']
+        bundle_words = [line.split()[-1][:40] for line in bundle.splitlines()
+                        if line.strip().startswith(('key:', 'secret:', 'token:', 'bootstraptoken:'))]
+        assert len(bundle_words) >= 6
+        for secret in (PVE_PASSWORD, infisical_lab.client_secret, client_key[:40], 'PRIVATE KEY', *bundle_words):
             assert secret not in text, 'a secret reached the log: %s...' % secret[:8]
         t.destroy()
     finally:

@@ -154,9 +154,13 @@ def check_converged(lab, tf):
                 problems.append('etcd members seen by %s are %s%s, not the control planes %s'
                                 % (mine['name'], names, ' (learners: %s)' % learners if learners else '',
                                    sorted(control_planes)))
-    # No secret in Infisical that state does not know.
+    # No secret in Infisical that state does not know: the kubeconfig secrets, and the escrow of
+    # the cluster's secrets.
     expected = set()
     for address, values in resources.items():
+        if address.startswith('castle_talos_secrets.'):
+            for escrow in values.get('escrow') or []:
+                expected.add((escrow['environment'], escrow.get('path') or '/', escrow['key']))
         if address.startswith('castle_kubeconfig_secret.'):
             path = values.get('path') or '/'
             expected.add((values['environment'], path, values.get('kubeconfig_key') or 'KUBECONFIG'))

@@ -81,7 +81,17 @@ resource "castle_proxmox_vm" "node" {
 # The cluster's identity (CAs, keys, tokens), stored by Terraform before any node sees it: an
 # apply killed halfway through the cluster's create is finished by the next one. To bring an
 # existing cluster, set secrets_yaml = file("secrets.yaml") (talosctl gen secrets output).
-resource "castle_talos_secrets" "this" {}
+resource "castle_talos_secrets" "this" {
+  # A copy in Infisical, written before the create returns: if Terraform's state is lost (a
+  # remote backend uploads at most every 20 s), the next apply takes the same secrets from
+  # here instead of generating others that the nodes would refuse (docs/adr/0017-secrets-escrow.md).
+  escrow {
+    project_id  = var.infisical_project_id
+    environment = var.infisical_environment
+    path        = "/clusters/${var.cluster_name}"
+    name        = var.cluster_name
+  }
+}
 
 resource "castle_talos_cluster" "this" {
   name               = var.cluster_name

@@ -2,6 +2,8 @@
 //! `castle_kubeconfig_secret`, free of Terraform types.
 //!
 //! - [`create_or_adopt`]: create, or adopt an existing secret that already holds the value.
+//! - [`create_or_take_over`]: the same, and also overwrite an existing value the caller
+//!   recognises as its own (e.g. credentials of the same cluster).
 //! - [`push`]: update, or create again if the secret vanished meanwhile.
 //! - [`refresh`]: read back, keeping the wanted value when Infisical only trimmed it.
 //! - [`remove`]: delete, a secret already gone counting as done.
@@ -44,6 +46,15 @@ pub struct Refreshed {
     pub version: i64,
 }
 
+/// How [`create_or_take_over`] brought the secret to the wanted value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Created, or found already holding the value (modulo Infisical's trimming).
+    Written(i64),
+    /// Found holding another value the caller recognised as its own, and overwritten.
+    TookOver(i64),
+}
+
 /// Creates the secret, adopting an existing one that already holds the same value (modulo
 /// Infisical's trimming). Returns the version.
 pub async fn create_or_adopt(
@@ -53,13 +64,33 @@ pub async fn create_or_adopt(
     comment: &str,
     deadline: Instant,
 ) -> Result<i64, SyncError> {
+    match create_or_take_over(client, at, value, comment, deadline, |_| false).await? {
+        Created::Written(version) | Created::TookOver(version) => Ok(version),
+    }
+}
+
+/// Creates the secret; an existing one holding the same value is adopted, one holding a value
+/// for which `ours` answers true is overwritten, any other is left alone
+/// ([`SyncError::AlreadyExistsDifferent`]).
+pub async fn create_or_take_over(
+    client: &Client,
+    at: &SecretRef,
+    value: &str,
+    comment: &str,
+    deadline: Instant,
+    ours: impl Fn(&str) -> bool,
+) -> Result<Created, SyncError> {
     match client.create_secret(at, value, comment, deadline).await {
-        Ok(secret) => Ok(secret.version),
+        Ok(secret) => Ok(Created::Written(secret.version)),
         Err(e) if e.is_already_exists() => {
             let existing = client.get_secret(at, deadline).await?;
             if same_modulo_trimming(value, &existing.secret_value) {
                 tracing::info!(key = %at.key, path = %at.path, "adopted existing Infisical secret with the same value");
-                Ok(existing.version)
+                Ok(Created::Written(existing.version))
+            } else if ours(&existing.secret_value) {
+                tracing::info!(key = %at.key, path = %at.path, "overwriting an Infisical secret recognised as ours");
+                let secret = client.update_secret(at, value, comment, deadline).await?;
+                Ok(Created::TookOver(secret.version))
             } else {
                 Err(SyncError::AlreadyExistsDifferent { at: at.clone() })
             }

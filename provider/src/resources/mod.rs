@@ -12,6 +12,7 @@ use crate::provider::ProviderData;
 
 pub mod attributes;
 pub mod diag;
+pub mod infisical_access;
 pub mod kubeconfig_secret;
 pub mod proxmox_vm;
 pub mod talos_cluster;
@@ -27,7 +28,7 @@ pub fn all(data: &Arc<ProviderData>) -> HashMap<String, Box<dyn DynamicResource>
     );
     resources.insert(
         "talos_secrets".into(),
-        Box::new(talos_secrets::TalosSecretsResource),
+        Box::new(talos_secrets::TalosSecretsResource::new(data.clone())),
     );
     resources.insert(
         "proxmox_vm".into(),

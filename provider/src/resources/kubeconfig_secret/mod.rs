@@ -7,6 +7,7 @@
 //! - Values reach only state (sensitive): never logs, never diagnostics.
 
 mod queued;
+mod same_cluster;
 mod schema;
 mod state;
 
@@ -20,21 +21,19 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 use tokio::time::Instant;
 
 use crate::infisical::sync::{self, SyncError};
-use crate::infisical::{self, same_modulo_trimming, Credentials, SecretRef};
+use crate::infisical::{self, same_modulo_trimming, SecretRef};
 use crate::provider::ProviderData;
 use crate::resources::diag::unable;
+use crate::resources::infisical_access;
 use crate::resources::timeouts::Operation;
 
 pub use queued::{Queued, QueuedWrite};
-pub use state::{parse_id, KubeconfigSecretState};
+pub use state::{check_key, check_path, parse_id, KubeconfigSecretState};
 
 /// Every operation's default timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reads have no configurable timeout; this bounds their retries.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the plan-time credential check may take before the endpoint counts as not
-/// answering.
-const CREDENTIALS_CHECK_BUDGET: Duration = Duration::from_secs(5);
 
 /// The resource.
 pub struct KubeconfigSecretResource {
@@ -47,54 +46,12 @@ impl KubeconfigSecretResource {
         Self { data }
     }
 
-    /// Plan-time check of the provider's Infisical credentials (once per provider process):
-    /// refused credentials are an error naming the setting, an endpoint that does not answer a
-    /// warning (apply would fail, but a plan made offline is still useful). Skipped while the
-    /// settings are not known yet.
     async fn check_credentials(&self, diags: &mut Diagnostics) {
-        let Ok(client) = self.data.infisical() else {
-            return;
-        };
-        match client.check_credentials(CREDENTIALS_CHECK_BUDGET).await {
-            Ok(()) => {}
-            Err(Credentials::Refused(detail)) => diags.root_error(
-                "Invalid Infisical credentials",
-                format!(
-                    "Infisical at {host} refused the provider's machine identity: check \
-                     client_id and client_secret in the provider's infisical block (or \
-                     INFISICAL_UNIVERSAL_AUTH_CLIENT_ID / INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET). \
-                     Infisical locks the identity out after 3 failed logins in a row. {detail}",
-                    host = client.host(),
-                ),
-            ),
-            Err(Credentials::Unreachable(detail)) => self.data.warn_once(
-                diags,
-                "Infisical did not answer",
-                format!(
-                    "Could not reach Infisical at {host} (the provider's infisical.host, or \
-                     INFISICAL_HOST) to check the credentials; apply will fail unless it \
-                     answers by then. {detail}",
-                    host = client.host(),
-                ),
-            ),
-            Err(Credentials::Untrusted(detail)) => {
-                diags.root_error("Infisical's TLS certificate is not trusted", detail)
-            }
-            Err(Credentials::Other(detail)) => {
-                self.data
-                    .warn_once(diags, "Could not check the Infisical credentials", detail)
-            }
-        }
+        infisical_access::check_credentials(&self.data, diags).await
     }
 
     fn client(&self, diags: &mut Diagnostics, action: &str) -> Option<Arc<infisical::Client>> {
-        match self.data.infisical() {
-            Ok(client) => Some(client),
-            Err(why) => {
-                unable(diags, action, why);
-                None
-            }
-        }
+        infisical_access::client(&self.data, diags, action)
     }
 }
 
@@ -139,7 +96,8 @@ fn waits(private: &Value<Queued>, key: &str) -> bool {
         .is_some_and(|q| q.writes.iter().any(|w| w.key == key))
 }
 
-/// Creates one secret (or adopts one holding the value). When Infisical queues the creation as
+/// Creates one secret (or adopts one holding the value, or overwrites one holding
+/// credentials of the same cluster: see `same_cluster`). When Infisical queues the creation as
 /// a change request, the request is recorded in `queued` and a warning says so: the resource
 /// is kept in state with a null version, so the next apply finds the request instead of
 /// queueing a second one (Terraform keeps no private state for a create that fails), and the
@@ -153,26 +111,28 @@ async fn create_once(
     queued: &mut Queued,
     diags: &mut Diagnostics,
 ) -> Option<Value<i64>> {
-    match sync::create_or_adopt(client, at, value, comment, deadline).await {
-        Ok(version) => Some(Value::Value(version)),
+    let same = |existing: &str| same_cluster::same_cluster(existing, value);
+    match sync::create_or_take_over(client, at, value, comment, deadline, same).await {
+        Ok(sync::Created::Written(version)) => Some(Value::Value(version)),
+        Ok(sync::Created::TookOver(version)) => {
+            diags.root_warning(
+                format!("Secret {} replaced: it held this cluster's older credentials", at.key),
+                format!(
+                    "Secret {key} at {path} in environment {environment} already existed with                      credentials for the same cluster (same servers and CA certificate) but                      other client credentials, as a run whose Terraform state was lost leaves                      it. castle wrote the current ones over it.",
+                    key = at.key,
+                    path = at.path,
+                    environment = at.environment,
+                ),
+            );
+            Some(Value::Value(version))
+        }
         Err(SyncError::Api(infisical::Error::ChangeRequested {
             slug,
             id,
             environment,
             ..
         })) => {
-            diags.root_warning(
-                format!("Secret {} waits for approval in Infisical", at.key),
-                format!(
-                    "Infisical did not create secret {key} but queued it as change request {slug:?} \
-                     (id {id}), because environment {environment:?} has a change policy that \
-                     applies to machine identities. Approve and merge that request in Infisical; \
-                     castle remembers it, queues no second one, and shows the secret's version once \
-                     it is merged. If the request is rejected, change the value or comment to \
-                     queue a new one.",
-                    key = at.key,
-                ),
-            );
+            infisical_access::warn_creation_queued(diags, at, &slug, &id, &environment);
             queued.record(QueuedWrite {
                 key: at.key.clone(),
                 value: value.to_string(),
@@ -323,10 +283,7 @@ impl Resource for KubeconfigSecretResource {
         let Value::Value(mut state) = state else {
             return Some((state, private_state));
         };
-        if matches!(
-            self.data.infisical(),
-            Err(crate::provider::Unavailable::NotYetKnown)
-        ) {
+        if infisical_access::not_yet_known(&self.data) {
             // The provider's settings come from resources not created yet: keep what state has.
             return Some((Value::Value(state), private_state));
         }

@@ -12,6 +12,7 @@ use crate::infisical::same_modulo_trimming;
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Queued {
     /// Waiting writes.
+    #[serde(default)]
     pub writes: Vec<QueuedWrite>,
 }
 
