@@ -85,7 +85,11 @@ async fn apply_one(
                 tracing::info!(node = %node.name, ip = %node.ip, "machine configuration applied");
                 Ok(Ok(Taken::Installing))
             }
-            Err(e) => apply_failed(node, e),
+            // Over the insecure channel, only a refusal is final.
+            Err(e) if e.class() == ErrorClass::Final => {
+                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
+            }
+            Err(e) => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
         }
     })
     .await?;
