@@ -493,6 +493,75 @@ def test_a_create_killed_after_the_start_is_adopted_but_a_running_vm_whose_creat
     t.assert_plan_empty()
 
 
+# Two VMs on static addresses, replaced create-before-destroy as the flagship example's are.
+TWO_REPLACEABLE = '''
+resource "castle_proxmox_vm" "node" {
+  for_each = { a = "10.5.0.41", b = "10.5.0.42" }
+  node     = "pve1"
+  name     = each.key
+  clone {
+    template_id = %d
+  }
+  ipv4 {
+    address = "${each.value}/24"
+    gateway = "10.5.0.1"
+  }
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+''' % TEMPLATE_ID
+
+
+def running_vmids(pve):
+    vms = vms_by_name(pve)
+    assert len(vms) == len(pve.vms()), pve.vms()
+    assert all(status == 'running' for _, _, status, _ in vms.values()), vms
+    return {name: vmid for name, (vmid, *_) in vms.items()}
+
+
+@STYLE_FREE
+def test_a_vm_whose_state_was_lost_is_adopted_not_cloned_again(tf, pve):
+    # What a remote backend that had not uploaded the VM's state when Terraform was killed
+    # leaves: the VM finished, state does not know it. `terraform state rm` makes that state.
+    t = tf()
+    t.write(provider_block(pve) + TWO_REPLACEABLE)
+    t.apply()
+    before = running_vmids(pve)
+    t.run('state', 'rm', 'castle_proxmox_vm.node["a"]')
+    out = t.apply()
+    assert 'castle adopted it instead of cloning another' in out, out
+    assert running_vmids(pve) == before
+    assert t.resources()['castle_proxmox_vm.node["a"]']['id'] == 'pve1/%d' % before['a']
+    t.assert_plan_empty()
+
+
+@STYLE_FREE
+def test_a_replaced_or_tainted_vm_is_cloned_anew_and_the_old_one_deleted_never_adopted(tf, pve):
+    # The VM a create_before_destroy replacement replaces is a finished VM of this workspace
+    # with the wanted name, like a lost one; the plan saw it in state, so it is never adopted.
+    t = tf()
+    t.write(provider_block(pve) + TWO_REPLACEABLE)
+    t.apply()
+    first = running_vmids(pve)
+    out = t.apply('-replace=castle_proxmox_vm.node["a"]')
+    assert 'adopted' not in out, out
+    replaced = running_vmids(pve)
+    assert sorted(replaced) == ['a', 'b'] and replaced['b'] == first['b']
+    assert replaced['a'] not in first.values()
+    t.run('taint', 'castle_proxmox_vm.node["b"]')
+    t.apply()
+    tainted = running_vmids(pve)
+    assert tainted['a'] == replaced['a'] and tainted['b'] not in replaced.values()
+    # Without a refresh a tainted VM is shown to no one: castle cannot know it is in state,
+    # so it clones.
+    t.run('taint', 'castle_proxmox_vm.node["b"]')
+    assert 'adopted' not in t.apply('-refresh=false')
+    unrefreshed = running_vmids(pve)
+    assert unrefreshed['a'] == replaced['a'] and unrefreshed['b'] not in tainted.values()
+    t.assert_plan_empty()
+
+
 def test_vms_castle_creates_carry_the_managed_tag_which_state_does_not_show(tf, pve):
     t = tf()
     t.write(provider_block(pve) + one_vm(extra='tags = ["talos"]'))

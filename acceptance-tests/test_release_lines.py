@@ -56,6 +56,16 @@ def test_a_cluster_comes_up_on_every_release_line_with_its_default_kubernetes(tf
         assert 'kube-apiserver:%s' % DEFAULT_KUBERNETES[talos] in config
         assert lab.nodes()[PREFIX + '11']['kube_apiserver_failure'] is None
         t.assert_plan_empty()
+        if talos.startswith('v1.10.'):
+            # v1.13's installer upgrades only from v1.11.0 on (MinimumHostUpgradeVersion): the
+            # plan refuses the jump, naming the node and the line to go through.
+            # Kubernetes pinned where it is (inside v1.13's window), so only Talos changes.
+            t.write((HCL % {'prefix': PREFIX, 'talos': 'v1.13.9'}).replace(
+                'talos_version = "v1.13.9"', 'talos_version = "v1.13.9"\n  kubernetes_version = "v1.33.0"'))
+            out = ' '.join(t.plan(expect_fail=True).split())
+            assert 'Unsupported Talos upgrade' in out, out
+            assert 'Node cp-1 cannot be upgraded to v1.13.9' in out, out
+            assert 'upgrade it to a v1.12 release first' in out, out
     finally:
         lab.stop()
 

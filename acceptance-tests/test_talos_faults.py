@@ -248,3 +248,27 @@ def test_destroy_succeeds_when_a_node_is_already_gone(tf, talos):
     nodes = talos.nodes()
     assert {nodes[ip(n)]['state'] for n in ('cp-1', 'cp-2', 'cp-3')} <= {'maintenance', 'booting'}
     assert t.resources() == {}
+
+
+def test_an_upgrade_refused_for_an_unhealthy_etcd_member_fails_at_once_and_the_next_apply_completes(tf, talos):
+    # Three control planes: with two, Talos refuses any control-plane upgrade for the count.
+    cps = {name: host for name, host in NODES.items() if name.startswith('cp')}
+    t = tf()
+    t.write(cluster_hcl(cps))
+    t.apply()
+    # cp-3's etcd goes down; its member stays listed. Talos validates etcd on the node it
+    # upgrades (cp-1 first) and finds cp-3's member unhealthy. A refusal retried until the
+    # timeout would end in "timed out waiting for the upgrade to be accepted".
+    talos.fault(ip('cp-3'), 'stop_etcd')
+    t.write(cluster_hcl(cps, timeouts='update = "3m"', talos_version='v1.12.1'))
+    out = flat(t.apply(expect_fail=True))
+    assert 'node cp-1 (127.0.5.11) refused the upgrade' in out, out
+    assert 'is not healthy; all members must be healthy to perform an upgrade' in out, out
+    assert 'cp-3' in out.split('refused the upgrade', 1)[1], out  # the member, by name
+    assert 'timed out' not in out, out
+    assert {talos.nodes()[ip(n)]['talos_version'] for n in cps} == {'v1.12.0'}
+
+    talos.clear_faults(ip('cp-3'))
+    t.apply()
+    assert {talos.nodes()[ip(n)]['talos_version'] for n in cps} == {'v1.12.1'}
+    assert_healthy(talos, t, cps)

@@ -60,6 +60,27 @@ def test_nodes_booted_from_an_older_template_end_on_talos_version_with_their_ext
     t.assert_plan_empty()
 
 
+def test_a_kubernetes_version_the_older_template_cannot_run_is_refused_before_any_node_changes(tf, talos):
+    # v1.11 runs Kubernetes 1.29 to 1.34: a v1.11 node given the v1.11 documents with a v1.35
+    # kubelet would refuse them (Talos RuntimeValidate), and castle upgrades it only after it
+    # joined. The plan cannot know the template; the apply refuses before anything is applied
+    # (and before the schematic upload), naming the node and kubernetes_version.
+    t = tf()
+    t.write(cluster_hcl(NODES)
+            .replace('talos_version      = "v1.12.0"', 'talos_version      = "%s"' % TARGET)
+            .replace('kubernetes_version = "v1.33.2"', 'kubernetes_version = "v1.35.0"'))
+    out = ' '.join(t.apply(expect_fail=True).split())
+    assert 'reports Talos %s. Node' % TEMPLATE in out, out
+    assert 'runs Talos v1.11 (its template), which supports Kubernetes 1.29 to 1.34' in out, out
+    assert 'kubernetes_version is v1.35.0' in out and 'both run (1.30 to 1.34)' in out, out
+    assert 'Node cp-1' in out or 'Node w-1' in out, out
+    nodes = talos.nodes()
+    for host in NODES.values():
+        node = nodes[PREFIX + str(host)]
+        assert node['state'] == 'maintenance' and node['config_documents'] == [], node
+    assert talos.schematics() == []
+
+
 def test_an_installer_whose_schematic_the_factory_never_saw_is_refused_by_the_node(tf, talos):
     # A pinned install_image of the lab's factory that nobody uploaded: the node's pull fails,
     # and castle says so in seconds, naming the image.

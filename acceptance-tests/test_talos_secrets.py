@@ -151,3 +151,30 @@ def test_an_existing_clusters_secrets_file_is_adopted_and_importing_it_plans_not
     out = bad.plan(expect_fail=True)
     assert 'Invalid secrets_yaml' in out
     t.destroy()
+
+
+def test_a_state_file_emptied_by_a_killed_run_is_refused_with_the_restore_command(tf):
+    # Terraform's local backend truncates terraform.tfstate before it writes the new snapshot;
+    # a kill between the two leaves it empty, and the next plan would generate new secrets.
+    t = tf()
+    secrets_only = hcl().split('resource "castle_talos_cluster"')[0]
+    t.write(secrets_only)
+    t.apply()
+    secrets = t.resources()['castle_talos_secrets.home']['secrets']
+    # A second run that writes state backs up the first one's, as the killed run would have.
+    t.write(secrets_only + '\noutput "cluster_id" {\n  value = castle_talos_secrets.home.id\n}\n')
+    t.apply()
+    assert os.path.getsize(os.path.join(t.workdir, 'terraform.tfstate.backup')) > 0
+    open(os.path.join(t.workdir, 'terraform.tfstate'), 'w').close()
+
+    out = t.plan(expect_fail=True)
+    assert 'The state file was emptied by a killed run' in out, out
+    assert 'cp terraform.tfstate.backup terraform.tfstate' in out
+    cluster_secret = secrets.split('secret: ', 1)[1].split()[0]
+    assert cluster_secret not in out, 'a secret reached the output'
+
+    # The command it gives brings the secrets back: nothing to generate.
+    subprocess.run(['cp', 'terraform.tfstate.backup', 'terraform.tfstate'], cwd=t.workdir, check=True)
+    changes = [c['address'] for c in t.plan_changes()]
+    assert 'castle_talos_secrets.home' not in changes
+    assert t.resources()['castle_talos_secrets.home']['secrets'] == secrets

@@ -28,12 +28,29 @@ async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
         .unwrap();
     let disks = maintenance.disks().await.unwrap();
     assert_eq!(disks[0].device_name, "/dev/sda");
-    assert_eq!(
-        maintenance.version().await.unwrap().version.unwrap().tag,
-        "v1.12.0"
+    // Up to v1.12, Version is Admin-only in maintenance mode and the calls machined's
+    // maintenance server leaves out are gRPC's own Unimplemented; the release is readable
+    // from the COSI `version` resource.
+    let err = maintenance.version().await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::Unimplemented));
+    assert!(
+        err.to_string()
+            .contains("API is not implemented in maintenance mode"),
+        "{err}"
     );
+    assert_eq!(maintenance.release().await.unwrap(), "v1.12.0");
     let err = maintenance.bootstrap().await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::Unimplemented));
+    assert!(
+        err.to_string().contains("method Bootstrap not implemented"),
+        "{err}"
+    );
+    let err = maintenance.service_list().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("method ServiceList not implemented"),
+        "{err}"
+    );
 
     // A config with a key unknown to v1.12 does not decode: a plain error (Unknown) in
     // maintenance mode, as Talos answers, which castle still takes as final from its text.
@@ -306,10 +323,7 @@ async fn faults_hang_reject_and_slow_down_nodes() {
         NodeClient::connect_insecure(picky, &options()).await.ok()
     })
     .await;
-    assert_eq!(
-        client.version().await.unwrap().version.unwrap().tag,
-        "v1.11.2"
-    );
+    assert_eq!(client.release().await.unwrap(), "v1.11.2");
     let err = client
         .apply_configuration(
             cluster.config(true, "cp-1").as_bytes(),
@@ -427,4 +441,31 @@ async fn upgrade_reboots_into_the_new_version_and_etcd_comes_back() {
     )
     .await;
     fleet.shutdown();
+}
+
+#[tokio::test]
+async fn a_v1_13_node_in_maintenance_answers_readers_and_refuses_the_rest() {
+    let fleet = fleet();
+    let node = ip("127.0.1.46");
+    fleet.add_node(node, Some("v1.13.0")).unwrap();
+    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(node, &options()).await.ok()
+    })
+    .await;
+    // apid serves maintenance mode with read-only roles: readers' calls answer...
+    assert_eq!(
+        client.version().await.unwrap().version.unwrap().tag,
+        "v1.13.0"
+    );
+    assert_eq!(client.release().await.unwrap(), "v1.13.0");
+    assert!(client.service_list().await.is_ok());
+    // ...the others are not authorized.
+    let err = client.reboot().await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
+    let err = client
+        .upgrade("ghcr.io/siderolabs/installer:v1.13.0", true, false, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.class(), ErrorClass::Final);
 }

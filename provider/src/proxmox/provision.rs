@@ -49,6 +49,9 @@ pub struct NewVm {
     pub spec: VmSpec,
     /// Leave it running.
     pub started: bool,
+    /// A finished VM of this workspace with this name that Terraform's state does not hold
+    /// (its state was lost), to take instead of cloning another.
+    pub adopt: Option<u32>,
 }
 
 /// A create that failed; `left_behind` names a VM that could not be removed.
@@ -198,7 +201,20 @@ pub async fn create(
                 vm.spec.name
             )])
         }
-        None => clone_with_free_id(client, vm, &template, deadline).await?,
+        None => match adoptable_namesake(client, vm, deadline)
+            .await
+            .map_err(fail)?
+        {
+            Some(vmid) => {
+                tracing::warn!(vmid, name = %vm.spec.name, "adopting a finished VM that Terraform's state lost");
+                (vmid, vec![format!(
+                    "VM {vmid} ({}) of this workspace was not in Terraform's state (a run killed before its state was \
+                     saved); castle adopted it instead of cloning another.",
+                    vm.spec.name
+                )])
+            }
+            None => clone_with_free_id(client, vm, &template, deadline).await?,
+        },
     };
     let mut result = configure_new(client, vm, vmid, deadline).await;
     if result.is_ok() {
@@ -306,6 +322,56 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
         }
     }
     Ok(None)
+}
+
+/// The finished VMs of this workspace with `name` on `node`: castle made them (they carry
+/// [`MANAGED_TAG`] and the workspace's tag) and their create ended (their notes are no longer
+/// the [`clone_marker`]; the listing does not show notes, so that is checked where it matters,
+/// by [`find_leftover`] first). `vm_id`, when the configuration fixes one, narrows it to that.
+pub async fn finished_namesakes(
+    client: &Client,
+    node: &str,
+    name: &str,
+    vm_id: Option<u32>,
+) -> Result<Vec<u32>, Error> {
+    let workspace = workspace_tag();
+    Ok(client
+        .cluster_vms()
+        .await?
+        .into_iter()
+        .filter(|found| {
+            let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
+            found.node == node
+                && found.name.as_deref() == Some(name)
+                && !found.is_template()
+                && vm_id.is_none_or(|id| id == found.vmid)
+                && tags.contains(MANAGED_TAG)
+                && tags.contains(workspace.as_str())
+        })
+        .map(|found| found.vmid)
+        .collect())
+}
+
+/// The VM the plan found lost from state ([`NewVm::adopt`]), if it is still there under this
+/// name and no create of this process holds it.
+async fn adoptable_namesake(
+    client: &Client,
+    vm: &NewVm,
+    deadline: Instant,
+) -> Result<Option<u32>, Error> {
+    let Some(vmid) = vm.adopt else {
+        return Ok(None);
+    };
+    let reserved = client
+        .reserved_ids
+        .lock()
+        .expect("vmid reservations poisoned")
+        .contains(&vmid);
+    let found = with_policy(API_CALL, deadline, "look for the lost VM", || {
+        finished_namesakes(client, &vm.node, &vm.spec.name, vm.vm_id)
+    })
+    .await?;
+    Ok((found.contains(&vmid) && !reserved).then_some(vmid))
 }
 
 /// This Terraform working directory's and workspace's marker: `castle-ws-` and 8 hex digits of

@@ -20,7 +20,9 @@
 //! (optional `"reason"`; the next ApplyConfiguration answers InvalidArgument), `slow_reboot`
 //! (`"delay_ms"`, replaces install and reboot delays before time scaling), `foreign_cluster`
 //! (the node runs with another cluster's OS CA and rejects our client certificates),
-//! `lose_etcd_member` (the node's member disappears from its cluster's etcd), `power_cycle`
+//! `lose_etcd_member` (the node's member disappears from its cluster's etcd), `stop_etcd` (the
+//! node's etcd is down, its member still listed and not healthy, until the faults are cleared),
+//! `power_cycle`
 //! (`"off_ms"`, before time scaling: the machine loses power at once, keeping its disk, and
 //! comes back on after that long; it boots its installed config, or maintenance mode if it had
 //! none), `power_cycle_in_upgrade` (`"off_ms"`: the same power cut, armed to strike halfway
@@ -59,7 +61,7 @@ pub struct AddNode {
 #[derive(Debug, Deserialize)]
 pub struct FaultRequest {
     /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster`,
-    /// `lose_etcd_member`, `power_cycle`, `power_cycle_in_upgrade` or
+    /// `lose_etcd_member`, `stop_etcd`, `power_cycle`, `power_cycle_in_upgrade` or
     /// `power_cycle_in_bootstrap`.
     pub kind: String,
     /// Reason given by `reject_next_config`.
@@ -86,6 +88,7 @@ impl FaultRequest {
             )),
             "foreign_cluster" => Fault::ForeignCluster,
             "lose_etcd_member" => Fault::LoseEtcdMember,
+            "stop_etcd" => Fault::StopEtcd,
             "power_cycle" => Fault::PowerCycle(Duration::from_millis(
                 self.off_ms.ok_or("power_cycle needs off_ms")?,
             )),

@@ -128,6 +128,83 @@ pub fn version_line(talos_version: &str) -> Option<&'static str> {
     SCHEMAS.iter().map(|(v, _)| *v).find(|v| *v == line)
 }
 
+/// Fields each release line's v1alpha1 types still decode but leave out of the published JSON
+/// schema (`docgen:nodoc`: deprecated or hidden by the contract), as `($defs name, field)`. A
+/// real node takes them (and validates some: `.persist` must stay true), so the lab adds them
+/// to its schema as fields of any content; nothing else the schema lacks is accepted.
+// Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_types.go at v1.10.0, v1.11.0, v1.12.0 and
+// v1.13.0 (the same fields at v1.10.9, v1.11.6, v1.12.11, v1.13.9), each field marked
+// `docgen:nodoc`; e.g. v1.12.0 APIServerConfig `DisablePodSecurityPolicyConfig *bool
+// yaml:"disablePodSecurityPolicy,omitempty"` (line 1093), read by nothing since v1.12 and
+// written by `gen config` up to contract 1.11 (contract.go `HideDisablePSP`).
+fn decoded_but_undocumented(line: &str) -> Vec<(&'static str, &'static str)> {
+    const EVERY_LINE: &[(&str, &str)] = &[
+        ("v1alpha1.Config", "persist"),
+        ("v1alpha1.MachineConfig", "disks"),
+        ("v1alpha1.ClusterConfig", "allowSchedulingOnMasters"),
+        ("v1alpha1.InstallConfig", "extensions"),
+        ("v1alpha1.InstallConfig", "bootloader"),
+        ("v1alpha1.EtcdConfig", "subnet"),
+        ("v1alpha1.Device", "cidr"),
+        ("v1alpha1.Vlan", "cidr"),
+    ];
+    const V1_11: &[(&str, &str)] = &[("v1alpha1.MachineConfig", "systemDiskEncryption")];
+    const V1_12: &[(&str, &str)] = &[
+        ("v1alpha1.MachineConfig", "systemDiskEncryption"),
+        ("v1alpha1.MachineConfig", "time"),
+        ("v1alpha1.MachineConfig", "registries"),
+        ("v1alpha1.NetworkConfig", "hostname"),
+        ("v1alpha1.NetworkConfig", "interfaces"),
+        ("v1alpha1.NetworkConfig", "nameservers"),
+        ("v1alpha1.NetworkConfig", "searchDomains"),
+        ("v1alpha1.NetworkConfig", "extraHostEntries"),
+        ("v1alpha1.NetworkConfig", "disableSearchDomain"),
+        ("v1alpha1.InstallConfig", "extraKernelArgs"),
+        ("v1alpha1.APIServerConfig", "disablePodSecurityPolicy"),
+        ("v1alpha1.FeaturesConfig", "rbac"),
+        ("v1alpha1.FeaturesConfig", "stableHostname"),
+        ("v1alpha1.FeaturesConfig", "apidCheckExtKeyUsage"),
+    ];
+    // v1.13 hides `machine.network` as a whole (and `env`); its old content is still decoded.
+    const V1_13: &[(&str, &str)] = &[
+        ("v1alpha1.MachineConfig", "systemDiskEncryption"),
+        ("v1alpha1.MachineConfig", "time"),
+        ("v1alpha1.MachineConfig", "registries"),
+        ("v1alpha1.MachineConfig", "network"),
+        ("v1alpha1.MachineConfig", "env"),
+        ("v1alpha1.InstallConfig", "extraKernelArgs"),
+        ("v1alpha1.APIServerConfig", "disablePodSecurityPolicy"),
+        ("v1alpha1.FeaturesConfig", "rbac"),
+        ("v1alpha1.FeaturesConfig", "stableHostname"),
+        ("v1alpha1.FeaturesConfig", "apidCheckExtKeyUsage"),
+    ];
+    match line {
+        "v1.11" => V1_11,
+        "v1.12" => V1_12,
+        "v1.13" => V1_13,
+        _ => &[],
+    }
+    .iter()
+    .chain(EVERY_LINE)
+    .copied()
+    .collect()
+}
+
+/// Adds the fields of [`decoded_but_undocumented`] to a schema's definitions (those of types the
+/// schema does not describe at all, such as `Device` on v1.12, come in with their parent).
+fn with_decoded_fields(schema: &mut Value, line: &str) {
+    for (def, field) in decoded_but_undocumented(line) {
+        if let Some(properties) = schema
+            .pointer_mut(&format!("/$defs/{def}/properties"))
+            .and_then(Value::as_object_mut)
+        {
+            properties
+                .entry(field.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+}
+
 type Validators = HashMap<(String, String), Arc<jsonschema::Validator>>;
 
 /// A validator for one `$defs` entry of a version's schema, compiled once.
@@ -144,6 +221,7 @@ fn validator(line: &str, def: &str) -> Result<Arc<jsonschema::Validator>, String
         .ok_or("unknown schema")?
         .1;
     let mut schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    with_decoded_fields(&mut schema, line);
     // Validate against the one document type, not the root `oneOf`, so that the reason names
     // the offending key instead of "not valid under any of the schemas".
     if let Some(obj) = schema.as_object_mut() {
@@ -582,6 +660,44 @@ mod tests {
                 .apiserver_refusal,
             None
         );
+    }
+
+    #[test]
+    fn fields_talos_still_decodes_but_no_longer_documents_are_taken_and_unknown_ones_refused() {
+        // With its main document changed by `edit`, the sample config as `version` reads it.
+        let parsed = |version: &str, edit: &dyn Fn(&mut serde_yaml::Value)| {
+            let config = cluster().config(true, "cp-1");
+            let (main, rest) = config.split_once("---\n").unwrap();
+            let mut doc: serde_yaml::Value = serde_yaml::from_str(main).unwrap();
+            edit(&mut doc);
+            let yaml = format!("{}---\n{rest}", serde_yaml::to_string(&doc).unwrap());
+            parse(yaml.as_bytes(), version)
+        };
+        // gen config's v1.11 fields carried onto v1.12 and v1.13: Talos still decodes
+        // disablePodSecurityPolicy and persist there (`docgen:nodoc`), and ignores the first.
+        let old_fields = |persist: bool| {
+            move |doc: &mut serde_yaml::Value| {
+                doc["persist"] = persist.into();
+                doc["cluster"]["apiServer"] =
+                    serde_yaml::from_str("disablePodSecurityPolicy: true").unwrap();
+            }
+        };
+        for version in ["v1.12.0", "v1.13.0"] {
+            let config = parsed(version, &old_fields(true)).unwrap();
+            assert_eq!(config.apiserver_refusal, None);
+            // `.persist` is validated: false is refused with Talos's message.
+            let err = parsed(version, &old_fields(false)).unwrap_err();
+            assert!(err.contains(".persist should be enabled"), "{err}");
+            // A field no release decodes is still refused, as Talos's strict decoder does.
+            let err = parsed(version, &|doc| {
+                doc["cluster"]["apiServer"] = serde_yaml::from_str("notAField: true").unwrap();
+            })
+            .unwrap_err();
+            assert!(
+                err.starts_with("failed to parse config") && err.contains("notAField"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod config;
 mod fleet;
 mod immediate;
+mod maintenance;
 pub mod sample;
 mod server;
 mod service;

@@ -2,9 +2,9 @@
 //! `storage.StorageService` and the COSI `cosi.resource.State` (extensions only), answering
 //! from the fleet's state.
 //!
-//! Maintenance mode accepts `Version`, `Disks`, `ServiceList` and `ApplyConfiguration`; every
-//! other call answers `Unimplemented` ("… is not available in maintenance mode"), as the
-//! maintenance service of Talos leaves everything else unimplemented. In configured mode, the
+//! Maintenance mode answers what the node's release answers a client without a certificate
+//! (see `maintenance.rs`: up to v1.12 `Disks`, the COSI resources and `ApplyConfiguration`;
+//! from v1.13 also `Version` and `ServiceList`). In configured mode, the
 //! TLS layer already demanded a client certificate of the OS CA; calls that change the node also
 //! need the `os:admin` role in its Organization, else `PermissionDenied`.
 
@@ -23,6 +23,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::fleet::{Fleet, Phase};
+use super::maintenance;
 
 /// Which API the node is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +70,20 @@ impl NodeApi {
         })
     }
 
-    /// Refuses calls maintenance mode does not offer.
-    fn configured_only(&self, rpc: &str) -> std::result::Result<(), Status> {
+    /// In maintenance mode, refuses what the node's release refuses a client without a
+    /// certificate (see `maintenance.rs`).
+    fn gate(&self, rpc: &str) -> std::result::Result<(), Status> {
         match self.mode {
             Mode::Configured => Ok(()),
-            Mode::Maintenance => Err(Status::unimplemented(format!(
-                "{rpc} is not available in maintenance mode"
-            ))),
+            Mode::Maintenance => self.maintenance_server()?.admit(rpc),
         }
+    }
+
+    fn maintenance_server(&self) -> std::result::Result<maintenance::Server, Status> {
+        let state = self.fleet.lock_api()?;
+        Ok(maintenance::Server::of(
+            &state.serving(self.address)?.talos_version,
+        ))
     }
 
     /// Calls that change the node need `os:admin`.
@@ -103,8 +110,13 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::ApplyConfigurationRequest>,
     ) -> Result<machine::ApplyConfigurationResponse> {
+        self.gate("ApplyConfiguration")?;
         self.admin(&request)?;
         let request = request.into_inner();
+        let maintenance = match self.mode {
+            Mode::Maintenance => Some(self.maintenance_server()?),
+            Mode::Configured => None,
+        };
         let mode = machine::apply_configuration_request::Mode::try_from(request.mode)
             .map_err(|_| Status::invalid_argument("unknown apply mode"))?;
         let applied = self.fleet.apply_config(
@@ -119,7 +131,7 @@ impl MachineService for NodeApi {
                 metadata: self.metadata(),
                 warnings: vec![],
                 mode: applied.mode(mode) as i32,
-                mode_details: applied.details().to_string(),
+                mode_details: applied.details(maintenance).to_string(),
             }],
         }))
     }
@@ -128,7 +140,7 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::BootstrapRequest>,
     ) -> Result<machine::BootstrapResponse> {
-        self.configured_only("Bootstrap")?;
+        self.gate("Bootstrap")?;
         self.admin(&request)?;
         self.fleet.bootstrap(self.address)?;
         Ok(Response::new(machine::BootstrapResponse {
@@ -142,7 +154,7 @@ impl MachineService for NodeApi {
         &self,
         _request: Request<machine::EtcdMemberListRequest>,
     ) -> Result<machine::EtcdMemberListResponse> {
-        self.configured_only("EtcdMemberList")?;
+        self.gate("EtcdMemberList")?;
         let members = self.fleet.etcd_members(self.address).await?;
         Ok(Response::new(machine::EtcdMemberListResponse {
             messages: vec![machine::EtcdMembers {
@@ -166,7 +178,7 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::EtcdRemoveMemberByIdRequest>,
     ) -> Result<machine::EtcdRemoveMemberByIdResponse> {
-        self.configured_only("EtcdRemoveMemberByID")?;
+        self.gate("EtcdRemoveMemberByID")?;
         self.admin(&request)?;
         let id = request.into_inner().member_id;
         self.fleet.remove_etcd_member(self.address, id).await?;
@@ -181,7 +193,7 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::EtcdLeaveClusterRequest>,
     ) -> Result<machine::EtcdLeaveClusterResponse> {
-        self.configured_only("EtcdLeaveCluster")?;
+        self.gate("EtcdLeaveCluster")?;
         self.admin(&request)?;
         self.fleet.leave_etcd(self.address).await?;
         Ok(Response::new(machine::EtcdLeaveClusterResponse {
@@ -195,7 +207,7 @@ impl MachineService for NodeApi {
         Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
 
     async fn kubeconfig(&self, _request: Request<()>) -> Result<Self::KubeconfigStream> {
-        self.configured_only("Kubeconfig")?;
+        self.gate("Kubeconfig")?;
         let archive = self.fleet.kubeconfig(self.address)?;
         // Several chunks, as the real stream sends, so that clients must concatenate.
         let metadata = self.metadata();
@@ -214,7 +226,7 @@ impl MachineService for NodeApi {
     type ReadStream = Pin<Box<dyn Stream<Item = std::result::Result<common::Data, Status>> + Send>>;
 
     async fn read(&self, request: Request<machine::ReadRequest>) -> Result<Self::ReadStream> {
-        self.configured_only("Read")?;
+        self.gate("Read")?;
         self.admin(&request)?;
         let path = request.into_inner().path;
         let bytes = self.fleet.read_file(self.address, &path)?;
@@ -229,7 +241,7 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::RebootRequest>,
     ) -> Result<machine::RebootResponse> {
-        self.configured_only("Reboot")?;
+        self.gate("Reboot")?;
         self.admin(&request)?;
         self.fleet.reboot(self.address)?;
         Ok(Response::new(machine::RebootResponse {
@@ -244,7 +256,7 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::ResetRequest>,
     ) -> Result<machine::ResetResponse> {
-        self.configured_only("Reset")?;
+        self.gate("Reset")?;
         self.admin(&request)?;
         self.fleet
             .reset(self.address, request.into_inner().graceful)?;
@@ -257,6 +269,7 @@ impl MachineService for NodeApi {
     }
 
     async fn service_list(&self, _request: Request<()>) -> Result<machine::ServiceListResponse> {
+        self.gate("ServiceList")?;
         let mut services: Vec<machine::ServiceInfo> = self
             .fleet
             .services(self.address, self.mode == Mode::Configured)?
@@ -295,10 +308,11 @@ impl MachineService for NodeApi {
         &self,
         request: Request<machine::UpgradeRequest>,
     ) -> Result<machine::UpgradeResponse> {
-        self.configured_only("Upgrade")?;
+        self.gate("Upgrade")?;
         self.admin(&request)?;
+        let request = request.into_inner();
         self.fleet
-            .upgrade(self.address, &request.into_inner().image)
+            .upgrade(self.address, &request.image, request.force)
             .await?;
         Ok(Response::new(machine::UpgradeResponse {
             messages: vec![machine::Upgrade {
@@ -310,6 +324,7 @@ impl MachineService for NodeApi {
     }
 
     async fn version(&self, _request: Request<()>) -> Result<machine::VersionResponse> {
+        self.gate("Version")?;
         let tag = self
             .fleet
             .lock_api()?
@@ -364,56 +379,78 @@ impl StorageService for NodeApi {
     }
 }
 
-/// The COSI resource API, for the one resource type castle lists: the node's system
-/// extensions (`talosctl get extensions`; Talos: pkg/machinery/resources/runtime/
-/// extension_status.go (v1.12.0), ids `0`, `1`, ... in load order). An Image Factory image
-/// carries one more, `schematic`, whose version is the schematic id.
+/// The COSI resource API, for the resource types castle lists: the node's system extensions
+/// (`talosctl get extensions`; Talos: pkg/machinery/resources/runtime/extension_status.go
+/// (v1.12.0), ids `0`, `1`, ... in load order; an Image Factory image carries one more,
+/// `schematic`, whose version is the schematic id) and its release (`talosctl get version`:
+/// pkg/machinery/resources/runtime/version.go, id `version`, written by
+/// controllers/runtime/version.go from the running release). Served in maintenance mode too:
+/// machined's maintenance server registers the COSI state for readers
+/// (internal/app/maintenance/server.go (v1.12.0) `Register`), apid lets readers list (v1.13).
 #[tonic::async_trait]
 impl State for NodeApi {
     type ListStream =
         Pin<Box<dyn Stream<Item = std::result::Result<cosi::ListResponse, Status>> + Send>>;
 
     async fn list(&self, request: Request<cosi::ListRequest>) -> Result<Self::ListStream> {
-        self.configured_only("List")?;
         let request = request.into_inner();
-        if request.namespace != "runtime" || request.r#type != "ExtensionStatuses.runtime.talos.dev"
-        {
-            return Err(Status::not_found(format!(
-                "resource type {:?} in namespace {:?} is not served by castle-lab",
-                request.r#type, request.namespace
-            )));
-        }
-        let (extensions, schematic) = {
+        let (extensions, schematic, release) = {
             let state = self.fleet.lock_api()?;
             let node = state.serving(self.address)?;
-            (node.extensions.clone(), node.schematic.clone())
+            (
+                node.extensions.clone(),
+                node.schematic.clone(),
+                node.talos_version.clone(),
+            )
         };
-        let mut specs: Vec<String> = extensions
-            .iter()
-            .map(|e| {
-                let name = e.rsplit('/').next().unwrap_or(e);
-                format!(
-                    "image: {name}.sqsh\nmetadata:\n    name: {name}\n    version: v1.0.0\n    author: Sidero Labs\n    description: castle-lab\n"
-                )
-            })
-            .collect();
-        if let Some(id) = schematic {
-            specs.push(format!(
-                "image: schematic.sqsh\nmetadata:\n    name: schematic\n    version: {id}\n    author: Image Factory\n    description: This extension holds the schematic ID.\n"
-            ));
-        }
+        let (owner, specs): (&str, Vec<(String, String)>) = match (
+            request.namespace.as_str(),
+            request.r#type.as_str(),
+        ) {
+            ("runtime", "ExtensionStatuses.runtime.talos.dev") => {
+                let mut specs: Vec<String> = extensions
+                    .iter()
+                    .map(|e| {
+                        let name = e.rsplit('/').next().unwrap_or(e);
+                        format!(
+                            "image: {name}.sqsh\nmetadata:\n    name: {name}\n    version: v1.0.0\n    author: Sidero Labs\n    description: castle-lab\n"
+                        )
+                    })
+                    .collect();
+                if let Some(id) = schematic {
+                    specs.push(format!(
+                        "image: schematic.sqsh\nmetadata:\n    name: schematic\n    version: {id}\n    author: Image Factory\n    description: This extension holds the schematic ID.\n"
+                    ));
+                }
+                let specs = specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, spec)| (i.to_string(), spec))
+                    .collect();
+                ("runtime.ExtensionStatusController", specs)
+            }
+            ("runtime", "Versions.runtime.talos.dev") => (
+                "runtime.VersionController",
+                vec![("version".into(), format!("version: {release}\n"))],
+            ),
+            _ => {
+                return Err(Status::not_found(format!(
+                    "resource type {:?} in namespace {:?} is not served by castle-lab",
+                    request.r#type, request.namespace
+                )))
+            }
+        };
         let items: Vec<std::result::Result<cosi::ListResponse, Status>> = specs
             .into_iter()
-            .enumerate()
-            .map(|(i, yaml_spec)| {
+            .map(|(id, yaml_spec)| {
                 Ok(cosi::ListResponse {
                     resource: Some(cosi::Resource {
                         metadata: Some(cosi::Metadata {
-                            namespace: "runtime".into(),
-                            r#type: "ExtensionStatuses.runtime.talos.dev".into(),
-                            id: i.to_string(),
+                            namespace: request.namespace.clone(),
+                            r#type: request.r#type.clone(),
+                            id,
                             version: "1".into(),
-                            owner: "runtime.ExtensionStatusController".into(),
+                            owner: owner.into(),
                             phase: "running".into(),
                         }),
                         spec: Some(cosi::Spec {

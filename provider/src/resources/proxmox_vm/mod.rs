@@ -4,6 +4,7 @@
 //! maps state to the client's types; this file is the Terraform lifecycle, each step a
 //! call into [`crate::proxmox::provision`].
 
+mod known;
 mod schema;
 mod state;
 mod validate;
@@ -38,12 +39,17 @@ const SHUTDOWN_SECS: u64 = 60;
 /// The resource.
 pub struct ProxmoxVmResource {
     data: Arc<ProviderData>,
+    /// The VMs Terraform's state holds, as this command has shown them.
+    known: known::KnownVms,
 }
 
 impl ProxmoxVmResource {
     /// A resource bound to the provider's clients.
     pub fn new(data: Arc<ProviderData>) -> Self {
-        Self { data }
+        Self {
+            data,
+            known: known::KnownVms::default(),
+        }
     }
 
     fn client(&self, diags: &mut Diagnostics) -> Option<Arc<proxmox::Client>> {
@@ -224,6 +230,7 @@ impl Resource for ProxmoxVmResource {
             );
             return None;
         };
+        self.known.refreshed(vmid);
         let name = state.name.as_ref_option().cloned().unwrap_or_default();
         let deadline = Instant::now() + READ_TIMEOUT;
         match provision::read_following(&client, &node, vmid, &name, deadline).await {
@@ -285,6 +292,7 @@ impl Resource for ProxmoxVmResource {
         }
         plan_computed(&mut state, None);
         self.check_against_cluster(diags, &state).await;
+        self.note_namesakes(&state).await;
         Some((state, ValueEmpty::default()))
     }
 
@@ -297,6 +305,9 @@ impl Resource for ProxmoxVmResource {
         prior_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
+        if let Some((_, vmid)) = prior_state.node_vmid() {
+            self.known.in_state(vmid);
+        }
         let mut state = proposed_state;
         let mut replace = Vec::new();
         if state.node.is_value() && state.node != prior_state.node {
@@ -372,10 +383,13 @@ impl Resource for ProxmoxVmResource {
     async fn plan_destroy<'a>(
         &self,
         _diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
+        prior_state: Self::State<'a>,
         prior_private_state: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<Self::PrivateState<'a>> {
+        if let Some((_, vmid)) = prior_state.node_vmid() {
+            self.known.in_state(vmid);
+        }
         Some(prior_private_state)
     }
 
@@ -400,12 +414,15 @@ impl Resource for ProxmoxVmResource {
             clone: planned_state.clone_source(),
             spec: planned_state.to_spec(),
             started: planned_state.started != Value::Value(false),
+            adopt: None,
         };
         let name = new_vm.spec.name.clone();
+        new_vm.adopt = self.known.adoptable(&node, &name);
         // A replacement made before its predecessor goes (create_before_destroy) must not
         // come up beside it at the same address: it waits, stopped, for the hand-over.
         let holder = match self.address_holder(&client, &new_vm, deadline).await {
-            Ok(holder) => holder,
+            // The VM to adopt holds its own address.
+            Ok(holder) => holder.filter(|h| Some(h.vmid) != new_vm.adopt),
             Err(e) => {
                 unable(diags, &format!("create VM {name} on {node}"), e);
                 return None;
@@ -417,6 +434,7 @@ impl Resource for ProxmoxVmResource {
         }
         let vmid = match provision::create(&client, &new_vm, deadline).await {
             Ok((vmid, warnings)) => {
+                self.known.in_state(vmid);
                 for warning in warnings {
                     diags.root_warning(format!("Proxmox warned while creating VM {name}"), warning);
                 }
@@ -496,6 +514,7 @@ impl Resource for ProxmoxVmResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client(diags)?;
         let (node, vmid) = prior_state.node_vmid()?;
+        self.known.in_state(vmid);
         let deadline = deadline(&planned_state, Operation::Update, UPDATE_TIMEOUT);
         let mut started = planned_state.started != Value::Value(false);
         if started && prior_state.started == Value::Value(false) {
@@ -555,6 +574,7 @@ impl Resource for ProxmoxVmResource {
     ) -> Option<()> {
         let client = self.client(diags)?;
         let (node, vmid) = prior_state.node_vmid()?;
+        self.known.in_state(vmid);
         let deadline = deadline(&prior_state, Operation::Delete, DELETE_TIMEOUT);
         if let Err(e) = provision::delete(&client, &node, vmid, SHUTDOWN_SECS, deadline).await {
             unable(diags, &format!("delete VM {vmid} on {node}"), e);
@@ -580,6 +600,7 @@ impl Resource for ProxmoxVmResource {
         };
         match provision::read(&client, &node, vmid, Instant::now() + READ_TIMEOUT).await {
             Ok(Some((facts, running))) => {
+                self.known.imported(vmid);
                 let mut state = VmState::default();
                 state.refresh_from(&node, vmid, &facts, running);
                 Some((state, ValueEmpty::default()))
@@ -659,6 +680,30 @@ impl ProxmoxVmResource {
                 format!("{e}. The next terraform apply starts it."),
             );
         }
+    }
+
+    /// Notes the finished VMs of this workspace that hold the name a planned create wants: the
+    /// apply adopts one of them that no object in state holds ([`known`]).
+    async fn note_namesakes(&self, state: &VmState) {
+        let (Ok(client), Value::Value(node), Value::Value(name)) =
+            (self.data.proxmox(), &state.node, &state.name)
+        else {
+            return;
+        };
+        let vm_id = state.vm_id.as_ref_option().map(|v| *v as u32);
+        // Asked once: the plan-time checks already waited for a Proxmox that does not answer.
+        // Unanswered, nothing is noted, and the apply clones.
+        let found = provision::finished_namesakes(&client, node, name, vm_id).await;
+        self.known.namesakes(
+            found
+                .unwrap_or_default()
+                .into_iter()
+                .map(|vmid| known::Namesake {
+                    node: node.clone(),
+                    name: name.clone(),
+                    vmid,
+                }),
+        );
     }
 
     /// Reads the VM after a write, so state holds what Proxmox really has.

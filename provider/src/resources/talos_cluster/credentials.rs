@@ -128,6 +128,7 @@ pub fn cluster_nodes(
                 role: node.role,
                 config: configs.get(name).cloned().unwrap_or_default(),
                 earlier: Default::default(),
+                unfit: Default::default(),
             })
         })
         .collect::<Result<_, String>>()?;

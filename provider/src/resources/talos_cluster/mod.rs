@@ -33,8 +33,9 @@ use crate::talos::client::{probe, NodeState};
 use crate::talos::cluster::{self, ClusterNode};
 use crate::talos::config::bootstrap_manifests::ReleaseImages;
 use crate::talos::config::{
-    earlier_contracts, generate_cluster_configs, generate_node_config_for, installer_image,
-    schematic_id, ClusterSpec, KubernetesVersion, TalosVersion,
+    check_release_runs_kubernetes, earlier_contracts, generate_cluster_configs,
+    generate_node_config_for, installer_image, schematic_id, ClusterSpec, KubernetesVersion,
+    TalosVersion,
 };
 use crate::talos::factory;
 use crate::talos::pki::SecretsBundle;
@@ -421,6 +422,7 @@ impl Resource for TalosClusterResource {
         match (state.to_spec(), &bundle) {
             (Some(spec), Some(bundle)) => {
                 let configs = plan::check_spec(&spec, Some(bundle), diags)?;
+                plan::check_upgrade_from(&spec, &prior_state.node_versions, diags)?;
                 state.machine_configs = plan::configs_value(&configs);
                 // What apply will do, as the reconcile plans it: warn of upgrades, and leave
                 // `node_versions` unknown where nodes will report something new.
@@ -444,7 +446,9 @@ impl Resource for TalosClusterResource {
                         )
                         .await;
                         check_control_planes(diags, &current, desired, &replaced)?;
-                        cluster::plan(Some(&current), desired)
+                        let steps = cluster::plan(Some(&current), desired);
+                        check_known_releases(diags, &spec, &current, &steps, &replaced)?;
+                        steps
                     }
                     _ => vec![],
                 };
@@ -478,10 +482,13 @@ impl Resource for TalosClusterResource {
                     ),
                     _ => Value::Unknown,
                 };
+                // A node that left the configuration is gone from what apply reports, even when
+                // the refresh already missed it (a scale-in resumed after a kill: the removed
+                // node was reset and is not Ready, so `node_versions` lost it but these did not).
                 (state.node_extensions, state.node_schematics) = if !reports_change && same_nodes {
                     (
-                        prior_state.node_extensions.clone(),
-                        prior_state.node_schematics.clone(),
+                        only_nodes_of(&prior_state.node_extensions, &spec.nodes),
+                        only_nodes_of(&prior_state.node_schematics, &spec.nodes),
                     )
                 } else {
                     (Value::Unknown, Value::Unknown)
@@ -604,6 +611,7 @@ impl Resource for TalosClusterResource {
             }
         };
         let result = async {
+            cluster::check_maintenance_releases(&nodes, &access).await?;
             self.upload_schematic(&spec).await?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
@@ -687,12 +695,13 @@ impl Resource for TalosClusterResource {
         };
         record(&mut state, &configs, issued);
         let result: Result<Reported, cluster::ClusterError> = async {
-            self.upload_schematic(&spec).await?;
             let access = credentials::access(&spec, &bundle, &secrets)
                 .map_err(cluster::ClusterError::Credentials)?;
             let nodes = credentials::cluster_nodes(&spec, &configs)
                 .map(|nodes| with_earlier_contracts(nodes, &spec, &bundle))
                 .map_err(cluster::ClusterError::Credentials)?;
+            cluster::check_maintenance_releases(&nodes, &access).await?;
+            self.upload_schematic(&spec).await?;
             let desired =
                 desired(&state, &spec, &configs).map_err(cluster::ClusterError::Credentials)?;
             let prior_spec = prior_state.to_spec();
@@ -941,6 +950,39 @@ fn machines(state: &ClusterState) -> BTreeMap<String, cluster::Machine> {
 /// and so is not known yet. A new MAC on a VM whose id is known and stays is not a new
 /// machine: that VM is updated in place and boots with a new NIC, keeping its disk (apply
 /// then only gives it the config that names the new MAC).
+/// Plan-time: a node the apply configures anew (found in maintenance mode) whose release
+/// state recorded is an older line than `talos_version` must run `kubernetes_version` before
+/// its upgrade (see [`check_release_runs_kubernetes`]). A replaced node's recorded release was
+/// its old machine's: its new machine is checked at apply, before anything is applied.
+fn check_known_releases(
+    diags: &mut Diagnostics,
+    spec: &ClusterSpec,
+    current: &cluster::Current,
+    steps: &[cluster::Step],
+    replaced: &[String],
+) -> Option<()> {
+    let mut ok = true;
+    for step in steps {
+        let cluster::Step::ApplyNew(names) = step else {
+            continue;
+        };
+        for name in names.iter().filter(|n| !replaced.contains(n)) {
+            let Some(release) = current.versions.get(name) else {
+                continue;
+            };
+            if let Some(issue) = check_release_runs_kubernetes(spec, name, release) {
+                ok = false;
+                diags.error(
+                    issue.summary,
+                    issue.detail,
+                    AttributePath::new("kubernetes_version"),
+                );
+            }
+        }
+    }
+    ok.then_some(())
+}
+
 fn replaced_nodes(prior: &ClusterState, planned: &ClusterState) -> Vec<String> {
     let before: BTreeMap<&String, &state::NodeEntry> = node_entries(prior)
         .filter_map(|e| Some((e.name.as_ref_option()?, e)))
@@ -1228,6 +1270,22 @@ fn extensions_value(list: &[String]) -> Value<Vec<Value<String>>> {
     Value::Value(list.iter().map(|e| Value::Value(e.clone())).collect())
 }
 
+/// A per-node map of state without the nodes that are no longer in the configuration.
+fn only_nodes_of<T: Clone, N>(
+    prior: &Value<BTreeMap<String, T>>,
+    nodes: &BTreeMap<String, N>,
+) -> Value<BTreeMap<String, T>> {
+    match prior {
+        Value::Value(map) => Value::Value(
+            map.iter()
+                .filter(|(name, _)| nodes.contains_key(*name))
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// `node_extensions` and `node_schematics` as state holds them.
 #[allow(clippy::type_complexity)]
 fn extensions_values(
@@ -1275,6 +1333,13 @@ fn with_earlier_contracts(
                 Some((line.as_str().to_string(), config))
             })
             .collect();
+        node.unfit = lines
+            .iter()
+            .filter_map(|line| {
+                let issue = check_release_runs_kubernetes(spec, &node.name, line.as_str())?;
+                Some((line.as_str().to_string(), issue.detail))
+            })
+            .collect();
     }
     nodes
 }
@@ -1316,6 +1381,25 @@ mod tests {
             ),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_that_left_the_configuration_is_not_planned_in_what_nodes_report() {
+        // A scale-in resumed after a kill: the refresh already missed the removed node's
+        // release (not Ready), but its schematic was still in state.
+        let prior: Value<BTreeMap<String, Value<String>>> = Value::Value(BTreeMap::from([
+            ("w-1".to_string(), value(Some("376567988ad3"))),
+            ("w-2".to_string(), value(Some("376567988ad3"))),
+        ]));
+        let nodes = BTreeMap::from([("w-1".to_string(), ())]);
+        let planned = only_nodes_of(&prior, &nodes);
+        assert_eq!(
+            planned
+                .as_ref_option()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["w-1".to_string()])
+        );
+        assert!(only_nodes_of(&Value::<BTreeMap<String, ()>>::Unknown, &nodes).is_unknown());
     }
 
     #[test]
@@ -1371,5 +1455,44 @@ mod tests {
             said.contains("vm_id = castle_proxmox_vm.<name>.id"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_node_back_in_maintenance_on_an_older_release_is_refused_at_plan_naming_kubernetes_version()
+    {
+        use crate::talos::config::{NodeSpec, Role};
+        let spec = ClusterSpec {
+            name: "home".into(),
+            talos_version: "v1.12.0".into(),
+            kubernetes_version: "v1.35.0".into(),
+            nodes: BTreeMap::from([(
+                "w-1".to_string(),
+                NodeSpec::plain("10.0.0.21/24", Role::Worker),
+            )]),
+            ..Default::default()
+        };
+        // State recorded w-1 on v1.11.5 and it is configured anew (read found it in
+        // maintenance mode).
+        let current = cluster::Current {
+            versions: BTreeMap::from([("w-1".to_string(), "v1.11.5".to_string())]),
+            ..Default::default()
+        };
+        let steps = [cluster::Step::ApplyNew(vec!["w-1".into()])];
+        let mut diags = Diagnostics::default();
+        assert!(check_known_releases(&mut diags, &spec, &current, &steps, &[]).is_none());
+        assert_eq!(diags.errors.len(), 1);
+        assert_eq!(
+            diags.errors[0].attribute,
+            AttributePath::new("kubernetes_version")
+        );
+        assert!(diags.errors[0]
+            .detail
+            .contains("Node w-1 runs Talos v1.11.5"));
+        // A replaced node's recorded release was its old machine's: left to apply.
+        let mut diags = Diagnostics::default();
+        assert!(
+            check_known_releases(&mut diags, &spec, &current, &steps, &["w-1".into()]).is_some()
+        );
+        assert!(diags.errors.is_empty());
     }
 }

@@ -159,6 +159,43 @@ pub fn target_version(spec: &ClusterSpec) -> Option<String> {
         .or_else(|| config::TalosVersion::parse(&spec.talos_version).ok()?.tag())
 }
 
+/// Refuses, at plan time, an upgrade the target release's installer would refuse: a node whose
+/// last reported release (`node_versions`) is older than the installer upgrades from (see
+/// [`config::check_upgrade_from`]). Talos refuses that only after the Upgrade call answered and
+/// the node drained; the plan names the node before anything changes.
+pub fn check_upgrade_from(
+    spec: &ClusterSpec,
+    reported: &Value<BTreeMap<String, Value<String>>>,
+    diags: &mut Diagnostics,
+) -> Option<()> {
+    let Ok(target) = config::TalosVersion::parse(&spec.talos_version) else {
+        return Some(());
+    };
+    let Value::Value(reported) = reported else {
+        return Some(());
+    };
+    for (name, release) in reported {
+        let Value::Value(release) = release else {
+            continue;
+        };
+        if !spec.nodes.contains_key(name) {
+            continue;
+        }
+        if let Err(reason) = config::check_upgrade_from(release, target.minor) {
+            diags.error(
+                "Unsupported Talos upgrade",
+                format!(
+                    "Node {name} cannot be upgraded to {}: {reason}",
+                    spec.talos_version
+                ),
+                AttributePath::new("talos_version"),
+            );
+            return None;
+        }
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

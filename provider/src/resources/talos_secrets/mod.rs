@@ -2,6 +2,7 @@
 //! cluster) and kept in state before any node sees them (ADR 0011), and optionally escrowed in
 //! Infisical so that a lost state finds them again (ADR 0017).
 
+mod emptied_state;
 mod escrow;
 mod schema;
 
@@ -116,6 +117,29 @@ fn same_bundle(text: &str, secrets: &Value<String>) -> bool {
     SecretsBundle::from_talos_yaml(text)
         .ok()
         .is_some_and(|b| Some(b) == stored)
+}
+
+/// Refuses to generate secrets when the local state file was emptied by a killed run
+/// ([`emptied_state`]): the secrets in its backup are the ones the nodes trust.
+fn refuse_over_an_emptied_state(diags: &mut Diagnostics) -> Option<()> {
+    let dir = std::env::current_dir().ok()?;
+    let Some(emptied) = emptied_state::find(&dir) else {
+        return Some(());
+    };
+    let (state, backup) = (emptied.state.display(), emptied.backup.display());
+    diags.root_error(
+        "The state file was emptied by a killed run",
+        format!(
+            "{state} is empty while {backup} holds {} castle resources: a Terraform run killed while it rewrote \
+             the state file (Terraform's local backend truncates it before writing it) left it empty, and \
+             Terraform now believes nothing exists. Generating new secrets would make this cluster's nodes \
+             refuse castle as another cluster's. Put the backup back, then apply:\n\n  \
+             cp {backup} {state}\n  terraform apply\n\n\
+             If that backup is of a cluster you removed on purpose, delete {backup} instead.",
+            emptied.castle_resources
+        ),
+    );
+    None
 }
 
 /// A new bundle, generated off the async runtime (the RSA key takes a while).
@@ -378,6 +402,10 @@ impl Resource for TalosSecretsResource {
                 }
             }
             _ => {
+                // An escrow gives the lost secrets back; without one they are only in the backup.
+                if state.escrow.is_null() {
+                    refuse_over_an_emptied_state(diags)?;
+                }
                 state.id = Value::Unknown;
                 state.secrets = Value::Unknown;
             }

@@ -108,12 +108,17 @@ impl TalosError {
     /// - a config that does not decode, in maintenance mode (Talos:
     ///   internal/app/maintenance/server.go (v1.12.0) `ApplyConfiguration`: "failed to parse
     ///   config");
-    /// - an installer image that does not validate, a release the node cannot upgrade to or
-    ///   from, and an etcd of two members (v1alpha1_server.go `Upgrade`, internal/pkg/etcd/
-    ///   etcd.go `ValidateForUpgrade`, pkg/machinery/compatibility/talos_version.go).
+    /// - an installer image that does not validate, or a release the node cannot upgrade to or
+    ///   from (v1alpha1_server.go `Upgrade`, pkg/machinery/compatibility/talos_version.go
+    ///   `UpgradeableFrom`);
+    /// - an etcd that cannot lose this control plane: two members, a member not started, a
+    ///   member not healthy (internal/pkg/etcd/etcd.go `ValidateForUpgrade`). castle waits for
+    ///   every member to be healthy before it upgrades a control plane, so a member Talos still
+    ///   finds wanting needs an operator: failing at once, with the node's reason, beats
+    ///   retrying until the timeout.
     ///
-    /// An upgrade mutex held by another upgrade, or a member not started or not healthy yet,
-    /// pass with time: those stay retryable.
+    /// An upgrade mutex held by another upgrade ("failed to acquire upgrade mutex") passes with
+    /// time: it stays retryable.
     fn refused_for_good(&self) -> bool {
         let message = match self {
             TalosError::Status { status, .. } => status.message(),
@@ -123,7 +128,8 @@ impl TalosError {
         [
             "failed to parse config",
             "error validating installer image",
-            "is insufficient to maintain quorum",
+            "error validating etcd for upgrade",
+            "is too old to upgrade to Talos",
         ]
         .iter()
         .any(|needle| message.contains(needle))
@@ -249,15 +255,13 @@ mod tests {
             "failed to parse config: unknown keys found during decoding",
             "error validating installer image \"x:v1.13.0\": host version 1.10.4 is too old to upgrade to Talos 1.13.0",
             "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if upgrade commences",
+            "error validating etcd for upgrade: etcd member 00000000000000ab is not started, all members must be running to perform an upgrade",
+            "error validating etcd for upgrade: etcd member 00000000000000ab is not healthy; all members must be healthy to perform an upgrade: context deadline exceeded",
         ] {
             assert_eq!(unknown(text).class(), ErrorClass::Final, "{text}");
         }
-        for text in [
-            "failed to acquire upgrade mutex: context deadline exceeded",
-            "error validating etcd for upgrade: etcd member 00000000000000ab is not started, all members must be running to perform an upgrade",
-        ] {
-            assert_eq!(unknown(text).class(), ErrorClass::Retryable, "{text}");
-        }
+        let text = "failed to acquire upgrade mutex: context deadline exceeded";
+        assert_eq!(unknown(text).class(), ErrorClass::Retryable, "{text}");
     }
 
     #[test]

@@ -365,6 +365,41 @@ impl NodeClient {
         Ok(extensions)
     }
 
+    /// The release the node runs, as `talosctl get version` reads it: the `version` resource
+    /// of type `Versions.runtime.talos.dev` (Talos: pkg/machinery/resources/runtime/
+    /// version.go, written by controllers/runtime/version.go from the running release).
+    /// Unlike `MachineService/Version`, which machined's maintenance server keeps for the
+    /// Admin role (internal/app/maintenance/server.go (v1.12.0) `Version`: "API is not
+    /// implemented in maintenance mode"), every release serves it to a client without a
+    /// certificate in maintenance mode: v1.10 to v1.12 register the COSI state there for
+    /// readers, v1.13's apid lets readers list.
+    pub async fn release(&self) -> Result<String, TalosError> {
+        let request = cosi::ListRequest {
+            namespace: "runtime".into(),
+            r#type: "Versions.runtime.talos.dev".into(),
+        };
+        let reply = self.state.clone().list(self.request(request)).await;
+        let mut stream = reply.map_err(status_error("List"))?.into_inner();
+        while let Some(item) = stream.message().await.map_err(status_error("List"))? {
+            let yaml = item
+                .resource
+                .and_then(|r| r.spec)
+                .map(|s| s.yaml_spec)
+                .unwrap_or_default();
+            let tag = yaml
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("version:"))
+                .map(|v| v.trim().trim_matches('"').to_string());
+            if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+                return Ok(tag);
+            }
+        }
+        Err(TalosError::Unexpected {
+            rpc: "List",
+            detail: "no Versions.runtime.talos.dev resource holds a version".into(),
+        })
+    }
+
     /// The node's boot id (`MachineService/Read` of `/proc/sys/kernel/random/boot_id`): it
     /// changes with every boot, which is how talosctl tells that a reboot happened (Talos:
     /// cmd/talosctl/pkg/talos/action/tracker.go (v1.12.0) `getBootID`).

@@ -29,6 +29,44 @@ pub async fn apply_configs(
     results.into_iter().collect()
 }
 
+/// Before anything is applied to any node: every node that answers in maintenance mode now and
+/// runs an older release line that cannot run the cluster's Kubernetes (see
+/// [`ClusterNode::unfit_for`]) fails the apply, the first in node order. Each node is asked
+/// once, without waiting: a node that does not answer yet (still booting, or a replacement
+/// waiting for its address) is checked again when it answers, before it is given its config.
+pub async fn check_maintenance_releases(
+    nodes: &[ClusterNode],
+    access: &Access,
+) -> Result<(), ClusterError> {
+    let checks = nodes
+        .iter()
+        .filter(|n| !n.unfit.is_empty())
+        .map(|node| async move {
+            if probe(node.ip, &access.talos, &access.connect).await != NodeState::Maintenance {
+                return Ok(());
+            }
+            let Ok(client) = NodeClient::connect_insecure(node.ip, &access.connect).await else {
+                return Ok(());
+            };
+            let Ok(release) = client.release().await else {
+                return Ok(());
+            };
+            unfit(node, release).map_or(Ok(()), Err)
+        });
+    join_all(checks).await.into_iter().collect()
+}
+
+/// The refusal of a node that runs `release` and cannot run the cluster's Kubernetes.
+fn unfit(node: &ClusterNode, release: String) -> Option<ClusterError> {
+    let reason = node.unfit_for(&release)?.to_string();
+    Some(ClusterError::ReleaseCannotRunKubernetes {
+        node: node.name.clone(),
+        ip: node.ip,
+        release,
+        reason,
+    })
+}
+
 /// What a wait on `node` still waits for.
 pub(super) fn pending(check: &str, node: &ClusterNode, last: String) -> Pending {
     Pending {
@@ -57,11 +95,15 @@ async fn apply_one(
     let taken = poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
-            // A node booted from an older template gets the documents its release knows.
+            // A node booted from an older template gets the documents its release knows. Its
+            // release comes from the COSI `version` resource: `Version` is Admin-only in
+            // maintenance mode up to v1.12 (see `NodeClient::release`).
             NodeState::Maintenance => match NodeClient::connect_insecure(node.ip, &access.connect).await {
-                Ok(client) => match client.version().await {
-                    Ok(version) => {
-                        let release = version.version.map(|v| v.tag).unwrap_or_default();
+                Ok(client) => match client.release().await {
+                    Ok(release) => {
+                        if let Some(refusal) = unfit(node, release.clone()) {
+                            return Err(refusal);
+                        }
                         let config = node.config_for(&release);
                         if config != node.config {
                             tracing::info!(node = %node.name, release, "configuration in the documents of the node's release");

@@ -97,6 +97,20 @@ pub enum ClusterError {
     /// Bad credentials in state or settings.
     #[error("{0}")]
     Credentials(String),
+    /// A node booted an older release than `talos_version` that cannot run
+    /// `kubernetes_version` before its upgrade (the reason names both and what to do); it was
+    /// given nothing.
+    #[error("node {node} ({ip}) reports Talos {release}. {reason}")]
+    ReleaseCannotRunKubernetes {
+        /// Node name.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+        /// What it reported, e.g. `v1.11.5`.
+        release: String,
+        /// Why, and what to set.
+        reason: String,
+    },
 }
 
 /// What to do about a Kubernetes API error, by its kind. Whatever was done before stays done:

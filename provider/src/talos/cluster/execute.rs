@@ -593,6 +593,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replaced_machine_from_an_older_template_is_upgraded_to_talos_version_after_it_joined(
+    ) {
+        // cp-2's new VM boots an older template (it is given that release's documents when it
+        // answers in maintenance, see `ClusterNode::config_for`): once it joined and the
+        // cluster is healthy, it goes through the upgrade to the target release, alone.
+        let mut before = cluster("a");
+        before[1]
+            .earlier
+            .insert("v1.11".into(), "a in v1.11 documents".into());
+        let mut current = running(&before);
+        let mut wanted = desired(&before);
+        let machine = |vm: &str| crate::talos::cluster::Machine {
+            vm: Some(vm.into()),
+            mac: None,
+        };
+        current.machines.insert("cp-2".into(), machine("pve1/101"));
+        wanted.machines.insert("cp-2".into(), machine("pve1/201"));
+        let steps = plan(Some(&current), &wanted);
+        let ops = Recorder::default();
+        execute(&steps, &before, &[], &ops, &mut Report::default())
+            .await
+            .unwrap();
+        let calls = ops.calls();
+        let replaced = calls
+            .iter()
+            .position(|c| c.starts_with("replace cp-2"))
+            .expect("cp-2 replaced");
+        let upgraded = calls
+            .iter()
+            .position(|c| c == "upgrade cp-2 reinstall=false")
+            .unwrap_or_else(|| panic!("cp-2 is not upgraded: {calls:#?}"));
+        assert!(replaced < upgraded, "{calls:#?}");
+        assert_eq!(
+            calls[upgraded - 1],
+            "wait healthy",
+            "upgraded once the cluster is healthy: {calls:#?}"
+        );
+        // Only the new machine: the others already run the target release.
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("upgrade")).count(),
+            1,
+            "{calls:#?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_node_that_cannot_be_drained_fails_the_apply_before_anything_else_changes() {
         let mut before = cluster("a");
         before.push(node("w-2", Role::Worker, "a"));

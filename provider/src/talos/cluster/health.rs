@@ -404,6 +404,7 @@ mod tests {
             role: crate::talos::config::Role::ControlPlane,
             config: String::new(),
             earlier: Default::default(),
+            unfit: Default::default(),
         }
     }
 

@@ -23,7 +23,7 @@ mod upgrade;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub use bring_up::{apply_configs, bootstrap, wait_configured};
+pub use bring_up::{apply_configs, bootstrap, check_maintenance_releases, wait_configured};
 pub use error::ClusterError;
 pub use execute::{execute, Applied, Live, NodeOperations, Report};
 pub use health::{wait_healthy, HealthCheck};
@@ -57,6 +57,10 @@ pub struct ClusterNode {
     /// what a node still on that release accepts in maintenance mode (see
     /// [`crate::talos::config::earlier_contracts`]). Empty when there is none.
     pub earlier: BTreeMap<String, String>,
+    /// Older release lines (`v1.11`) whose node cannot run the cluster's Kubernetes before
+    /// its upgrade, with the reason (see
+    /// [`crate::talos::config::check_release_runs_kubernetes`]): such a node gets nothing.
+    pub unfit: BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -69,6 +73,7 @@ impl ClusterNode {
             role,
             config: config.into(),
             earlier: Default::default(),
+            unfit: Default::default(),
         }
     }
 }
@@ -82,15 +87,14 @@ impl ClusterNode {
     /// The configuration a node that runs `release` (e.g. `v1.11.5`) accepts: the one of its
     /// release line when that is older than the cluster's, else [`ClusterNode::config`].
     pub fn config_for(&self, release: &str) -> &str {
-        self.earlier
-            .iter()
-            .find(|(line, _)| {
-                release
-                    .strip_prefix(line.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-            })
-            .map(|(_, config)| config.as_str())
+        line_of(&self.earlier, release)
+            .map(String::as_str)
             .unwrap_or(&self.config)
+    }
+
+    /// Why a node that runs `release` must not be given its config, if it must not.
+    pub fn unfit_for(&self, release: &str) -> Option<&str> {
+        line_of(&self.unfit, release).map(String::as_str)
     }
 
     /// Whether a node that ran `release` may run a config of an older contract than
@@ -98,6 +102,18 @@ impl ClusterNode {
     pub fn ran_earlier_contract(&self, release: &str) -> bool {
         self.config_for(release) != self.config
     }
+}
+
+/// The entry of `by_line` (keyed `v1.11`) of the release line `release` (`v1.11.5`) is on.
+fn line_of<'a>(by_line: &'a BTreeMap<String, String>, release: &str) -> Option<&'a String> {
+    by_line
+        .iter()
+        .find(|(line, _)| {
+            release
+                .strip_prefix(line.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+        .map(|(_, value)| value)
 }
 
 /// Credentials for both APIs.
@@ -195,6 +211,7 @@ mod tests {
             earlier: [("v1.10", "v1.10 documents"), ("v1.11", "v1.11 documents")]
                 .map(|(l, c)| (l.to_string(), c.to_string()))
                 .into(),
+            unfit: Default::default(),
         };
         assert_eq!(node.config_for("v1.11.5"), "v1.11 documents");
         assert_eq!(node.config_for("v1.10.0"), "v1.10 documents");

@@ -55,6 +55,7 @@ impl Replacement {
             },
             config: String::new(),
             earlier: Default::default(),
+            unfit: Default::default(),
         }
     }
 }

@@ -10,6 +10,8 @@ use super::poll::{poll, poll_each, UPGRADE_ATTEMPT_TIMEOUT};
 use super::reboot::{boot_id_failure, wait_rebooted};
 use super::{wait_healthy, Access, ClusterError, ClusterNode, Extensions};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
+use crate::talos::config::{check_upgrade_from, TalosVersion};
+use crate::talos::proto::machine::EtcdMember;
 
 /// What an upgrade brings nodes to.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +52,18 @@ pub async fn upgrade_nodes(
         };
         if !reinstall && on_target(node, release.as_deref(), target, access).await {
             continue;
+        }
+        // The installer refuses a node too old for it only after the call answered and the
+        // node drained (see `check_upgrade_from`): refuse first.
+        let target_line = TalosVersion::parse(target.tag).map(|v| v.minor);
+        if let (Some(release), Ok(line)) = (&release, target_line) {
+            if let Err(reason) = check_upgrade_from(release, line) {
+                return Err(ClusterError::UpgradeRefused {
+                    node: node.name.clone(),
+                    ip: node.ip,
+                    message: reason,
+                });
+            }
         }
         let mut sent_again = false;
         loop {
@@ -116,7 +130,7 @@ async fn start_upgrade(
     poll_each(deadline, UPGRADE_ATTEMPT_TIMEOUT, waiting, || async {
         let client = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
             Ok(client) => client,
-            Err(e) => return boot_id_failure(node, CHECK, e).map(Err),
+            Err(e) => return Ok(Err(pending(CHECK, node, e.describe()))),
         };
         let boot = match client.boot_id().await {
             Ok(boot) => boot,
@@ -124,11 +138,20 @@ async fn start_upgrade(
         };
         match client.upgrade(image, true, false, false).await {
             Ok(_) => Ok(Ok(boot)),
-            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::UpgradeRefused {
-                node: node.name.clone(),
-                ip: node.ip,
-                message: e.describe(),
-            }),
+            Err(e) if e.class() == ErrorClass::Final => {
+                let mut message = e.describe();
+                // Talos names an etcd member by its ID: say which node that is.
+                if message.contains("etcd member ") {
+                    if let Ok(members) = client.etcd_member_list().await {
+                        message = name_members(&message, &members);
+                    }
+                }
+                Err(ClusterError::UpgradeRefused {
+                    node: node.name.clone(),
+                    ip: node.ip,
+                    message,
+                })
+            }
             Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
     })
@@ -159,6 +182,19 @@ async fn wait_configured_release(
     .await
 }
 
+/// `message` with each etcd member ID it quotes (`etcd member 0123456789abcdef`, as Talos
+/// prints them) followed by that member's name.
+fn name_members(message: &str, members: &[EtcdMember]) -> String {
+    let mut out = message.to_string();
+    for member in members {
+        let id = format!("etcd member {:016x}", member.id);
+        if out.contains(&id) && !member.hostname.is_empty() {
+            out = out.replace(&id, &format!("{id} ({})", member.hostname));
+        }
+    }
+    out
+}
+
 async fn wait_for_version(
     node: &ClusterNode,
     target_tag: &str,
@@ -184,4 +220,24 @@ async fn wait_for_version(
         Ok(Err(pending(&check, node, last)))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etcd_member_talos_names_by_id_is_named_by_its_node() {
+        let members = vec![EtcdMember {
+            id: 0xab,
+            hostname: "cp-3".into(),
+            ..Default::default()
+        }];
+        let message =
+            "error validating etcd for upgrade: etcd member 00000000000000ab is not healthy";
+        assert_eq!(
+            name_members(message, &members),
+            "error validating etcd for upgrade: etcd member 00000000000000ab (cp-3) is not healthy"
+        );
+    }
 }

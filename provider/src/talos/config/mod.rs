@@ -33,8 +33,11 @@ pub use schematic::{schematic_id, schematic_yaml};
 pub use spec::{
     ClusterSpec, DiskEncryption, EncryptionKeyKind, InlineManifest, NetworkLink, NodeSpec, Role,
 };
-pub use validate::{validate, validate_known, Issue, KnownNode, KnownSpec, PathStep, Severity};
-pub use version::{KubernetesVersion, TalosMinor, TalosVersion};
+pub use validate::{
+    check_release_runs_kubernetes, validate, validate_known, Issue, KnownNode, KnownSpec, PathStep,
+    Severity,
+};
+pub use version::{check_upgrade_from, KubernetesVersion, TalosMinor, TalosVersion};
 
 /// Everything that can go wrong while generating a machine configuration.
 #[derive(Debug, thiserror::Error)]

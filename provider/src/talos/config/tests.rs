@@ -706,3 +706,43 @@ fn v1_10_and_v1_11_disable_pod_security_policy_later_releases_have_no_such_field
         assert_eq!(api["admissionControl"][0]["name"], "PodSecurity");
     }
 }
+
+#[test]
+fn a_node_on_an_older_release_must_run_kubernetes_version_before_its_upgrade() {
+    let mut s = spec("v1.12.0");
+    s.kubernetes_version = "v1.35.0".into();
+    // v1.11 runs Kubernetes 1.29 to 1.34: its node would refuse the v1.35 kubelet it is given
+    // with the v1.11 documents, before castle upgrades it.
+    let issue = check_release_runs_kubernetes(&s, "w-1", "v1.11.5").expect("refused");
+    assert_eq!(
+        issue.path,
+        vec![PathStep::Attribute("kubernetes_version".into())]
+    );
+    assert_eq!(issue.severity, Severity::Error);
+    for words in [
+        "Node w-1 runs Talos v1.11.5",
+        "supports Kubernetes 1.29 to 1.34",
+        "kubernetes_version is v1.35.0",
+        "1.30 to 1.34",
+        "template of v1.12",
+    ] {
+        assert!(issue.detail.contains(words), "{words}: {}", issue.detail);
+    }
+    // Inside both windows, on the cluster's own line, on a newer one, or unreadable: fine.
+    s.kubernetes_version = "v1.34.2".into();
+    assert!(check_release_runs_kubernetes(&s, "w-1", "v1.11.5").is_none());
+    s.kubernetes_version = "v1.35.0".into();
+    assert!(check_release_runs_kubernetes(&s, "w-1", "v1.12.3").is_none());
+    assert!(check_release_runs_kubernetes(&s, "w-1", "v1.13.0").is_none());
+    assert!(check_release_runs_kubernetes(&s, "w-1", "").is_none());
+    // Three lines behind: the window both share.
+    s.talos_version = "v1.13.0".into();
+    s.kubernetes_version = "v1.36.0".into();
+    let issue = check_release_runs_kubernetes(&s, "w-1", "v1.10.4").expect("refused");
+    assert!(issue.detail.contains("1.28 to 1.33"), "{}", issue.detail);
+    assert!(
+        issue.detail.contains("both run (1.31 to 1.33)"),
+        "{}",
+        issue.detail
+    );
+}

@@ -208,6 +208,57 @@ pub fn validate_known(spec: &KnownSpec) -> Vec<Issue> {
     issues.0
 }
 
+/// Whether a node that runs `release` (`v1.11.5`, or a line `v1.11`) can start the cluster's
+/// Kubernetes before castle upgrades it: a node on an older release line than `talos_version`
+/// gets the cluster's config in that line's documents first and is upgraded only once it
+/// joined, so its release's own window must hold `kubernetes_version` (Talos refuses the
+/// kubelet image otherwise, from v1.11 in maintenance mode too). The error names
+/// `kubernetes_version` and the node; a release castle cannot read, or one not older than
+/// `talos_version`, passes.
+// Talos: pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go (v1.11.0) RuntimeValidate
+// → ValidateKubernetesImageTag; pkg/machinery/compatibility/talos110..talos113 windows.
+pub fn check_release_runs_kubernetes(
+    spec: &ClusterSpec,
+    node: &str,
+    release: &str,
+) -> Option<Issue> {
+    let target = TalosVersion::parse(&spec.talos_version).ok()?;
+    let running = TalosVersion::parse(release).ok()?;
+    let k8s = KubernetesVersion::parse(&spec.kubernetes_version).ok()?;
+    if running.minor >= target.minor {
+        return None;
+    }
+    let (min, max) = running.minor.kubernetes_window();
+    if (min..=max).contains(&k8s.minor()) {
+        return None;
+    }
+    let (target_min, target_max) = target.minor.kubernetes_window();
+    let (both_min, both_max) = (min.max(target_min), max.min(target_max));
+    let choose = if both_min <= both_max {
+        format!(
+            "Set kubernetes_version to a release both run (1.{both_min} to 1.{both_max}) and raise it after the upgrade, \
+             or boot the node from a template of {}",
+            target.minor.as_str()
+        )
+    } else {
+        format!("Boot the node from a template of {}", target.minor.as_str())
+    };
+    Some(Issue {
+        path: vec![attr("kubernetes_version")],
+        severity: Severity::Error,
+        summary: format!("Node {node} cannot run kubernetes_version before its upgrade"),
+        detail: format!(
+            "Node {node} runs Talos {release} (its template), which supports Kubernetes 1.{min} to 1.{max}, and \
+             kubernetes_version is {}: castle gives the node its configuration in {}'s documents and upgrades it \
+             to talos_version {} only after it joined, so it would first start a kubelet its release does not \
+             support (Talos refuses it from v1.11 on). {choose}. Nothing was applied to any node.",
+            k8s.tag(),
+            running.minor.as_str(),
+            spec.talos_version,
+        ),
+    })
+}
+
 fn check_versions(spec: &KnownSpec, issues: &mut Issues) {
     let talos = spec.talos_version.as_deref().map(|v| {
         let parsed = TalosVersion::parse(v);

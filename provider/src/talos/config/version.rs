@@ -96,6 +96,56 @@ impl TalosMinor {
     }
 }
 
+/// The oldest release, `(major, minor)`, a node may run for the installer of `target` to upgrade
+/// it.
+// Talos: pkg/machinery/compatibility/talos110..talos113 `MinimumHostUpgradeVersion` (1.8.0,
+// 1.9.0, 1.10.0, 1.11.0), checked by the installer's pre-flight check
+// (cmd/installer/pkg/install/preflight.go (v1.12.0), compatibility/talos_version.go
+// `UpgradeableFrom`: "host version … is too old to upgrade to Talos …"). The installer runs
+// after the Upgrade call has answered and the node has drained, so castle checks first.
+fn minimum_upgrade_from(target: TalosMinor) -> (u32, u32) {
+    match target {
+        TalosMinor::V1_10 => (1, 8),
+        TalosMinor::V1_11 => (1, 9),
+        TalosMinor::V1_12 => (1, 10),
+        TalosMinor::V1_13 => (1, 11),
+    }
+}
+
+/// Refuses an upgrade to `target` of a node that reports `host` (e.g. `v1.10.4`) when the
+/// target's installer does not upgrade from that release; a release that does not read as one
+/// passes (the node decides).
+pub fn check_upgrade_from(host: &str, target: TalosMinor) -> Result<(), String> {
+    let mut parts = host.trim_start_matches('v').split('.');
+    let (Some(Ok(major)), Some(Ok(minor))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return Ok(());
+    };
+    let (min_major, min_minor) = minimum_upgrade_from(target);
+    if (major, minor) >= (min_major, min_minor) {
+        return Ok(());
+    }
+    let between: Vec<String> = TalosMinor::ALL
+        .iter()
+        .filter(|m| **m < target && minimum_upgrade_from(**m) <= (major, minor))
+        .map(|m| m.as_str().to_string())
+        .collect();
+    let first = match between.last() {
+        Some(line) => format!(
+            "upgrade it to a {line} release first, then to {}",
+            target.as_str()
+        ),
+        None => "rebuild it from a newer template".to_string(),
+    };
+    Err(format!(
+        "it runs Talos {host}, and the installer of {} upgrades only from v{min_major}.{min_minor}.0 on \
+         (Talos's MinimumHostUpgradeVersion): {first}.",
+        target.as_str()
+    ))
+}
+
 /// A Talos version: a release line, optionally with its patch number (`v1.12` or `v1.12.3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TalosVersion {
@@ -183,4 +233,23 @@ impl KubernetesVersion {
 
 fn is_number(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod upgrade_from_tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_below_the_installers_minimum_is_refused_with_the_release_to_go_through() {
+        let err = check_upgrade_from("v1.10.4", TalosMinor::V1_13).unwrap_err();
+        assert!(err.contains("it runs Talos v1.10.4"), "{err}");
+        assert!(err.contains("only from v1.11.0 on"), "{err}");
+        assert!(
+            err.contains("upgrade it to a v1.12 release first, then to v1.13"),
+            "{err}"
+        );
+        assert!(check_upgrade_from("v1.11.0", TalosMinor::V1_13).is_ok());
+        assert!(check_upgrade_from("v1.10.0", TalosMinor::V1_12).is_ok());
+        assert!(check_upgrade_from("", TalosMinor::V1_13).is_ok());
+    }
 }

@@ -9,35 +9,50 @@ use tonic::Status;
 
 use super::config;
 use super::{After, Fleet};
+use crate::talos::maintenance::Server;
 
-/// What the node did with an applied config, for the answer's `mode_details`.
+/// What the node did with an applied config, for the answer's `mode` and `mode_details`.
 pub(crate) enum Applied {
     DryRun,
-    Installing,
+    /// In maintenance mode: the config is taken and the node leaves maintenance mode.
+    Leaving(Server),
+    /// In maintenance mode (v1.13): kept for the next boot.
+    StagedInMaintenance,
     Staged,
     Rebooting,
     InPlace,
 }
 
 impl Applied {
-    /// The mode the answer reports: AUTO resolved to what the node did.
+    /// The mode the answer reports: AUTO resolved to what the node did. Machined's maintenance
+    /// server leaves the field unset (REBOOT is its zero value); v1.13 reports NO_REBOOT for
+    /// AUTO and REBOOT there.
     pub(crate) fn mode(&self, requested: ApplyMode) -> ApplyMode {
         match self {
             Applied::Rebooting => ApplyMode::Reboot,
-            Applied::InPlace => ApplyMode::NoReboot,
-            Applied::Staged => ApplyMode::Staged,
-            Applied::DryRun | Applied::Installing => requested,
+            Applied::InPlace | Applied::Leaving(Server::Apid) => match requested {
+                ApplyMode::Try => ApplyMode::Try,
+                _ => ApplyMode::NoReboot,
+            },
+            Applied::Leaving(Server::Machined) => ApplyMode::Reboot,
+            Applied::Staged | Applied::StagedInMaintenance => ApplyMode::Staged,
+            Applied::DryRun => requested,
         }
     }
 
-    /// The answer's `mode_details`.
-    pub(crate) fn details(&self) -> &'static str {
+    /// The answer's `mode_details`, as Talos words them.
+    pub(crate) fn details(&self, maintenance: Option<Server>) -> &'static str {
         match self {
+            Applied::DryRun if maintenance == Some(Server::Machined) => {
+                "Dry run summary:\nNode is running in maintenance mode and does not have a config yet."
+            }
             Applied::DryRun => "Dry run: the config is valid and would be applied",
-            Applied::Installing => "Applied configuration; the node installs and reboots",
-            Applied::Staged => "Staged configuration to be applied after a reboot",
+            Applied::Leaving(Server::Machined) => "",
+            Applied::Staged | Applied::StagedInMaintenance => {
+                "Staged configuration to be applied after the next reboot"
+            }
             Applied::Rebooting => "Applied configuration with a reboot",
-            Applied::InPlace => "Applied configuration without a reboot",
+            Applied::InPlace | Applied::Leaving(Server::Apid) => "Applied configuration without a reboot",
         }
     }
 }
@@ -52,32 +67,33 @@ impl Fleet {
         mode: ApplyMode,
         dry_run: bool,
     ) -> Result<Applied, Status> {
-        // Maintenance mode takes AUTO, REBOOT and TRY only.
-        if maintenance && matches!(mode, ApplyMode::NoReboot | ApplyMode::Staged) {
-            return Err(Status::unimplemented(format!(
-                "apply configuration --mode='{}' is not supported in maintenance mode",
-                mode.as_str_name().to_lowercase().replace('_', "-")
-            )));
-        }
         let mut state = self.lock_api()?;
         let node = state.serving_mut(address)?;
+        // What serves maintenance mode depends on the release (see `maintenance.rs`).
+        let server = maintenance.then(|| Server::of(&node.talos_version));
+        if let Some(server) = server {
+            server.admit_mode(mode)?;
+        }
         if let Some(reason) = node.faults.reject_next_config.take() {
             return Err(Status::invalid_argument(reason));
         }
-        // In maintenance mode a config that does not decode is a plain error (gRPC Unknown);
-        // only validation is InvalidArgument (Talos: internal/app/maintenance/server.go
-        // (v1.12.0) `ApplyConfiguration`). A configured node answers InvalidArgument to both.
-        let parsed = config::parse(data, &node.talos_version).map_err(|e| {
-            if maintenance && e.starts_with("failed to parse config") {
-                Status::unknown(e)
-            } else {
-                Status::invalid_argument(e)
-            }
+        // A config that does not decode is a plain error (gRPC Unknown) from machined's
+        // maintenance server, InvalidArgument elsewhere; validation is InvalidArgument (Talos:
+        // internal/app/maintenance/server.go (v1.12.0) `ApplyConfiguration`).
+        let parsed = config::parse(data, &node.talos_version).map_err(|e| match server {
+            Some(server) if e.starts_with("failed to parse config") => server.undecodable(e),
+            _ => Status::invalid_argument(e),
         })?;
         if dry_run {
             return Ok(Applied::DryRun);
         }
-        if maintenance {
+        if let Some(server) = server {
+            // v1.13 keeps a staged config for the next boot and stays in maintenance mode
+            // (v1alpha1_server.go (v1.13.0) `ApplyConfiguration`: STAGED only persists). Like a
+            // configured node's staged config, the lab does not keep it.
+            if mode == ApplyMode::Staged {
+                return Ok(Applied::StagedInMaintenance);
+            }
             // A disk image is installed already (its META partition says so): the node
             // reboots into the release it booted, and `machine.install.image` waits for an
             // upgrade (Talos: internal/app/machined/pkg/runtime/v1alpha1/
@@ -90,7 +106,7 @@ impl Fleet {
             }
             node.config = Some(Arc::new(parsed));
             self.start_reboot(&mut state, address, true, After::Running);
-            return Ok(Applied::Installing);
+            return Ok(Applied::Leaving(server));
         }
         // AUTO reboots when the change is outside what Talos applies in place (Talos:
         // internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0)

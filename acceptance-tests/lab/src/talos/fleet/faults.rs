@@ -1,6 +1,7 @@
 //! Faults injected into nodes through the Rust API or the admin HTTP API. The connection faults
 //! take effect in `server.rs` (what the node's listener does), `reject_next_config` in
-//! `apply.rs`, `slow_reboot` and `power_cycle` in `power.rs`.
+//! `apply.rs`, `slow_reboot` and `power_cycle` in `power.rs`, `etcd_stopped` in `etcd/mod.rs`
+//! (`start_etcd`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub struct Faults {
     /// reboot slowed by it after the ordinary reboot delay.
     #[serde(serialize_with = "ser_duration_ms")]
     pub slow_reboot: Option<Duration>,
+    /// The node's etcd is down (its process stopped, its member still listed) until the faults
+    /// are cleared: the member is not healthy.
+    pub etcd_stopped: bool,
     /// A power cut armed to strike while the node drains for its next Upgrade (after it
     /// answered, before the installer is written), off for this long (before time scaling).
     #[serde(serialize_with = "ser_duration_ms")]
@@ -55,6 +59,8 @@ pub enum Fault {
     ForeignCluster,
     /// The node's etcd member disappears from its cluster's member list.
     LoseEtcdMember,
+    /// See [`Faults::etcd_stopped`].
+    StopEtcd,
     /// The machine loses power at once (no drain, no etcd leave) and comes back on after this
     /// long (before time scaling): see [`Fleet::power_cycle`].
     PowerCycle(Duration),
@@ -93,6 +99,17 @@ impl Fleet {
                 node.wake();
             }
             Fault::LoseEtcdMember => self.lose_etcd_member(&mut state, address)?,
+            Fault::StopEtcd => {
+                if node.etcd.member_id.is_none() {
+                    return Err(FleetError::Fault(format!(
+                        "{address} is not an etcd member"
+                    )));
+                }
+                node.faults.etcd_stopped = true;
+                node.etcd.stop();
+                // The API server and the VIP follow etcd.
+                self.reconcile_kube(&mut state);
+            }
             Fault::PowerCycle(_) => unreachable!("handled above, without the lock"),
             Fault::PowerCycleInUpgrade(off) => node.faults.power_cycle_in_upgrade = Some(off),
             Fault::PowerCycleInBootstrap(off) => node.faults.power_cycle_in_bootstrap = Some(off),
@@ -110,7 +127,7 @@ impl Fleet {
     }
 
     /// Clears every fault of a node (a hanging node starts answering again; a slowed reboot
-    /// ends after the ordinary reboot delay).
+    /// ends after the ordinary reboot delay; a stopped etcd starts again from its data).
     pub fn clear_faults(&self, address: IpAddr) -> Result<(), FleetError> {
         let ordinary = Instant::now() + self.scaled(self.inner.options.reboot_delay);
         let mut state = self.lock()?;
@@ -120,8 +137,12 @@ impl Fleet {
                 *until = (*until).min(ordinary);
             }
         }
+        let etcd_stopped = node.faults.etcd_stopped;
         node.faults = Faults::default();
         node.wake();
+        if etcd_stopped {
+            self.start_etcd(&mut state, address);
+        }
         Ok(())
     }
 }

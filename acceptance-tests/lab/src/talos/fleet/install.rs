@@ -41,7 +41,12 @@ impl Fleet {
     /// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0) `Upgrade`
     /// runs `install.PullAndValidateInstallerImage` in the request), then writes it to disk
     /// and reboots into its release after draining.
-    pub(crate) async fn upgrade(&self, address: IpAddr, image: &str) -> Result<(), Status> {
+    pub(crate) async fn upgrade(
+        &self,
+        address: IpAddr,
+        image: &str,
+        force: bool,
+    ) -> Result<(), Status> {
         tokio::time::sleep(self.scaled(self.inner.options.pull_delay)).await;
         let tag = image
             .rsplit_once(':')
@@ -57,37 +62,31 @@ impl Fleet {
             )));
         }
         let resolved = self.resolve(image).map_err(refuse)?;
+        let control_plane = {
+            let state = self.lock_api()?;
+            let host = state.serving(address)?.talos_version.clone();
+            // Talos's installer refuses an older host in its pre-flight check, once the
+            // upgrade sequence runs it after the answer (cmd/installer/pkg/install/preflight.go
+            // (v1.12.0), compatibility/talos_version.go `UpgradeableFrom`); the lab refuses in
+            // the request, with Talos's text.
+            if let Some(minimum) = minimum_upgrade_from(&tag) {
+                if minor(&host) < Some(minimum) {
+                    return Err(refuse(format!(
+                        "host version {} is too old to upgrade to Talos {}",
+                        host.trim_start_matches('v'),
+                        tag.trim_start_matches('v')
+                    )));
+                }
+            }
+            state.config_of(address)?.machine_type == MachineType::Controlplane
+        };
+        // A control plane checks that etcd can lose it for the reboot, unless forced (Talos:
+        // v1alpha1_server.go (v1.12.0) `Upgrade`, internal/pkg/etcd/etcd.go
+        // `ValidateForUpgrade`; see `etcd/upgrade_check.rs`).
+        if control_plane && !force {
+            self.validate_etcd_for_upgrade(address).await?;
+        }
         let mut state = self.lock_api()?;
-        let host = state.serving(address)?.talos_version.clone();
-        if let Some(minimum) = minimum_upgrade_from(&tag) {
-            if minor(&host) < Some(minimum) {
-                return Err(refuse(format!(
-                    "host version {} is too old to upgrade to Talos {}",
-                    host.trim_start_matches('v'),
-                    tag.trim_start_matches('v')
-                )));
-            }
-        }
-        // A control plane checks that etcd can lose it for the reboot (Talos:
-        // internal/pkg/etcd/etcd.go (v1.12.0) `ValidateForUpgrade`).
-        let config = state.config_of(address)?;
-        if config.machine_type == MachineType::Controlplane {
-            // The member list as the node's own etcd gave it last.
-            let members = &state.serving(address)?.etcd.members;
-            if members.len() == 2 {
-                return Err(Status::unknown(
-                    "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if \
-                     upgrade commences",
-                ));
-            }
-            if let Some(m) = members.iter().find(|m| m.hostname.is_empty()) {
-                return Err(Status::unknown(format!(
-                    "error validating etcd for upgrade: etcd member {:016x} is not started, all members must be \
-                     running to perform an upgrade",
-                    m.id
-                )));
-            }
-        }
         let node = state.serving_mut(address)?;
         node.pending_version = Some(tag);
         node.pending_extensions = Some((resolved.extensions, resolved.schematic));

@@ -31,6 +31,13 @@ pub struct Member {
     pub is_learner: bool,
 }
 
+impl Member {
+    /// The host of its first client URL (none until it started).
+    pub fn client_address(&self) -> Option<IpAddr> {
+        self.client_urls.first().and_then(|u| url_host(u))
+    }
+}
+
 /// A failure talking to etcd.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {

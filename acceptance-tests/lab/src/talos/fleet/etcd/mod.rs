@@ -4,6 +4,7 @@
 
 mod client;
 mod service;
+mod upgrade_check;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -154,8 +155,8 @@ fn write_pki(disk: &Path, config: &MachineConfig, address: IpAddr) -> Result<(),
 }
 
 impl Fleet {
-    /// Starts the etcd service of a settled, running control plane, unless it runs already or
-    /// the node left its cluster in this boot.
+    /// Starts the etcd service of a settled, running control plane, unless it runs already, the
+    /// node left its cluster in this boot, or the `stop_etcd` fault holds it down.
     pub(crate) fn start_etcd(&self, state: &mut State, address: IpAddr) {
         let binary = self.inner.options.etcd_binary.clone();
         let Some(node) = state.nodes.get_mut(&address) else {
@@ -168,6 +169,7 @@ impl Fleet {
             || !matches!(node.phase, Phase::Running { .. })
             || node.etcd.service.is_some()
             || node.etcd.left
+            || node.faults.etcd_stopped
         {
             return;
         }
