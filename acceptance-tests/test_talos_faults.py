@@ -129,15 +129,6 @@ def test_a_node_that_drops_connections_for_a_while_is_retried_and_the_create_com
     t.assert_plan_empty()
 
 
-def test_a_slow_reboot_still_converges(tf, talos):
-    # 20 s before time scaling (0.3): several seconds where the node answers nothing at all.
-    talos.fault(ip('cp-2'), 'slow_reboot', delay_ms=20000)
-    t = tf()
-    t.write(cluster_hcl())
-    t.apply()
-    assert_healthy(talos, t)
-
-
 def test_a_rejected_config_names_the_node_and_reason_and_the_next_apply_starts_over(tf, talos):
     talos.fault(ip('cp-2'), 'reject_next_config', reason='install disk /dev/sda is too small')
     t = tf()
@@ -158,6 +149,57 @@ def test_a_rejected_config_names_the_node_and_reason_and_the_next_apply_starts_o
     assert out.index('Destruction complete') < out.index('Creation complete'), out
     again = cluster_ids(talos)
     assert not set(again.values()) & set(first.values()), (first, again)
+    assert_healthy(talos, t)
+
+
+def test_a_slow_reboot_and_power_cuts_during_the_create_and_an_upgrade_still_converge(tf, talos):
+    # cp-3's install takes 20 s before time scaling (0.3): several seconds where it answers
+    # nothing at all. cp-2 loses power while it installs its config (before the bootstrap). cp-1
+    # loses it right after it answers the Bootstrap, before etcd writes its data, so it comes
+    # back waiting to be bootstrapped; and again once etcd runs on it. Each cut lasts 5 s
+    # (1.5 s scaled); the machine then boots from its disk: its config, and etcd's data.
+    talos.fault(ip('cp-3'), 'slow_reboot', delay_ms=20000)
+    talos.fault(ip('cp-1'), 'power_cycle_in_bootstrap', off_ms=5000)
+    cuts = {}
+
+    def cut_when(name, ready):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            node = talos.nodes()[ip(name)]
+            if ready(node):
+                talos.fault(ip(name), 'power_cycle', off_ms=5000)
+                cuts[name] = node['boots']
+                return
+            time.sleep(0.05)
+
+    cutters = [threading.Thread(target=cut_when, args=('cp-2', lambda n: n['cluster_id'] is not None)),
+               threading.Thread(target=cut_when, args=('cp-1', lambda n: n['etcd_healthy']))]
+    for cutter in cutters:
+        cutter.start()
+    try:
+        t = tf()
+        t.write(cluster_hcl())
+        t.apply()
+    finally:
+        for cutter in cutters:
+            cutter.join()
+    assert set(cuts) == {'cp-1', 'cp-2'}, cuts
+    assert talos.nodes()[ip('cp-1')]['faults']['power_cycle_in_bootstrap'] is None, 'the power cut never struck'
+    # Both came back; etcd is one cluster of the three control planes: cp-1 was asked again,
+    # no other control plane was bootstrapped.
+    assert talos.nodes()[ip('cp-1')]['boots'] > cuts['cp-1']
+    assert_healthy(talos, t)
+    talos.clear_faults(ip('cp-3'))
+
+    # During an upgrade: cp-2 loses power halfway through the drain of its Upgrade, after it
+    # answered and before it wrote the installer, so it boots v1.12.0 again. The same apply
+    # upgrades it again and finishes.
+    talos.fault(ip('cp-2'), 'power_cycle_in_upgrade', off_ms=3000)
+    t.write(cluster_hcl(talos_version='v1.13.0'))
+    t.apply()
+    nodes = talos.nodes()
+    assert nodes[ip('cp-2')]['faults']['power_cycle_in_upgrade'] is None, 'the power cut never struck'
+    assert {name: nodes[ip(name)]['talos_version'] for name in NODES} == {name: 'v1.13.0' for name in NODES}
     assert_healthy(talos, t)
 
 

@@ -18,7 +18,7 @@ PREFIX = '127.0.6.'
 NODES = {'cp-1': 11, 'w-1': 21}
 
 
-def hcl(secrets_block=''):
+def hcl(secrets_block='', patches=''):
     entries = '\n'.join('  node {\n    name    = "%s"\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
         name, PREFIX, host, 'controlplane' if name.startswith('cp') else 'worker') for name, host in NODES.items())
     return '''
@@ -41,8 +41,9 @@ resource "castle_talos_cluster" "home" {
   kubernetes_version = "v1.33.2"
   gateway            = "%s1"
 %s
+%s
 }
-''' % (secrets_block, PREFIX, entries)
+''' % (secrets_block, PREFIX, patches, entries)
 
 
 @pytest.fixture
@@ -75,7 +76,11 @@ def apply_killed_when(t, text, extra_seconds):
         return f.read()
 
 
-def test_an_apply_killed_while_the_cluster_forms_is_finished_by_the_next_one(tf, talos):
+# A patch that Talos cannot take in place: `machine.env` changes reboot the node.
+PROXY_PATCH = '''  patches = [yamlencode({ machine = { env = { HTTPS_PROXY = "http://127.0.6.1:3128" } } })]'''
+
+
+def test_an_apply_killed_while_the_cluster_forms_is_finished_by_the_next_one_with_the_current_config(tf, talos):
     t = tf()
     t.write(hcl())
     output = apply_killed_when(t, 'castle_talos_cluster.home: Creating...', 1.5)
@@ -83,12 +88,29 @@ def test_an_apply_killed_while_the_cluster_forms_is_finished_by_the_next_one(tf,
     assert 'castle_talos_cluster.home: Creation complete' not in output, 'the kill came too late:\n' + output
     # The nodes got this cluster's CA before the kill; the secrets survived in state.
     assert 'castle_talos_secrets.home' in t.resources()
-    assert any(n['state'] != 'maintenance' for n in talos.nodes().values())
-    t.apply()
     identity = t.resources()['castle_talos_secrets.home']['id']
+    left = {a for a, n in talos.nodes().items() if n['cluster_id'] == identity}
+    assert left, talos.nodes()
+    assert all(talos.running_config(a)['machine'].get('env') is None for a in left)
+    # Their install reboots are over before the count that tells the change's reboot.
+    deadline = time.monotonic() + 30
+    while {talos.nodes()[a]['state'] for a in left} != {'running'}:
+        assert time.monotonic() < deadline, talos.nodes()
+        time.sleep(0.1)
+    boots = {a: n['boots'] for a, n in talos.nodes().items()}
+
+    # The user adds a patch before applying again: the nodes that run the killed run's config
+    # get the current one, through the same apply as any running node (AUTO: Talos reboots
+    # them for it), and the create finishes.
+    t.write(hcl(patches=PROXY_PATCH))
+    t.apply()
     nodes = talos.nodes()
     assert {n['state'] for n in nodes.values()} == {'running'}
     assert {n['cluster_id'] for n in nodes.values()} == {identity}
+    for address in nodes:
+        assert talos.running_config(address)['machine']['env'] == {'HTTPS_PROXY': 'http://127.0.6.1:3128'}, address
+    for address in left:
+        assert nodes[address]['boots'] > boots[address], 'rebooted for the change: %s' % address
     assert {m['hostname'] for m in nodes[PREFIX + '11']['etcd_members']} == {'cp-1'}
     t.assert_plan_empty()
     t.destroy()

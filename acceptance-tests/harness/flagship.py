@@ -114,6 +114,16 @@ class Flagship(object):
                                      method='POST', headers={'Content-Type': 'application/json'})
         urllib.request.urlopen(req, timeout=10).read()
 
+    def power_cycle(self, name, seconds):
+        """Node `name`'s machine loses power and comes back on `seconds` later, as after a
+        tripped breaker or a host reboot: a hard stop of its VM in Proxmox, then a start (the
+        lab's wiring powers the Talos node off and boots it again from its disk). The lab's
+        `power_cycle` fault does the same to a node without Proxmox."""
+        vm = self.pve.vm('home-' + name)
+        self.pve.wait(self.pve.call('POST', '/nodes/%s/qemu/%d/status/stop' % (vm['node'], vm['vmid'])), vm['node'])
+        time.sleep(seconds)
+        self.pve.wait(self.pve.call('POST', '/nodes/%s/qemu/%d/status/start' % (vm['node'], vm['vmid'])), vm['node'])
+
     # --- what the cluster is -----------------------------------------------------------------
 
     def kubeconfig(self):

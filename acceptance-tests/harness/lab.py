@@ -179,6 +179,10 @@ class TalosLab(object):
         """address -> summary (state, hostname, cluster_id, etcd_members, ...)."""
         return {n['address']: n for n in self._call('GET', '/nodes')}
 
+    def running_config(self, address):
+        """The v1alpha1 document of the config the node at `address` runs, or None."""
+        return self._call('GET', '/nodes/%s/config' % address)
+
     def fault(self, address, kind, **extra):
         self._call('POST', '/nodes/%s/faults' % address, dict(kind=kind, **extra))
 

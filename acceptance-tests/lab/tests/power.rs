@@ -154,3 +154,50 @@ async fn a_moved_machine_answers_at_its_former_static_address_until_its_new_conf
     wait_configured(to, &credentials).await;
     fleet.shutdown();
 }
+
+#[tokio::test]
+async fn a_machine_that_loses_power_while_it_drains_for_an_upgrade_boots_its_old_release() {
+    let fleet = fleet();
+    let node = ip("127.0.1.78");
+    let cluster = SampleCluster::generate("cut", ip("127.0.1.70")).unwrap();
+    let credentials = cluster.credentials().unwrap();
+    fleet.add_node(node, None).unwrap();
+    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(node, &options()).await.ok()
+    })
+    .await;
+    client
+        .apply_configuration(
+            cluster.config(true, "cp-1").as_bytes(),
+            ApplyMode::Auto,
+            false,
+        )
+        .await
+        .unwrap();
+    wait_configured(node, &credentials).await;
+    let client = NodeClient::connect(node, &credentials, &options())
+        .await
+        .unwrap();
+    client
+        .upgrade("ghcr.io/siderolabs/installer:v1.13.0", true, false, false)
+        .await
+        .unwrap();
+    // The answer is out; the node drains before it writes the installer.
+    fleet.power_cycle(node, Duration::from_millis(100)).unwrap();
+    wait_state(
+        node,
+        &credentials,
+        NodeState::Configured {
+            talos_version: "v1.12.0".into(),
+        },
+    )
+    .await;
+    let summary = fleet
+        .summaries()
+        .into_iter()
+        .find(|s| s.address == node)
+        .unwrap();
+    assert!(summary.installed_images.is_empty(), "{summary:?}");
+    assert_eq!(summary.boots, 2, "installed, then the power cycle");
+    fleet.shutdown();
+}

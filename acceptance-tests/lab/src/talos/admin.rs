@@ -8,6 +8,7 @@
 //! | `GET /nodes/{addr}` | state of one node | 200 [`NodeSummary`], 404 |
 //! | `POST /nodes` `{"address": "127.0.0.211", "talos_version": "v1.12.0"}` | adds a node in maintenance mode (`talos_version` optional) | 201 [`NodeSummary`], 409 if present, 400 for a bad version |
 //! | `DELETE /nodes/{addr}` | removes the node (powered off for good) | 204, 404 |
+//! | `GET /nodes/{addr}/config` | the v1alpha1 document of the config the node runs (`null` without one) | 200, 404 |
 //! | `POST /nodes/{addr}/faults` `{"kind": …}` | injects a fault, see below | 204, 404, 400 |
 //! | `DELETE /nodes/{addr}/faults` | clears every fault of the node | 204, 404 |
 //! | `POST /nodes/{addr}/power-off` | powers the machine off, keeping its disk | 204, 404 |
@@ -20,7 +21,16 @@
 //! (`"delay_ms"`, replaces install and reboot delays before time scaling), `foreign_cluster`
 //! (the node runs with another cluster's OS CA and rejects our client certificates),
 //! `lose_etcd_member` (the node's member disappears from its cluster's etcd), `stop_etcd` (the
-//! node's etcd is down, its member still listed and not healthy, until the faults are cleared).
+//! node's etcd is down, its member still listed and not healthy, until the faults are cleared),
+//! `power_cycle`
+//! (`"off_ms"`, before time scaling: the machine loses power at once, keeping its disk, and
+//! comes back on after that long; it boots its installed config, or maintenance mode if it had
+//! none), `power_cycle_in_upgrade` (`"off_ms"`: the same power cut, armed to strike halfway
+//! through the drain of the node's next Upgrade, after its answer and before the installer is
+//! written, so the node boots its old release), `power_cycle_in_bootstrap` (`"off_ms"`: the
+//! same, right after the node answers its next Bootstrap and before etcd writes its data, so
+//! the node comes back waiting to be bootstrapped). In the whole lab (`castle-lab serve`), cycle a VM's power through Proxmox instead
+//! (stop, then start: the wiring does the same to the node), so that Proxmox shows it too.
 //!
 //! Errors are `{"error": "<message>"}`.
 
@@ -51,12 +61,16 @@ pub struct AddNode {
 #[derive(Debug, Deserialize)]
 pub struct FaultRequest {
     /// `never_answer`, `drop_connections`, `reject_next_config`, `slow_reboot`, `foreign_cluster`,
-    /// `lose_etcd_member` or `stop_etcd`.
+    /// `lose_etcd_member`, `stop_etcd`, `power_cycle`, `power_cycle_in_upgrade` or
+    /// `power_cycle_in_bootstrap`.
     pub kind: String,
     /// Reason given by `reject_next_config`.
     pub reason: Option<String>,
     /// Delay of `slow_reboot`, in milliseconds.
     pub delay_ms: Option<u64>,
+    /// How long `power_cycle` (and `power_cycle_in_upgrade`) keeps the machine off, in
+    /// milliseconds.
+    pub off_ms: Option<u64>,
 }
 
 impl FaultRequest {
@@ -75,6 +89,15 @@ impl FaultRequest {
             "foreign_cluster" => Fault::ForeignCluster,
             "lose_etcd_member" => Fault::LoseEtcdMember,
             "stop_etcd" => Fault::StopEtcd,
+            "power_cycle" => Fault::PowerCycle(Duration::from_millis(
+                self.off_ms.ok_or("power_cycle needs off_ms")?,
+            )),
+            "power_cycle_in_upgrade" => Fault::PowerCycleInUpgrade(Duration::from_millis(
+                self.off_ms.ok_or("power_cycle_in_upgrade needs off_ms")?,
+            )),
+            "power_cycle_in_bootstrap" => Fault::PowerCycleInBootstrap(Duration::from_millis(
+                self.off_ms.ok_or("power_cycle_in_bootstrap needs off_ms")?,
+            )),
             other => return Err(format!("unknown fault kind {other:?}")),
         })
     }
@@ -105,6 +128,7 @@ pub fn router(fleet: Fleet) -> Router<()> {
     Router::new()
         .route("/nodes", get(list).post(add))
         .route("/nodes/:address", get(one).delete(remove))
+        .route("/nodes/:address/config", get(running_config))
         .route("/nodes/:address/faults", post(inject).delete(clear))
         .route("/nodes/:address/power-off", post(power_off))
         .route("/nodes/:address/power-on", post(power_on))
@@ -136,6 +160,13 @@ async fn one(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Respons
     match summary(&fleet, address) {
         Some(s) => Json(s).into_response(),
         None => fleet_error(FleetError::NoSuchNode(address)),
+    }
+}
+
+async fn running_config(State(fleet): State<Fleet>, Path(address): Path<IpAddr>) -> Response {
+    match fleet.running_config(address) {
+        Ok(config) => Json(config).into_response(),
+        Err(e) => fleet_error(e),
     }
 }
 

@@ -92,6 +92,9 @@ pub struct MachineConfig {
     /// The kinds of its documents in order, `v1alpha1` for the main one (for tests: which
     /// contract the node was given).
     pub documents: Vec<String>,
+    /// The v1alpha1 document as given (for tests: what the node runs, as `talosctl get
+    /// machineconfig` shows it).
+    pub v1alpha1: Value,
 }
 
 /// The addresses of `machine.network.interfaces[].addresses` (v1alpha1, `10.0.0.11/24`) and
@@ -512,6 +515,7 @@ pub fn parse(yaml: &[u8], talos_version: &str) -> Result<MachineConfig, String> 
         install_image,
         kube_addons: crate::kubernetes::KubeAddons::from_config(main),
         reboot_part: super::immediate::reboot_part(main),
+        v1alpha1: main.clone(),
     })
 }
 

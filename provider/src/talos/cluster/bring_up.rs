@@ -7,12 +7,15 @@ use tokio::time::Instant;
 use super::execute::Applied;
 use super::poll::{poll, Pending};
 use super::{Access, ClusterError, ClusterNode};
-use crate::talos::client::{probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeClient, NodeState};
+use crate::talos::client::{
+    probe, ApplyMode, BootstrapOutcome, ErrorClass, NodeClient, NodeState, TalosError,
+};
 
 /// Applies each node's config, all nodes at once. A node in maintenance mode gets it over the
-/// insecure channel; a node already running this cluster's CA (a retry after a partial apply)
-/// gets it over mTLS; a node of another cluster is an error; a node that does not answer yet
-/// (still booting) is waited for until `deadline`.
+/// insecure channel; a node already running this cluster's CA (a retry after a partial apply,
+/// perhaps with an older version of its config) gets it over mTLS as any running node does,
+/// and a reboot that asks for is over before this returns; a node of another cluster is an
+/// error; a node that does not answer yet (still booting) is waited for until `deadline`.
 ///
 /// Every node's apply runs to its end even when another one failed, so that no call is cut off
 /// after the node got the config: the nodes are in a state the next apply (or a reset) knows.
@@ -76,12 +79,20 @@ pub(super) fn pending(check: &str, node: &ClusterNode, last: String) -> Pending 
 const ANSWER_IN_MAINTENANCE: &str = "the node to answer in maintenance mode";
 const CONFIG_ACCEPTED: &str = "the machine configuration to be accepted";
 
+/// How a node took its first config of this apply.
+enum Taken {
+    /// Applied in maintenance mode: it installs and reboots.
+    Installing,
+    /// It runs this cluster's config already.
+    Configured,
+}
+
 async fn apply_one(
     node: &ClusterNode,
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
-    poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
+    let taken = poll(deadline, pending(ANSWER_IN_MAINTENANCE, node, String::new()), || async {
         let state = probe(node.ip, &access.talos, &access.connect).await;
         let attempt = match &state {
             // A node booted from an older template gets the documents its release knows. Its
@@ -103,10 +114,7 @@ async fn apply_one(
                 },
                 Err(e) => Err(e),
             },
-            NodeState::Configured { .. } => match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-                Ok(client) => client.apply_configuration(node.config.as_bytes(), ApplyMode::Auto, false).await.map(|_| ()),
-                Err(e) => Err(e),
-            },
+            NodeState::Configured { .. } => return Ok(Ok(Taken::Configured)),
             NodeState::ForeignCluster => {
                 return Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip });
             }
@@ -117,15 +125,44 @@ async fn apply_one(
         match attempt {
             Ok(()) => {
                 tracing::info!(node = %node.name, ip = %node.ip, "machine configuration applied");
-                Ok(Ok(()))
+                Ok(Ok(Taken::Installing))
             }
+            // Over the insecure channel, only a refusal is final.
             Err(e) if e.class() == ErrorClass::Final => {
                 Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
             }
             Err(e) => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
         }
     })
-    .await
+    .await?;
+    if let Taken::Configured = taken {
+        // A run that was killed or failed configured it, with the config of that run: the
+        // configuration may have changed since (a patch). Talos takes the current one in place
+        // or reboots for it; a Bootstrap asked while it drains would be lost in that reboot,
+        // so the reboot is over before this node counts as configured.
+        if let Applied::Rebooting { boot } = apply_running(node, access, deadline).await? {
+            tracing::info!(node = %node.name, "the node reboots to take its current configuration");
+            super::reboot::wait_rebooted(node, &boot, access, deadline).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What a failed ApplyConfiguration means: another cluster's node or a refusal ends the apply,
+/// anything else is waited out.
+fn apply_failed<T>(node: &ClusterNode, e: TalosError) -> Result<Result<T, Pending>, ClusterError> {
+    match e.class() {
+        ErrorClass::ForeignCluster => Err(ClusterError::ForeignNode {
+            node: node.name.clone(),
+            ip: node.ip,
+        }),
+        ErrorClass::Final => Err(ClusterError::Rejected {
+            node: node.name.clone(),
+            ip: node.ip,
+            message: e.describe(),
+        }),
+        ErrorClass::Retryable => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
+    }
 }
 
 /// Waits until every node answers over mTLS with this cluster's credentials (it installed,
@@ -164,30 +201,100 @@ pub async fn wait_configured(
 
 /// Bootstraps etcd on `node` (a control plane). `AlreadyExists` counts as done: a bootstrap
 /// whose result was lost must not fail the next apply. "Not available yet" is waited out.
+///
+/// Talos keeps an accepted Bootstrap in memory until etcd has written its data (Talos:
+/// internal/app/machined/pkg/system/services/etcd.go (v1.12.0) `BootstrapEtcd` loads an
+/// `Etcd{Bootstrap: true}` service): a node that loses power in between comes back waiting to
+/// be bootstrapped. So the bootstrap is done once etcd is healthy on the node; a node that
+/// rebooted first is asked again, and its answer tells whether etcd had written its data
+/// (`AlreadyExists`). Only this node is ever asked: a second control plane would start a second
+/// etcd cluster.
 pub async fn bootstrap(
     node: &ClusterNode,
     access: &Access,
     deadline: Instant,
 ) -> Result<(), ClusterError> {
+    loop {
+        let (outcome, boot) = ask_bootstrap(node, access, deadline).await?;
+        if outcome == BootstrapOutcome::AlreadyBootstrapped {
+            return Ok(());
+        }
+        tracing::info!(node = %node.name, "etcd bootstrapped");
+        if etcd_took_the_bootstrap(node, &boot, access, deadline).await? {
+            return Ok(());
+        }
+        tracing::warn!(node = %node.name, "the node rebooted before etcd was healthy (power lost?): asking it to bootstrap again");
+    }
+}
+
+/// What a failed call of the bootstrap means: a final error ends it, anything else is waited
+/// out. That includes a certificate our CA did not sign: a control plane whose config was just
+/// applied in maintenance mode serves that mode's self-signed certificate until it reboots.
+fn not_yet(node: &ClusterNode, check: &str, e: TalosError) -> Result<Pending, ClusterError> {
+    match e.class() {
+        ErrorClass::Final => Err(ClusterError::Talos {
+            node: node.name.clone(),
+            ip: node.ip,
+            source: e,
+        }),
+        _ => Ok(pending(check, node, e.describe())),
+    }
+}
+
+/// The Bootstrap call, with the boot id the node had when it answered.
+async fn ask_bootstrap(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(BootstrapOutcome, String), ClusterError> {
     const CHECK: &str = "etcd bootstrap to be accepted";
     poll(deadline, pending(CHECK, node, String::new()), || async {
-        let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-            Ok(client) => client.bootstrap().await,
-            Err(e) => Err(e),
+        let client = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(not_yet(node, CHECK, e)?)),
         };
-        match result {
-            Ok(BootstrapOutcome::Bootstrapped) => {
-                tracing::info!(node = %node.name, "etcd bootstrapped");
-                Ok(Ok(()))
-            }
-            Ok(BootstrapOutcome::AlreadyBootstrapped) => Ok(Ok(())),
-            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Talos {
-                node: node.name.clone(),
-                ip: node.ip,
-                source: e,
-            }),
-            Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
+        let boot = match client.boot_id().await {
+            Ok(boot) => boot,
+            Err(e) => return Ok(Err(not_yet(node, CHECK, e)?)),
+        };
+        match client.bootstrap().await {
+            Ok(outcome) => Ok(Ok((outcome, boot))),
+            Err(e) => Ok(Err(not_yet(node, CHECK, e)?)),
         }
+    })
+    .await
+}
+
+/// Waits until etcd is healthy on a node that accepted a Bootstrap under boot id `boot`
+/// (`true`), or the node booted again meanwhile (`false`).
+async fn etcd_took_the_bootstrap(
+    node: &ClusterNode,
+    boot: &str,
+    access: &Access,
+    deadline: Instant,
+) -> Result<bool, ClusterError> {
+    const CHECK: &str = "etcd to be healthy after its bootstrap";
+    poll(deadline, pending(CHECK, node, String::new()), || async {
+        let client = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(not_yet(node, CHECK, e)?)),
+        };
+        match client.boot_id().await {
+            Ok(now) if now != boot => return Ok(Ok(false)),
+            Ok(_) => {}
+            Err(e) => return Ok(Err(not_yet(node, CHECK, e)?)),
+        }
+        let last = match client.service_list().await {
+            Ok(services) => match services.iter().find(|s| s.id == "etcd") {
+                Some(etcd) if etcd.health.as_ref().is_some_and(|h| h.healthy) => {
+                    return Ok(Ok(true))
+                }
+                Some(etcd) => format!("etcd {}", etcd.state),
+                None => "etcd is not listed".to_string(),
+            },
+            Err(e) => e.describe(),
+        };
+        Ok(Err(pending(CHECK, node, last)))
     })
     .await
 }
@@ -198,30 +305,31 @@ pub async fn bootstrap(
 /// configuration with a reboot", then reboots after the reply (Talos:
 /// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0)
 /// `ApplyConfiguration`).
+///
+/// The boot id the reboot is told by is read in the same attempt, just before the apply: a
+/// node that lost power between two attempts (or before the first) comes back under another
+/// boot id, and one read earlier would take that boot for the reboot this apply asks for.
 pub async fn apply_running(
     node: &ClusterNode,
     access: &Access,
     deadline: Instant,
 ) -> Result<Applied, ClusterError> {
-    let boot = super::reboot::boot_id(node, access, deadline).await?;
     poll(deadline, pending(CONFIG_ACCEPTED, node, String::new()), || async {
-        let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-            Ok(client) => client.apply_configuration(node.config.as_bytes(), ApplyMode::Auto, false).await,
-            Err(e) => Err(e),
+        let client = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
+            Ok(client) => client,
+            Err(e) => return apply_failed(node, e),
         };
-        match result {
+        let boot = match client.boot_id().await {
+            Ok(boot) => boot,
+            Err(e) => return super::reboot::boot_id_failure(node, CONFIG_ACCEPTED, e).map(Err),
+        };
+        match client.apply_configuration(node.config.as_bytes(), ApplyMode::Auto, false).await {
             Ok(reply) => {
                 let reboots = reply.mode == ApplyMode::Reboot as i32 || reply.mode_details.contains("with a reboot");
                 tracing::info!(node = %node.name, ip = %node.ip, details = %reply.mode_details, "machine configuration applied");
-                Ok(Ok(if reboots { Applied::Rebooting { boot: boot.clone() } } else { Applied::InPlace }))
+                Ok(Ok(if reboots { Applied::Rebooting { boot } } else { Applied::InPlace }))
             }
-            Err(e) if e.class() == ErrorClass::ForeignCluster => {
-                Err(ClusterError::ForeignNode { node: node.name.clone(), ip: node.ip })
-            }
-            Err(e) if e.class() == ErrorClass::Final => {
-                Err(ClusterError::Rejected { node: node.name.clone(), ip: node.ip, message: e.describe() })
-            }
-            Err(e) => Ok(Err(pending(CONFIG_ACCEPTED, node, e.describe()))),
+            Err(e) => apply_failed(node, e),
         }
     })
     .await

@@ -8,37 +8,29 @@
 use tokio::time::Instant;
 
 use super::bring_up::pending;
-use super::poll::poll;
+use super::poll::{poll, Pending};
 use super::{Access, ClusterError, ClusterNode};
-use crate::talos::client::{ErrorClass, NodeClient};
+use crate::talos::client::{ErrorClass, NodeClient, TalosError};
 
-/// The node's boot id now, over mutual TLS; waits while the node does not answer.
-pub async fn boot_id(
+/// What a failed boot id read means to a wait for `check`: another cluster's node or a final
+/// error ends it, anything else (rebooting, unreachable) is waited out.
+pub(super) fn boot_id_failure(
     node: &ClusterNode,
-    access: &Access,
-    deadline: Instant,
-) -> Result<String, ClusterError> {
-    const CHECK: &str = "the node to tell its boot id";
-    poll(deadline, pending(CHECK, node, String::new()), || async {
-        let result = match NodeClient::connect(node.ip, &access.talos, &access.connect).await {
-            Ok(client) => client.boot_id().await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(boot) => Ok(Ok(boot)),
-            Err(e) if e.class() == ErrorClass::ForeignCluster => Err(ClusterError::ForeignNode {
-                node: node.name.clone(),
-                ip: node.ip,
-            }),
-            Err(e) if e.class() == ErrorClass::Final => Err(ClusterError::Talos {
-                node: node.name.clone(),
-                ip: node.ip,
-                source: e,
-            }),
-            Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
-        }
-    })
-    .await
+    check: &str,
+    e: TalosError,
+) -> Result<Pending, ClusterError> {
+    match e.class() {
+        ErrorClass::ForeignCluster => Err(ClusterError::ForeignNode {
+            node: node.name.clone(),
+            ip: node.ip,
+        }),
+        ErrorClass::Final => Err(ClusterError::Talos {
+            node: node.name.clone(),
+            ip: node.ip,
+            source: e,
+        }),
+        _ => Ok(pending(check, node, e.describe())),
+    }
 }
 
 /// Waits until the node answers with our credentials under another boot id than `before`.

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::bring_up::{apply_running, pending};
 use super::execute::Applied;
 use super::poll::{poll, poll_each, UPGRADE_ATTEMPT_TIMEOUT};
-use super::reboot::{boot_id, wait_rebooted};
+use super::reboot::{boot_id_failure, wait_rebooted};
 use super::{wait_healthy, Access, ClusterError, ClusterNode, Extensions};
 use crate::talos::client::{probe, ErrorClass, NodeClient, NodeState};
 use crate::talos::config::{check_upgrade_from, TalosVersion};
@@ -65,9 +65,22 @@ pub async fn upgrade_nodes(
                 });
             }
         }
-        let boot = boot_id(node, access, deadline).await?;
-        start_upgrade(node, target.image, access, deadline).await?;
-        wait_rebooted(node, &boot, access, deadline).await?;
+        let mut sent_again = false;
+        loop {
+            let boot = start_upgrade(node, target.image, access, deadline).await?;
+            wait_rebooted(node, &boot, access, deadline).await?;
+            let back = wait_configured_release(node, access, deadline).await?;
+            // Talos writes the installer after the drain, just before the reboot (Talos:
+            // internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0)
+            // `Upgrade`): a node that lost power while it drained boots its old release. It
+            // is asked once more; a second time, the wait below names it.
+            if !sent_again && back != target.tag && Some(&back) == release.as_ref() {
+                tracing::warn!(node = %node.name, release = %back, "the node came back on its old release: the upgrade was lost before it was written (power lost while it drained?); upgrading it again");
+                sent_again = true;
+                continue;
+            }
+            break;
+        }
         wait_for_version(node, target.tag, access, deadline).await?;
         if release.is_some_and(|r| node.ran_earlier_contract(&r)) {
             tracing::info!(node = %node.name, "configuration in the documents of talos_version");
@@ -99,17 +112,19 @@ async fn on_target(
     }
 }
 
-/// Sends the Upgrade. Talos refuses with plain errors (gRPC Unknown) for a bad image, an etcd
-/// that cannot lose a member, or another upgrade under way (Talos:
-/// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0) `Upgrade`,
-/// internal/pkg/etcd/etcd.go `ValidateForUpgrade`); those that retrying cannot cure are told
-/// apart by their text (see `TalosError::class`).
+/// Sends the Upgrade and answers the boot id the node had just before it, read in the same
+/// attempt (a node that lost power between two attempts comes back under another boot id,
+/// which must not pass for the upgrade's reboot). Talos refuses with plain errors (gRPC
+/// Unknown) for a bad image, an etcd that cannot lose a member, or another upgrade under way
+/// (Talos: internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go (v1.12.0)
+/// `Upgrade`, internal/pkg/etcd/etcd.go `ValidateForUpgrade`); those that retrying cannot cure
+/// are told apart by their text (see `TalosError::class`).
 async fn start_upgrade(
     node: &ClusterNode,
     image: &str,
     access: &Access,
     deadline: Instant,
-) -> Result<(), ClusterError> {
+) -> Result<String, ClusterError> {
     const CHECK: &str = "the upgrade to be accepted";
     let waiting = pending(CHECK, node, String::new());
     poll_each(deadline, UPGRADE_ATTEMPT_TIMEOUT, waiting, || async {
@@ -117,8 +132,12 @@ async fn start_upgrade(
             Ok(client) => client,
             Err(e) => return Ok(Err(pending(CHECK, node, e.describe()))),
         };
+        let boot = match client.boot_id().await {
+            Ok(boot) => boot,
+            Err(e) => return boot_id_failure(node, CHECK, e).map(Err),
+        };
         match client.upgrade(image, true, false, false).await {
-            Ok(_) => Ok(Ok(())),
+            Ok(_) => Ok(Ok(boot)),
             Err(e) if e.class() == ErrorClass::Final => {
                 let mut message = e.describe();
                 // Talos names an etcd member by its ID: say which node that is.
@@ -135,6 +154,30 @@ async fn start_upgrade(
             }
             Err(e) => Ok(Err(pending(CHECK, node, e.describe()))),
         }
+    })
+    .await
+}
+
+/// The release a node reports once it answers with our credentials again.
+async fn wait_configured_release(
+    node: &ClusterNode,
+    access: &Access,
+    deadline: Instant,
+) -> Result<String, ClusterError> {
+    const CHECK: &str = "the node to answer after its upgrade";
+    poll(deadline, pending(CHECK, node, String::new()), || async {
+        let last = match probe(node.ip, &access.talos, &access.connect).await {
+            NodeState::Configured { talos_version } => return Ok(Ok(talos_version)),
+            NodeState::ForeignCluster => {
+                return Err(ClusterError::ForeignNode {
+                    node: node.name.clone(),
+                    ip: node.ip,
+                })
+            }
+            NodeState::Maintenance => "in maintenance mode".to_string(),
+            NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
+        };
+        Ok(Err(pending(CHECK, node, last)))
     })
     .await
 }

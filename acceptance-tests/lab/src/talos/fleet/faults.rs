@@ -1,6 +1,7 @@
 //! Faults injected into nodes through the Rust API or the admin HTTP API. The connection faults
 //! take effect in `server.rs` (what the node's listener does), `reject_next_config` in
-//! `apply.rs`, `slow_reboot` in `power.rs`, `etcd_stopped` in `etcd/mod.rs` (`start_etcd`).
+//! `apply.rs`, `slow_reboot` and `power_cycle` in `power.rs`, `etcd_stopped` in `etcd/mod.rs`
+//! (`start_etcd`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,6 +30,14 @@ pub struct Faults {
     /// The node's etcd is down (its process stopped, its member still listed) until the faults
     /// are cleared: the member is not healthy.
     pub etcd_stopped: bool,
+    /// A power cut armed to strike while the node drains for its next Upgrade (after it
+    /// answered, before the installer is written), off for this long (before time scaling).
+    #[serde(serialize_with = "ser_duration_ms")]
+    pub power_cycle_in_upgrade: Option<Duration>,
+    /// A power cut armed to strike right after the node answers its next Bootstrap, before
+    /// etcd has written its data, off for this long (before time scaling).
+    #[serde(serialize_with = "ser_duration_ms")]
+    pub power_cycle_in_bootstrap: Option<Duration>,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -53,11 +62,21 @@ pub enum Fault {
     LoseEtcdMember,
     /// See [`Faults::etcd_stopped`].
     StopEtcd,
+    /// The machine loses power at once (no drain, no etcd leave) and comes back on after this
+    /// long (before time scaling): see [`Fleet::power_cycle`].
+    PowerCycle(Duration),
+    /// See [`Faults::power_cycle_in_upgrade`].
+    PowerCycleInUpgrade(Duration),
+    /// See [`Faults::power_cycle_in_bootstrap`].
+    PowerCycleInBootstrap(Duration),
 }
 
 impl Fleet {
     /// Injects a fault into a node.
     pub fn inject(&self, address: IpAddr, fault: Fault) -> Result<(), FleetError> {
+        if let Fault::PowerCycle(off) = fault {
+            return self.power_cycle(address, off);
+        }
         let mut state = self.lock()?;
         let node = state.node_mut(address)?;
         match fault {
@@ -92,6 +111,9 @@ impl Fleet {
                 // The API server and the VIP follow etcd.
                 self.reconcile_kube(&mut state);
             }
+            Fault::PowerCycle(_) => unreachable!("handled above, without the lock"),
+            Fault::PowerCycleInUpgrade(off) => node.faults.power_cycle_in_upgrade = Some(off),
+            Fault::PowerCycleInBootstrap(off) => node.faults.power_cycle_in_bootstrap = Some(off),
         }
         Ok(())
     }
@@ -154,5 +176,6 @@ fn foreign_config(address: IpAddr) -> Result<MachineConfig, FleetError> {
         kube_addons: Default::default(),
         reboot_part: serde_json::Value::Null,
         documents: vec!["v1alpha1".into()],
+        v1alpha1: serde_json::Value::Null,
     })
 }

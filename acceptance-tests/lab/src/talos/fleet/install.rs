@@ -91,8 +91,18 @@ impl Fleet {
         node.pending_version = Some(tag);
         node.pending_extensions = Some((resolved.extensions, resolved.schematic));
         node.installed_images.push(image.to_string());
+        let power_cut = node.faults.power_cycle_in_upgrade.take();
         drop(state);
         self.reboot_after_drain(address, true, After::Running, |_| {});
+        if let Some(off) = power_cut {
+            // Halfway through the drain: the answer is out, the installer not written yet.
+            let fleet = self.clone();
+            let drain = self.scaled(self.inner.options.drain_delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(drain / 2).await;
+                let _ = fleet.power_cycle(address, off);
+            });
+        }
         Ok(())
     }
 }

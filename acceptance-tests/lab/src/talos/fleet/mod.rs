@@ -174,6 +174,8 @@ pub(crate) struct Node {
     pub(crate) pending_extensions: Option<(Vec<String>, Option<String>)>,
     /// Installer images written to disk, oldest first (install, then each upgrade).
     pub(crate) installed_images: Vec<String>,
+    /// Boots since the machine appeared: each reboot and each power-on that came up.
+    pub(crate) boots: u64,
     wake: watch::Sender<u64>,
     task: Option<JoinHandle<()>>,
 }
@@ -296,6 +298,9 @@ pub struct NodeSummary {
     pub connections_dropped: u64,
     /// Installer images written to disk, oldest first (for tests: what was installed).
     pub installed_images: Vec<String>,
+    /// Boots since the machine appeared: reboots and power-ons that came up (for tests: the
+    /// machine went down and came back).
+    pub boots: u64,
     /// System extensions the node runs, as `talosctl get extensions` names them.
     pub extensions: Vec<String>,
     /// The Image Factory schematic of the image it runs, if any.
@@ -424,6 +429,7 @@ impl Fleet {
                 schematic,
                 pending_extensions: None,
                 installed_images: Vec::new(),
+                boots: 0,
                 wake,
                 task: Some(task),
             },
@@ -484,6 +490,7 @@ impl Fleet {
                     faults: node.faults.clone(),
                     connections_dropped: node.connections_dropped,
                     installed_images: node.installed_images.clone(),
+                    boots: node.boots,
                     extensions: node.extensions.clone(),
                     schematic: node.schematic.clone(),
                     config_documents: node
@@ -498,6 +505,14 @@ impl Fleet {
                 }
             })
             .collect()
+    }
+
+    /// The v1alpha1 document of the config the node runs (`None` without one), secrets and
+    /// all: for tests of what a node was given.
+    pub fn running_config(&self, address: IpAddr) -> Result<Option<serde_json::Value>, FleetError> {
+        let mut state = self.lock()?;
+        let node = state.node_mut(address)?;
+        Ok(node.config.as_ref().map(|c| c.v1alpha1.clone()))
     }
 
     /// The ServiceList call: what runs on the node, and whether it is healthy. Maintenance mode

@@ -60,6 +60,9 @@ impl Fleet {
         let node = state.node_mut(address)?;
         // A node powered off in the middle of an install has its config on disk already (the
         // emulator writes it when the config is applied), so it boots configured.
+        if matches!(node.phase, Phase::Running { .. }) {
+            node.lose_unwritten_upgrade();
+        }
         node.phase = Phase::PoweredOff;
         // Everything dies at once: etcd is killed, and the VIP election key of a holder stays
         // until its lease expires.
@@ -107,6 +110,29 @@ impl Fleet {
             then,
         };
         node.wake();
+        Ok(())
+    }
+
+    /// A power cut: the machine goes off at once, as [`Fleet::power_off`], and comes back on by
+    /// itself after `off` (before time scaling), as after a tripped breaker or a host reboot,
+    /// then boots as [`Fleet::power_on`] says. Nothing happens at the end if the machine was
+    /// powered on (or removed) meanwhile.
+    pub fn power_cycle(&self, address: IpAddr, off: Duration) -> Result<(), FleetError> {
+        self.power_off(address)?;
+        let fleet = self.clone();
+        let off = self.scaled(off);
+        tokio::spawn(async move {
+            tokio::time::sleep(off).await;
+            let still_off = fleet.lock().is_ok_and(|state| {
+                state
+                    .nodes
+                    .get(&address)
+                    .is_some_and(|n| matches!(n.phase, Phase::PoweredOff))
+            });
+            if still_off {
+                let _ = fleet.power_on(address);
+            }
+        });
         Ok(())
     }
 
@@ -204,6 +230,7 @@ impl Fleet {
             After::Maintenance => Phase::Maintenance,
             After::Running => Phase::running(),
         };
+        node.boots += 1;
         if matches!(then, After::Running) {
             self.after_settle(address);
         }
@@ -217,6 +244,21 @@ impl Fleet {
                 since.elapsed() >= self.scaled(self.inner.options.settle_delay)
             }
             _ => false,
+        }
+    }
+}
+
+impl Node {
+    /// A running node has an Upgrade's release pending only while it drains: Talos writes the
+    /// installer image to disk after cordoning, draining and stopping services, just before
+    /// the reboot (Talos: internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go
+    /// (v1.12.0) `Upgrade`: `drain`, `cleanup`, `stopServices`, ..., then `upgrade`), so
+    /// power lost in that time loses the upgrade: the machine boots its old release.
+    fn lose_unwritten_upgrade(&mut self) {
+        let pending = self.pending_version.take().is_some();
+        let pending = self.pending_extensions.take().is_some() || pending;
+        if pending {
+            self.installed_images.pop();
         }
     }
 }

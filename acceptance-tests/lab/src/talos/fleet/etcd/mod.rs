@@ -78,9 +78,14 @@ pub(crate) enum Stop {
 
 impl NodeEtcd {
     /// The machine goes down: etcd stops; the next boot starts it again, even after a leave.
+    /// A Bootstrap whose etcd has not written its data yet is lost: Talos keeps the request
+    /// only in the service it loads (Talos: internal/app/machined/pkg/system/services/etcd.go
+    /// (v1.12.0) `BootstrapEtcd` loads an `Etcd{Bootstrap: true}`), so the next boot waits to
+    /// join, or to be bootstrapped again.
     pub(crate) fn power_down(&mut self, how: Stop) {
         self.stop(how);
         self.left = false;
+        self.bootstrap = false;
     }
 
     /// Stops the service and forgets what it reported. A graceful stop finishes in the
@@ -373,6 +378,15 @@ impl Fleet {
         node.etcd.stop(self.graceful());
         node.etcd.bootstrap = true;
         node.etcd.left = false;
+        if let Some(off) = node.faults.power_cycle_in_bootstrap.take() {
+            // The power goes before etcd writes its data; the answer gets out first.
+            let fleet = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = fleet.power_cycle(address, off);
+            });
+            return Ok(());
+        }
         self.start_etcd(&mut state, address);
         Ok(())
     }
