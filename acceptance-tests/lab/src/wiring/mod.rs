@@ -21,6 +21,7 @@ pub mod machines;
 pub mod pve;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::talos::{Fleet, FleetError};
@@ -73,12 +74,25 @@ async fn poll(pve: &mut Pve, machines: &mut Machines) -> Result<Vec<Change>, pve
         booted.push((guest.vmid, ipconfig.as_deref().and_then(lab_address)));
     }
     let mut changes = machines.update(&guests, &booted);
+    // A VM shut down and started again with another address between two looks is known by
+    // its new address by now.
+    let moves: Vec<(IpAddr, IpAddr)> = changes
+        .iter()
+        .filter_map(|c| match *c {
+            Change::Readdress { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
     for change in &mut changes {
         let Change::PowerOff(address) = *change else {
             continue;
         };
+        let now_at = moves
+            .iter()
+            .find(|(from, _)| *from == address)
+            .map_or(address, |(_, to)| *to);
         let vm = machines
-            .vm_at(address)
+            .vm_at(now_at)
             .and_then(|vmid| guests.iter().find(|g| g.vmid == vmid));
         if let Some(guest) = vm {
             if pve.last_task_was_acpi(&guest.node, guest.vmid).await? {
