@@ -69,7 +69,8 @@ pub async fn upgrade_nodes(
         loop {
             let boot = start_upgrade(node, target.image, access, deadline).await?;
             wait_rebooted(node, &boot, access, deadline).await?;
-            let back = wait_configured_release(node, access, deadline).await?;
+            const BACK: &str = "the node to answer after its upgrade";
+            let back = wait_release(node, BACK, |_| true, access, deadline).await?;
             // Talos writes the installer after the drain, just before the reboot (Talos:
             // internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0)
             // `Upgrade`): a node that lost power while it drained boots its old release. It
@@ -81,7 +82,8 @@ pub async fn upgrade_nodes(
             }
             break;
         }
-        wait_for_version(node, target.tag, access, deadline).await?;
+        let check = format!("the node to run Talos {}", target.tag);
+        wait_release(node, &check, |r| r == target.tag, access, deadline).await?;
         if release.is_some_and(|r| node.ran_earlier_contract(&r)) {
             tracing::info!(node = %node.name, "configuration in the documents of talos_version");
             if let Applied::Rebooting { boot } = apply_running(node, access, deadline).await? {
@@ -158,16 +160,21 @@ async fn start_upgrade(
     .await
 }
 
-/// The release a node reports once it answers with our credentials again.
-async fn wait_configured_release(
+/// The release a node reports once it answers with our credentials again and `accept` takes
+/// that release; until then the wait says what the node last answered.
+async fn wait_release(
     node: &ClusterNode,
+    check: &str,
+    accept: impl Fn(&str) -> bool,
     access: &Access,
     deadline: Instant,
 ) -> Result<String, ClusterError> {
-    const CHECK: &str = "the node to answer after its upgrade";
-    poll(deadline, pending(CHECK, node, String::new()), || async {
+    poll(deadline, pending(check, node, String::new()), || async {
         let last = match probe(node.ip, &access.talos, &access.connect).await {
-            NodeState::Configured { talos_version } => return Ok(Ok(talos_version)),
+            NodeState::Configured { talos_version } if accept(&talos_version) => {
+                return Ok(Ok(talos_version))
+            }
+            NodeState::Configured { talos_version } => format!("still runs {talos_version}"),
             NodeState::ForeignCluster => {
                 return Err(ClusterError::ForeignNode {
                     node: node.name.clone(),
@@ -177,7 +184,7 @@ async fn wait_configured_release(
             NodeState::Maintenance => "in maintenance mode".to_string(),
             NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
         };
-        Ok(Err(pending(CHECK, node, last)))
+        Ok(Err(pending(check, node, last)))
     })
     .await
 }
@@ -193,33 +200,6 @@ fn name_members(message: &str, members: &[EtcdMember]) -> String {
         }
     }
     out
-}
-
-async fn wait_for_version(
-    node: &ClusterNode,
-    target_tag: &str,
-    access: &Access,
-    deadline: Instant,
-) -> Result<(), ClusterError> {
-    let check = format!("the node to run Talos {target_tag}");
-    poll(deadline, pending(&check, node, String::new()), || async {
-        let last = match probe(node.ip, &access.talos, &access.connect).await {
-            NodeState::Configured { talos_version } if talos_version == target_tag => {
-                return Ok(Ok(()))
-            }
-            NodeState::Configured { talos_version } => format!("still runs {talos_version}"),
-            NodeState::ForeignCluster => {
-                return Err(ClusterError::ForeignNode {
-                    node: node.name.clone(),
-                    ip: node.ip,
-                })
-            }
-            NodeState::Maintenance => "in maintenance mode".to_string(),
-            NodeState::Unreachable { reason } => format!("rebooting: {reason}"),
-        };
-        Ok(Err(pending(&check, node, last)))
-    })
-    .await
 }
 
 #[cfg(test)]
