@@ -158,6 +158,26 @@ async fn generate(diags: &mut Diagnostics) -> Option<SecretsBundle> {
     }
 }
 
+/// The Infisical client and the key `escrow` names, for `action`; `None` after an error
+/// saying which of them is missing.
+fn escrow_access(
+    data: &ProviderData,
+    escrow: &EscrowBlock,
+    diags: &mut Diagnostics,
+    action: &str,
+) -> Option<(Arc<infisical::Client>, SecretRef)> {
+    let client = infisical_access::client(data, diags, action)?;
+    let Some(at) = escrow.secret_ref() else {
+        unable(
+            diags,
+            action,
+            "the escrow's project, environment, path or key is not known",
+        );
+        return None;
+    };
+    Some((client, at))
+}
+
 fn place(at: &SecretRef) -> String {
     format!(
         "secret {} at {} in environment {}",
@@ -505,15 +525,7 @@ impl Resource for TalosSecretsResource {
             return Some((state, Value::Null));
         };
         let action = "escrow the cluster secrets";
-        let client = infisical_access::client(&self.data, diags, action)?;
-        let Some(at) = escrow.secret_ref() else {
-            unable(
-                diags,
-                action,
-                "the escrow's project, environment, path or key is not known",
-            );
-            return None;
-        };
+        let (client, at) = escrow_access(&self.data, escrow, diags, action)?;
         // What an earlier run escrowed is this cluster's identity: a run whose state was lost
         // (or killed between this write and Terraform's state write) left it there.
         let held = match escrow::held(&client, &at, Instant::now() + READ_TIMEOUT).await {
@@ -609,15 +621,7 @@ impl Resource for TalosSecretsResource {
         let prior = prior_state.escrow.as_ref_option();
         if let Value::Value(escrow) = &mut state.escrow {
             if escrow.version.is_unknown() || escrow.sha256.is_unknown() {
-                let client = infisical_access::client(&self.data, diags, action)?;
-                let Some(at) = escrow.secret_ref() else {
-                    unable(
-                        diags,
-                        action,
-                        "the escrow's project, environment, path or key is not known",
-                    );
-                    return None;
-                };
+                let (client, at) = escrow_access(&self.data, escrow, diags, action)?;
                 let ours = prior.is_some_and(|p| p.same_place(escrow));
                 if !ours {
                     // A new place: only into a key that is empty or holds this very bundle.
