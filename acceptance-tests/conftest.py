@@ -66,6 +66,25 @@ PEM
 ''' % (pve.url, pve.ca_pem.strip(), extra)
 
 
+def infisical_provider_block(lab):
+    """The provider block for a test against the Infisical emulator `lab` alone."""
+    return '''
+terraform {
+  required_providers {
+    castle = { source = "castle-lab/castle" }
+  }
+}
+
+provider "castle" {
+  infisical {
+    host          = "%s"
+    client_id     = "%s"
+    client_secret = "%s"
+  }
+}
+''' % (lab.url, lab.client_id, lab.client_secret)
+
+
 @pytest.fixture
 def infisical_lab():
     """The Infisical emulator (`castle-lab infisical`) for one test."""

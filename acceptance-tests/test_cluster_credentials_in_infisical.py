@@ -3,6 +3,7 @@ moment the cluster is born, and follows it when the cluster's credentials are re
 
 import pytest
 
+from conftest import infisical_provider_block
 from harness.lab import TalosLab
 
 pytestmark = pytest.mark.acceptance
@@ -18,21 +19,7 @@ def config(lab, workers, control_planes=1):
     address = "%s%d/24"
     role    = "%s"
   }''' % (name, PREFIX, host, role) for name, host, role in nodes)
-    return '''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
-provider "castle" {
-  infisical {
-    host          = "%(host)s"
-    client_id     = "%(id)s"
-    client_secret = "%(secret)s"
-  }
-}
-
+    return infisical_provider_block(lab) + '''
 resource "castle_talos_cluster" "lab" {
   name               = "lab"
   endpoint           = "https://%(prefix)s11:6443"
@@ -55,8 +42,7 @@ output "kubeconfig" {
   value     = castle_talos_cluster.lab.kubeconfig
   sensitive = true
 }
-''' % dict(host=lab.url, id=lab.client_id, secret=lab.client_secret, project=lab.project_id, prefix=PREFIX,
-           blocks=blocks)
+''' % dict(project=lab.project_id, prefix=PREFIX, blocks=blocks)
 
 
 def stored(lab, key):

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from conftest import infisical_provider_block
+
 pytestmark = pytest.mark.acceptance
 
 KEY = 'TALOS_SECRETS_HOME'
@@ -15,21 +17,7 @@ KEY = 'TALOS_SECRETS_HOME'
 
 def hcl(lab, path='/clusters/home', secrets_yaml=None, environment='dev'):
     given = '  secrets_yaml = file("%s")\n' % secrets_yaml if secrets_yaml else ''
-    return '''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
-provider "castle" {
-  infisical {
-    host          = "%(host)s"
-    client_id     = "%(id)s"
-    client_secret = "%(secret)s"
-  }
-}
-
+    return infisical_provider_block(lab) + '''
 resource "castle_talos_secrets" "home" {
 %(given)s
   escrow {
@@ -39,8 +27,7 @@ resource "castle_talos_secrets" "home" {
     name        = "home"
   }
 }
-''' % dict(host=lab.url, id=lab.client_id, secret=lab.client_secret, project=lab.project_id, path=path,
-           given=given, environment=environment)
+''' % dict(project=lab.project_id, path=path, given=given, environment=environment)
 
 
 def digest(text):
