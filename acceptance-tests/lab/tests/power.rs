@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use castle::talos::client::{ApplyMode, NodeClient, NodeState};
 use castle_lab::talos::sample::SampleCluster;
-use common::{fleet, ip, options, wait_configured, wait_for, wait_state};
+use common::{
+    configure, fleet, ip, options, wait_configured, wait_for, wait_maintenance, wait_state,
+};
 
 fn state(fleet: &castle_lab::talos::Fleet, address: std::net::IpAddr) -> &'static str {
     fleet
@@ -27,10 +29,7 @@ async fn a_booting_machine_answers_in_maintenance_after_its_boot_delay() {
     assert!(NodeClient::connect_insecure(node, &options())
         .await
         .is_err());
-    wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(node, &options()).await.ok()
-    })
-    .await;
+    wait_maintenance(node).await;
     assert_eq!(state(&fleet, node), "maintenance");
     fleet.shutdown();
 }
@@ -42,19 +41,7 @@ async fn a_configured_machine_keeps_its_config_across_power_off_and_on() {
     let cluster = SampleCluster::generate("power", ip("127.0.1.70")).unwrap();
     let credentials = cluster.credentials().unwrap();
     fleet.add_node(node, None).unwrap();
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(node, &options()).await.ok()
-    })
-    .await;
-    client
-        .apply_configuration(
-            cluster.config(true, "cp-1").as_bytes(),
-            ApplyMode::Auto,
-            false,
-        )
-        .await
-        .unwrap();
-    wait_configured(node, &credentials).await;
+    configure(node, &cluster.config(true, "cp-1"), &credentials).await;
 
     fleet.power_off(node).unwrap();
     assert_eq!(state(&fleet, node), "off");
@@ -96,10 +83,7 @@ async fn a_blank_machine_powered_on_again_is_in_maintenance() {
     fleet.add_node(node, None).unwrap();
     fleet.power_off(node).unwrap();
     fleet.power_on(node).unwrap();
-    wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(node, &options()).await.ok()
-    })
-    .await;
+    wait_maintenance(node).await;
     assert_eq!(state(&fleet, node), "maintenance");
     fleet.shutdown();
 }
@@ -119,15 +103,7 @@ async fn a_moved_machine_answers_at_its_former_static_address_until_its_new_conf
     let cluster = SampleCluster::generate("moved", ip("127.0.1.70")).unwrap();
     let credentials = cluster.credentials().unwrap();
     fleet.add_node(from, None).unwrap();
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(from, &options()).await.ok()
-    })
-    .await;
-    client
-        .apply_configuration(config_at(&cluster, from).as_bytes(), ApplyMode::Auto, false)
-        .await
-        .unwrap();
-    wait_configured(from, &credentials).await;
+    configure(from, &config_at(&cluster, from), &credentials).await;
 
     // The VM boots with another cloud-init address: the machine has both, its config's static
     // one and the platform's new one, and apid answers (with mTLS) at each.
@@ -162,22 +138,7 @@ async fn a_machine_that_loses_power_while_it_drains_for_an_upgrade_boots_its_old
     let cluster = SampleCluster::generate("cut", ip("127.0.1.70")).unwrap();
     let credentials = cluster.credentials().unwrap();
     fleet.add_node(node, None).unwrap();
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(node, &options()).await.ok()
-    })
-    .await;
-    client
-        .apply_configuration(
-            cluster.config(true, "cp-1").as_bytes(),
-            ApplyMode::Auto,
-            false,
-        )
-        .await
-        .unwrap();
-    wait_configured(node, &credentials).await;
-    let client = NodeClient::connect(node, &credentials, &options())
-        .await
-        .unwrap();
+    let client = configure(node, &cluster.config(true, "cp-1"), &credentials).await;
     // `force`: a lone control plane has no etcd for the upgrade's etcd checks to ask.
     client
         .upgrade("ghcr.io/siderolabs/installer:v1.13.0", true, false, true)

@@ -7,7 +7,9 @@ use std::time::Duration;
 use castle::talos::client::{ApplyMode, BootstrapOutcome, ErrorClass, NodeClient, NodeState};
 use castle_lab::talos::sample::SampleCluster;
 use castle_lab::talos::Fault;
-use common::{fleet, ip, options, wait_configured, wait_for, wait_state};
+use common::{
+    configure, fleet, ip, options, wait_configured, wait_for, wait_maintenance, wait_state,
+};
 
 #[tokio::test]
 async fn three_control_planes_bootstrap_once_and_share_one_etcd() {
@@ -249,10 +251,7 @@ async fn reset_returns_a_node_to_maintenance_and_it_leaves_etcd() {
     let credentials = cluster.credentials().unwrap();
     for (i, a) in [cp1, cp2].into_iter().enumerate() {
         fleet.add_node(a, None).unwrap();
-        let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-            NodeClient::connect_insecure(a, &options()).await.ok()
-        })
-        .await;
+        let client = wait_maintenance(a).await;
         let config = cluster.config(true, &format!("cp-{}", i + 1));
         client
             .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
@@ -319,10 +318,7 @@ async fn faults_hang_reject_and_slow_down_nodes() {
     wait_state(hanging, &credentials, NodeState::Maintenance).await;
 
     // The v1.11 node refuses documents that only exist from v1.12 on.
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(picky, &options()).await.ok()
-    })
-    .await;
+    let client = wait_maintenance(picky).await;
     assert_eq!(client.release().await.unwrap(), "v1.11.2");
     let err = client
         .apply_configuration(
@@ -378,10 +374,6 @@ async fn upgrade_reboots_into_the_new_version_and_etcd_comes_back() {
     let cluster = SampleCluster::generate("lab-five", ip("127.0.1.70")).unwrap();
     let credentials = cluster.credentials().unwrap();
     fleet.add_node(cp, Some("v1.11.5")).unwrap();
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(cp, &options()).await.ok()
-    })
-    .await;
     // A v1.11 node gets a config without the v1.12-only documents, and with the
     // PodSecurityPolicy admission plugin off (else its kube-apiserver would not start).
     let config = cluster.config(true, "cp-1");
@@ -389,11 +381,7 @@ async fn upgrade_reboots_into_the_new_version_and_etcd_comes_back() {
         serde_yaml::from_str(config.split("---\n").next().unwrap()).unwrap();
     main["cluster"]["apiServer"] = serde_yaml::from_str("disablePodSecurityPolicy: true").unwrap();
     let main_doc = serde_yaml::to_string(&main).unwrap();
-    client
-        .apply_configuration(main_doc.as_bytes(), ApplyMode::Auto, false)
-        .await
-        .unwrap();
-    let client = wait_configured(cp, &credentials).await;
+    let client = configure(cp, &main_doc, &credentials).await;
     wait_for("bootstrap", Duration::from_secs(10), || async {
         client.bootstrap().await.ok()
     })
@@ -448,10 +436,7 @@ async fn a_v1_13_node_in_maintenance_answers_readers_and_refuses_the_rest() {
     let fleet = fleet();
     let node = ip("127.0.1.46");
     fleet.add_node(node, Some("v1.13.0")).unwrap();
-    let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-        NodeClient::connect_insecure(node, &options()).await.ok()
-    })
-    .await;
+    let client = wait_maintenance(node).await;
     // apid serves maintenance mode with read-only roles: readers' calls answer...
     assert_eq!(
         client.version().await.unwrap().version.unwrap().tag,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use castle::talos::client::{ConnectOptions, Credentials, NodeClient, NodeState};
+use castle::talos::client::{ApplyMode, ConnectOptions, Credentials, NodeClient, NodeState};
 use castle_lab::talos::{Fleet, FleetOptions};
 
 /// A fast fleet: delays at a fifth of the defaults.
@@ -57,6 +57,25 @@ pub async fn wait_configured(address: IpAddr, credentials: &Credentials) -> Node
         },
     )
     .await
+}
+
+/// Waits until `address` answers the maintenance API (no client certificate).
+pub async fn wait_maintenance(address: IpAddr) -> NodeClient {
+    wait_for("maintenance API", Duration::from_secs(5), || async {
+        NodeClient::connect_insecure(address, &options()).await.ok()
+    })
+    .await
+}
+
+/// Configures the node at `address` as castle does: `config` applied in maintenance mode, then
+/// the node back from its install with mTLS for `credentials`.
+pub async fn configure(address: IpAddr, config: &str, credentials: &Credentials) -> NodeClient {
+    wait_maintenance(address)
+        .await
+        .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
+    wait_configured(address, credentials).await
 }
 
 /// Waits until `probe` says `expected`.
