@@ -372,23 +372,34 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_upgrade_cut_short_resumes_where_it_stopped() {
+    /// The calls of an upgrade from v1.34.2 to v1.35.0 run again after a first run that `cut`
+    /// made fail with an error naming `named`.
+    async fn calls_resuming_after(cut: impl FnOnce(&FakeCluster), named: &str) -> Vec<String> {
         let nodes = cluster();
         let fake = FakeCluster::at(&nodes, "v1.34.2");
-        *fake.fail_once.lock().unwrap() = Some("w-1".into());
+        cut(&fake);
         let error = upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
             .await
             .unwrap_err();
-        assert!(error.to_string().contains("w-1"), "{error}");
+        assert!(error.to_string().contains(named), "{error}");
         fake.calls.lock().unwrap().clear();
         upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
             .await
             .unwrap();
+        fake.calls()
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_cut_short_resumes_where_it_stopped() {
+        let calls = calls_resuming_after(
+            |fake| *fake.fail_once.lock().unwrap() = Some("w-1".into()),
+            "w-1",
+        )
+        .await;
         // The control planes only get their (unchanged) final config; nothing waits again
         // but the worker that did not move.
         assert_eq!(
-            fake.calls(),
+            calls,
             vec![
                 "apply cp-1: ",
                 "apply cp-2: ",
@@ -401,21 +412,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_upgrade_cut_short_after_the_kubelets_resumes_with_the_manifests() {
-        let nodes = cluster();
-        let fake = FakeCluster::at(&nodes, "v1.34.2");
-        *fake.fail_sync_once.lock().unwrap() = true;
-        let error = upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("kube-proxy"), "{error}");
-        fake.calls.lock().unwrap().clear();
-        upgrade_kubernetes(&fake, &nodes, &nodes, "v1.35.0")
-            .await
-            .unwrap();
+        let calls = calls_resuming_after(
+            |fake| *fake.fail_sync_once.lock().unwrap() = true,
+            "kube-proxy",
+        )
+        .await;
         // Every component already runs the release: no wait, only the final configs (which
         // change nothing) and the manifests.
         assert_eq!(
-            fake.calls(),
+            calls,
             vec![
                 "apply cp-1: ",
                 "apply cp-2: ",
