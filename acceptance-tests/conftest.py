@@ -43,38 +43,42 @@ def pve(tmp_path, request):
         served.stop()
 
 
-def provider_block(pve, extra=''):
-    """The provider block for a test against `pve`, trusting its certificate."""
-    return '''
+TERRAFORM_BLOCK = '''
 terraform {
   required_providers {
     castle = { source = "castle-lab/castle" }
   }
 }
+'''
 
+
+def proxmox_provider_block(pve, ca_pem, extra=''):
+    """The provider block for a test against `pve`, trusting `ca_pem` (PEM certificates) or,
+    when None, only what the environment or the system trusts."""
+    trust = '' if ca_pem is None else '''    ca_cert_pem = <<-PEM
+%s
+PEM
+''' % ca_pem.strip()
+    return TERRAFORM_BLOCK + '''
 provider "castle" {
   proxmox {
     endpoint    = "%s"
     username    = "root@pam"
     password    = "secret"
-    ca_cert_pem = <<-PEM
-%s
-PEM
-  }
+%s  }
 %s
 }
-''' % (pve.url, pve.ca_pem.strip(), extra)
+''' % (pve.url, trust, extra)
+
+
+def provider_block(pve, extra=''):
+    """The provider block for a test against `pve`, trusting its certificate."""
+    return proxmox_provider_block(pve, pve.ca_pem, extra)
 
 
 def infisical_provider_block(lab):
     """The provider block for a test against the Infisical emulator `lab` alone."""
-    return '''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
+    return TERRAFORM_BLOCK + '''
 provider "castle" {
   infisical {
     host          = "%s"

@@ -2,18 +2,14 @@
 
 import pytest
 
+from conftest import TERRAFORM_BLOCK, proxmox_provider_block
+
 pytestmark = pytest.mark.acceptance
 
 
 def test_credentials_from_another_resource_are_waited_for_not_refused(tf, infisical_lab):
     t = tf()
-    t.write('''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
+    t.write(TERRAFORM_BLOCK + '''
 # Built into Terraform: its output is unknown until it is applied, like a secret read from
 # another system in the same configuration.
 resource "terraform_data" "credentials" {
@@ -45,21 +41,7 @@ resource "castle_kubeconfig_secret" "k" {
 def test_the_proxmox_ca_can_come_from_the_environment(tf, pve):
     from test_proxmox_vm import one_vm
     t = tf()
-    t.write('''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
-provider "castle" {
-  proxmox {
-    endpoint = "%s"
-    username = "root@pam"
-    password = "secret"
-  }
-}
-''' % pve.url + one_vm())
+    t.write(proxmox_provider_block(pve, None) + one_vm())
     # fakepve's certificate is signed by a private CA: only the environment makes it trusted.
     t.env['PROXMOX_VE_CA_CERT_PEM'] = pve.ca_pem
     t.apply()
@@ -69,25 +51,9 @@ provider "castle" {
 def test_an_unknown_proxmox_ca_fails_at_once_naming_the_setting_and_a_ca_bundle_is_trusted(tf, pve, tmp_path):
     from fakepve.certs import make_cert
     from test_proxmox_vm import one_vm
-    block = '''
-terraform {
-  required_providers {
-    castle = { source = "castle-lab/castle" }
-  }
-}
-
-provider "castle" {
-  proxmox {
-    endpoint    = "%s"
-    username    = "root@pam"
-    password    = "secret"
-    %%s
-  }
-}
-''' % pve.url
     t = tf()
     # No CA given: the lab's certificate is signed by a private CA, which nothing trusts.
-    t.write(block % '' + one_vm())
+    t.write(proxmox_provider_block(pve, None) + one_vm())
     out = ' '.join(t.plan(expect_fail=True).split())
     assert "Error: Proxmox's TLS certificate is not trusted" in out, out
     assert 'invalid peer certificate: UnknownIssuer' in out and 'proxmox { ca_cert_pem }' in out, out
@@ -96,7 +62,7 @@ provider "castle" {
     other, _, _ = make_cert(str(tmp_path), name='other-ca', hosts=('127.0.0.9',))
     with open(other) as f:
         bundle = f.read().strip() + '\n' + pve.ca_pem.strip()
-    t.write(block % ('ca_cert_pem = <<-PEM\n%s\nPEM' % bundle) + one_vm())
+    t.write(proxmox_provider_block(pve, bundle) + one_vm())
     t.apply()
     assert [vm[1] for vm in pve.vms()] == ['solo']
     t.assert_plan_empty()
