@@ -197,6 +197,28 @@ async fn push_once(
     }
 }
 
+/// Creates the folders of `at` when the state's `create_folders` asks for them; `None` after an
+/// error.
+async fn ensure_folders(
+    client: &infisical::Client,
+    state: &KubeconfigSecretState,
+    at: &SecretRef,
+    deadline: Instant,
+    diags: &mut Diagnostics,
+) -> Option<()> {
+    if state.create_folders != Value::Value(true) {
+        return Some(());
+    }
+    if let Err(e) = client
+        .ensure_folder(&at.project_id, &at.environment, &at.path, deadline)
+        .await
+    {
+        unable(diags, "create the Infisical folder", e);
+        return None;
+    }
+    Some(())
+}
+
 /// Refreshes one value from Infisical: `None` if the secret is gone.
 async fn refresh(
     client: &infisical::Client,
@@ -461,15 +483,7 @@ impl Resource for KubeconfigSecretResource {
         let client = self.client(diags, action)?;
         let deadline = deadline(&state, Operation::Create);
         let at = state.kubeconfig_ref();
-        if state.create_folders == Value::Value(true) {
-            if let Err(e) = client
-                .ensure_folder(&at.project_id, &at.environment, &at.path, deadline)
-                .await
-            {
-                unable(diags, "create the Infisical folder", e);
-                return None;
-            }
-        }
+        ensure_folders(&client, &state, &at, deadline, diags).await?;
         let comment = state.comment_text().to_string();
         let value = state
             .kubeconfig
@@ -512,15 +526,7 @@ impl Resource for KubeconfigSecretResource {
         let at = state.kubeconfig_ref();
         let comment = state.comment_text().to_string();
         let comment_changed = prior.comment_text() != comment;
-        if state.create_folders == Value::Value(true) {
-            if let Err(e) = client
-                .ensure_folder(&at.project_id, &at.environment, &at.path, deadline)
-                .await
-            {
-                unable(diags, "create the Infisical folder", e);
-                return None;
-            }
-        }
+        ensure_folders(&client, &state, &at, deadline, diags).await?;
 
         if changed(&prior.kubeconfig, &state.kubeconfig)
             || comment_changed
