@@ -414,35 +414,11 @@ mod tests {
     }
 
     fn desired(nodes: &[ClusterNode]) -> Desired {
-        Desired {
-            nodes: nodes.to_vec(),
-            image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
-            target: "v1.12.0".into(),
-            kubernetes: "v1.35.0".into(),
-            coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
-            extensions: Some(Default::default()),
-            ..Default::default()
-        }
+        Desired::on_v1_12(nodes.to_vec())
     }
 
     fn running(nodes: &[ClusterNode]) -> Current {
-        Current {
-            nodes: nodes.to_vec(),
-            applied: nodes
-                .iter()
-                .map(|n| (n.name.clone(), n.config.clone()))
-                .collect(),
-            versions: nodes
-                .iter()
-                .map(|n| (n.name.clone(), "v1.12.0".into()))
-                .collect(),
-            extensions: nodes
-                .iter()
-                .map(|n| (n.name.clone(), Default::default()))
-                .collect(),
-            image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
-            ..Default::default()
-        }
+        Current::running_v1_12(nodes)
     }
 
     async fn run(

@@ -78,6 +78,48 @@ pub struct Desired {
     pub machines: BTreeMap<String, Machine>,
 }
 
+#[cfg(test)]
+impl Desired {
+    /// `nodes` on Talos v1.12.0 with the official installer and Kubernetes v1.35.0, for unit
+    /// tests.
+    pub(crate) fn on_v1_12(nodes: Vec<ClusterNode>) -> Self {
+        Desired {
+            nodes,
+            image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
+            target: "v1.12.0".into(),
+            kubernetes: "v1.35.0".into(),
+            coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
+            extensions: Some(Extensions::default()),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+impl Current {
+    /// `nodes` running their configs on Talos v1.12.0 with the official installer, for unit
+    /// tests: what [`Desired::on_v1_12`] leaves behind.
+    pub(crate) fn running_v1_12(nodes: &[ClusterNode]) -> Self {
+        Current {
+            nodes: nodes.to_vec(),
+            applied: nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.config.clone()))
+                .collect(),
+            versions: nodes
+                .iter()
+                .map(|n| (n.name.clone(), "v1.12.0".into()))
+                .collect(),
+            extensions: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Extensions::default()))
+                .collect(),
+            image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
+            ..Default::default()
+        }
+    }
+}
+
 /// The names nodes report for configured official extensions: `siderolabs/iscsi-tools` runs
 /// as `iscsi-tools` (Talos: the extension's manifest `metadata.name`). Sorted, no duplicates.
 pub fn extension_names(extensions: &[String]) -> Vec<String> {
@@ -449,35 +491,11 @@ mod tests {
     }
 
     fn desired(nodes: Vec<ClusterNode>) -> Desired {
-        Desired {
-            nodes,
-            image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
-            target: "v1.12.0".into(),
-            kubernetes: "v1.35.0".into(),
-            coredns_image: "registry.k8s.io/coredns/coredns:v1.13.2".into(),
-            extensions: Some(Extensions::default()),
-            ..Default::default()
-        }
+        Desired::on_v1_12(nodes)
     }
 
     fn running(nodes: &[ClusterNode]) -> Current {
-        Current {
-            nodes: nodes.to_vec(),
-            applied: nodes
-                .iter()
-                .map(|n| (n.name.clone(), n.config.clone()))
-                .collect(),
-            versions: nodes
-                .iter()
-                .map(|n| (n.name.clone(), "v1.12.0".into()))
-                .collect(),
-            extensions: nodes
-                .iter()
-                .map(|n| (n.name.clone(), Extensions::default()))
-                .collect(),
-            image: Some("ghcr.io/siderolabs/installer:v1.12.0".into()),
-            ..Default::default()
-        }
+        Current::running_v1_12(nodes)
     }
 
     fn strings(names: &[&str]) -> Vec<String> {
