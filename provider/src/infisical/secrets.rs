@@ -96,13 +96,26 @@ fn decode(action: String, environment: &str, json: Json) -> Result<Secret, Error
 }
 
 impl Client {
+    /// Sends `req`, which acts on `secret` (`verb`, e.g. "reading", names the act in errors;
+    /// `sensitive` values are kept out of them), and decodes the secret Infisical answers.
+    async fn secret_call(
+        &self,
+        verb: &str,
+        secret: &SecretRef,
+        req: &request::ApiRequest,
+        deadline: Instant,
+        sensitive: &[&str],
+    ) -> Result<Secret, Error> {
+        let action = describe(verb, secret);
+        let json = self.execute(&action, req, deadline, sensitive).await?;
+        decode(action, &secret.environment, json)
+    }
+
     /// Reads a secret; [`Error::NotFound`] if it does not exist.
     pub async fn get_secret(&self, secret: &SecretRef, deadline: Instant) -> Result<Secret, Error> {
-        let action = describe("reading", secret);
-        let json = self
-            .execute(&action, &request::get_secret(secret), deadline, &[])
-            .await?;
-        decode(action, &secret.environment, json)
+        let req = request::get_secret(secret);
+        self.secret_call("reading", secret, &req, deadline, &[])
+            .await
     }
 
     /// Creates a secret; [`Error::AlreadyExists`] if the name is taken at that path.
@@ -113,16 +126,9 @@ impl Client {
         comment: &str,
         deadline: Instant,
     ) -> Result<Secret, Error> {
-        let action = describe("creating", secret);
-        let json = self
-            .execute(
-                &action,
-                &request::create_secret(secret, value, comment),
-                deadline,
-                &[value],
-            )
-            .await?;
-        decode(action, &secret.environment, json)
+        let req = request::create_secret(secret, value, comment);
+        self.secret_call("creating", secret, &req, deadline, &[value])
+            .await
     }
 
     /// Replaces a secret's value and comment; [`Error::NotFound`] if it does not exist.
@@ -133,16 +139,9 @@ impl Client {
         comment: &str,
         deadline: Instant,
     ) -> Result<Secret, Error> {
-        let action = describe("updating", secret);
-        let json = self
-            .execute(
-                &action,
-                &request::update_secret(secret, value, comment),
-                deadline,
-                &[value],
-            )
-            .await?;
-        decode(action, &secret.environment, json)
+        let req = request::update_secret(secret, value, comment);
+        self.secret_call("updating", secret, &req, deadline, &[value])
+            .await
     }
 
     /// Deletes a secret; [`Error::NotFound`] if it was already gone.
