@@ -202,8 +202,10 @@ impl Pve {
     }
 
     /// Whether the last power-down of a VM was an ACPI shutdown or reboot (`qmshutdown`,
-    /// `qmreboot`), which the guest handles itself, rather than a hard stop (`qmstop`). A
-    /// start since then (a VM restarted between two looks) does not count.
+    /// `qmreboot`), which the guest handles itself, rather than a hard stop (`qmstop`) or a
+    /// hard reset (`qmreset`: QEMU's `system_reset`, no ACPI event for the guest; qemu-server:
+    /// src/PVE/API2/Qemu.pm (9.2.6) `vm_reset`, src/PVE/QemuServer.pm `vm_reset`). A start
+    /// since then (a VM restarted between two looks) does not count.
     pub async fn last_task_was_acpi(&mut self, node: &str, vmid: u32) -> Result<bool, PveError> {
         let tasks: Vec<Value> = self
             .get(&format!("/nodes/{node}/tasks?vmid={vmid}&limit=5"))
@@ -211,7 +213,7 @@ impl Pve {
         let down = tasks
             .iter()
             .filter_map(|t| t["type"].as_str())
-            .find(|kind| matches!(*kind, "qmstop" | "qmshutdown" | "qmreboot"));
+            .find(|kind| matches!(*kind, "qmstop" | "qmreset" | "qmshutdown" | "qmreboot"));
         Ok(matches!(down, Some("qmshutdown" | "qmreboot")))
     }
 
