@@ -210,11 +210,9 @@ impl Pve {
         let tasks: Vec<Value> = self
             .get(&format!("/nodes/{node}/tasks?vmid={vmid}&limit=5"))
             .await?;
-        let down = tasks
-            .iter()
-            .filter_map(|t| t["type"].as_str())
-            .find(|kind| matches!(*kind, "qmstop" | "qmreset" | "qmshutdown" | "qmreboot"));
-        Ok(matches!(down, Some("qmshutdown" | "qmreboot")))
+        Ok(acpi_power_down(
+            tasks.iter().filter_map(|t| t["type"].as_str()),
+        ))
     }
 
     /// Whether Proxmox answers and accepts the login.
@@ -224,7 +222,29 @@ impl Pve {
     }
 }
 
+/// Whether the newest power-down among a VM's tasks (`kinds`, newest first) was an ACPI one
+/// (see [`Pve::last_task_was_acpi`]).
+fn acpi_power_down<'a>(kinds: impl IntoIterator<Item = &'a str>) -> bool {
+    let down = kinds
+        .into_iter()
+        .find(|kind| matches!(*kind, "qmstop" | "qmreset" | "qmshutdown" | "qmreboot"));
+    matches!(down, Some("qmshutdown" | "qmreboot"))
+}
+
 /// `https://ADDR`, the endpoint of a Proxmox listening on `addr`.
 pub fn endpoint(addr: SocketAddr) -> String {
     format!("https://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acpi_power_down;
+
+    #[test]
+    fn a_reset_after_an_acpi_reboot_is_a_hard_power_cut() {
+        assert!(acpi_power_down(["qmstart", "qmreboot", "qmstop"]));
+        assert!(!acpi_power_down(["qmreset", "qmreboot"]));
+        assert!(!acpi_power_down(["qmstart", "qmstop", "qmshutdown"]));
+        assert!(!acpi_power_down(["qmstart", "qmclone"]));
+    }
 }
