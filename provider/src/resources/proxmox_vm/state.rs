@@ -240,6 +240,23 @@ impl VmState {
         }
     }
 
+    /// The planned create, as [`super::from_backup`] compares it with a backup's VM.
+    pub fn wanted(&self) -> super::from_backup::Wanted {
+        let block = self.clone.as_ref_option().cloned().unwrap_or_default();
+        super::from_backup::Wanted {
+            node: known(&self.node).unwrap_or_default(),
+            name: known(&self.name).unwrap_or_default(),
+            vm_id: known(&self.vm_id).map(|v| v as u32),
+            clone: super::from_backup::CloneSource {
+                template_id: known(&block.template_id),
+                template_name: known(&block.template_name),
+                full: known(&block.full),
+                storage: known(&block.storage),
+                pool: known(&block.pool),
+            },
+        }
+    }
+
     /// Refreshes every managed attribute from what Proxmox reports. Attributes the
     /// configuration leaves out (null) stay null unless they are computed, so a template's
     /// values never show up as a diff.
