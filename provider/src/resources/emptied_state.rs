@@ -101,7 +101,7 @@ fn find_before(dir: &Path, command_started: Option<SystemTime>) -> Option<Emptie
     backup.push(".backup");
     let backup = PathBuf::from(backup);
     let snapshot: Value = serde_json::from_slice(&std::fs::read(dir.join(&backup)).ok()?).ok()?;
-    let castle_resources = castle_resources(&snapshot);
+    let castle_resources = castle_instances(&snapshot);
     (castle_resources > 0).then_some(EmptiedState {
         state,
         backup,
@@ -148,19 +148,21 @@ fn local_state_path(dir: &Path) -> Option<PathBuf> {
     Some(configured_path.unwrap_or_else(|| PathBuf::from("terraform.tfstate")))
 }
 
-/// The number of `castle_` resource instances a state snapshot lists (each VM of a `for_each`
-/// counts; only the types are looked at).
-fn castle_resources(snapshot: &Value) -> usize {
+/// The managed `castle_` resources of a state snapshot (Terraform's state JSON, version 4).
+pub fn castle_resources(snapshot: &Value) -> impl Iterator<Item = &Value> {
     let resources = snapshot.get("resources").and_then(Value::as_array);
-    resources
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            r.get("mode").and_then(Value::as_str) == Some("managed")
-                && r.get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t.starts_with("castle_"))
-        })
+    resources.into_iter().flatten().filter(|r| {
+        r.get("mode").and_then(Value::as_str) == Some("managed")
+            && r.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("castle_"))
+    })
+}
+
+/// The number of `castle_` resource instances a state snapshot lists (each VM of a `for_each`
+/// counts).
+fn castle_instances(snapshot: &Value) -> usize {
+    castle_resources(snapshot)
         .map(|r| {
             r.get("instances")
                 .and_then(Value::as_array)

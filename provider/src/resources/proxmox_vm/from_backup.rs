@@ -12,6 +12,8 @@
 
 use serde_json::Value;
 
+use crate::resources::emptied_state;
+
 /// A `castle_proxmox_vm` instance of the backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupVm {
@@ -77,14 +79,8 @@ pub enum Decision {
 
 /// The `castle_proxmox_vm` instances of a state snapshot (deposed objects left out).
 pub fn listed_vms(snapshot: &Value) -> Vec<BackupVm> {
-    let resources = snapshot.get("resources").and_then(Value::as_array);
-    resources
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            r.get("mode").and_then(Value::as_str) == Some("managed")
-                && r.get("type").and_then(Value::as_str) == Some("castle_proxmox_vm")
-        })
+    emptied_state::castle_resources(snapshot)
+        .filter(|r| r.get("type").and_then(Value::as_str) == Some("castle_proxmox_vm"))
         .flat_map(|r| {
             let module = r.get("module").and_then(Value::as_str).unwrap_or_default();
             let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -204,8 +200,9 @@ pub fn decide(
     }
 }
 
-/// The clone attribute whose change replaces the VM (as the resource's plan compares them).
-fn clone_changed(prior: &CloneSource, wanted: &CloneSource) -> Option<&'static str> {
+/// The clone attribute whose change replaces the VM: one the configuration sets to another
+/// value (`storage` and `pool` also when it leaves them out where they were set).
+pub fn clone_changed(prior: &CloneSource, wanted: &CloneSource) -> Option<&'static str> {
     if wanted.template_id.is_some() && wanted.template_id != prior.template_id {
         return Some("template_id");
     }

@@ -194,22 +194,14 @@ fn reboot_reasons(prior: &VmState, planned: &VmState) -> Vec<&'static str> {
 }
 
 fn clone_changed(prior: &CloneBlock, planned: &CloneBlock) -> Option<&'static str> {
-    if planned.template_id.is_value() && planned.template_id != prior.template_id {
-        return Some("template_id");
-    }
-    if planned.template_name.is_value() && planned.template_name != prior.template_name {
-        return Some("template_name");
-    }
-    if planned.full.is_value() && planned.full != prior.full {
-        return Some("full");
-    }
-    if planned.storage != prior.storage {
+    // An unknown storage or pool may differ: only the known clone attributes are compared.
+    if planned.storage.is_unknown() {
         return Some("storage");
     }
-    if planned.pool != prior.pool {
+    if planned.pool.is_unknown() {
         return Some("pool");
     }
-    None
+    from_backup::clone_changed(&prior.source(), &planned.source())
 }
 
 #[async_trait]
