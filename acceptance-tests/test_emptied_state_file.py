@@ -2,8 +2,9 @@
 it writes the new snapshot), on the flagship example with one control plane and one worker.
 
 The next apply takes the escrowed secrets and adopts the VMs terraform.tfstate.backup lists
-instead of cloning them again; a destroy, which would see nothing and leave everything running,
-is refused with the command that puts the backup back.
+instead of cloning them again (a `-replace`, which only the state can carry out, is refused); a
+destroy, which would see nothing and leave everything running, is refused with the command that
+puts the backup back.
 """
 
 import os
@@ -37,6 +38,10 @@ def test_an_emptied_state_file_adopts_the_vms_on_apply_and_a_destroy_is_refused_
         before = lab.tf.resources()
 
         empty_the_state_file(lab.tf)
+        # A replacement asked for now would need the old VM's state to delete it: refused.
+        replace = ' '.join(lab.tf.plan('-replace=castle_proxmox_vm.node["cp-1"]', expect_fail=True).split())
+        assert 'castle cannot create VM home-cp-1 in its place: this command asks for a replacement' in replace, replace
+        assert 'cp terraform.tfstate.backup terraform.tfstate terraform apply' in replace, replace
         out = ' '.join(lab.tf.apply(timeout=900).split())
         assert 'Adopted the cluster secrets escrowed in Infisical' in out, out
         assert out.count('a killed run emptied the state file, and its backup lists this VM') == 2, out
