@@ -11,7 +11,7 @@ use castle::talos::client::{ApplyMode, BootstrapOutcome, Credentials, NodeClient
 use castle::talos::proto::machine::EtcdMember;
 use castle_lab::talos::sample::SampleCluster;
 use castle_lab::talos::{Fault, Fleet, NodeSummary};
-use common::{fleet, ip, options, wait_configured, wait_for};
+use common::{fleet, ip, wait_configured, wait_for, wait_maintenance};
 
 /// Adds control planes `cp-1`… at `addresses`, applies their configs and waits for mTLS.
 async fn control_planes(
@@ -22,10 +22,7 @@ async fn control_planes(
     let credentials = cluster.credentials().unwrap();
     for (i, a) in addresses.iter().enumerate() {
         fleet.add_node(*a, None).unwrap();
-        let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-            NodeClient::connect_insecure(*a, &options()).await.ok()
-        })
-        .await;
+        let client = wait_maintenance(*a).await;
         let config = cluster.config(true, &format!("cp-{}", i + 1));
         client
             .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)

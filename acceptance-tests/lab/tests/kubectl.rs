@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use castle::talos::client::{ApplyMode, NodeClient};
+use castle::talos::client::ApplyMode;
 use castle_lab::talos::sample::SampleCluster;
-use common::{fleet, ip, options, wait_configured, wait_for};
+use common::{fleet, ip, wait_configured, wait_for, wait_maintenance};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -51,10 +51,7 @@ async fn kubectl_get_nodes_shows_every_node_ready_through_the_vip() {
     let credentials = cluster.credentials().unwrap();
     for (address, controlplane, name) in [(cp, true, "cp-1"), (worker, false, "worker-1")] {
         fleet.add_node(address, None).unwrap();
-        let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-            NodeClient::connect_insecure(address, &options()).await.ok()
-        })
-        .await;
+        let client = wait_maintenance(address).await;
         let config = cluster.config(controlplane, name);
         client
             .apply_configuration(config.as_bytes(), ApplyMode::Auto, false)

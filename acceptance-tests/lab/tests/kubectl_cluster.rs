@@ -12,11 +12,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use castle::kubernetes::drain::{DrainError, DrainOptions};
 use castle::kubernetes::{KubeAccess, KubeClient};
-use castle::talos::client::{ApplyMode, NodeClient};
+use castle::talos::client::ApplyMode;
 use castle_lab::kubernetes::WorkloadSpec;
 use castle_lab::talos::sample::SampleCluster;
 use castle_lab::talos::Fleet;
-use common::{fleet, ip, options, wait_configured, wait_for};
+use common::{fleet, ip, wait_configured, wait_for, wait_maintenance};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -89,12 +89,7 @@ async fn patched_cluster(
     let credentials = cluster.credentials().unwrap();
     for (address, controlplane, hostname) in nodes {
         fleet.add_node(*address, None).unwrap();
-        let client = wait_for("maintenance API", Duration::from_secs(5), || async {
-            NodeClient::connect_insecure(*address, &options())
-                .await
-                .ok()
-        })
-        .await;
+        let client = wait_maintenance(*address).await;
         client
             .apply_configuration(
                 patch(cluster.config(*controlplane, hostname)).as_bytes(),
