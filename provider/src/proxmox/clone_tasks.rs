@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::retry::{with_policy, ELSEWHERE_IF_DOWN};
 use super::vms::CloneRequest;
 use super::{Client, Error};
 
@@ -74,8 +75,10 @@ impl Client {
         vmid: u32,
         deadline: Instant,
     ) -> Result<Vec<String>, Error> {
-        let others = super::retry::with_policy(
-            super::retry::API_CALL,
+        // A template node that does not answer cannot clone either: said at once, as the clone
+        // request itself would be, not waited for until the deadline.
+        let others = with_policy(
+            ELSEWHERE_IF_DOWN,
             deadline,
             "list the running clones",
             || self.others_clones(node, vmid),
