@@ -424,6 +424,26 @@ mod tests {
     }
 
     #[test]
+    fn the_user_of_a_token_is_its_user_without_the_token_id() {
+        let client = |auth| {
+            Client::new(ClientConfig {
+                endpoint: "https://127.0.0.1:8006".into(),
+                auth,
+                insecure: true,
+                ca_cert_pem: None,
+            })
+            .unwrap()
+        };
+        let token = client(Auth::Token("castle@pve!tf=0000-1111".into()));
+        assert_eq!(token.user(), "castle@pve");
+        let password = client(Auth::Password {
+            username: "root@pam".into(),
+            password: "secret".into(),
+        });
+        assert_eq!(password.user(), "root@pam");
+    }
+
+    #[test]
     fn pve_8_3_errors_are_read_from_the_reason_phrase() {
         let gone = pve83(
             500,

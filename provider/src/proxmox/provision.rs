@@ -1,7 +1,8 @@
 //! The create, update and delete workflows of a cloned VM, as plain client calls.
 //!
-//! Create: pick a VMID (retrying a clash), clone, wait for the clone task (which holds the
-//! lock), write the config, grow disks, start. A failure after the clone removes the VM again,
+//! Create: wait for the template's clones a killed run left running, adopt a leftover VM of
+//! this workspace or else pick a VMID (retrying a clash), clone, wait for the clone task (which
+//! holds the lock), write the config, grow disks, start. A failure after the clone removes the VM again,
 //! so nothing is left half-made; if even that fails, the error carries the VMID so the caller
 //! can keep it in state and the next apply replaces it.
 
