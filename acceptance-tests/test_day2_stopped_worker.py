@@ -9,6 +9,7 @@ through the VIP, of the real etcd, and of the lab's Proxmox API.
 """
 
 import json
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -187,4 +188,39 @@ def test_the_vip_holder_stopped_in_proxmox_leaves_kubectl_dark_until_its_lease_e
         'castle_proxmox_vm.node["%s"] will be updated in-place' % holder in plan, plan
     c.tf.apply()
     assert c.ready_nodes()[holder] is True
+    c.f.assert_cluster(3, 2)
+
+
+def test_the_vip_holder_reset_in_proxmox_while_another_control_plane_upgrades_is_waited_out_by_the_same_apply(
+        cluster):
+    c = cluster
+    before = {n['hostname']: n for n in c.f.fleet().values()}
+    cut = {}
+
+    def cut_the_holder():
+        # Once cp-1 (the first node castle upgrades) took its Upgrade, the control plane that
+        # then holds the VIP is stopped hard in Proxmox and started 3 s later, as after a
+        # host's reset: its etcd is killed, its VIP key stays until its lease expires (12 s at
+        # 0.2), so health through the VIP goes dark in the middle of cp-1's upgrade.
+        def holder():
+            fleet = {n['hostname']: n for n in c.f.fleet().values()}
+            if len(fleet['cp-1']['installed_images']) == len(before['cp-1']['installed_images']):
+                return None
+            return next((name for name, n in fleet.items() if n['vip'] and name != 'cp-1'), None)
+        name = wait_until('cp-1 to take its Upgrade and another control plane to hold the VIP', holder)
+        cut['name'] = name
+        cut['boots'] = c.f.fleet()[c.f.address(name)]['boots']
+        c.f.power_cycle(name, 3)
+
+    cutter = threading.Thread(target=cut_the_holder)
+    cutter.start()
+    try:
+        c.f.edit('talos_version = "v1.12.1"\n', 'version.auto.tfvars')
+        c.tf.apply()
+    finally:
+        cutter.join()
+    assert cut.get('name'), 'the reset never struck'
+    fleet = {n['hostname']: n for n in c.f.fleet().values()}
+    assert fleet[cut['name']]['boots'] > cut['boots'] + 1, 'reset and then upgraded: two boots at least'
+    assert {name: n['talos_version'] for name, n in fleet.items()} == {name: 'v1.12.1' for name in fleet}
     c.f.assert_cluster(3, 2)

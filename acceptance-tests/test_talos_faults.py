@@ -19,10 +19,12 @@ def ip(name, nodes=NODES):
     return PREFIX + str(dict(NODES, **nodes)[name])
 
 
-def cluster_hcl(nodes=NODES, timeouts='', talos_version='v1.12.0'):
+def cluster_hcl(nodes=NODES, timeouts='', talos_version='v1.12.0', extensions=None):
     entries = '\n'.join('  node {\n    name    = "%s"\n    address = "%s%d/24"\n    role    = "%s"\n  }' % (
         name, PREFIX, host, 'controlplane' if name.startswith('cp') else 'worker') for name, host in nodes.items())
     block = '  timeouts {\n    %s\n  }' % timeouts if timeouts else ''
+    if extensions is not None:
+        block += '\n  extensions = [%s]' % ', '.join('"%s"' % e for e in extensions)
     return '''
 terraform {
   required_providers {
@@ -200,6 +202,17 @@ def test_a_slow_reboot_and_power_cuts_during_the_create_and_an_upgrade_still_con
     nodes = talos.nodes()
     assert nodes[ip('cp-2')]['faults']['power_cycle_in_upgrade'] is None, 'the power cut never struck'
     assert {name: nodes[ip(name)]['talos_version'] for name in NODES} == {name: 'v1.13.0' for name in NODES}
+    assert_healthy(talos, t)
+
+    # During a reinstall on the same release (one extension less): the same cut. cp-2 boots its
+    # old schematic under a new boot id and the same release; the same apply sends it again.
+    talos.fault(ip('cp-2'), 'power_cycle_in_upgrade', off_ms=3000)
+    t.write(cluster_hcl(talos_version='v1.13.0', extensions=['siderolabs/iscsi-tools']))
+    t.apply()
+    nodes = talos.nodes()
+    assert nodes[ip('cp-2')]['faults']['power_cycle_in_upgrade'] is None, 'the power cut never struck'
+    assert {name: nodes[ip(name)]['extensions'] for name in NODES} == {name: ['siderolabs/iscsi-tools'] for name in NODES}
+    assert len({nodes[ip(name)]['schematic'] for name in NODES}) == 1
     assert_healthy(talos, t)
 
 

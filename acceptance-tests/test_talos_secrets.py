@@ -166,6 +166,10 @@ def test_a_state_file_emptied_by_a_killed_run_is_refused_with_the_restore_comman
     t.apply()
     assert os.path.getsize(os.path.join(t.workdir, 'terraform.tfstate.backup')) > 0
     open(os.path.join(t.workdir, 'terraform.tfstate'), 'w').close()
+    # Emptied by that killed run, before the next command started (castle tells it from the
+    # command's own rewrites by that).
+    earlier = time.time() - 60
+    os.utime(os.path.join(t.workdir, 'terraform.tfstate'), (earlier, earlier))
 
     out = t.plan(expect_fail=True)
     assert 'The state file was emptied by a killed run' in out, out

@@ -324,6 +324,7 @@ impl Provider for CastleProvider {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::Config<'a>) -> Option<()> {
+        crate::resources::emptied_state::refuse_a_destroy(diags);
         if let Value::Value(block) = &config.proxmox {
             if let Value::Value(endpoint) = &block.endpoint {
                 if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {

@@ -52,7 +52,16 @@ pub struct NewVm {
     pub started: bool,
     /// A finished VM of this workspace with this name that Terraform's state does not hold
     /// (its state was lost), to take instead of cloning another.
-    pub adopt: Option<u32>,
+    pub adopt: Option<LostVm>,
+}
+
+/// A VM whose state was lost, and how that is known (for the warning).
+#[derive(Debug, Clone)]
+pub struct LostVm {
+    /// VMID.
+    pub vmid: u32,
+    /// Why state does not hold it, e.g. "a run killed before its state was saved".
+    pub why: String,
 }
 
 /// A create that failed; `left_behind` names a VM that could not be removed.
@@ -212,11 +221,11 @@ pub async fn create(
             .await
             .map_err(fail)?
         {
-            Some(vmid) => {
+            Some(LostVm { vmid, why }) => {
                 tracing::warn!(vmid, name = %vm.spec.name, "adopting a finished VM that Terraform's state lost");
                 (vmid, vec![format!(
-                    "VM {vmid} ({}) of this workspace was not in Terraform's state (a run killed before its state was \
-                     saved); castle adopted it instead of cloning another.",
+                    "VM {vmid} ({}) of this workspace was not in Terraform's state ({why}); castle adopted it \
+                     instead of cloning another.",
                     vm.spec.name
                 )])
             }
@@ -363,21 +372,30 @@ pub async fn finished_namesakes(
     name: &str,
     vm_id: Option<u32>,
 ) -> Result<Vec<u32>, Error> {
+    Ok(namesakes(client, node, name)
+        .await?
+        .into_iter()
+        .filter(|&(vmid, ours)| ours && vm_id.is_none_or(|id| id == vmid))
+        .map(|(vmid, _)| vmid)
+        .collect())
+}
+
+/// The VMs (not templates) named `name` on `node`, each with whether it carries
+/// [`MANAGED_TAG`] and this workspace's tag.
+pub async fn namesakes(client: &Client, node: &str, name: &str) -> Result<Vec<(u32, bool)>, Error> {
     let workspace = workspace_tag();
     Ok(client
         .cluster_vms()
         .await?
         .into_iter()
         .filter(|found| {
-            let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
-            found.node == node
-                && found.name.as_deref() == Some(name)
-                && !found.is_template()
-                && vm_id.is_none_or(|id| id == found.vmid)
-                && tags.contains(MANAGED_TAG)
-                && tags.contains(workspace.as_str())
+            found.node == node && found.name.as_deref() == Some(name) && !found.is_template()
         })
-        .map(|found| found.vmid)
+        .map(|found| {
+            let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
+            let ours = tags.contains(MANAGED_TAG) && tags.contains(workspace.as_str());
+            (found.vmid, ours)
+        })
         .collect())
 }
 
@@ -387,10 +405,11 @@ async fn adoptable_namesake(
     client: &Client,
     vm: &NewVm,
     deadline: Instant,
-) -> Result<Option<u32>, Error> {
-    let Some(vmid) = vm.adopt else {
+) -> Result<Option<LostVm>, Error> {
+    let Some(lost) = &vm.adopt else {
         return Ok(None);
     };
+    let vmid = lost.vmid;
     let reserved = client
         .reserved_ids
         .lock()
@@ -400,7 +419,7 @@ async fn adoptable_namesake(
         finished_namesakes(client, &vm.node, &vm.spec.name, vm.vm_id)
     })
     .await?;
-    Ok((found.contains(&vmid) && !reserved).then_some(vmid))
+    Ok((found.contains(&vmid) && !reserved).then(|| lost.clone()))
 }
 
 /// This Terraform working directory's and workspace's marker: `castle-ws-` and 8 hex digits of

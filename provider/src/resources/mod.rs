@@ -12,11 +12,13 @@ use crate::provider::ProviderData;
 
 pub mod attributes;
 pub mod diag;
+pub mod emptied_state;
 pub mod infisical_access;
 pub mod kubeconfig_secret;
 pub mod proxmox_vm;
 pub mod talos_cluster;
 pub mod talos_secrets;
+pub mod terraform_command;
 pub mod timeouts;
 
 /// Every resource of the provider, by name without the `castle_` prefix.

@@ -202,17 +202,17 @@ impl Pve {
     }
 
     /// Whether the last power-down of a VM was an ACPI shutdown or reboot (`qmshutdown`,
-    /// `qmreboot`), which the guest handles itself, rather than a hard stop (`qmstop`). A
-    /// start since then (a VM restarted between two looks) does not count.
+    /// `qmreboot`), which the guest handles itself, rather than a hard stop (`qmstop`) or a
+    /// hard reset (`qmreset`: QEMU's `system_reset`, no ACPI event for the guest; qemu-server:
+    /// src/PVE/API2/Qemu.pm (9.2.6) `vm_reset`, src/PVE/QemuServer.pm `vm_reset`). A start
+    /// since then (a VM restarted between two looks) does not count.
     pub async fn last_task_was_acpi(&mut self, node: &str, vmid: u32) -> Result<bool, PveError> {
         let tasks: Vec<Value> = self
             .get(&format!("/nodes/{node}/tasks?vmid={vmid}&limit=5"))
             .await?;
-        let down = tasks
-            .iter()
-            .filter_map(|t| t["type"].as_str())
-            .find(|kind| matches!(*kind, "qmstop" | "qmshutdown" | "qmreboot"));
-        Ok(matches!(down, Some("qmshutdown" | "qmreboot")))
+        Ok(acpi_power_down(
+            tasks.iter().filter_map(|t| t["type"].as_str()),
+        ))
     }
 
     /// Whether Proxmox answers and accepts the login.
@@ -222,7 +222,29 @@ impl Pve {
     }
 }
 
+/// Whether the newest power-down among a VM's tasks (`kinds`, newest first) was an ACPI one
+/// (see [`Pve::last_task_was_acpi`]).
+fn acpi_power_down<'a>(kinds: impl IntoIterator<Item = &'a str>) -> bool {
+    let down = kinds
+        .into_iter()
+        .find(|kind| matches!(*kind, "qmstop" | "qmreset" | "qmshutdown" | "qmreboot"));
+    matches!(down, Some("qmshutdown" | "qmreboot"))
+}
+
 /// `https://ADDR`, the endpoint of a Proxmox listening on `addr`.
 pub fn endpoint(addr: SocketAddr) -> String {
     format!("https://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acpi_power_down;
+
+    #[test]
+    fn a_reset_after_an_acpi_reboot_is_a_hard_power_cut() {
+        assert!(acpi_power_down(["qmstart", "qmreboot", "qmstop"]));
+        assert!(!acpi_power_down(["qmreset", "qmreboot"]));
+        assert!(!acpi_power_down(["qmstart", "qmstop", "qmshutdown"]));
+        assert!(!acpi_power_down(["qmstart", "qmclone"]));
+    }
 }

@@ -26,6 +26,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::resources::terraform_command;
+
 /// A finished VM of this workspace found while planning a create under its name and node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Namesake {
@@ -53,6 +55,10 @@ pub struct Walk {
     /// Finished VMs with the name and node of a planned create.
     #[serde(default)]
     pub namesakes: BTreeSet<Namesake>,
+    /// The VMs an emptied state file's backup lists for a planned create, to adopt
+    /// ([`super::from_backup`]).
+    #[serde(default)]
+    pub from_backup: BTreeSet<Namesake>,
 }
 
 impl Walk {
@@ -61,32 +67,48 @@ impl Walk {
         self.refreshed.extend(other.refreshed);
         self.imported.extend(other.imported);
         self.namesakes.extend(other.namesakes);
+        self.from_backup.extend(other.from_backup);
     }
 }
 
+/// Why a create may take an existing VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// No object in state holds it, though the plan refreshed state.
+    FromState(u32),
+    /// The state file was emptied and its backup lists it.
+    ListedInBackup(u32),
+}
+
 /// The VM a create on `node` named `name` may adopt, from everything the command's provider
-/// processes were shown: a namesake found while planning that no object in state holds. Only
-/// when the plan refreshed (a VM read other than an import's): with `-refresh=false` a tainted
-/// VM is shown to no one, and it is the one a replacement replaces. Only one: two VMs lost
-/// under one name are not told apart, and a clone is the safe side.
-pub fn adoptable(walks: &[Walk], node: &str, name: &str) -> Option<u32> {
+/// processes were shown. First the VM the backup of an emptied state file lists for it (the
+/// plan decided that, [`super::from_backup`]). Otherwise a namesake found while planning that no
+/// object in state holds, only when the plan refreshed (a VM read other than an import's): with
+/// `-refresh=false` a tainted VM is shown to no one, and it is the one a replacement replaces.
+/// Only one: two VMs lost under one name are not told apart, and a clone is the safe side.
+pub fn adoptable(walks: &[Walk], node: &str, name: &str) -> Option<Lost> {
     let mut all = Walk::default();
     for walk in walks {
         all.merge(walk.clone());
     }
+    let only = |candidates: &BTreeSet<Namesake>| {
+        let mut lost = candidates
+            .iter()
+            .filter(|n| n.node == node && n.name == name && !all.in_state.contains(&n.vmid))
+            .map(|n| n.vmid)
+            .collect::<BTreeSet<_>>()
+            .into_iter();
+        match (lost.next(), lost.next()) {
+            (Some(vmid), None) => Some(vmid),
+            _ => None,
+        }
+    };
+    if let Some(vmid) = only(&all.from_backup) {
+        return Some(Lost::ListedInBackup(vmid));
+    }
     // Refreshed at all?
     all.refreshed.difference(&all.imported).next()?;
-    let mut lost = all
-        .namesakes
-        .iter()
-        .filter(|n| n.node == node && n.name == name && !all.in_state.contains(&n.vmid))
-        .map(|n| n.vmid)
-        .collect::<BTreeSet<_>>()
-        .into_iter();
-    match (lost.next(), lost.next()) {
-        (Some(vmid), None) => Some(vmid),
-        _ => None,
-    }
+    only(&all.namesakes).map(Lost::FromState)
 }
 
 /// This process's walk memory, kept in a file of the Terraform command.
@@ -130,8 +152,13 @@ impl KnownVms {
         });
     }
 
+    /// The plan found the VM an emptied state file's backup lists for a create.
+    pub fn listed_in_backup(&self, vm: Namesake) {
+        self.change(|walk| walk.from_backup.insert(vm));
+    }
+
     /// The VM a create may adopt (see [`adoptable`]), from every process of this command.
-    pub fn adoptable(&self, node: &str, name: &str) -> Option<u32> {
+    pub fn adoptable(&self, node: &str, name: &str) -> Option<Lost> {
         let files = self.files.as_ref()?;
         let mut walks = files.read_all();
         walks.push(self.walk.lock().expect("walk memory poisoned").clone());
@@ -158,7 +185,7 @@ struct CommandFiles {
 
 impl CommandFiles {
     fn of_this_process() -> Option<Self> {
-        let command = command_key(parent_pid()?)?;
+        let command = terraform_command::key(terraform_command::parent_pid()?)?;
         // Terraform runs providers in its working directory; TF_DATA_DIR moves `.terraform`.
         let data = std::env::var_os("TF_DATA_DIR")
             .map(PathBuf::from)
@@ -223,7 +250,7 @@ impl CommandFiles {
             let alive = pid
                 .parse()
                 .ok()
-                .and_then(command_key)
+                .and_then(terraform_command::key)
                 .is_some_and(|key| name.starts_with(&format!("{key}.")));
             if !alive {
                 let _ = std::fs::remove_file(&path);
@@ -232,29 +259,8 @@ impl CommandFiles {
     }
 }
 
-#[cfg(unix)]
-fn parent_pid() -> Option<u32> {
-    Some(std::os::unix::process::parent_id())
-}
-
-#[cfg(not(unix))]
-fn parent_pid() -> Option<u32> {
-    None
-}
-
 fn file_name(path: &Path) -> Option<&str> {
     path.file_name().and_then(|n| n.to_str())
-}
-
-/// `<pid>-<start time>` of a running process: its start time in clock ticks since boot, field
-/// 22 of `/proc/<pid>/stat` (proc(5)), read after the command name's closing parenthesis since
-/// the name may hold spaces. `None` where there is no `/proc` (then castle never adopts).
-fn command_key(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first after the name, so field 22 is the 20th.
-    let start = after_name.split_whitespace().nth(19)?;
-    Some(format!("{pid}-{start}"))
 }
 
 #[cfg(test)]
@@ -275,6 +281,7 @@ mod tests {
             refreshed: refreshed.iter().copied().collect(),
             imported: BTreeSet::new(),
             namesakes: namesakes.iter().copied().map(namesake).collect(),
+            from_backup: BTreeSet::new(),
         }
     }
 
@@ -282,7 +289,10 @@ mod tests {
     fn a_vm_no_object_in_state_holds_is_adopted() {
         // The plan refreshed w-1 (VM 101); cp-1's VM 105 is in no state object.
         let plan = walk(&[101], &[101], &[105]);
-        assert_eq!(adoptable(&[plan], "pve1", "cp-1"), Some(105));
+        assert_eq!(
+            adoptable(&[plan], "pve1", "cp-1"),
+            Some(Lost::FromState(105))
+        );
     }
 
     #[test]
@@ -312,6 +322,19 @@ mod tests {
     }
 
     #[test]
+    fn the_vm_the_backup_of_an_emptied_state_lists_is_adopted_without_a_refresh() {
+        // Nothing in state, so nothing refreshed: only the plan's reading of the backup counts.
+        let mut plan = walk(&[], &[], &[105]);
+        assert_eq!(adoptable(std::slice::from_ref(&plan), "pve1", "cp-1"), None);
+        plan.from_backup.insert(namesake(105));
+        assert_eq!(
+            adoptable(std::slice::from_ref(&plan), "pve1", "cp-1"),
+            Some(Lost::ListedInBackup(105))
+        );
+        assert_eq!(adoptable(&[plan], "pve1", "cp-2"), None);
+    }
+
+    #[test]
     fn two_vms_lost_under_one_name_are_not_told_apart() {
         let plan = walk(&[101], &[101], &[105, 106]);
         assert_eq!(adoptable(&[plan], "pve1", "cp-1"), None);
@@ -322,15 +345,6 @@ mod tests {
         let plan = walk(&[101], &[101], &[105]);
         assert_eq!(adoptable(std::slice::from_ref(&plan), "pve2", "cp-1"), None);
         assert_eq!(adoptable(&[plan], "pve1", "cp-2"), None);
-    }
-
-    #[test]
-    fn a_command_is_its_process_and_start_time() {
-        let me = std::process::id();
-        let key = command_key(me).expect("/proc");
-        assert!(key.starts_with(&format!("{me}-")));
-        // The same process, asked again, is the same command.
-        assert_eq!(command_key(me), Some(key));
     }
 
     #[test]

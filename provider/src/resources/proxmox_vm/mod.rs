@@ -4,6 +4,7 @@
 //! maps state to the client's types; this file is the Terraform lifecycle, each step a
 //! call into [`crate::proxmox::provision`].
 
+mod from_backup;
 mod known;
 mod schema;
 mod state;
@@ -26,6 +27,7 @@ use crate::proxmox::retry::{with_policy, API_CALL};
 use crate::proxmox::{self, handover, provision};
 use crate::resources::diag::{path, unable};
 use crate::resources::timeouts::Operation;
+use crate::resources::{emptied_state, terraform_command};
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -60,6 +62,20 @@ impl ProxmoxVmResource {
                 None
             }
         }
+    }
+}
+
+/// The VM a create takes, with the words its warning gives for how its state was lost.
+fn lost_vm(lost: known::Lost) -> provision::LostVm {
+    match lost {
+        known::Lost::FromState(vmid) => provision::LostVm {
+            vmid,
+            why: "a run killed before its state was saved".into(),
+        },
+        known::Lost::ListedInBackup(vmid) => provision::LostVm {
+            vmid,
+            why: "a killed run emptied the state file, and its backup lists this VM".into(),
+        },
     }
 }
 
@@ -178,22 +194,14 @@ fn reboot_reasons(prior: &VmState, planned: &VmState) -> Vec<&'static str> {
 }
 
 fn clone_changed(prior: &CloneBlock, planned: &CloneBlock) -> Option<&'static str> {
-    if planned.template_id.is_value() && planned.template_id != prior.template_id {
-        return Some("template_id");
-    }
-    if planned.template_name.is_value() && planned.template_name != prior.template_name {
-        return Some("template_name");
-    }
-    if planned.full.is_value() && planned.full != prior.full {
-        return Some("full");
-    }
-    if planned.storage != prior.storage {
+    // An unknown storage or pool may differ: only the known clone attributes are compared.
+    if planned.storage.is_unknown() {
         return Some("storage");
     }
-    if planned.pool != prior.pool {
+    if planned.pool.is_unknown() {
         return Some("pool");
     }
-    None
+    from_backup::clone_changed(&prior.source(), &planned.source())
 }
 
 #[async_trait]
@@ -293,6 +301,7 @@ impl Resource for ProxmoxVmResource {
         plan_computed(&mut state, None);
         self.check_against_cluster(diags, &state).await;
         self.note_namesakes(&state).await;
+        self.note_backup_vm(diags, &state).await?;
         Some((state, ValueEmpty::default()))
     }
 
@@ -417,12 +426,13 @@ impl Resource for ProxmoxVmResource {
             adopt: None,
         };
         let name = new_vm.spec.name.clone();
-        new_vm.adopt = self.known.adoptable(&node, &name);
+        new_vm.adopt = self.known.adoptable(&node, &name).map(lost_vm);
+        let adopt = new_vm.adopt.as_ref().map(|lost| lost.vmid);
         // A replacement made before its predecessor goes (create_before_destroy) must not
         // come up beside it at the same address: it waits, stopped, for the hand-over.
         let holder = match self.address_holder(&client, &new_vm, deadline).await {
             // The VM to adopt holds its own address.
-            Ok(holder) => holder.filter(|h| Some(h.vmid) != new_vm.adopt),
+            Ok(holder) => holder.filter(|h| Some(h.vmid) != adopt),
             Err(e) => {
                 unable(diags, &format!("create VM {name} on {node}"), e);
                 return None;
@@ -704,6 +714,53 @@ impl ProxmoxVmResource {
                     vmid,
                 }),
         );
+    }
+
+    /// Over a state file a killed run emptied: notes the VM the backup lists for this create,
+    /// for the apply to adopt, or refuses the plan where only the restored state can do it
+    /// right ([`from_backup`]).
+    async fn note_backup_vm(&self, diags: &mut Diagnostics, state: &VmState) -> Option<()> {
+        let Some(emptied) = std::env::current_dir()
+            .ok()
+            .and_then(|dir| emptied_state::find(&dir))
+        else {
+            return Some(());
+        };
+        let (Ok(client), Value::Value(node), Value::Value(name)) =
+            (self.data.proxmox(), &state.node, &state.name)
+        else {
+            return Some(());
+        };
+        let backup = from_backup::listed_vms(&emptied.snapshot);
+        // Asked once, like the namesakes: unanswered, the apply clones.
+        let listed = provision::namesakes(&client, node, name)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(vmid, ours)| from_backup::Listed { vmid, ours })
+            .collect::<Vec<_>>();
+        let replacing = terraform_command::Command::of_parent().is_some_and(|c| c.replaces());
+        let decision = from_backup::decide(&backup, &state.wanted(), &listed, replacing);
+        tracing::info!(%name, ?decision, backup = %emptied.backup.display(), "the state file is empty");
+        match decision {
+            from_backup::Decision::Clone => Some(()),
+            from_backup::Decision::Adopt(vmid) => {
+                self.known.listed_in_backup(known::Namesake {
+                    node: node.clone(),
+                    name: name.clone(),
+                    vmid,
+                });
+                Some(())
+            }
+            from_backup::Decision::Restore(reason) => {
+                emptied.refuse(
+                    diags,
+                    &format!("castle cannot create VM {name} in its place: {reason}."),
+                    "terraform apply",
+                );
+                None
+            }
+        }
     }
 
     /// Reads the VM after a write, so state holds what Proxmox really has.

@@ -24,6 +24,19 @@ pub struct CloneBlock {
     pub pool: Value<String>,
 }
 
+impl CloneBlock {
+    /// Its known values, as [`super::from_backup::clone_changed`] compares them.
+    pub fn source(&self) -> super::from_backup::CloneSource {
+        super::from_backup::CloneSource {
+            template_id: known(&self.template_id),
+            template_name: known(&self.template_name),
+            full: known(&self.full),
+            storage: known(&self.storage),
+            pool: known(&self.pool),
+        }
+    }
+}
+
 /// `disk { ... }`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskBlock {
@@ -237,6 +250,21 @@ impl VmState {
             full: known(&block.full).unwrap_or(true),
             storage: known(&block.storage),
             pool: known(&block.pool),
+        }
+    }
+
+    /// The planned create, as [`super::from_backup`] compares it with a backup's VM.
+    pub fn wanted(&self) -> super::from_backup::Wanted {
+        super::from_backup::Wanted {
+            node: known(&self.node).unwrap_or_default(),
+            name: known(&self.name).unwrap_or_default(),
+            vm_id: known(&self.vm_id).map(|v| v as u32),
+            clone: self
+                .clone
+                .as_ref_option()
+                .cloned()
+                .unwrap_or_default()
+                .source(),
         }
     }
 

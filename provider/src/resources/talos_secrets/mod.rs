@@ -2,7 +2,6 @@
 //! cluster) and kept in state before any node sees them (ADR 0011), and optionally escrowed in
 //! Infisical so that a lost state finds them again (ADR 0017).
 
-mod emptied_state;
 mod escrow;
 mod schema;
 
@@ -22,8 +21,8 @@ use crate::infisical::sync::{self, SyncError};
 use crate::infisical::{self, SecretRef};
 use crate::provider::ProviderData;
 use crate::resources::diag::unable;
-use crate::resources::infisical_access;
 use crate::resources::kubeconfig_secret::{Queued, QueuedWrite};
+use crate::resources::{emptied_state, infisical_access};
 use crate::talos::pki::SecretsBundle;
 
 use escrow::{digest, EscrowBlock, Held};
@@ -126,18 +125,10 @@ fn refuse_over_an_emptied_state(diags: &mut Diagnostics) -> Option<()> {
     let Some(emptied) = emptied_state::find(&dir) else {
         return Some(());
     };
-    let (state, backup) = (emptied.state.display(), emptied.backup.display());
-    diags.root_error(
-        "The state file was emptied by a killed run",
-        format!(
-            "{state} is empty while {backup} holds {} castle resources: a Terraform run killed while it rewrote \
-             the state file (Terraform's local backend truncates it before writing it) left it empty, and \
-             Terraform now believes nothing exists. Generating new secrets would make this cluster's nodes \
-             refuse castle as another cluster's. Put the backup back, then apply:\n\n  \
-             cp {backup} {state}\n  terraform apply\n\n\
-             If that backup is of a cluster you removed on purpose, delete {backup} instead.",
-            emptied.castle_resources
-        ),
+    emptied.refuse(
+        diags,
+        "Generating new secrets would make this cluster's nodes refuse castle as another cluster's.",
+        "terraform apply",
     );
     None
 }

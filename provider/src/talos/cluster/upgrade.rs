@@ -31,7 +31,9 @@ pub struct Target<'a> {
 ///
 /// A node is done when it is back under a new boot id (an Upgrade answers before the node
 /// cordons, drains and reboots, and a reinstall keeps the release tag, so the tag alone would
-/// pass at once) and reports the target release. A node that ran an older release line may
+/// pass at once) and reports the target release. A node that comes back on what it ran
+/// before lost the upgrade to a power cut while it drained ([`lost_in_drain`]): it is asked
+/// once more, in the same apply. A node that ran an older release line may
 /// run the config of that line's contract (what it accepted in maintenance mode, see
 /// [`ClusterNode::config_for`]): it then gets its own config again, and a reboot that asks for
 /// is waited for, before the health check.
@@ -50,7 +52,11 @@ pub async fn upgrade_nodes(
             NodeState::Configured { talos_version } => Some(talos_version),
             _ => None,
         };
-        if !reinstall && on_target(node, release.as_deref(), target, access).await {
+        let before = match &release {
+            Some(release) => Some(installed(node, release.clone(), target, access).await),
+            None => None,
+        };
+        if !reinstall && before.as_ref().is_some_and(|b| target.reached_by(b)) {
             continue;
         }
         // The installer refuses a node too old for it only after the call answered and the
@@ -70,14 +76,14 @@ pub async fn upgrade_nodes(
             let boot = start_upgrade(node, target.image, access, deadline).await?;
             wait_rebooted(node, &boot, access, deadline).await?;
             let back = wait_configured_release(node, access, deadline).await?;
-            // Talos writes the installer after the drain, just before the reboot (Talos:
-            // internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0)
-            // `Upgrade`): a node that lost power while it drained boots its old release. It
-            // is asked once more; a second time, the wait below names it.
-            if !sent_again && back != target.tag && Some(&back) == release.as_ref() {
-                tracing::warn!(node = %node.name, release = %back, "the node came back on its old release: the upgrade was lost before it was written (power lost while it drained?); upgrading it again");
+            let back = installed(node, back, target, access).await;
+            if !sent_again && lost_in_drain(before.as_ref(), &back, target) {
+                tracing::warn!(node = %node.name, release = %back.release, "the node came back on its old install: the upgrade was lost before it was written (power lost while it drained?); upgrading it again");
                 sent_again = true;
                 continue;
+            }
+            if !target.reached_by(&back) && back.release == target.tag {
+                tracing::warn!(node = %node.name, "the node came back without the configured extensions; the next apply installs them again");
             }
             break;
         }
@@ -94,22 +100,63 @@ pub async fn upgrade_nodes(
     Ok(())
 }
 
-/// Whether the node, which reports `release`, already runs the target release and extensions.
-async fn on_target(
+/// What a node runs, as far as an upgrade can tell: its release, and its extensions when the
+/// target names them (read only then: a node that does not answer them counts as unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    release: String,
+    extensions: Option<Extensions>,
+}
+
+impl Target<'_> {
+    /// Whether a node that runs `installed` is on the target's release and extensions.
+    fn reached_by(&self, installed: &Installed) -> bool {
+        installed.release == self.tag
+            && match self.extensions {
+                None => true,
+                Some(wanted) => installed
+                    .extensions
+                    .as_ref()
+                    .is_some_and(|e| e.runs(wanted)),
+            }
+    }
+}
+
+/// What the node, which reports `release`, runs.
+async fn installed(
     node: &ClusterNode,
-    release: Option<&str>,
+    release: String,
     target: &Target<'_>,
     access: &Access,
-) -> bool {
-    if release != Some(target.tag) {
+) -> Installed {
+    let extensions = match target.extensions {
+        Some(_) => super::node_extensions(node, access).await,
+        None => None,
+    };
+    Installed {
+        release,
+        extensions,
+    }
+}
+
+/// Whether a node back from the reboot its Upgrade asked for lost that upgrade: Talos writes
+/// the installer after the drain, just before the reboot (Talos:
+/// internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go (v1.12.0) `Upgrade`:
+/// `drain`, `cleanup`, `stopServices`, ..., then `upgrade`), so a node that lost power while it
+/// drained boots what it ran `before`: its old release, or for a reinstall on the same release
+/// its old extensions (schematic). A node that comes back on the target, or on anything else
+/// than before, did not lose it. A reinstall castle cannot tell by what nodes report (another
+/// `install_image` of the same release) never counts as lost. Extensions a node did not answer
+/// are not compared: the release alone tells a lost version upgrade.
+fn lost_in_drain(before: Option<&Installed>, back: &Installed, target: &Target<'_>) -> bool {
+    let Some(before) = before else {
         return false;
-    }
-    match target.extensions {
-        None => true,
-        Some(wanted) => super::node_extensions(node, access)
-            .await
-            .is_some_and(|reported| reported.runs(wanted)),
-    }
+    };
+    let same_extensions = match (&before.extensions, &back.extensions) {
+        (Some(before), Some(back)) => before == back,
+        _ => true,
+    };
+    !target.reached_by(back) && before.release == back.release && same_extensions
 }
 
 /// Sends the Upgrade and answers the boot id the node had just before it, read in the same
@@ -225,6 +272,73 @@ async fn wait_for_version(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runs(release: &str, schematic: Option<&str>) -> Installed {
+        Installed {
+            release: release.into(),
+            extensions: schematic.map(|id| Extensions {
+                names: vec!["iscsi-tools".into()],
+                schematic: Some(id.into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_node_back_on_what_it_ran_before_lost_its_upgrade_and_is_sent_it_again() {
+        let wanted = Extensions {
+            names: vec!["iscsi-tools".into()],
+            schematic: Some("new".into()),
+        };
+        // A version upgrade: back on the old release.
+        let upgrade = Target {
+            image: "factory/installer/new:v1.13.0",
+            tag: "v1.13.0",
+            extensions: Some(&wanted),
+        };
+        let before = runs("v1.12.0", Some("old"));
+        assert!(lost_in_drain(Some(&before), &before, &upgrade));
+        // Its extensions not read after the reboot: the release tells.
+        assert!(lost_in_drain(
+            Some(&before),
+            &runs("v1.12.0", None),
+            &upgrade
+        ));
+        assert!(!lost_in_drain(
+            Some(&before),
+            &runs("v1.13.0", Some("new")),
+            &upgrade
+        ));
+        // A reinstall on the same release (other extensions): back on the old schematic.
+        let reinstall = Target {
+            tag: "v1.12.0",
+            ..upgrade
+        };
+        assert!(lost_in_drain(Some(&before), &before, &reinstall));
+        assert!(!lost_in_drain(
+            Some(&before),
+            &runs("v1.12.0", Some("new")),
+            &reinstall
+        ));
+        // Back on something else than before or the target: not a lost upgrade.
+        assert!(!lost_in_drain(
+            Some(&before),
+            &runs("v1.12.0", Some("third")),
+            &reinstall
+        ));
+        // What the node ran before is unknown: nothing to compare with.
+        assert!(!lost_in_drain(None, &before, &reinstall));
+        // Another `install_image` of the same release: nothing tells, never sent again.
+        let image = Target {
+            image: "registry.home/installer:v1.12.0",
+            tag: "v1.12.0",
+            extensions: None,
+        };
+        assert!(!lost_in_drain(
+            Some(&runs("v1.12.0", None)),
+            &runs("v1.12.0", None),
+            &image
+        ));
+    }
 
     #[test]
     fn an_etcd_member_talos_names_by_id_is_named_by_its_node() {
