@@ -10,11 +10,14 @@ before any request could fail, or their endpoint does not answer at all.
 """
 
 import re
+import subprocess
+import time
 
 import pytest
 
 from conftest import provider_block
 from harness.pve import TEMPLATE_ID, TEMPLATE_NAME
+from harness.terraform import kill_group, terraform_command
 
 pytestmark = pytest.mark.acceptance
 
@@ -518,6 +521,40 @@ def running_vmids(pve):
     assert len(vms) == len(pve.vms()), pve.vms()
     assert all(status == 'running' for _, _, status, _ in vms.values()), vms
     return {name: vmid for name, (vmid, *_) in vms.items()}
+
+
+def running_clones(pve):
+    return pve.sync(lambda: [t['upid'] for t in pve.pve.tasklog if t['type'] == 'qmclone' and t['status'] == 'running'])
+
+
+@STYLE_FREE
+def test_a_clone_still_running_from_a_killed_terraform_is_waited_for_and_adopted_not_cloned_again(tf, pve):
+    # `make crash` (vm-create seed 6): Terraform killed while its clones ran, the next apply at
+    # once. Proxmox shows a clone in progress as a temporary config (lock, no name, no notes),
+    # so the leftover looked like someone else's VM and was cloned again.
+    pve.sync(pve.pve.slow_clones, 1500)
+    t = tf()
+    t.write(provider_block(pve) + TWO_REPLACEABLE)
+    killed = subprocess.Popen(terraform_command() + ['apply', '-auto-approve', '-no-color'], cwd=t.workdir,
+                              env=t.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        give_up = time.monotonic() + 300
+        while len(running_clones(pve)) < 2 and killed.poll() is None and time.monotonic() < give_up:
+            time.sleep(0.05)
+    finally:
+        kill_group(killed)
+    first = running_clones(pve)
+    assert len(first) == 2, pve.sync(lambda: list(pve.pve.tasklog))
+    # What the next run sees: two VMs with neither name nor notes.
+    assert len(pve.sync(lambda: set(pve.pve.clone_placeholders))) == 2
+    cloned = {name: vmid for name, (vmid, *_) in vms_by_name(pve).items()}
+    assert 'castle adopted it instead of cloning again' in ' '.join(t.apply().split())
+    clones = pve.sync(lambda: [(t['upid'], t['exitstatus']) for t in pve.pve.tasklog if t['type'] == 'qmclone'])
+    assert sorted(clones) == sorted((upid, 'OK') for upid in first)
+    assert running_vmids(pve) == cloned
+    assert {address: vm['id'] for address, vm in t.resources().items()} == {
+        'castle_proxmox_vm.node["%s"]' % name: 'pve1/%d' % vmid for name, vmid in cloned.items()}
+    t.assert_plan_empty()
 
 
 @STYLE_FREE

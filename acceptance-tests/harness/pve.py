@@ -13,7 +13,9 @@
 - `revoke_tickets_after` expires every login ticket in the middle of a run, and `answers`
   records each request's status, so a test can check what the lab saw;
 - a running task can be stopped (`DELETE .../tasks/{upid}`; a stopped clone leaves nothing),
-  and an HA resource removed (`DELETE /cluster/ha/resources/vm:N`, Sys.Console on /).
+  and an HA resource removed (`DELETE /cluster/ha/resources/vm:N`, Sys.Console on /);
+- a clone in progress shows PVE's temporary config, no name and no notes, and the node task
+  list filters running tasks by type and user (`harness/pve_clone.py`).
 
 `ServedPve` runs one on its own event loop in a thread, so a test can inject faults
 (`pve.fail`, `flaky_network`, `revoke_tickets`, per-VM timings) while Terraform talks to it.
@@ -33,11 +35,13 @@ from fakepve.model import PveError, TaskError
 from fakepve.qemu import drives_of, is_cdrom, join_drive, split_drive
 from fakepve.server import USER, ok, params
 
+from harness.pve_clone import CloneInProgress
+
 TEMPLATE_ID = 9000
 TEMPLATE_NAME = 'talos-nocloud'
 
 
-class LabPve(FakePve):
+class LabPve(CloneInProgress, FakePve):
     """FakePve answering as real PVE clusters do (see the module docstring)."""
 
     def __init__(self, *args, answer_style='9', **kwargs):
@@ -214,6 +218,8 @@ class LabPve(FakePve):
         A clone's failure path then frees the volumes it allocated and removes the new config
         (qemu-server src/PVE/API2/Qemu.pm clone_vm), so a stopped clone leaves nothing."""
         stop = asyncio.Event()
+        if ttype == 'qmclone' and vm is not None:
+            body = self._clone_in_progress(vm, body)
 
         async def stoppable():
             work = asyncio.ensure_future(body())

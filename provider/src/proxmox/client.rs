@@ -68,6 +68,9 @@ pub struct Client {
     logins: AtomicU64,
     /// VMIDs handed out by this process and not yet visible in the cluster.
     pub(crate) reserved_ids: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// UPIDs of the clone tasks this process started; held across each clone request and each
+    /// look at the running clones ([`super::clone_tasks`]).
+    pub(crate) own_clones: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for Client {
@@ -125,6 +128,7 @@ impl Client {
             ticket: Mutex::new(None),
             logins: AtomicU64::new(0),
             reserved_ids: Default::default(),
+            own_clones: Default::default(),
         })
     }
 
@@ -133,6 +137,14 @@ impl Client {
         match self.auth {
             Auth::Token(_) => "api_token",
             Auth::Password { .. } => "password",
+        }
+    }
+
+    /// The user castle acts as, `USER@REALM` (a token's user, without its token id).
+    pub fn user(&self) -> &str {
+        match &self.auth {
+            Auth::Token(token) => token.split(['!', '=']).next().unwrap_or_default(),
+            Auth::Password { username, .. } => username,
         }
     }
 
@@ -409,6 +421,26 @@ mod tests {
             body,
             json.as_ref(),
         )
+    }
+
+    #[test]
+    fn the_user_of_a_token_is_its_user_without_the_token_id() {
+        let client = |auth| {
+            Client::new(ClientConfig {
+                endpoint: "https://127.0.0.1:8006".into(),
+                auth,
+                insecure: true,
+                ca_cert_pem: None,
+            })
+            .unwrap()
+        };
+        let token = client(Auth::Token("castle@pve!tf=0000-1111".into()));
+        assert_eq!(token.user(), "castle@pve");
+        let password = client(Auth::Password {
+            username: "root@pam".into(),
+            password: "secret".into(),
+        });
+        assert_eq!(password.user(), "root@pam");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The create, update and delete workflows of a cloned VM, as plain client calls.
 //!
-//! Create: pick a VMID (retrying a clash), clone, wait for the clone task (which holds the
-//! lock), write the config, grow disks, start. A failure after the clone removes the VM again,
+//! Create: wait for the template's clones a killed run left running, adopt a leftover VM of
+//! this workspace or else pick a VMID (retrying a clash), clone, wait for the clone task (which
+//! holds the lock), write the config, grow disks, start. A failure after the clone removes the VM again,
 //! so nothing is left half-made; if even that fails, the error carries the VMID so the caller
 //! can keep it in state and the next apply replaces it.
 
@@ -197,6 +198,12 @@ pub async fn create(
     // done everything else; then the wanted notes replace it (or none, when none are wanted).
     let notes = vm.spec.description.take().unwrap_or_default();
     let vm = &vm;
+    // A clone a killed castle started may still run: its VM shows neither name nor notes until
+    // it ends, so it is waited for before anything is looked for (see [`super::clone_tasks`]).
+    client
+        .wait_for_others_clones(&template.node, template.vmid, deadline)
+        .await
+        .map_err(fail)?;
     let leftover = with_policy(API_CALL, deadline, "look for a leftover VM", || {
         find_leftover(client, vm)
     })
@@ -293,6 +300,11 @@ async fn clear_clone_marker(
 /// castle that cleared the marker earlier, it is stopped and carries [`MANAGED_TAG`] and this
 /// workspace's [`workspace_tag`]. A running VM without the marker is never taken: it may be the
 /// one a `create_before_destroy` replaces, whose create finished.
+///
+/// The cluster list's names are pvestatd's, up to 10 s old (pve-manager `PVE/API2Tools.pm`
+/// extract_vm_stats): a clone that ended moments ago is still listed without a name or as
+/// `VM <vmid>` (what PVE calls a VM whose config has none). Those are looked at too, by their
+/// config, which is current.
 async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error> {
     let reserved = client
         .reserved_ids
@@ -302,13 +314,14 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
     let Some(workspace) = vm.spec.workspace_tag.as_deref() else {
         return Ok(None);
     };
+    let name = vm.spec.name.as_str();
     let candidates: Vec<ClusterVm> = client
         .cluster_vms()
         .await?
         .into_iter()
         .filter(|found| {
             found.node == vm.node
-                && found.name.as_deref() == Some(vm.spec.name.as_str())
+                && (found.name.as_deref() == Some(name) || listed_unnamed(found))
                 && !found.is_template()
                 && vm.vm_id.is_none_or(|id| id == found.vmid)
                 && !reserved.contains(&found.vmid)
@@ -316,7 +329,8 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
         .collect();
     for found in &candidates {
         let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
-        if found.status.as_deref() == Some("stopped")
+        if found.name.as_deref() == Some(name)
+            && found.status.as_deref() == Some("stopped")
             && tags.contains(MANAGED_TAG)
             && tags.contains(workspace)
         {
@@ -325,12 +339,27 @@ async fn find_leftover(client: &Client, vm: &NewVm) -> Result<Option<u32>, Error
     }
     let marker = clone_marker(workspace);
     for found in candidates {
-        let config = client.vm_config(&vm.node, found.vmid).await?;
-        if config.0.get("description").map(|d| d.trim_end()) == Some(marker.as_str()) {
+        let config = match client.vm_config(&vm.node, found.vmid).await {
+            Ok(config) => config,
+            // Gone since the list was made (a failed clone PVE removed).
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        if config.get("name") == Some(name)
+            && config.get("description").map(str::trim_end) == Some(marker.as_str())
+        {
             return Ok(Some(found.vmid));
         }
     }
     Ok(None)
+}
+
+/// Listed without a name of its own: no name yet, or PVE's `VM <vmid>` for a config without one.
+fn listed_unnamed(found: &ClusterVm) -> bool {
+    found
+        .name
+        .as_deref()
+        .is_none_or(|listed| listed == format!("VM {}", found.vmid))
 }
 
 /// The finished VMs of this workspace with `name` on `node`: castle made them (they carry
@@ -451,7 +480,7 @@ async fn clone_with_free_id(
         let started = unless_done(
             deadline,
             "clone",
-            || async { client.clone_vm(&request).await.map(Some) },
+            || async { client.start_clone(&request).await.map(Some) },
             || async {
                 Ok(lost_clone_started(client, id, &request.name)
                     .await?
@@ -1090,8 +1119,14 @@ mod tests {
     #[test]
     fn a_clone_whose_answer_was_lost_is_not_cloned_twice() {
         assert!(is_our_clone(&config(&[("name", "cp-1")]), "cp-1"));
-        // While the clone runs its config carries the clone lock.
-        assert!(is_our_clone(&config(&[("lock", "clone")]), "cp-1"));
+        // While the clone runs its config is PVE's temporary file: the clone lock, no name.
+        assert!(is_our_clone(
+            &config(&[
+                ("lock", "clone"),
+                ("description", " qmclone temporary file\n")
+            ]),
+            "cp-1"
+        ));
     }
 
     #[test]
@@ -1102,6 +1137,18 @@ mod tests {
             &config(&[("name", "other"), ("lock", "backup")]),
             "cp-1"
         ));
+    }
+
+    #[test]
+    fn a_clone_listed_before_pvestatd_saw_its_name_is_looked_at_by_its_config() {
+        let mut fresh = listed(100, "cp-1", Some("clone"));
+        fresh.name = None;
+        assert!(listed_unnamed(&fresh));
+        fresh.name = Some("VM 100".into());
+        assert!(listed_unnamed(&fresh));
+        // Someone's VM named after another id, or a named one, is not.
+        assert!(!listed_unnamed(&listed(100, "VM 7", None)));
+        assert!(!listed_unnamed(&listed(100, "w-1", None)));
     }
 
     #[test]
