@@ -561,6 +561,9 @@ def test_a_clone_still_running_from_a_killed_terraform_is_waited_for_and_adopted
 def test_a_vm_whose_state_was_lost_is_adopted_not_cloned_again(tf, pve):
     # What a remote backend that had not uploaded the VM's state when Terraform was killed
     # leaves: the VM finished, state does not know it. `terraform state rm` makes that state.
+    # pvestatd has not listed the new VMs' names yet (it refreshes every 10 s; the next run
+    # comes sooner): castle finds them by their configs.
+    pve.sync(pve.pve.slow_pvestatd, 100000)
     t = tf()
     t.write(provider_block(pve) + TWO_REPLACEABLE)
     t.apply()

@@ -49,10 +49,17 @@ class CloneInProgress(object):
         self.listed_as_placeholder = {}
         # PVE seconds every clone's copy takes.
         self.clone_secs = 0
+        # PVE seconds before /cluster/resources shows a new clone's name: pvestatd's period, or
+        # longer when pvestatd hangs (on a storage that does not answer, say).
+        self.pvestatd_secs = PVESTATD_SECS
 
     def slow_clones(self, secs):
         """Every clone's copy takes `secs` PVE seconds from now on (0: as fast as fakepve)."""
         self.clone_secs = secs
+
+    def slow_pvestatd(self, secs):
+        """/cluster/resources shows each clone's name only `secs` PVE seconds after it ended."""
+        self.pvestatd_secs = secs
 
     def _clone_in_progress(self, vm, body):
         """The clone worker's body, showing the temporary file until it is done."""
@@ -65,7 +72,7 @@ class CloneInProgress(object):
             finally:
                 self.clone_placeholders.discard(vm.vmid)
                 self.listed_as_placeholder[vm.vmid] = \
-                    asyncio.get_running_loop().time() + PVESTATD_SECS * self.time_scale
+                    asyncio.get_running_loop().time() + self.pvestatd_secs * self.time_scale
         return worker
 
     def _listed_as_placeholder(self, vmid):

@@ -381,22 +381,33 @@ pub async fn finished_namesakes(
 }
 
 /// The VMs (not templates) named `name` on `node`, each with whether it carries
-/// [`MANAGED_TAG`] and this workspace's tag.
+/// [`MANAGED_TAG`] and this workspace's tag. A VM the list shows unnamed (pvestatd has not seen
+/// its name yet, see [`find_leftover`]) is named by its config, which is current; so are the
+/// tags the list shows (read from the config).
 pub async fn namesakes(client: &Client, node: &str, name: &str) -> Result<Vec<(u32, bool)>, Error> {
     let workspace = workspace_tag();
-    Ok(client
-        .cluster_vms()
-        .await?
-        .into_iter()
-        .filter(|found| {
-            found.node == node && found.name.as_deref() == Some(name) && !found.is_template()
-        })
-        .map(|found| {
-            let tags = found.tags.as_deref().map(parse_tags).unwrap_or_default();
+    let mut found = Vec::new();
+    for listed in client.cluster_vms().await? {
+        if listed.node != node || listed.is_template() {
+            continue;
+        }
+        let named = match listed.name.as_deref() {
+            Some(listed_name) if listed_name == name => true,
+            _ if listed_unnamed(&listed) => match client.vm_config(node, listed.vmid).await {
+                Ok(config) => config.get("name") == Some(name),
+                // Gone since the list was made.
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(e),
+            },
+            _ => false,
+        };
+        if named {
+            let tags = listed.tags.as_deref().map(parse_tags).unwrap_or_default();
             let ours = tags.contains(MANAGED_TAG) && tags.contains(workspace.as_str());
-            (found.vmid, ours)
-        })
-        .collect())
+            found.push((listed.vmid, ours));
+        }
+    }
+    Ok(found)
 }
 
 /// The VM the plan found lost from state ([`NewVm::adopt`]), if it is still there under this

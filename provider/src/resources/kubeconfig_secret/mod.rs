@@ -116,9 +116,15 @@ async fn create_once(
         Ok(sync::Created::Written(version)) => Some(Value::Value(version)),
         Ok(sync::Created::TookOver(version)) => {
             diags.root_warning(
-                format!("Secret {} replaced: it held this cluster's older credentials", at.key),
                 format!(
-                    "Secret {key} at {path} in environment {environment} already existed with                      credentials for the same cluster (same servers and CA certificate) but                      other client credentials, as a run whose Terraform state was lost leaves                      it. castle wrote the current ones over it.",
+                    "Secret {} replaced: it held this cluster's older credentials",
+                    at.key
+                ),
+                format!(
+                    "Secret {key} at {path} in environment {environment} already existed with \
+                     credentials for the same cluster (same servers and CA certificate) but \
+                     other client credentials, as a run whose Terraform state was lost leaves \
+                     it. castle wrote the current ones over it.",
                     key = at.key,
                     path = at.path,
                     environment = at.environment,
