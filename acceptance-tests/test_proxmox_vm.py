@@ -574,6 +574,13 @@ def test_a_vm_whose_state_was_lost_is_adopted_not_cloned_again(tf, pve):
     assert running_vmids(pve) == before
     assert t.resources()['castle_proxmox_vm.node["a"]']['id'] == 'pve1/%d' % before['a']
     t.assert_plan_empty()
+    # A first create killed after its VMs were made, before Terraform saved any: the state
+    # shows nothing, so the refresh reads nothing; the apply still refreshes, so both are lost.
+    t.run('state', 'rm', 'castle_proxmox_vm.node')
+    out = t.apply()
+    assert out.count('castle adopted it instead of cloning another') == 2, out
+    assert running_vmids(pve) == before
+    t.assert_plan_empty()
 
 
 @STYLE_FREE

@@ -134,6 +134,32 @@ impl Command {
         self.flag("replace").is_some()
     }
 
+    /// An apply or a plan that refreshes state: every object of its state (in its targets),
+    /// tainted ones too, is read before the plan, so one that is not shown is in no state.
+    /// Not with `-refresh=false`, given on the command line or, as Terraform also reads
+    /// arguments, in `TF_CLI_ARGS` or `TF_CLI_ARGS_<command>` (which the provider inherits).
+    pub fn refreshes(&self) -> bool {
+        let from_env = |var: String| {
+            std::env::var(var)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let mut all = from_env("TF_CLI_ARGS".into());
+        all.extend(from_env(format!("TF_CLI_ARGS_{}", self.name)));
+        all.extend(self.args.iter().cloned());
+        let with_env = Command {
+            name: self.name.clone(),
+            args: all,
+        };
+        matches!(self.name.as_str(), "apply" | "plan")
+            && !with_env.flag("refresh").is_some_and(|value| {
+                matches!(value, Some("0" | "f" | "F" | "false" | "FALSE" | "False"))
+            })
+            && with_env.flag("refresh-only").is_none()
+    }
+
     /// The flag `-name` (or `--name`): `Some(None)` bare, `Some(Some(value))` with `=value`.
     fn flag(&self, name: &str) -> Option<Option<&str>> {
         self.args.iter().find_map(|arg| {
@@ -180,6 +206,23 @@ mod tests {
             assert!(!command(line).unwrap().destroys(), "{line}");
         }
         assert_eq!(command("python3 script.py"), None);
+    }
+
+    #[test]
+    fn an_apply_or_plan_refreshes_unless_told_not_to() {
+        assert!(command("terraform apply -auto-approve")
+            .unwrap()
+            .refreshes());
+        assert!(command("terraform plan -refresh=true").unwrap().refreshes());
+        for line in [
+            "terraform apply -refresh=false",
+            "terraform plan --refresh=0",
+            "terraform apply -refresh-only",
+            "terraform destroy",
+            "terraform import a b",
+        ] {
+            assert!(!command(line).unwrap().refreshes(), "{line}");
+        }
     }
 
     #[test]

@@ -83,10 +83,13 @@ pub enum Lost {
 /// The VM a create on `node` named `name` may adopt, from everything the command's provider
 /// processes were shown. First the VM the backup of an emptied state file lists for it (the
 /// plan decided that, [`super::from_backup`]). Otherwise a namesake found while planning that no
-/// object in state holds, only when the plan refreshed (a VM read other than an import's): with
-/// `-refresh=false` a tainted VM is shown to no one, and it is the one a replacement replaces.
+/// object in state holds, only when the plan refreshed: with `-refresh=false` a tainted VM is
+/// shown to no one, and it is the one a replacement replaces. The plan refreshed when it read a
+/// VM other than for an import, or when `refreshing`, the command is known to refresh (an apply
+/// or a plan without `-refresh=false`): then an empty state shows nothing, and a namesake is
+/// lost (a first create killed after its VMs were made, before Terraform saved any of them).
 /// Only one: two VMs lost under one name are not told apart, and a clone is the safe side.
-pub fn adoptable(walks: &[Walk], node: &str, name: &str) -> Option<Lost> {
+pub fn adoptable(walks: &[Walk], node: &str, name: &str, refreshing: bool) -> Option<Lost> {
     let mut all = Walk::default();
     for walk in walks {
         all.merge(walk.clone());
@@ -107,7 +110,9 @@ pub fn adoptable(walks: &[Walk], node: &str, name: &str) -> Option<Lost> {
         return Some(Lost::ListedInBackup(vmid));
     }
     // Refreshed at all?
-    all.refreshed.difference(&all.imported).next()?;
+    if !refreshing {
+        all.refreshed.difference(&all.imported).next()?;
+    }
     only(&all.namesakes).map(Lost::FromState)
 }
 
@@ -162,7 +167,8 @@ impl KnownVms {
         let files = self.files.as_ref()?;
         let mut walks = files.read_all();
         walks.push(self.walk.lock().expect("walk memory poisoned").clone());
-        adoptable(&walks, node, name)
+        let refreshing = terraform_command::Command::of_parent().is_some_and(|c| c.refreshes());
+        adoptable(&walks, node, name, refreshing)
     }
 
     fn change(&self, f: impl FnOnce(&mut Walk) -> bool) {
@@ -290,7 +296,7 @@ mod tests {
         // The plan refreshed w-1 (VM 101); cp-1's VM 105 is in no state object.
         let plan = walk(&[101], &[101], &[105]);
         assert_eq!(
-            adoptable(&[plan], "pve1", "cp-1"),
+            adoptable(&[plan], "pve1", "cp-1", false),
             Some(Lost::FromState(105))
         );
     }
@@ -299,7 +305,7 @@ mod tests {
     fn the_vm_a_replacement_replaces_is_never_adopted() {
         // -replace and create_before_destroy: the prior state showed VM 105.
         let plan = walk(&[101, 105], &[101, 105], &[105]);
-        assert_eq!(adoptable(&[plan], "pve1", "cp-1"), None);
+        assert_eq!(adoptable(&[plan], "pve1", "cp-1", false), None);
     }
 
     #[test]
@@ -307,44 +313,62 @@ mod tests {
         // A second provider configuration (alias) refreshed the VM holding the name.
         let mine = walk(&[101], &[101], &[105]);
         let other = walk(&[105], &[105], &[]);
-        assert_eq!(adoptable(&[mine, other], "pve1", "cp-1"), None);
+        assert_eq!(adoptable(&[mine, other], "pve1", "cp-1", false), None);
     }
 
     #[test]
     fn without_a_refresh_nothing_is_adopted() {
         // -refresh=false: a tainted VM is shown to no one, so no VM is known to be lost.
         let plan = walk(&[101], &[], &[105]);
-        assert_eq!(adoptable(&[plan], "pve1", "cp-1"), None);
+        assert_eq!(adoptable(&[plan], "pve1", "cp-1", false), None);
         // An import reads the VM even then; that is no refresh.
         let mut imported = walk(&[101], &[101], &[105]);
         imported.imported.insert(101);
-        assert_eq!(adoptable(&[imported], "pve1", "cp-1"), None);
+        assert_eq!(adoptable(&[imported], "pve1", "cp-1", false), None);
+    }
+
+    #[test]
+    fn a_command_known_to_refresh_adopts_a_namesake_even_when_state_showed_nothing() {
+        // A first create killed after its VM was made, before Terraform saved it: the state is
+        // empty, so the refresh reads nothing, yet the command refreshes.
+        let plan = walk(&[], &[], &[105]);
+        assert_eq!(
+            adoptable(std::slice::from_ref(&plan), "pve1", "cp-1", true),
+            Some(Lost::FromState(105))
+        );
+        assert_eq!(adoptable(&[plan], "pve1", "cp-1", false), None);
     }
 
     #[test]
     fn the_vm_the_backup_of_an_emptied_state_lists_is_adopted_without_a_refresh() {
         // Nothing in state, so nothing refreshed: only the plan's reading of the backup counts.
         let mut plan = walk(&[], &[], &[105]);
-        assert_eq!(adoptable(std::slice::from_ref(&plan), "pve1", "cp-1"), None);
+        assert_eq!(
+            adoptable(std::slice::from_ref(&plan), "pve1", "cp-1", false),
+            None
+        );
         plan.from_backup.insert(namesake(105));
         assert_eq!(
-            adoptable(std::slice::from_ref(&plan), "pve1", "cp-1"),
+            adoptable(std::slice::from_ref(&plan), "pve1", "cp-1", false),
             Some(Lost::ListedInBackup(105))
         );
-        assert_eq!(adoptable(&[plan], "pve1", "cp-2"), None);
+        assert_eq!(adoptable(&[plan], "pve1", "cp-2", false), None);
     }
 
     #[test]
     fn two_vms_lost_under_one_name_are_not_told_apart() {
         let plan = walk(&[101], &[101], &[105, 106]);
-        assert_eq!(adoptable(&[plan], "pve1", "cp-1"), None);
+        assert_eq!(adoptable(&[plan], "pve1", "cp-1", false), None);
     }
 
     #[test]
     fn a_namesake_on_another_node_or_under_another_name_is_not_this_creates() {
         let plan = walk(&[101], &[101], &[105]);
-        assert_eq!(adoptable(std::slice::from_ref(&plan), "pve2", "cp-1"), None);
-        assert_eq!(adoptable(&[plan], "pve1", "cp-2"), None);
+        assert_eq!(
+            adoptable(std::slice::from_ref(&plan), "pve2", "cp-1", false),
+            None
+        );
+        assert_eq!(adoptable(&[plan], "pve1", "cp-2", false), None);
     }
 
     #[test]
