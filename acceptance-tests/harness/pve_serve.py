@@ -29,6 +29,8 @@ async def serve(args):
             dst.write(src.read())
     pve = LabPve(user='root@pam', password='secret', host=args.host, port=args.port)
     pve.time_scale = args.time_scale
+    # PVE seconds each clone's copy takes (fakepve's are instant): `make crash` sets it.
+    pve.slow_clones(float(os.environ.get('CASTLE_LAB_PVE_CLONE_SECS') or 0))
     add_talos_template(pve)
     await pve.start(certfile, keyfile)
     print('pve lab listening on %s' % pve.url, flush=True)
