@@ -81,8 +81,8 @@ OPERATIONS = {
     # "Creating..." line, since the secrets' RSA key can take much of a whole create's time).
     'cluster-create': dict(start=None, command='apply', vars={}, marker=r'castle_talos_cluster\.this: Creating\.\.\.'),
     # The VMs alone (clone, configure, start), then the whole example. fakepve clones at once;
-    # PVE's full clone of a small disk takes seconds (20 PVE seconds here, 4 s at the suite's
-    # time scale), so the kills land inside the clones too.
+    # PVE's full clone of a small disk takes seconds (20 PVE seconds here: 0.2 s at the lab's
+    # Proxmox time scale, 0.05 of the suite's), so the kills land inside the clones too.
     'vm-create': dict(start=None, command='apply', vars={}, target='castle_proxmox_vm.node', marker=FIRST_CHANGE,
                       clone_secs=20),
     'scale-out': dict(start=SMALL, command='apply', vars={}, undo=True, marker=FIRST_CHANGE),
